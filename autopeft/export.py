@@ -1,0 +1,76 @@
+"""Write a trial's configuration as a peft adapter directory.
+
+``adapter_config.json`` is written by peft itself (``PeftConfig.save_pretrained``), so it
+loads with ``PeftConfig.from_pretrained(DIR)`` and nothing from autopeft. Beside it,
+``autopeft.json`` records where it came from: study, trial, metrics, space hash, versions.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+from autopeft.errors import ExportError
+from autopeft.store import Store, StudyRecord, TrialRecord
+
+
+def export_trial(study: StudyRecord, record: TrialRecord, out: str | Path, *, picked_by: str) -> Path:
+    """Write ``record``'s peft config and provenance into the directory ``out``.
+
+    Raises:
+        ExportError: the trial has no buildable config, or ``out`` cannot be written.
+    """
+    if record.peft_config is None:
+        raise ExportError(f"trial {record.number} has no peft config ({record.error or record.status})")
+    if record.status != "complete":
+        raise ExportError(f"trial {record.number} is {record.status}, not complete; pick a completed trial")
+    from peft import get_peft_config
+
+    out_dir = Path(out).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} exists and is not a directory")
+    config = get_peft_config(dict(record.peft_config))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save_pretrained(str(out_dir))
+        provenance = {
+            "study": study.name,
+            "trial": record.number,
+            "picked_by": picked_by,
+            "candidate": record.candidate,
+            "metrics": record.metrics,
+            "objectives": {name: v for (name, _), v in zip(study.objectives, record.values or [])},
+            "trainable_params": record.trainable_params,
+            "model": study.model,
+            "model_fingerprint": study.model_fingerprint,
+            "dataset": study.dataset,
+            "data_fingerprint": study.data_fingerprint,
+            "space_hash": study.space_hash,
+            "versions": {p: _version(p) for p in ("autopeft", "peft", "transformers", "torch", "optuna")},
+        }
+        (out_dir / "autopeft.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    except OSError as e:
+        raise ExportError(f"cannot write to --out {out_dir}: {e.strerror or e}") from None
+    return out_dir
+
+
+def select_trial(store: Store, study_name: str, trial: int | None, pick: str | None) -> tuple[StudyRecord, TrialRecord, str]:
+    """The study and the trial chosen by ``--trial N`` or ``--pick ...`` (exactly one)."""
+    from autopeft.search.pareto import pick as pick_trial
+    from autopeft.search.pareto import trial_by_number
+
+    if (trial is None) == (pick is None):
+        raise ExportError("give exactly one of --trial N or --pick (knee | best:OBJECTIVE | budget:PARAMS)")
+    study = store.get_study(study_name)
+    records = store.trials(study_name)
+    if trial is not None:
+        return study, trial_by_number(records, trial), f"trial:{trial}"
+    return study, pick_trial(study, records, pick), pick
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

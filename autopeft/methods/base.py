@@ -1,0 +1,111 @@
+"""What every PEFT method provides, and the helpers they share.
+
+A method turns a ``Candidate`` (one decoded point of the search space) into a real peft
+config, and counts its trainable parameters analytically, before any model is built, so
+that over-budget candidates are never trained. The contract test in
+``tests/test_methods.py`` holds every registered method to: count == peft's count, one
+step changes only trainable parameters, and the config survives save/load.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from autopeft.assets.architecture import ModelInfo
+from autopeft.errors import MethodError
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a method needs besides the candidate.
+
+    Attributes:
+        arch: The model's structure.
+        steps: Optimiser steps the config will be trained for (schedules scale with it).
+        base_model: Recorded in the config as ``base_model_name_or_path``.
+    """
+
+    arch: ModelInfo
+    steps: int
+    base_model: str | None = None
+
+
+class Method(Protocol):
+    """A PEFT method. Register an instance with ``autopeft.methods.register_method``."""
+
+    name: str
+    #: Candidate fields the method reads; the others are ignored for it.
+    uses: frozenset[str]
+
+    def build(self, cand, ctx: BuildContext) -> Any:
+        """The peft ``PeftConfig`` for ``cand``."""
+
+    def count_trainable(self, cand, ctx: BuildContext) -> int:
+        """Trainable parameters of ``get_peft_model(model, build(cand, ctx))``."""
+
+    def on_step(self, model, step: int) -> None:
+        """Called after every optimiser step, before gradients are zeroed."""
+
+    def summary(self, model) -> dict:
+        """Method-specific facts to record after training (e.g. AdaLoRA's final ranks)."""
+
+
+class MethodBase:
+    """Defaults shared by methods: no per-step hook, nothing extra to record."""
+
+    name = ""
+    uses: frozenset[str] = frozenset()
+
+    def on_step(self, model, step: int) -> None:
+        return None
+
+    def summary(self, model) -> dict:
+        return {}
+
+
+def selected_modules(cand, arch: ModelInfo) -> tuple[str, ...]:
+    """The relative module names ``cand`` adapts in each of its layers."""
+    try:
+        return arch.match_targets(cand.targets.modules)
+    except KeyError as e:
+        raise MethodError(f"the model has no module '{e.args[0]}' in its layers") from None
+
+
+def target_regex(arch: ModelInfo, layers: tuple[int, ...], modules: tuple[str, ...]) -> str:
+    """A peft ``target_modules`` regex naming exactly these modules in exactly these layers.
+
+    One regex places every method the same way (IA3 has no ``layers_to_transform``), and
+    it is plain peft: the exported config needs nothing from autopeft to load.
+    """
+    if not layers or not modules:
+        raise MethodError("a candidate must adapt at least one module in at least one layer")
+    layer_alt = "|".join(str(i) for i in sorted(layers))
+    module_alt = "|".join(re.escape(m) for m in modules)
+    return rf"{re.escape(arch.layers_path)}\.({layer_alt})\.({module_alt})"
+
+
+def task_type_for(arch: ModelInfo) -> str:
+    return "SEQ_CLS"
+
+
+def config_to_json(config) -> dict:
+    """``PeftConfig.to_dict()`` made JSON-safe (sets -> sorted lists, enums -> values), the
+    same normalisation peft applies when it writes ``adapter_config.json``."""
+    import enum
+
+    def clean(value):
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, (set, frozenset)):
+            return sorted(clean(v) for v in value)
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if hasattr(value, "to_dict") and callable(value.to_dict):
+            return clean(value.to_dict())
+        return value
+
+    return clean(config.to_dict())

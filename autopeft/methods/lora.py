@@ -1,0 +1,33 @@
+"""LoRA (with DoRA and rsLoRA switches): low-rank updates W + (alpha/r) B A."""
+
+from __future__ import annotations
+
+from autopeft.methods.base import BuildContext, MethodBase, selected_modules, target_regex, task_type_for
+
+
+class LoRA(MethodBase):
+    name = "lora"
+    uses = frozenset({"rank", "alpha", "dropout", "targets", "layers", "dora", "rslora"})
+
+    def build(self, cand, ctx: BuildContext):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            task_type=task_type_for(ctx.arch),
+            r=cand.rank,
+            lora_alpha=cand.alpha,
+            lora_dropout=cand.dropout,
+            target_modules=target_regex(ctx.arch, cand.layers, selected_modules(cand, ctx.arch)),
+            use_dora=cand.dora,
+            use_rslora=cand.rslora,
+            base_model_name_or_path=ctx.base_model,
+        )
+
+    def count_trainable(self, cand, ctx: BuildContext) -> int:
+        per_layer = 0
+        for name in selected_modules(cand, ctx.arch):
+            spec = ctx.arch.linear(name)
+            per_layer += cand.rank * (spec.in_features + spec.out_features)
+            if cand.dora:  # DoRA adds a magnitude vector per output feature
+                per_layer += spec.out_features
+        return per_layer * len(cand.layers) + ctx.arch.head_params

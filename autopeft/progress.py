@@ -1,0 +1,72 @@
+"""The search's progress bar: trial i/N, elapsed, ETA, best of each objective, front size."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from autopeft.search.loop import trained_count
+from autopeft.search.pareto import best, completed, pareto_front
+from autopeft.store import StudyRecord, TrialRecord
+
+
+def fmt(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if name == "trainable_params":
+        return f"{value:,.0f}"
+    if name in ("accuracy", "macro_f1"):
+        return f"{value:.4f}"
+    if name == "peak_memory":
+        return f"{value:,.0f} MiB"
+    if name == "train_time":
+        return f"{value:.1f} s"
+    return f"{value:.4g}"
+
+
+class RichEvents:
+    """``SearchEvents`` drawn with rich on stderr (stdout stays for results)."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]trial"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=self.console,
+            transient=False,
+        )
+        self.task = None
+        self.study: StudyRecord | None = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def started(self, study: StudyRecord, done: int, target: int) -> None:
+        self.study = study
+        if done:
+            self.console.print(f"resuming study [bold]{study.name}[/]: {done}/{target} trials already done")
+        self.task = self.progress.add_task("search", total=target, completed=done, status="starting")
+
+    def trial_started(self, number: int, candidate: dict) -> None:
+        targets = candidate["targets"] if isinstance(candidate["targets"], str) else "+".join(candidate["targets"])
+        self.progress.update(self.task, status=f"#{number} {candidate['method']} r={candidate['rank']} {targets} ...")
+
+    def trial_finished(self, record: TrialRecord, records: list[TrialRecord]) -> None:
+        objectives = self.study.objectives
+        parts = []
+        if completed(records):
+            for name, _ in objectives:
+                parts.append(f"best {name} {fmt(name, best(records, objectives, name).values[[n for n, _ in objectives].index(name)])}")
+            parts.append(f"front {len(pareto_front(records, objectives))}")
+        if record.status != "complete":
+            self.console.print(f"  trial {record.number} {record.status}: {record.error}")
+        self.progress.update(self.task, completed=trained_count(records), status=" · ".join(parts))

@@ -1,0 +1,1 @@
+"""The search: samplers, the ask/tell loop, objectives, and Pareto picks."""

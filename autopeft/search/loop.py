@@ -1,0 +1,262 @@
+"""The ask/tell loop: sampler proposes, method builds, budget gates, runner trains, store records.
+
+Failures are data: a trial that crashes, times out, runs out of memory or hits a
+non-finite loss is told to the study as FAIL and recorded with its reason, and the search
+goes on. Over-budget candidates are never trained: they are told as *infeasible* through
+an optuna constraint, with imputed objective values (the worst seen so far) so that the
+constraint-aware samplers learn where the budget boundary is.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from autopeft.errors import MethodError, StoreError
+from autopeft.search.prepare import PreparedSearch
+from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
+from trials.spec import TrialResult, TrialSpec
+
+Runner = Callable[[TrialSpec], TrialResult]
+BUDGET_CONSTRAINT = "trainable_params_over_budget"
+
+
+class SearchEvents(Protocol):
+    """What the loop reports as it goes (the CLI draws a progress bar from it)."""
+
+    def started(self, study: StudyRecord, done: int, target: int) -> None: ...
+
+    def trial_started(self, number: int, candidate: dict) -> None: ...
+
+    def trial_finished(self, record: TrialRecord, records: list[TrialRecord]) -> None: ...
+
+
+class _Silent:
+    def started(self, study, done, target): ...
+
+    def trial_started(self, number, candidate): ...
+
+    def trial_finished(self, record, records): ...
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    study: StudyRecord
+    records: list[TrialRecord]
+    interrupted: bool = False
+
+
+def trained_count(records: list[TrialRecord]) -> int:
+    """Trials that count against the study's budget: trained to an end (complete or failed)."""
+    return sum(1 for r in records if r.status in ("complete", "failed"))
+
+
+def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = None) -> StudyRecord:
+    """Create the study, or resume it when it exists with the same space."""
+    import yaml
+
+    from autopeft import __version__
+    from autopeft.space import space_hash
+
+    space = prep.space
+    target = trials_target or space.search.trials
+    digest = space_hash(space)
+    existing = store.find_study(space.study)
+    if existing is not None:
+        if existing.space_hash != digest:
+            raise StoreError(
+                f"study '{space.study}' already exists in {store.display_url} with a different search space; "
+                "resume it with the same YAML, or start a new study (--set study=NEW_NAME)"
+            )
+        if existing.trials_target != target:
+            store.set_trials_target(space.study, target)
+        return store.get_study(space.study)
+    record = StudyRecord(
+        name=space.study,
+        created_at=utcnow(),
+        space_yaml=yaml.safe_dump(space.document, sort_keys=False),
+        space_hash=digest,
+        objectives=tuple((o.name, o.direction) for o in space.objectives),
+        trials_target=target,
+        model=space.model.name,
+        model_fingerprint=prep.model.fingerprint,
+        dataset=space.task.dataset,
+        data_fingerprint=prep.dataset.fingerprint,
+        budget_params=prep.budget_limit,
+        autopeft_version=__version__,
+    )
+    try:
+        return store.add_study(record)
+    except StoreError:
+        if store.find_study(space.study) is not None:  # another worker created it first
+            return store.get_study(space.study)
+        raise
+
+
+def optuna_study(store: Store, study: StudyRecord, sampler):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=study.name,
+        storage=store.optuna_storage,
+        directions=["maximize" if d == "max" else "minimize" for _, d in study.objectives],
+        sampler=sampler,
+        load_if_exists=True,
+    )
+
+
+def run_search(
+    prep: PreparedSearch,
+    store: Store,
+    *,
+    trials: int | None = None,
+    runner: Runner | None = None,
+    events: SearchEvents | None = None,
+) -> SearchOutcome:
+    """Run (or resume) the study of ``prep`` until it has ``trials`` trained trials.
+
+    ``KeyboardInterrupt`` stops after recording the running trial as failed
+    ("interrupted"); nothing stored is lost and the outcome says ``interrupted``.
+    """
+    from autopeft.search.samplers import make_sampler
+
+    if runner is None:
+        from trials.executor import run_isolated as runner
+    events = events or _Silent()
+    study = open_study(store, prep, trials)
+    target = study.trials_target
+    ostudy = optuna_study(store, study, make_sampler(prep.space.search))
+    records = store.trials(study.name)
+    events.started(study, trained_count(records), target)
+    attempts = 0
+    max_attempts = 5 * target + 20  # a space mostly over budget must still end
+    interrupted = False
+    while trained_count(records) < target and attempts < max_attempts:
+        attempts += 1
+        try:
+            record = _one_trial(prep, store, study, ostudy, records, runner, events)
+        except KeyboardInterrupt:
+            interrupted = True
+            break
+        records = [r for r in records if r.number != record.number] + [record]
+        events.trial_finished(record, records)
+    return SearchOutcome(study, store.trials(study.name), interrupted)
+
+
+def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialRecord:
+    from optuna.trial import TrialState
+
+    from autopeft.methods import BuildContext, config_to_json, get_method
+
+    t0 = time.perf_counter()
+    trial = ostudy.ask()
+    candidate = prep.encoding.suggest(trial)
+    sampler_time = time.perf_counter() - t0
+    base = dict(
+        study=study.name, number=trial.number, candidate=candidate.to_json(), params=dict(trial.params),
+        started_at=utcnow(), sampler_time=sampler_time,
+    )
+    method = get_method(candidate.method)
+    ctx = BuildContext(prep.arch, prep.space.proxy.steps, base_model=prep.model.location)
+    try:
+        config = method.build(candidate, ctx)
+        count = method.count_trainable(candidate, ctx)
+    except MethodError as e:  # e.g. per-layer bits that switch every layer off
+        trial.set_constraint(BUDGET_CONSTRAINT, 1.0)
+        return _infeasible(store, ostudy, trial, records, study, base, None, None, str(e))
+    limit = prep.budget_limit
+    trial.set_constraint(BUDGET_CONSTRAINT, (count - limit) / limit if limit else -1.0)
+    peft_config = config_to_json(config)
+    if limit is not None and count > limit:
+        reason = f"over budget: {count:,} trainable parameters > {limit:,}"
+        return _infeasible(store, ostudy, trial, records, study, base, peft_config, count, reason)
+
+    store.save_trial(TrialRecord(status="running", peft_config=peft_config, trainable_params=count, **base))
+    events.trial_started(trial.number, candidate.to_json())
+    spec = _spec(prep, study, trial.number, candidate, peft_config)
+    try:
+        result = runner(spec)
+    except KeyboardInterrupt:
+        ostudy.tell(trial, state=TrialState.FAIL)
+        store.save_trial(TrialRecord(status="failed", peft_config=peft_config, trainable_params=count,
+                                     error="interrupted", finished_at=utcnow(), **base))
+        raise
+    values = objective_values(study, result) if result.status == "complete" else None
+    if values is not None:
+        ostudy.tell(trial, values)
+    else:
+        trial.set_user_attr("error", result.error)
+        ostudy.tell(trial, state=TrialState.FAIL)
+    record = TrialRecord(
+        status="complete" if values is not None else "failed",
+        peft_config=peft_config,
+        trainable_params=result.trainable_params or count,
+        metrics=result.metrics,
+        values=values,
+        curve=result.curve,
+        resources={"wall_time": result.wall_time, "train_time": result.train_time, "peak_rss_mb": result.peak_rss_mb},
+        extras=result.extras,
+        error=result.error if values is None else None,
+        finished_at=utcnow(),
+        **base,
+    )
+    store.save_trial(record)
+    return record
+
+
+def _spec(prep: PreparedSearch, study: StudyRecord, number: int, candidate, peft_config: dict) -> TrialSpec:
+    p = prep.space.proxy
+    return TrialSpec(
+        study=study.name, trial=number, method=candidate.method, model=prep.model.location,
+        num_labels=prep.data.num_labels, data_path=prep.data.path, peft_config=peft_config,
+        learning_rate=candidate.learning_rate, steps=p.steps, batch_size=p.batch_size, warmup=p.warmup,
+        seed=p.seed, log_every=p.log_every, metric=prep.space.task.metric, timeout=p.timeout,
+        memory_limit_mb=p.memory_limit_mb, threads=p.threads, trust_remote_code=prep.model.trust_remote_code,
+        revision=prep.model.revision,
+    )
+
+
+def objective_values(study: StudyRecord, result: TrialResult) -> list[float] | None:
+    """The result's objective values in study order (None if one is missing or not finite)."""
+    import math
+
+    source = {
+        "trainable_params": result.trainable_params,
+        "peak_memory": result.peak_rss_mb,
+        "train_time": result.train_time,
+        **result.metrics,
+    }
+    values = [source.get(name) for name, _ in study.objectives]
+    if any(v is None or not math.isfinite(float(v)) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _infeasible(store, ostudy, trial, records, study, base, peft_config, count, reason) -> TrialRecord:
+    """Tell an untrained candidate as infeasible, with the worst values seen as stand-ins.
+
+    Before any trial has completed there is nothing to impute from: the trial is told as
+    FAIL (samplers skip it), and recorded as infeasible all the same.
+    """
+    from optuna.trial import TrialState
+
+    done = [r.values for r in records if r.status == "complete" and r.values]
+    trial.set_user_attr("infeasible", reason)
+    record = TrialRecord(status="infeasible", peft_config=peft_config, trainable_params=count, error=reason,
+                         finished_at=utcnow(), **base)
+    if not done:
+        ostudy.tell(trial, state=TrialState.FAIL)
+        store.save_trial(record)
+        return record
+    imputed = []
+    for i, (name, direction) in enumerate(study.objectives):
+        if name == "trainable_params" and count is not None:
+            imputed.append(float(count))
+        else:
+            column = [v[i] for v in done]
+            imputed.append(min(column) if direction == "max" else max(column))
+    ostudy.tell(trial, imputed)
+    store.save_trial(record)
+    return record

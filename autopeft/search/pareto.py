@@ -1,0 +1,115 @@
+"""Pareto fronts, the knee, and the other ways to pick one trial from a study.
+
+Fronts are computed from autopeft's trial records rather than with ``study.best_trials``:
+the records know what optuna does not (an infeasible trial's imputed values are not
+results), and the dashboard must draw fronts without opening optuna's storage. The
+non-dominated filter is checked against ``study.best_trials`` in the tests.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+
+from autopeft.errors import ExportError
+from autopeft.store.records import StudyRecord, TrialRecord
+
+
+def completed(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    return [r for r in records if r.status == "complete" and r.values is not None]
+
+
+def _losses(records: Sequence[TrialRecord], objectives) -> np.ndarray:
+    """Objective values turned into losses (smaller is better) of shape (n, m)."""
+    sign = np.array([-1.0 if d == "max" else 1.0 for _, d in objectives])
+    return np.array([r.values for r in records], dtype=float).reshape(len(records), len(objectives)) * sign
+
+
+def non_dominated(losses: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows of ``losses`` (n, m) that no other row dominates.
+
+    Duplicated points are all kept (each is optimal)."""
+    n = len(losses)
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        dominated_by = np.all(losses <= losses[i], axis=1) & np.any(losses < losses[i], axis=1)
+        mask[i] = not dominated_by.any()
+    return mask
+
+
+def pareto_front(records: Sequence[TrialRecord], objectives) -> list[TrialRecord]:
+    """The Pareto-optimal complete trials, in trial-number order."""
+    done = completed(records)
+    if not done:
+        return []
+    mask = non_dominated(_losses(done, objectives))
+    return [r for r, keep in zip(done, mask) if keep]
+
+
+def knee(records: Sequence[TrialRecord], objectives) -> TrialRecord:
+    """The front point nearest the ideal point after normalising each objective.
+
+    Each objective is rescaled over the front to [0, 1] with 0 = its best value; the knee
+    is the point with the smallest Euclidean distance to (0, ..., 0). Ties go to the lower
+    trial number. An objective constant over the front does not influence the pick.
+    """
+    front = pareto_front(records, objectives)
+    if not front:
+        raise ExportError("the study has no completed trial to pick from")
+    losses = _losses(front, objectives)
+    low, high = losses.min(axis=0), losses.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    distance = np.linalg.norm((losses - low) / span, axis=1)
+    return front[int(np.argmin(distance))]
+
+
+def best(records: Sequence[TrialRecord], objectives, name: str) -> TrialRecord:
+    names = [n for n, _ in objectives]
+    if name not in names:
+        raise ExportError(f"'{name}' is not an objective of this study; objectives: {', '.join(names)}")
+    done = completed(records)
+    if not done:
+        raise ExportError("the study has no completed trial to pick from")
+    i = names.index(name)
+    direction = objectives[i][1]
+    key = (lambda r: (-r.values[i], r.number)) if direction == "max" else (lambda r: (r.values[i], r.number))
+    return min(done, key=key)
+
+
+def within_budget(records: Sequence[TrialRecord], objectives, max_params: int) -> TrialRecord:
+    """The best task-metric trial training at most ``max_params`` parameters."""
+    metric, _ = objectives[0]
+    done = [r for r in completed(records) if r.trainable_params is not None and r.trainable_params <= max_params]
+    if not done:
+        raise ExportError(f"no completed trial trains at most {max_params:,} parameters")
+    i = [n for n, _ in objectives].index(metric)
+    return min(done, key=lambda r: (-r.values[i], r.trainable_params, r.number))
+
+
+def pick(study: StudyRecord, records: Sequence[TrialRecord], how: str) -> TrialRecord:
+    """Pick a trial by ``knee``, ``best:OBJECTIVE`` or ``budget:PARAMS`` (e.g. ``budget:50k``)."""
+    objectives = study.objectives
+    if how == "knee":
+        return knee(records, objectives)
+    kind, _, arg = how.partition(":")
+    if kind == "best" and arg:
+        return best(records, objectives, arg)
+    if kind == "budget" and arg:
+        return within_budget(records, objectives, parse_count(arg))
+    raise ExportError(f"unknown pick '{how}'; expected knee, best:OBJECTIVE or budget:PARAMS")
+
+
+def parse_count(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmM]?)\s*", text)
+    if not m:
+        raise ExportError(f"expected a parameter count such as 50000, 50k or 1.2M, got '{text}'")
+    return int(float(m.group(1)) * {"": 1, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6}[m.group(2)])
+
+
+def trial_by_number(records: Sequence[TrialRecord], number: int) -> TrialRecord:
+    for r in records:
+        if r.number == number:
+            return r
+    raise ExportError(f"the study has no trial {number}")

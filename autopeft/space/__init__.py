@@ -1,0 +1,6 @@
+"""The search-space DSL: YAML -> validated ``SearchSpace`` -> fixed-dimensional encoding."""
+
+from autopeft.space.loader import apply_overrides, load_space, load_space_text, parse_space, space_hash
+from autopeft.space.schema import SearchSpace
+
+__all__ = ["SearchSpace", "apply_overrides", "load_space", "load_space_text", "parse_space", "space_hash"]

@@ -1,0 +1,172 @@
+"""Compile a ``SpaceSpec`` to a fixed-dimensional optuna search space, and decode points.
+
+Why fixed-dimensional: optuna's ``BoTorchSampler`` and ``GPSampler`` model only the
+parameters present in *every* trial; a parameter suggested for one method only would be
+sampled at random. So every dimension is suggested in every trial, whatever the method,
+and a method simply ignores the fields it does not use (as AutoPEFT does). Numeric choice
+lists become an integer *index* so BO sees their order; placement is one integer
+(``top_k``), two (``range``) or one bit per layer (``per_layer``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from autopeft.space.schema import Choice, Dimension, Fixed, Range, SpaceSpec, Targets
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One decoded point of the space: everything a method needs to build a peft config."""
+
+    method: str
+    rank: int
+    alpha: float
+    dropout: float
+    targets: Targets
+    layers: tuple[int, ...]
+    learning_rate: float
+    dora: bool
+    rslora: bool
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["targets"] = list(self.targets.modules) or "all-linear"
+        data["layers"] = list(self.layers)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Candidate":
+        data = dict(data)
+        t = data["targets"]
+        data["targets"] = Targets(()) if t == "all-linear" else Targets(tuple(t))
+        data["layers"] = tuple(data["layers"])
+        return cls(**data)
+
+
+_SCALARS = ("method", "rank", "alpha", "dropout", "learning_rate", "dora", "rslora")
+
+
+class SpaceEncoding:
+    """The optuna distributions of a space, and the map from their values to a ``Candidate``.
+
+    Args:
+        space: The validated space.
+        num_layers: Layers in the model's stack.
+        layer_order: Layers from most to least preferred for ``top_k`` placement. Defaults
+            to the ``by`` rule (``top``: output side first; ``bottom``: input side first).
+    """
+
+    def __init__(self, space: SpaceSpec, num_layers: int, layer_order: Sequence[int] | None = None) -> None:
+        self.space = space
+        self.num_layers = num_layers
+        if layer_order is None:
+            layer_order = range(num_layers - 1, -1, -1) if space.layers.by != "bottom" else range(num_layers)
+        self.layer_order = tuple(layer_order)
+        self.distributions = self._distributions()
+
+    # ------------------------------------------------------------------ distributions
+    def _distributions(self) -> dict[str, Any]:
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        out: dict[str, Any] = {}
+        for name in _SCALARS:
+            dim: Dimension = getattr(self.space, name)
+            if isinstance(dim, Choice):
+                out[name] = IntDistribution(0, len(dim.values) - 1) if dim.ordinal else CategoricalDistribution(dim.values)
+            elif isinstance(dim, Range):
+                cls = IntDistribution if dim.integer else FloatDistribution
+                out[name] = cls(int(dim.low) if dim.integer else dim.low, int(dim.high) if dim.integer else dim.high, log=dim.log)
+        if len(self.space.targets) > 1:
+            out["targets"] = CategoricalDistribution(tuple(t.label for t in self.space.targets))
+        p = self.space.layers
+        if p.kind == "top_k" and p.low < p.high:
+            out["top_k"] = IntDistribution(p.low, p.high)
+        elif p.kind == "range":
+            out["layer_first"] = IntDistribution(p.low, p.high)
+            out["layer_last"] = IntDistribution(p.low, p.high)
+        elif p.kind == "per_layer":
+            for i in range(self.num_layers):
+                out[f"layer_{i:02d}"] = IntDistribution(0, 1)
+        return out
+
+    @property
+    def dimensions(self) -> int:
+        return len(self.distributions)
+
+    # ------------------------------------------------------------------ suggest / decode
+    def suggest(self, trial) -> Candidate:
+        """Ask ``trial`` for every dimension (the only place that calls ``suggest_*``)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+        params = {}
+        for name, dist in self.distributions.items():
+            if isinstance(dist, CategoricalDistribution):
+                params[name] = trial.suggest_categorical(name, dist.choices)
+            elif isinstance(dist, FloatDistribution):
+                params[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+            else:
+                params[name] = trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+        return self.decode(params)
+
+    def decode(self, params: dict[str, Any]) -> Candidate:
+        """The ``Candidate`` for a full set of parameter values."""
+        values = {name: self._value(name, params) for name in _SCALARS}
+        if "targets" in self.distributions:
+            targets = next(t for t in self.space.targets if t.label == params["targets"])
+        else:
+            targets = self.space.targets[0]
+        return Candidate(
+            method=str(values["method"]),
+            rank=int(values["rank"]),
+            alpha=float(values["alpha"]) * (int(values["rank"]) if self.space.alpha_is_ratio else 1),
+            dropout=float(values["dropout"]),
+            targets=targets,
+            layers=self._layers(params),
+            learning_rate=float(values["learning_rate"]),
+            dora=bool(values["dora"]),
+            rslora=bool(values["rslora"]),
+        )
+
+    def _value(self, name: str, params: dict[str, Any]):
+        dim = getattr(self.space, name)
+        if isinstance(dim, Fixed):
+            return dim.value
+        if isinstance(dim, Choice) and dim.ordinal:
+            return dim.values[params[name]]
+        return params[name]
+
+    def _layers(self, params: dict[str, Any]) -> tuple[int, ...]:
+        p = self.space.layers
+        if p.kind == "all":
+            return tuple(range(self.num_layers))
+        if p.kind == "fixed":
+            return p.layers
+        if p.kind == "top_k":
+            k = params.get("top_k", p.low)
+            return tuple(sorted(self.layer_order[:k]))
+        if p.kind == "range":
+            a, b = sorted((params["layer_first"], params["layer_last"]))
+            return tuple(range(a, b + 1))
+        return tuple(i for i in range(self.num_layers) if params[f"layer_{i:02d}"])
+
+    def extreme_layer_sets(self) -> list[tuple[int, ...]]:
+        """The smallest and largest layer sets the space can produce (for param ranges)."""
+        p = self.space.layers
+        if p.kind == "top_k":
+            return [tuple(sorted(self.layer_order[:p.low])), tuple(sorted(self.layer_order[:p.high]))]
+        if p.kind == "range":
+            return [(p.low,), tuple(range(p.low, p.high + 1))]
+        if p.kind == "per_layer":
+            return [(self.layer_order[0],), tuple(range(self.num_layers))]
+        return [self._layers({})]
+
+    def choices(self, name: str) -> list:
+        """Every value a scalar field can take (ranges: their two ends)."""
+        dim = getattr(self.space, name)
+        if isinstance(dim, Fixed):
+            return [dim.value]
+        if isinstance(dim, Choice):
+            return list(dim.values)
+        return [int(dim.low), int(dim.high)] if dim.integer else [dim.low, dim.high]

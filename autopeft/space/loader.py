@@ -1,0 +1,463 @@
+"""YAML (plus ``--set`` overrides) -> a validated ``SearchSpace``.
+
+Strict by design: unknown keys, wrong types, empty choices and inverted ranges are errors
+that name the file, the key path and what was expected. Only ``yaml.safe_load`` is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from autopeft.errors import SpaceError
+from autopeft.space.schema import (
+    COST_OBJECTIVES,
+    TASK_METRICS,
+    Budget,
+    Choice,
+    Dimension,
+    Fixed,
+    ModelSpec,
+    Objective,
+    Placement,
+    ProxySpec,
+    Range,
+    SearchSpace,
+    SearchSpec,
+    SpaceSpec,
+    Targets,
+    TaskSpec,
+)
+
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_IMPORTANCE = ("none", "spt")
+_YAML11_FLOAT = re.compile(r"[-+]?[0-9]*\.?[0-9]+[eE][-+]?[0-9]+")
+
+
+class _Node:
+    """A value with the key path it came from, so every error can say where it is."""
+
+    def __init__(self, value: Any, path: str, source: str) -> None:
+        self.value, self.path, self.source = value, path, source
+
+    def fail(self, problem: str) -> SpaceError:
+        return SpaceError(self.source, self.path or "<top level>", problem)
+
+    def child(self, key: str | int) -> "_Node":
+        if isinstance(key, int):
+            path = f"{self.path}[{key}]"
+        else:
+            path = f"{self.path}.{key}" if self.path else key
+        return _Node(self.value[key], path, self.source)
+
+    def mapping(self, allowed: set[str], required: set[str] = frozenset()) -> dict[str, "_Node"]:
+        if not isinstance(self.value, dict):
+            raise self.fail(f"expected a mapping with keys {sorted(allowed)}, got {_show(self.value)}")
+        for key in self.value:
+            if key not in allowed:
+                raise SpaceError(
+                    self.source,
+                    f"{self.path}.{key}" if self.path else str(key),
+                    f"unknown key; expected one of {sorted(allowed)}",
+                )
+        for key in sorted(required):
+            if key not in self.value:
+                raise self.fail(f"missing required key '{key}'")
+        return {k: self.child(k) for k in self.value}
+
+    def list(self, nonempty: bool = True) -> list["_Node"]:
+        if not isinstance(self.value, list):
+            raise self.fail(f"expected a list, got {_show(self.value)}")
+        if nonempty and not self.value:
+            raise self.fail("expected a non-empty list")
+        return [self.child(i) for i in range(len(self.value))]
+
+    def str(self, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(self.value, str) or not self.value:
+            raise self.fail(f"expected a non-empty string, got {_show(self.value)}")
+        if choices is not None and self.value not in choices:
+            raise self.fail(f"expected one of {list(choices)}, got {self.value!r}")
+        return self.value
+
+    def bool(self) -> bool:
+        if not isinstance(self.value, bool):
+            raise self.fail(f"expected true or false, got {_show(self.value)}")
+        return self.value
+
+    def int(self, low: int | None = None, high: int | None = None) -> int:
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise self.fail(f"expected an integer, got {_show(self.value)}")
+        _check_bounds(self, self.value, low, high)
+        return self.value
+
+    def number(self, low: float | None = None, high: float | None = None, positive: bool = False) -> float:
+        value = self.value
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # PyYAML reads `1e-4` (no dot) as a string; accept it
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(f"expected a number, got {_show(self.value)}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise self.fail(f"expected a finite number, got {self.value!r}")
+        if positive and value <= 0:
+            raise self.fail(f"expected a number > 0, got {self.value!r}")
+        _check_bounds(self, value, low, high)
+        return value
+
+
+def _check_bounds(node: _Node, value: float, low: float | None, high: float | None) -> None:
+    if low is not None and value < low:
+        raise node.fail(f"expected a value >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise node.fail(f"expected a value <= {high}, got {value!r}")
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) < 60 else text[:57] + '...'}"
+
+
+# ---------------------------------------------------------------------------- dimensions
+
+
+def _dimension(node: _Node, item: Callable[[_Node], Any], *, numeric: bool, integer: bool = False) -> Dimension:
+    """A scalar (fixed), a list (choice) or, for numbers, ``{log|range: [low, high]}``."""
+    value = node.value
+    if isinstance(value, list):
+        items = [item(n) for n in node.list()]
+        if len(set(map(_key, items))) != len(items):
+            raise node.fail(f"expected distinct values, got duplicates in {value!r}")
+        if len(items) == 1:
+            return Fixed(items[0])
+        return Choice(tuple(sorted(items) if numeric else items))
+    if isinstance(value, dict):
+        if not numeric:
+            raise node.fail(f"expected a value or a list of values, got {_show(value)}")
+        (kind, bounds), *rest = list(node.mapping({"log", "range"}).items()) or [(None, None)]
+        if kind is None or rest:
+            raise node.fail("expected exactly one of 'log: [low, high]' or 'range: [low, high]'")
+        pair = bounds.list()
+        if len(pair) != 2:
+            raise bounds.fail(f"expected [low, high], got {bounds.value!r}")
+        low, high = (item(n) for n in pair)
+        if low > high:
+            raise bounds.fail(f"low <= high must hold, but got low={low}, high={high}")
+        if kind == "log" and low <= 0:
+            raise bounds.fail(f"a log range needs low > 0, got low={low}")
+        return Range(low, high, log=(kind == "log"), integer=integer)
+    return Fixed(item(node))
+
+
+def _key(v: Any) -> str:
+    return json.dumps(v, sort_keys=True)
+
+
+def _targets(node: _Node) -> tuple[Targets, ...]:
+    def one(n: _Node) -> Targets:
+        if n.value == "all-linear":
+            return Targets(())
+        if isinstance(n.value, str):
+            return Targets((n.str(),))
+        names = tuple(m.str() for m in n.list())
+        if len(set(names)) != len(names):
+            raise n.fail(f"expected distinct module names, got {n.value!r}")
+        return Targets(names)
+
+    if isinstance(node.value, str):
+        return (one(node),)
+    choices = tuple(one(n) for n in node.list())
+    if len({c.label for c in choices}) != len(choices):
+        raise node.fail("expected distinct target choices")
+    return choices
+
+
+def _placement(node: _Node) -> Placement:
+    value = node.value
+    if value == "all":
+        return Placement("all")
+    if isinstance(value, list):
+        layers = tuple(n.int(low=0) for n in node.list())
+        if len(set(layers)) != len(layers):
+            raise node.fail(f"expected distinct layer indices, got {value!r}")
+        return Placement("fixed", layers=tuple(sorted(layers)))
+    keys = node.mapping({"top_k", "by", "per_layer", "range"})
+    kinds = [k for k in ("top_k", "per_layer", "range") if k in keys]
+    if len(kinds) != 1:
+        raise node.fail("expected exactly one of 'top_k', 'per_layer', 'range' (or 'all', or a list of layers)")
+    kind = kinds[0]
+    if "by" in keys and kind != "top_k":
+        raise keys["by"].fail("'by' only applies to top_k")
+    if kind == "per_layer":
+        if not keys["per_layer"].bool():
+            raise keys["per_layer"].fail("expected true (use 'all' for every layer)")
+        return Placement("per_layer")
+    n = keys[kind]
+    if isinstance(n.value, int) and not isinstance(n.value, bool) and kind == "top_k":
+        low = high = n.int(low=1)
+    else:
+        pair = n.list()
+        if len(pair) != 2:
+            raise n.fail(f"expected [low, high], got {n.value!r}")
+        low, high = pair[0].int(low=0 if kind == "range" else 1), pair[1].int(low=0 if kind == "range" else 1)
+        if low > high:
+            raise n.fail(f"low <= high must hold, but got low={low}, high={high}")
+    by = keys["by"].str(("top", "bottom", "importance")) if "by" in keys else "top"
+    return Placement(kind, low=low, high=high, by=by)
+
+
+def _budget(node: _Node) -> Budget:
+    keys = node.mapping({"max_trainable_params"})
+    if "max_trainable_params" not in keys:
+        return Budget()
+    n = keys["max_trainable_params"]
+    v = n.value
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%|k|K|m|M)?\s*", v)
+        if not m:
+            raise n.fail(f"expected a count (120000, 250k, 1.5M) or a percentage (1%), got {v!r}")
+        number, unit = float(m.group(1)), m.group(2)
+        if unit == "%":
+            if not 0 < number <= 100:
+                raise n.fail(f"expected a percentage in (0, 100], got {v!r}")
+            return Budget(max_fraction=number / 100)
+        scale = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6}.get(unit or "", 1)
+        return Budget(max_params=max(1, int(number * scale)))
+    return Budget(max_params=n.int(low=1))
+
+
+def _objectives(node: _Node, metric: str) -> tuple[Objective, ...]:
+    allowed = set(TASK_METRICS) | set(COST_OBJECTIVES)
+    keys = node.mapping(allowed)
+    if not 2 <= len(keys) <= 3:
+        raise node.fail(f"expected 2 or 3 objectives (the task metric and 1-2 costs), got {len(keys)}")
+    out = []
+    for name, n in keys.items():
+        natural = COST_OBJECTIVES.get(name, "max")
+        if name in TASK_METRICS and name != metric:
+            raise SpaceError(node.source, n.path, f"the task metric is '{metric}' (task.metric); expected '{metric}' here")
+        if n.str(("max", "min")) != natural:
+            raise n.fail(f"'{name}' can only be optimised as '{natural}'")
+        out.append(Objective(name, natural))
+    if metric not in keys:
+        raise node.fail(f"expected the task metric '{metric}' among the objectives")
+    return tuple(out)
+
+
+def _dataclass_from(node: _Node, cls: type, readers: dict[str, Callable[[_Node], Any]]):
+    keys = node.mapping(set(readers))
+    return cls(**{k: readers[k](n) for k, n in keys.items()})
+
+
+# ---------------------------------------------------------------------------- the document
+
+_TOP = {"study", "model", "task", "objectives", "budget", "space", "proxy", "search", "importance"}
+
+
+def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
+    """Validate a parsed YAML document and compile it to a ``SearchSpace``.
+
+    Raises:
+        SpaceError: naming ``source``, the key path and what was expected.
+    """
+    from autopeft.methods import method_names
+    from autopeft.search.samplers import sampler_names
+
+    root = _Node(document, "", source)
+    top = root.mapping(_TOP, required={"study", "model", "task", "space"})
+
+    study = top["study"].str()
+    if not _STUDY_NAME.match(study):
+        raise top["study"].fail("expected letters, digits, '.', '_' or '-' (at most 100, no '/' or spaces)")
+
+    m = top["model"]
+    if isinstance(m.value, str):
+        model = ModelSpec(m.str())
+    else:
+        mk = m.mapping({"name", "trust_remote_code", "revision"}, required={"name"})
+        model = ModelSpec(
+            mk["name"].str(),
+            trust_remote_code=mk["trust_remote_code"].bool() if "trust_remote_code" in mk else False,
+            revision=mk["revision"].str() if "revision" in mk else None,
+        )
+
+    tk = top["task"].mapping({"dataset", "text", "label", "metric"}, required={"dataset"})
+    if "text" in tk and isinstance(tk["text"].value, list):
+        text = tuple(n.str() for n in tk["text"].list())
+        if len(text) > 2:
+            raise tk["text"].fail("expected one text column or a pair of them")
+    else:
+        text = (tk["text"].str(),) if "text" in tk else ("text",)
+    task = TaskSpec(
+        dataset=tk["dataset"].str(),
+        text=text,
+        label=tk["label"].str() if "label" in tk else "label",
+        metric=tk["metric"].str(TASK_METRICS) if "metric" in tk else "accuracy",
+    )
+
+    objectives = (
+        _objectives(top["objectives"], task.metric)
+        if "objectives" in top
+        else (Objective(task.metric, "max"), Objective("trainable_params", "min"))
+    )
+    budget = _budget(top["budget"]) if "budget" in top else Budget()
+
+    sp = top["space"].mapping(
+        {"method", "rank", "alpha", "targets", "layers", "learning_rate", "dropout", "dora", "rslora"},
+        required={"method"},
+    )
+    known = method_names()
+    method = _dimension(sp["method"], lambda n: n.str(known), numeric=False)
+    alpha_is_ratio = False
+    if "alpha" in sp and isinstance(sp["alpha"].value, dict) and "ratio" in sp["alpha"].value:
+        ratio = sp["alpha"].mapping({"ratio"})["ratio"]
+        alpha = _dimension(ratio, lambda n: n.number(positive=True), numeric=True)
+        alpha_is_ratio = True
+    elif "alpha" in sp:
+        alpha = _dimension(sp["alpha"], lambda n: n.number(positive=True), numeric=True)
+    else:  # the common default lora_alpha = 2 * r
+        alpha, alpha_is_ratio = Fixed(2.0), True
+    space = SpaceSpec(
+        method=method,
+        rank=_dimension(sp["rank"], lambda n: n.int(low=1), numeric=True, integer=True) if "rank" in sp else Fixed(8),
+        alpha=alpha,
+        alpha_is_ratio=alpha_is_ratio,
+        targets=_targets(sp["targets"]) if "targets" in sp else (Targets(("query", "value")),),
+        layers=_placement(sp["layers"]) if "layers" in sp else Placement("all"),
+        learning_rate=(
+            _dimension(sp["learning_rate"], lambda n: n.number(positive=True), numeric=True)
+            if "learning_rate" in sp
+            else Fixed(1e-3)
+        ),
+        dropout=_dimension(sp["dropout"], lambda n: n.number(low=0, high=0.9), numeric=True) if "dropout" in sp else Fixed(0.0),
+        dora=_dimension(sp["dora"], lambda n: n.bool(), numeric=False) if "dora" in sp else Fixed(False),
+        rslora=_dimension(sp["rslora"], lambda n: n.bool(), numeric=False) if "rslora" in sp else Fixed(False),
+    )
+
+    proxy = _dataclass_from(
+        top["proxy"] if "proxy" in top else _Node({}, "proxy", source),
+        ProxySpec,
+        {
+            "train_examples": lambda n: n.int(low=2),
+            "eval_examples": lambda n: n.int(low=2),
+            "steps": lambda n: n.int(low=1),
+            "batch_size": lambda n: n.int(low=1, high=4096),
+            "max_length": lambda n: n.int(low=4, high=8192),
+            "warmup": lambda n: n.number(low=0, high=0.9),
+            "seed": lambda n: n.int(low=0),
+            "log_every": lambda n: n.int(low=1),
+            "timeout": lambda n: n.number(positive=True),
+            "memory_limit_mb": lambda n: None if n.value is None else n.int(low=256),
+            "threads": lambda n: None if n.value is None else n.int(low=1, high=256),
+        },
+    )
+    search = _dataclass_from(
+        top["search"] if "search" in top else _Node({}, "search", source),
+        SearchSpec,
+        {
+            "sampler": lambda n: n.str(sampler_names()),
+            "trials": lambda n: n.int(low=1),
+            "startup_trials": lambda n: n.int(low=1),
+            "seed": lambda n: None if n.value is None else n.int(low=0),
+        },
+    )
+    if search.startup_trials > search.trials and "startup_trials" in (document.get("search") or {}):
+        raise SpaceError(source, "search.startup_trials", f"expected at most search.trials={search.trials}, got {search.startup_trials}")
+    importance = top["importance"].str(_IMPORTANCE) if "importance" in top else "none"
+    if space.layers.by == "importance" and importance == "none":
+        raise SpaceError(source, "space.layers.by", "placement by importance needs 'importance: spt' at the top level")
+
+    return SearchSpace(
+        study=study,
+        model=model,
+        task=task,
+        objectives=objectives,
+        budget=budget,
+        space=space,
+        proxy=proxy,
+        search=search,
+        importance=importance,
+        source=source,
+        document=document,
+    )
+
+
+def apply_overrides(document: Any, overrides: list[str] | tuple[str, ...]) -> Any:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a copy of ``document``."""
+    doc = json.loads(json.dumps(document)) if document is not None else {}
+    for item in overrides:
+        if "=" not in item:
+            raise SpaceError("--set", item, "expected key.path=value, e.g. proxy.steps=10")
+        path, _, raw = item.partition("=")
+        parts = path.strip().split(".")
+        if not all(parts):
+            raise SpaceError("--set", path, "expected a dotted key path such as search.trials")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise SpaceError("--set", path, f"the value is not valid YAML: {_first_line(e)}") from None
+        if not isinstance(doc, dict):
+            raise SpaceError("--set", path, "the document is not a mapping")
+        node = doc
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise SpaceError("--set", ".".join(parts[: i + 1]), f"is {_show(nxt)}, not a mapping; cannot set {path}")
+            node = nxt
+        node[parts[-1]] = value
+    return doc
+
+
+def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SearchSpace:
+    """Read, override and validate a search-space YAML file.
+
+    Raises:
+        SpaceError: for an unreadable file, invalid YAML, or any invalid key.
+    """
+    p = Path(path)
+    source = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpaceError(source, "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpaceError(source, "", f"cannot read the file: {e}") from None
+    return load_space_text(text, source, overrides)
+
+
+def load_space_text(text: str, source: str = "<text>", overrides: list[str] | tuple[str, ...] = ()) -> SearchSpace:
+    """Like ``load_space`` for YAML already in memory (the dashboard's New search page)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpaceError(source, where, f"not valid YAML: {_first_line(e)}") from None
+    if document is None:
+        raise SpaceError(source, "", "the file is empty; expected a mapping with study, model, task and space")
+    if overrides:
+        document = apply_overrides(document, overrides)
+    return parse_space(document, source)
+
+
+def _first_line(e: Exception) -> str:
+    return str(getattr(e, "problem", None) or e).splitlines()[0]
+
+
+def space_hash(space: SearchSpace) -> str:
+    """A stable hash of what changes results (ignores the trial count, which may grow)."""
+    doc = json.loads(json.dumps(space.document))
+    (doc.get("search") or {}).pop("trials", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+

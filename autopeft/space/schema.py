@@ -1,0 +1,194 @@
+"""Frozen, validated dataclasses that a search-space YAML compiles to.
+
+Nothing here imports torch: a space can be loaded and checked for shape instantly. Checks
+that need the model (module names, layer counts, the budget) live in ``autopeft.space.check``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+Scalar = Union[int, float, str, bool]
+
+TASK_METRICS = ("accuracy", "macro_f1")
+#: Objective name -> the only direction that makes sense for it.
+COST_OBJECTIVES = {"trainable_params": "min", "peak_memory": "min", "train_time": "min"}
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A value that does not vary: not a search dimension."""
+
+    value: Scalar
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A finite set of values. Numeric choices are ordinal (BO sees their order)."""
+
+    values: tuple
+
+    @property
+    def ordinal(self) -> bool:
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric interval; ``integer`` ranges are sampled as ints, ``log`` on a log scale."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+Dimension = Union[Fixed, Choice, Range]
+
+
+@dataclass(frozen=True)
+class Targets:
+    """One choice of adapted modules: relative module names inside a layer, or all linears."""
+
+    modules: tuple[str, ...]  # empty tuple means "all-linear"
+
+    @property
+    def all_linear(self) -> bool:
+        return not self.modules
+
+    @property
+    def label(self) -> str:
+        return "all-linear" if self.all_linear else "+".join(self.modules)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where adapters go along depth.
+
+    ``all``: every layer. ``top_k``: the k preferred layers, k in [low, high], ranked by
+    ``by`` (``top`` = closest to the output, ``bottom``, or ``importance``). ``per_layer``:
+    one on/off bit per layer. ``range``: a contiguous block inside [low, high].
+    ``fixed``: exactly ``layers``.
+    """
+
+    kind: Literal["all", "top_k", "per_layer", "range", "fixed"] = "all"
+    low: int = 0
+    high: int = 0
+    by: Literal["top", "bottom", "importance"] = "top"
+    layers: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    trust_remote_code: bool = False
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    dataset: str
+    text: tuple[str, ...]
+    label: str
+    metric: str = "accuracy"
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    direction: Literal["max", "min"]
+
+    @property
+    def optuna_direction(self) -> str:
+        return "maximize" if self.direction == "max" else "minimize"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A hard cap on trainable parameters: absolute, or a fraction of the base model."""
+
+    max_params: int | None = None
+    max_fraction: float | None = None
+
+    def limit(self, total_params: int) -> int | None:
+        """The cap in parameters for a model of ``total_params`` parameters (None = no cap)."""
+        if self.max_params is not None:
+            return self.max_params
+        if self.max_fraction is not None:
+            return int(self.max_fraction * total_params)
+        return None
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    method: Dimension
+    rank: Dimension
+    alpha: Dimension  # absolute lora_alpha, unless alpha_is_ratio
+    alpha_is_ratio: bool
+    targets: tuple[Targets, ...]
+    layers: Placement
+    learning_rate: Dimension
+    dropout: Dimension
+    dora: Dimension
+    rslora: Dimension
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """A short fine-tune that stands in for the real one.
+
+    Attributes:
+        train_examples: Training examples drawn (stratified) from the data set.
+        eval_examples: Validation examples the metric is measured on.
+        steps: Optimiser steps per trial.
+        batch_size: Examples per step.
+        max_length: Tokens per example after truncation.
+        warmup: Fraction of steps with linear warm-up.
+        seed: Seed of the split, the data order and the adapter initialisation.
+        log_every: Steps between learning-curve points.
+        timeout: Seconds before a trial is stopped and recorded as failed.
+        memory_limit_mb: Address-space cap of the trial process (None = none).
+        threads: Torch threads per trial (None = all cores).
+    """
+
+    train_examples: int = 800
+    eval_examples: int = 300
+    steps: int = 30
+    batch_size: int = 16
+    max_length: int = 64
+    warmup: float = 0.1
+    seed: int = 0
+    log_every: int = 5
+    timeout: float = 1800.0
+    memory_limit_mb: int | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    sampler: str = "botorch"
+    trials: int = 20
+    startup_trials: int = 8
+    seed: int | None = 0
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A whole, validated search space: what to search, on what, and how."""
+
+    study: str
+    model: ModelSpec
+    task: TaskSpec
+    objectives: tuple[Objective, ...]
+    budget: Budget
+    space: SpaceSpec
+    proxy: ProxySpec
+    search: SearchSpec
+    importance: str = "none"
+    source: str = "<memory>"
+    document: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def objective_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.objectives)

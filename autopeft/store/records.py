@@ -1,0 +1,73 @@
+"""Frozen records read from and written to the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study's metadata.
+
+    Attributes:
+        objectives: ``[[name, "max"|"min"], ...]`` in the study's objective order.
+        trials_target: Trained trials (complete + failed) the study asks for.
+        budget_params: The trainable-parameter cap in parameters (None = none).
+    """
+
+    name: str
+    created_at: datetime
+    space_yaml: str
+    space_hash: str
+    objectives: tuple[tuple[str, str], ...]
+    trials_target: int
+    model: str
+    model_fingerprint: str
+    dataset: str
+    data_fingerprint: str
+    budget_params: int | None = None
+    importance: dict | None = None
+    autopeft_version: str = ""
+
+
+#: complete: trained and evaluated. failed: crashed, timed out, OOM or non-finite loss.
+#: infeasible: over budget (or not buildable); never trained. running: in progress.
+TRIAL_STATUSES = ("running", "complete", "failed", "infeasible")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as autopeft records it.
+
+    Attributes:
+        number: Optuna's trial number in the study.
+        candidate: The decoded candidate (``Candidate.to_json()``).
+        params: The raw optuna parameters the candidate was decoded from.
+        peft_config: JSON of the peft config (None when it could not be built).
+        trainable_params: Analytic count before training; peft's count after.
+        metrics: Task metrics on the validation split.
+        values: Objective values in study order (None unless complete).
+        curve: ``[[step, loss], ...]``.
+        resources: ``wall_time``, ``train_time`` (s), ``peak_rss_mb``.
+        extras: Method-specific records (AdaLoRA rank allocation ...).
+        error: Why the trial failed or was infeasible.
+        sampler_time: Seconds the sampler took to propose this trial.
+    """
+
+    study: str
+    number: int
+    status: str
+    candidate: dict
+    params: dict
+    started_at: datetime
+    peft_config: dict | None = None
+    trainable_params: int | None = None
+    metrics: dict = field(default_factory=dict)
+    values: list | None = None
+    curve: list = field(default_factory=list)
+    resources: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+    error: str | None = None
+    finished_at: datetime | None = None
+    sampler_time: float | None = None

@@ -1,0 +1,226 @@
+"""The store: optuna's RDBStorage as the trial ledger, plus autopeft's tables, one database.
+
+SQLite (a file, the default) or PostgreSQL (many workers on many machines). Opening a store
+brings autopeft's tables to the newest alembic revision; optuna manages its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+from pathlib import Path
+
+from autopeft.errors import StoreError
+from autopeft.store.records import StudyRecord, TrialRecord
+
+DEFAULT_URL = "sqlite:///autopeft.db"
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: safe to print or log."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: hide everything between '://' and '@'
+        head, sep, tail = url.partition("://")
+        return head + sep + ("***@" + tail.split("@", 1)[1] if "@" in tail else tail)
+
+
+class Store:
+    """A database holding studies and trials.
+
+    Args:
+        url: SQLAlchemy URL, e.g. ``sqlite:///autopeft.db`` or
+            ``postgresql+psycopg://user:pass@host/db``.
+
+    Raises:
+        StoreError: the URL is malformed, its driver missing, or the server unreachable.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        self.url = url
+        self.display_url = mask_url(url)
+        self.engine = _engine(url, self.display_url)
+        self._optuna_storage = None
+        self.upgrade()
+
+    # ------------------------------------------------------------------ schema
+    def upgrade(self) -> None:
+        """Bring autopeft's tables to the newest revision (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        try:
+            with self.engine.begin() as connection:
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+        except Exception as e:
+            raise StoreError(f"cannot prepare the database {self.display_url}: {_first_line(e)}") from None
+
+    @property
+    def optuna_storage(self):
+        """optuna's ``RDBStorage`` on the same database (created on first use)."""
+        if self._optuna_storage is None:
+            import optuna
+
+            try:
+                self._optuna_storage = optuna.storages.RDBStorage(self.url, engine_kwargs=_engine_kwargs(self.url))
+            except Exception as e:
+                raise StoreError(f"cannot open optuna's tables in {self.display_url}: {_first_line(e)}") from None
+        return self._optuna_storage
+
+    # ------------------------------------------------------------------ studies
+    def add_study(self, record: StudyRecord) -> StudyRecord:
+        from autopeft.store.tables import studies
+
+        row = dataclasses.asdict(record)
+        row["objectives"] = [list(o) for o in record.objectives]
+        with self._begin() as c:
+            c.execute(studies.insert().values(**row))
+        return record
+
+    def find_study(self, name: str) -> StudyRecord | None:
+        from sqlalchemy import select
+
+        from autopeft.store.tables import studies
+
+        with self._connect() as c:
+            row = c.execute(select(studies).where(studies.c.name == name)).mappings().first()
+        return None if row is None else _study(row)
+
+    def get_study(self, name: str) -> StudyRecord:
+        """The study ``name``; ``StoreError`` listing the studies there are if it is missing."""
+        found = self.find_study(name)
+        if found is None:
+            names = [s.name for s in self.studies()]
+            hint = f"studies here: {', '.join(names)}" if names else "the database has no studies yet"
+            raise StoreError(f"no study '{name}' in {self.display_url} ({hint})")
+        return found
+
+    def studies(self) -> list[StudyRecord]:
+        from sqlalchemy import select
+
+        from autopeft.store.tables import studies
+
+        with self._connect() as c:
+            rows = c.execute(select(studies).order_by(studies.c.created_at, studies.c.id)).mappings().all()
+        return [_study(r) for r in rows]
+
+    def set_trials_target(self, name: str, trials: int) -> None:
+        from autopeft.store.tables import studies
+
+        with self._begin() as c:
+            c.execute(studies.update().where(studies.c.name == name).values(trials_target=trials))
+
+    # ------------------------------------------------------------------ trials
+    def save_trial(self, record: TrialRecord) -> None:
+        """Insert or replace the record of (study, number)."""
+        from sqlalchemy import select
+
+        from autopeft.store.tables import studies, trials
+
+        row = dataclasses.asdict(record)
+        study = row.pop("study")
+        with self._begin() as c:
+            study_id = c.execute(select(studies.c.id).where(studies.c.name == study)).scalar_one_or_none()
+            if study_id is None:
+                raise StoreError(f"no study '{study}' in {self.display_url}")
+            where = (trials.c.study_id == study_id) & (trials.c.number == record.number)
+            if c.execute(select(trials.c.id).where(where)).first() is None:
+                c.execute(trials.insert().values(study_id=study_id, **row))
+            else:
+                c.execute(trials.update().where(where).values(**row))
+
+    def trials(self, study: str) -> list[TrialRecord]:
+        from sqlalchemy import select
+
+        from autopeft.store.tables import studies, trials
+
+        query = (
+            select(trials, studies.c.name.label("study"))
+            .join(studies, studies.c.id == trials.c.study_id)
+            .where(studies.c.name == study)
+            .order_by(trials.c.number)
+        )
+        with self._connect() as c:
+            rows = c.execute(query).mappings().all()
+        names = {f.name for f in dataclasses.fields(TrialRecord)}
+        return [TrialRecord(**{k: v for k, v in r.items() if k in names}) for r in rows]
+
+    # ------------------------------------------------------------------ plumbing
+    def _connect(self):
+        try:
+            return self.engine.connect()
+        except Exception as e:
+            raise StoreError(f"cannot connect to {self.display_url}: {_first_line(e)}") from None
+
+    def _begin(self):
+        try:
+            return self.engine.begin()
+        except Exception as e:
+            raise StoreError(f"cannot connect to {self.display_url}: {_first_line(e)}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self._optuna_storage is not None:
+            self._optuna_storage.remove_session()
+            self._optuna_storage.engine.dispose()
+
+
+def _study(row) -> StudyRecord:
+    names = {f.name for f in dataclasses.fields(StudyRecord)}
+    data = {k: v for k, v in row.items() if k in names}
+    data["objectives"] = tuple(tuple(o) for o in data["objectives"])
+    return StudyRecord(**data)
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # Several processes share one SQLite file: wait for locks instead of failing at once.
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def _engine(url: str, display: str):
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            f"'{display}' is not a database URL; expected e.g. sqlite:///autopeft.db or "
+            "postgresql+psycopg://user:password@host:5432/dbname"
+        ) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        parent = Path(parsed.database).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise StoreError(f"SQLite database {display}: the directory {parent} does not exist")
+    try:
+        engine = create_engine(url, **_engine_kwargs(url))
+    except NoSuchModuleError:
+        raise StoreError(f"'{display}': unknown database dialect or driver; use sqlite:/// or postgresql+psycopg://") from None
+    except ModuleNotFoundError as e:
+        raise StoreError(f"'{display}' needs the Python package '{e.name}': pip install 'psycopg[binary]' for PostgreSQL") from None
+    if parsed.get_backend_name() == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_connection, _record):  # readers never block the writer; workers share the file
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+    return engine
+
+
+def _first_line(e: Exception) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,154 @@
+"""Run a trial in its own process, so an OOM, a segfault or a hang ends the trial, not the search.
+
+Processes come from a multiprocessing *forkserver* that has imported torch, transformers
+and peft once: each trial is a fresh fork (clean memory, its own peak-RSS figure, its own
+address-space limit) that starts in milliseconds instead of re-importing for seconds. The
+forkserver itself never runs a torch op, so forking it is safe for OpenMP.
+
+Parent and child exchange only JSON bytes (``send_bytes``), never pickled objects.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from typing import Callable
+
+from trials.spec import TrialResult, TrialSpec
+
+_PRELOAD = ["torch", "transformers", "peft", "trials.proxy", "autopeft.methods"]
+_context = None
+_context_lock = threading.Lock()
+
+
+def _mp_context():
+    global _context
+    with _context_lock:
+        if _context is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(_PRELOAD)
+            _context = ctx
+        return _context
+
+
+def run_isolated(spec: TrialSpec, on_event: Callable[[dict], None] | None = None) -> TrialResult:
+    """Run ``spec`` in a child process and return its result; never raises for trial faults.
+
+    A timeout, a crash (any signal, including the kernel's OOM killer), an exception or a
+    non-finite loss all come back as ``TrialResult(status="failed", error=...)`` with the
+    learning curve recorded so far. ``KeyboardInterrupt`` kills the child and propagates.
+    """
+    ctx = _mp_context()
+    receiver, sender = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child, args=(spec.to_json(), sender), daemon=True, name=f"trial-{spec.trial}")
+    started = time.perf_counter()
+    process.start()
+    sender.close()
+    curve: list = []
+    result: TrialResult | None = None
+    try:
+        while result is None:
+            remaining = spec.timeout - (time.perf_counter() - started)
+            if remaining <= 0:
+                _kill(process)
+                return TrialResult.failed(f"timeout: no result after {spec.timeout:g} s", curve, wall_time=spec.timeout)
+            if receiver.poll(min(remaining, 0.5)):
+                try:
+                    message = json.loads(receiver.recv_bytes())
+                except EOFError:
+                    break  # the child closed its end: it is gone
+                if message["kind"] == "curve":
+                    curve.append([message["step"], message["loss"]])
+                    if on_event:
+                        on_event(message)
+                elif message["kind"] == "result":
+                    result = TrialResult(**message["result"])
+            elif not process.is_alive():
+                break
+    except KeyboardInterrupt:
+        _kill(process)
+        raise
+    finally:
+        receiver.close()
+    process.join(timeout=30)
+    if process.is_alive():
+        _kill(process)
+    if result is not None:
+        return result
+    return TrialResult.failed(_death_reason(process.exitcode), curve, wall_time=time.perf_counter() - started)
+
+
+def _death_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        sig = -code
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        if sig == signal.SIGKILL:
+            return f"crashed: killed by {name} (often the kernel's out-of-memory killer)"
+        return f"crashed: killed by signal {name}"
+    return f"crashed: the trial process exited with code {code} before reporting a result"
+
+
+def _kill(process) -> None:
+    if process.is_alive():
+        process.kill()
+    process.join(timeout=10)
+
+
+def _child(spec_json: str, sender) -> None:
+    """Entry point of the trial process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a trial stops
+    spec = TrialSpec.from_json(spec_json)
+
+    def send(message: dict) -> None:
+        sender.send_bytes(json.dumps(message).encode())
+
+    curve: list = []
+
+    def emit(event: dict) -> None:
+        curve.append([event["step"], event["loss"]])
+        send(event)
+
+    try:
+        if spec.memory_limit_mb:
+            _limit_memory(spec.memory_limit_mb)
+        from trials.proxy import run_proxy
+
+        result = run_proxy(spec, emit)
+    except BaseException as e:  # noqa: BLE001 - every failure becomes data, never a lost worker
+        result = TrialResult.failed(describe_failure(e), curve, peak_rss_mb=_peak_rss())
+    send({"kind": "result", "result": json.loads(result.to_json())})
+    sender.close()
+    os._exit(0)  # skip interpreter teardown: torch's atexit work is pointless in a finished trial
+
+
+def _limit_memory(extra_mb: int) -> None:
+    """Cap the address space at what the process has now plus ``extra_mb``."""
+    import resource
+
+    with open("/proc/self/statm") as f:
+        current = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    cap = current + extra_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+def describe_failure(e: BaseException) -> str:
+    """One line naming the failure; out-of-memory is recognised whatever raised it."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    lowered = text.lower()
+    if isinstance(e, MemoryError) or "can't allocate memory" in lowered or "out of memory" in lowered:
+        return f"out of memory: {text or 'MemoryError'}"[:500]
+    from trials.proxy import TrialFailure
+
+    if isinstance(e, TrialFailure):
+        return text
+    return f"{type(e).__name__}: {text}"[:500]
+
+
+def _peak_rss() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -1,0 +1,167 @@
+"""The proxy fine-tune: real model, real peft, real data; short.
+
+AdamW with linear warm-up and decay, gradient clipping at 1.0, the method's per-step hook
+(AdaLoRA's ``update_and_allocate``), a learning curve, then accuracy, macro-F1 and loss on
+the validation split. A non-finite loss ends the trial as failed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from typing import Callable
+
+from trials.spec import TrialResult, TrialSpec
+
+Emit = Callable[[dict], None]
+
+
+class TrialFailure(Exception):
+    """The trial cannot go on; the message is the recorded reason."""
+
+
+def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
+    """Fine-tune ``spec`` in this process and evaluate it.
+
+    Args:
+        spec: What to train.
+        emit: Called with ``{"kind": "curve", "step": s, "loss": l}`` as training goes, so a
+            parent process keeps the partial curve if this one dies.
+    """
+    started = time.perf_counter()
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter, not trial news
+
+    from autopeft.assets.models import quiet_transformers
+    from autopeft.methods import get_method
+
+    quiet_transformers()
+    torch.set_num_threads(spec.threads or os.cpu_count() or 1)
+    torch.manual_seed(spec.seed)
+    model = _build_model(spec)
+    method = get_method(spec.method)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = int(sum(p.numel() for p in trainable))
+    data = _load_split(spec.data_path)
+
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.warmup * spec.steps), spec.steps)
+    curve: list = []
+    window: list[float] = []
+    generator = torch.Generator().manual_seed(spec.seed)
+    batches = _batches(data["train"], spec.batch_size, generator)
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(1, spec.steps + 1):
+        loss = model(**next(batches)).loss
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrialFailure(f"non-finite loss ({value}) at step {step}")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        scheduler.step()
+        method.on_step(model, step)
+        optimizer.zero_grad(set_to_none=True)
+        window.append(value)
+        if step % spec.log_every == 0 or step == spec.steps:
+            point = [step, sum(window) / len(window)]
+            window.clear()
+            curve.append(point)
+            emit({"kind": "curve", "step": point[0], "loss": point[1]})
+    train_time = time.perf_counter() - t0
+    metrics = evaluate(model, data["eval"], spec.num_labels, batch_size=max(32, spec.batch_size * 2))
+    return TrialResult(
+        status="complete",
+        metrics=metrics,
+        curve=curve,
+        trainable_params=n_trainable,
+        train_time=train_time,
+        wall_time=time.perf_counter() - started,
+        peak_rss_mb=peak_rss_mb(),
+        extras=method.summary(model),
+    )
+
+
+def _build_model(spec: TrialSpec):
+    from peft import get_peft_config, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        spec.model, num_labels=spec.num_labels, trust_remote_code=spec.trust_remote_code, revision=spec.revision
+    )
+    if getattr(model.config, "pad_token_id", None) is None and getattr(model.config, "eos_token_id", None) is not None:
+        model.config.pad_token_id = model.config.eos_token_id  # decoder heads need a pad id to pool
+    return get_peft_model(model, get_peft_config(dict(spec.peft_config)))
+
+
+def _load_split(path: str) -> dict:
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    out: dict = {"train": {}, "eval": {}}
+    for key, value in tensors.items():
+        split, name = key.split(".", 1)
+        out[split][name] = value
+    return out
+
+
+def _batches(split: dict, batch_size: int, generator):
+    """Endless shuffled batches, padding trimmed to the longest example in the batch."""
+    import torch
+
+    n = len(split["labels"])
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+            yield _trim({k: v[order[start:start + batch_size]] for k, v in split.items()})
+
+
+def _trim(batch: dict) -> dict:
+    length = int(batch["attention_mask"].sum(dim=1).max())
+    return {k: (v if k == "labels" else v[:, :length]) for k, v in batch.items()}
+
+
+def evaluate(model, split: dict, num_labels: int, batch_size: int = 64) -> dict:
+    """Accuracy, macro-F1 (mean over classes of F1, 0 for a class never predicted nor
+    present) and mean cross-entropy on ``split``."""
+    import torch
+
+    model.eval()
+    preds, losses = [], []
+    n = len(split["labels"])
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            batch = _trim({k: v[start:start + batch_size] for k, v in split.items()})
+            out = model(**batch)
+            losses.append(float(out.loss) * len(batch["labels"]))
+            preds.append(out.logits.argmax(dim=-1))
+    model.train()
+    pred = torch.cat(preds)
+    gold = split["labels"]
+    return {
+        "accuracy": float((pred == gold).float().mean()),
+        "macro_f1": macro_f1(pred.tolist(), gold.tolist(), num_labels),
+        "eval_loss": sum(losses) / n,
+    }
+
+
+def macro_f1(pred: list[int], gold: list[int], num_labels: int) -> float:
+    scores = []
+    for c in range(num_labels):
+        tp = sum(1 for p, g in zip(pred, gold) if p == c and g == c)
+        fp = sum(1 for p, g in zip(pred, gold) if p == c and g != c)
+        fn = sum(1 for p, g in zip(pred, gold) if p != c and g == c)
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / num_labels
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
