@@ -232,6 +232,10 @@ def dashboard(
     raise typer.Exit(launch(_storage(storage), host=host, port=port, read_only=read_only))
 
 
+# Commands for distributed work (worker, db) live in their own module.
+from autopeft import cli_workers  # noqa: E402,F401
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: one line and exit 2 for any user error."""
     import click

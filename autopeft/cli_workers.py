@@ -1,0 +1,1 @@
+"""CLI commands for many workers sharing one database: ``worker`` and ``db``."""
