@@ -52,6 +52,20 @@ def trained_count(records: list[TrialRecord]) -> int:
     return sum(1 for r in records if r.status in ("complete", "failed"))
 
 
+def running_count(records: list[TrialRecord], ostudy) -> int:
+    """Trials being trained right now (by any worker) that count against the budget.
+
+    A record says ``running`` from the moment a feasible trial starts training; optuna's
+    ledger says whether its worker is still alive (a trial whose worker died without a
+    heartbeat is failed by optuna), so only records optuna still holds RUNNING count:
+    a dead worker's trial must not block the budget forever.
+    """
+    from optuna.trial import TrialState
+
+    alive = {t.number for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return sum(1 for r in records if r.status == "running" and r.number in alive)
+
+
 def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = None) -> StudyRecord:
     """Create the study, or resume it when it exists with the same space."""
     import yaml
@@ -114,11 +128,21 @@ def run_search(
     trials: int | None = None,
     runner: Runner | None = None,
     events: SearchEvents | None = None,
+    sampler=None,
+    count_running: bool = False,
 ) -> SearchOutcome:
     """Run (or resume) the study of ``prep`` until it has ``trials`` trained trials.
 
     ``KeyboardInterrupt`` stops after recording the running trial as failed
     ("interrupted"); nothing stored is lost and the outcome says ``interrupted``.
+
+    Args:
+        sampler: A ready optuna sampler instead of ``make_sampler(space.search)``
+            (workers seed theirs apart, so that they do not propose the same points).
+        count_running: For many workers on one study: before each trial re-read the
+            store and count trials other workers are training now against the budget,
+            so N workers overshoot it by at most N - 1. Off (the default), the loop
+            counts only trained trials, as a single process needs.
     """
     from autopeft.search.samplers import make_sampler
 
@@ -127,13 +151,22 @@ def run_search(
     events = events or _Silent()
     study = open_study(store, prep, trials)
     target = study.trials_target
-    ostudy = optuna_study(store, study, make_sampler(prep.space.search))
+    ostudy = optuna_study(store, study, sampler if sampler is not None else make_sampler(prep.space.search))
     records = store.trials(study.name)
     events.started(study, trained_count(records), target)
     attempts = 0
     max_attempts = 5 * target + 20  # a space mostly over budget must still end
     interrupted = False
-    while trained_count(records) < target and attempts < max_attempts:
+
+    def budget_left() -> bool:
+        nonlocal records
+        if not count_running:
+            return trained_count(records) < target
+        # Other workers write to the same study: only the store knows what they did.
+        records = store.trials(study.name)
+        return trained_count(records) + running_count(records, ostudy) < target
+
+    while budget_left() and attempts < max_attempts:
         attempts += 1
         try:
             record = _one_trial(prep, store, study, ostudy, records, runner, events)
@@ -183,7 +216,8 @@ def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialReco
         store.save_trial(TrialRecord(status="failed", peft_config=peft_config, trainable_params=count,
                                      error="interrupted", finished_at=utcnow(), **base))
         raise
-    values = objective_values(study, result) if result.status == "complete" else None
+    trainable = result.trainable_params or count
+    values = objective_values(study, result, trainable) if result.status == "complete" else None
     if values is not None:
         ostudy.tell(trial, values)
     else:
@@ -192,7 +226,7 @@ def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialReco
     record = TrialRecord(
         status="complete" if values is not None else "failed",
         peft_config=peft_config,
-        trainable_params=result.trainable_params or count,
+        trainable_params=trainable,
         metrics=result.metrics,
         values=values,
         curve=result.curve,
@@ -218,12 +252,12 @@ def _spec(prep: PreparedSearch, study: StudyRecord, number: int, candidate, peft
     )
 
 
-def objective_values(study: StudyRecord, result: TrialResult) -> list[float] | None:
+def objective_values(study: StudyRecord, result: TrialResult, trainable_params: int) -> list[float] | None:
     """The result's objective values in study order (None if one is missing or not finite)."""
     import math
 
     source = {
-        "trainable_params": result.trainable_params,
+        "trainable_params": trainable_params,
         "peak_memory": result.peak_rss_mb,
         "train_time": result.train_time,
         **result.metrics,

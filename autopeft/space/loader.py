@@ -369,8 +369,6 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             "seed": lambda n: None if n.value is None else n.int(low=0),
         },
     )
-    if search.startup_trials > search.trials and "startup_trials" in (document.get("search") or {}):
-        raise SpaceError(source, "search.startup_trials", f"expected at most search.trials={search.trials}, got {search.startup_trials}")
     importance = top["importance"].str(_IMPORTANCE) if "importance" in top else "none"
     if space.layers.by == "importance" and importance == "none":
         raise SpaceError(source, "space.layers.by", "placement by importance needs 'importance: spt' at the top level")

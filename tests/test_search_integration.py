@@ -1,0 +1,96 @@
+"""The walking skeleton end to end: YAML -> BoTorch -> real proxy trials -> SQLite -> peft export.
+
+Real model, real peft, real data, real database; tiny proxies so it runs in about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autopeft.search.loop import run_search
+from autopeft.search.prepare import prepare_search
+from autopeft.space import load_space_text
+from autopeft.store import Store
+
+TINY = """
+study: tiny
+model: minilm-l6
+task: {dataset: tweet-sentiment, metric: accuracy}
+objectives: {accuracy: max, trainable_params: min}
+budget: {max_trainable_params: 1%}
+space:
+  method: [lora, ia3, adalora]
+  rank: [2, 4, 8]
+  targets: [[query, value], all-linear]
+  layers: {top_k: [1, 6]}
+  learning_rate: {log: [5.0e-4, 5.0e-3]}
+proxy: {train_examples: 160, eval_examples: 64, steps: 10, batch_size: 16, max_length: 32, log_every: 5}
+search: {sampler: botorch, trials: 3, startup_trials: 2, seed: 0}
+"""
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A real 3-trial BoTorch search (2 random start-up trials, then one BO proposal)."""
+    root = tmp_path_factory.mktemp("search")
+    url = f"sqlite:///{root / 'study.db'}"
+    prep = prepare_search(load_space_text(TINY, "tiny.yaml"))
+    outcome = run_search(prep, Store(url))
+    return url, prep, outcome
+
+
+@pytest.mark.slow
+def test_search_records_every_trial_in_both_ledgers(searched):
+    url, prep, outcome = searched
+    trained = [r for r in outcome.records if r.status in ("complete", "failed")]
+    assert len(trained) == 3
+    assert not outcome.interrupted
+    import optuna
+
+    ostudy = optuna.load_study(study_name="tiny", storage=url)
+    by_number = {t.number: t for t in ostudy.trials}
+    for r in outcome.records:
+        assert r.number in by_number
+        if r.status == "complete":
+            assert 0.0 <= r.metrics["accuracy"] <= 1.0
+            assert r.values == pytest.approx(list(by_number[r.number].values))
+            assert r.values[1] == r.trainable_params
+            assert r.curve and r.curve[-1][0] == prep.space.proxy.steps
+            assert r.resources["train_time"] > 0 and r.resources["peak_rss_mb"] > 0
+            assert r.trainable_params <= prep.budget_limit
+    # The third trial was proposed by BoTorch, not the random start-up sampler.
+    assert outcome.records[-1].sampler_time is not None
+
+
+@pytest.mark.slow
+def test_export_loads_in_peft_with_the_trial_trainable_count(searched, tmp_path):
+    url, prep, outcome = searched
+    from autopeft.cli import main
+
+    out = tmp_path / "adapter"
+    assert main(["export", "tiny", "--storage", url, "--pick", "knee", "--out", str(out)]) == 0
+    provenance = json.loads((out / "autopeft.json").read_text())
+    record = next(r for r in outcome.records if r.number == provenance["trial"])
+
+    from peft import PeftConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    config = PeftConfig.from_pretrained(str(out))
+    base = AutoModelForSequenceClassification.from_pretrained(prep.model.location, num_labels=3)
+    model = get_peft_model(base, config)
+    assert model.get_nb_trainable_parameters()[0] == record.trainable_params
+    assert provenance["metrics"]["accuracy"] == record.metrics["accuracy"]
+
+
+@pytest.mark.slow
+def test_rerunning_resumes_the_study_and_keeps_what_is_stored(searched):
+    url, prep, outcome = searched
+    before = {r.number: r for r in outcome.records}
+    again = run_search(prep, Store(url), trials=4)
+    trained = [r for r in again.records if r.status in ("complete", "failed")]
+    assert len(trained) == 4
+    for r in again.records:
+        if r.number in before:
+            assert r == before[r.number]
