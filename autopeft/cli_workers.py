@@ -1,1 +1,114 @@
-"""CLI commands for many workers sharing one database: ``worker`` and ``db``."""
+"""CLI commands for many workers sharing one database: ``worker`` and ``db``.
+
+Imported at the bottom of ``autopeft.cli``, after ``app`` exists, so the commands here
+register on the same Typer app.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from autopeft.cli import STORAGE, _storage, app
+
+db_app = typer.Typer(
+    no_args_is_help=True,
+    help="autopeft's own tables in the database (optuna migrates its tables itself).",
+)
+app.add_typer(db_app, name="db")
+
+#: Where autopeft's alembic revision lives: must match ``autopeft/store/migrations/env.py``
+#: (optuna's own revision stays in ``alembic_version``).
+VERSION_TABLE = "autopeft_alembic_version"
+
+
+def _autopeft_revision(url: str) -> str | None:
+    """The alembic revision of autopeft's tables at ``url`` (None: not created yet), read-only."""
+    from alembic.runtime.migration import MigrationContext
+
+    from autopeft.errors import StoreError
+    from autopeft.store.store import _engine, _first_line, mask_url
+
+    display = mask_url(url)
+    engine = _engine(url, display)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    except Exception as e:
+        raise StoreError(f"cannot read {display}: {_first_line(e)}") from None
+    finally:
+        engine.dispose()
+
+
+def _head_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from autopeft.store.store import _MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+@db_app.command("upgrade")
+def db_upgrade(storage: Optional[str] = STORAGE) -> None:
+    """Create or migrate autopeft's tables to the newest revision (safe to rerun)."""
+    from autopeft.store import Store
+
+    url = _storage(storage)
+    before = _autopeft_revision(url)
+    store = Store(url)  # opening a store migrates autopeft's tables to head
+    try:
+        after = _autopeft_revision(url)
+        if before == after:
+            typer.echo(f"autopeft tables in {store.display_url} already at revision {after} (head)")
+        else:
+            typer.echo(f"autopeft tables in {store.display_url}: {before or 'empty'} -> {after} (head)")
+    finally:
+        store.close()
+
+
+@db_app.command("current")
+def db_current(storage: Optional[str] = STORAGE) -> None:
+    """Print the revision of autopeft's tables, without changing anything."""
+    from autopeft.store import mask_url
+
+    url = _storage(storage)
+    rev = _autopeft_revision(url)
+    head = _head_revision()
+    state = "not created (run: autopeft db upgrade)" if rev is None else (
+        f"{rev} (head)" if rev == head else f"{rev} (head is {head}: run autopeft db upgrade)")
+    typer.echo(f"autopeft tables in {mask_url(url)}: {state}")
+
+
+@app.command()
+def worker(
+    study: Optional[str] = typer.Argument(None, help="Study to join (default: serve every study with trials left)."),
+    storage: Optional[str] = STORAGE,
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Stop after training this many trials."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="Start no new trial after this many seconds."),
+    poll: float = typer.Option(5.0, "--poll", min=0.1, help="Seconds between looks for new work when idle."),
+    exit_when_idle: bool = typer.Option(False, "--exit-when-idle", help="Without STUDY: exit when no study has trials left."),
+) -> None:
+    """Join studies in a shared database (SQLite file or PostgreSQL) and run their trials.
+
+    With STUDY, runs trials until that study's trial budget is met. Without it, serves
+    every study that has trials left, oldest first, taking turns trial by trial, and waits
+    for new studies. SIGTERM records the running trial as failed ("interrupted") and exits 143.
+    """
+    from autopeft.search.worker import Worker
+    from autopeft.store import Store
+
+    store = Store(_storage(storage))
+    try:
+        w = Worker(store, max_trials=trials, timeout=timeout)
+        typer.echo(f"worker {w.name} on {store.display_url}" + (f", study '{study}'" if study else ", all studies"))
+        outcome = w.run_study(study) if study else w.serve_all(poll=poll, exit_when_idle=exit_when_idle)
+    finally:
+        store.close()
+    typer.echo(f"worker {w.name}: trained {outcome.trials} trial(s) of {', '.join(outcome.studies) or 'no study'}"
+               + (f"; stopped by signal {outcome.signal}" if outcome.signal else ""))
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)

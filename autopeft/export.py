@@ -25,15 +25,14 @@ def export_trial(study: StudyRecord, record: TrialRecord, out: str | Path, *, pi
         raise ExportError(f"trial {record.number} has no peft config ({record.error or record.status})")
     if record.status != "complete":
         raise ExportError(f"trial {record.number} is {record.status}, not complete; pick a completed trial")
-    from peft import get_peft_config
+    from autopeft.methods import get_method
 
     out_dir = Path(out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir} exists and is not a directory")
-    config = get_peft_config(dict(record.peft_config))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        config.save_pretrained(str(out_dir))
+        get_method(record.candidate["method"]).export(record.peft_config, str(out_dir))
         provenance = {
             "study": study.name,
             "trial": record.number,

@@ -43,8 +43,8 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
     quiet_transformers()
     torch.set_num_threads(spec.threads or os.cpu_count() or 1)
     torch.manual_seed(spec.seed)
-    model = _build_model(spec)
     method = get_method(spec.method)
+    model = method.wrap(_load_base_model(spec), spec.peft_config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = int(sum(p.numel() for p in trainable))
     data = _load_split(spec.data_path)
@@ -90,8 +90,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
     )
 
 
-def _build_model(spec: TrialSpec):
-    from peft import get_peft_config, get_peft_model
+def _load_base_model(spec: TrialSpec):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -99,7 +98,7 @@ def _build_model(spec: TrialSpec):
     )
     if getattr(model.config, "pad_token_id", None) is None and getattr(model.config, "eos_token_id", None) is not None:
         model.config.pad_token_id = model.config.eos_token_id  # decoder heads need a pad id to pool
-    return get_peft_model(model, get_peft_config(dict(spec.peft_config)))
+    return model
 
 
 def _load_split(path: str) -> dict:

@@ -45,6 +45,15 @@ class Method(Protocol):
     def count_trainable(self, cand, ctx: BuildContext) -> int:
         """Trainable parameters of ``get_peft_model(model, build(cand, ctx))``."""
 
+    def config_json(self, config) -> dict:
+        """``config`` as JSON (stored with the trial, sent to the trial process)."""
+
+    def wrap(self, model, config: dict):
+        """The trainable model: ``model`` with the adapter of ``config`` (JSON) inserted."""
+
+    def export(self, config: dict, out_dir: str) -> list[str]:
+        """Write ``config`` into ``out_dir`` in the form its library loads; return file names."""
+
     def on_step(self, model, step: int) -> None:
         """Called after every optimiser step, before gradients are zeroed."""
 
@@ -53,10 +62,25 @@ class Method(Protocol):
 
 
 class MethodBase:
-    """Defaults shared by methods: no per-step hook, nothing extra to record."""
+    """Defaults for methods whose config is a peft ``PeftConfig``: peft builds, wraps and
+    saves it. A method peft does not have overrides ``config_json``, ``wrap`` and ``export``."""
 
     name = ""
     uses: frozenset[str] = frozenset()
+
+    def config_json(self, config) -> dict:
+        return config_to_json(config)
+
+    def wrap(self, model, config: dict):
+        from peft import get_peft_config, get_peft_model
+
+        return get_peft_model(model, get_peft_config(dict(config)))
+
+    def export(self, config: dict, out_dir: str) -> list[str]:
+        from peft import get_peft_config
+
+        get_peft_config(dict(config)).save_pretrained(out_dir)
+        return ["adapter_config.json"]
 
     def on_step(self, model, step: int) -> None:
         return None

@@ -181,7 +181,7 @@ def run_search(
 def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialRecord:
     from optuna.trial import TrialState
 
-    from autopeft.methods import BuildContext, config_to_json, get_method
+    from autopeft.methods import BuildContext, get_method
 
     t0 = time.perf_counter()
     trial = ostudy.ask()
@@ -201,7 +201,7 @@ def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialReco
         return _infeasible(store, ostudy, trial, records, study, base, None, None, str(e))
     limit = prep.budget_limit
     trial.set_constraint(BUDGET_CONSTRAINT, (count - limit) / limit if limit else -1.0)
-    peft_config = config_to_json(config)
+    peft_config = method.config_json(config)
     if limit is not None and count > limit:
         reason = f"over budget: {count:,} trainable parameters > {limit:,}"
         return _infeasible(store, ostudy, trial, records, study, base, peft_config, count, reason)
