@@ -1,0 +1,317 @@
+"""Loading from the store into plain data and pandas frames for the dashboard's pages.
+
+Nothing here draws; nothing here decides what is optimal (``autopeft.search`` does). The
+only write is ``create_study`` (the New search page), which refuses an existing name so
+the dashboard never modifies a study it did not create.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from autopeft.errors import AutoPeftError, StoreError
+from autopeft.store import StudyRecord, TrialRecord
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+# ---------------------------------------------------------------------- store
+def open_store(url: str, *, create: bool = False):
+    """The ``Store`` at ``url``.
+
+    A SQLite file that does not exist is reported rather than silently created (opening a
+    store creates its tables), unless ``create`` (the New search page).
+
+    Raises:
+        StoreError: malformed or unreachable URL, or a missing SQLite file.
+    """
+    from autopeft.store import Store, mask_url
+
+    if not create:
+        path = sqlite_path(url)
+        if path is not None and not path.exists():
+            raise StoreError(f"no database at {mask_url(url)} (the file {path} does not exist yet); "
+                             "run `autopeft search` or create a study on the New search page")
+    try:
+        return Store(url)
+    except AutoPeftError:
+        raise
+    except Exception as e:  # any driver-level surprise becomes a message, not a traceback
+        raise StoreError(f"cannot open {mask_url(url)}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a file-backed SQLite URL, else None."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
+# ---------------------------------------------------------------------- studies
+@dataclass(frozen=True)
+class StudyData:
+    """One study and its trial records, as read at one moment."""
+
+    study: StudyRecord
+    records: tuple[TrialRecord, ...]
+
+
+def load_study(store, name: str) -> StudyData:
+    return StudyData(store.get_study(name), tuple(store.trials(name)))
+
+
+def status_counts(records: Sequence[TrialRecord]) -> dict[str, int]:
+    from autopeft.store import TRIAL_STATUSES
+
+    return {s: sum(r.status == s for r in records) for s in TRIAL_STATUSES}
+
+
+def best_values(study: StudyRecord, records: Sequence[TrialRecord]) -> dict[str, float | None]:
+    """The best value reached for each objective (None without completed trials)."""
+    from autopeft.search.pareto import best
+
+    out: dict[str, float | None] = {}
+    for i, (name, _) in enumerate(study.objectives):
+        try:
+            out[name] = best(records, study.objectives, name).values[i]
+        except AutoPeftError:
+            out[name] = None
+    return out
+
+
+def studies_frame(studies: Sequence[StudyData]):
+    """One row per study for the Studies page."""
+    import pandas as pd
+
+    from autopeft.search.hypervolume import hypervolume_report
+    from autopeft.search.pareto import pareto_front
+
+    rows = []
+    for sd in studies:
+        s, recs = sd.study, sd.records
+        hv = hypervolume_report(recs, s.objectives)
+        finished = [r.finished_at for r in recs if r.finished_at is not None]
+        row = {"study": s.name, "model": s.model, "dataset": s.dataset, **status_counts(recs),
+               "target": s.trials_target, "front": len(pareto_front(recs, s.objectives)),
+               "hypervolume": None if hv is None else round(hv.value, 4)}
+        row.update({f"best {k}": v for k, v in best_values(s, recs).items()})
+        row["created"] = s.created_at
+        row["updated"] = max(finished) if finished else s.created_at
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- trials
+def layers_text(layers: Sequence[int]) -> str:
+    """``[6, 7, 8, 11]`` -> ``"6-8,11 (4)"``: compact enough for a hover label."""
+    layers = sorted(int(x) for x in layers)
+    if not layers:
+        return "none"
+    runs, start, prev = [], layers[0], layers[0]
+    for x in layers[1:] + [None]:
+        if x is not None and x == prev + 1:
+            prev = x
+            continue
+        runs.append(str(start) if start == prev else f"{start}-{prev}")
+        if x is not None:
+            start = prev = x
+    return f"{','.join(runs)} ({len(layers)})"
+
+
+def targets_text(targets) -> str:
+    return targets if isinstance(targets, str) else ",".join(map(str, targets or []))
+
+
+def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
+    """One row per trial: state, candidate, objectives, resources, Pareto membership.
+
+    Objective columns are named after the objectives; ``pareto`` marks the front over all
+    objectives; ``baseline`` marks default LoRA (r=8, query/value, every layer).
+    """
+    import pandas as pd
+
+    from autopeft.search.pareto import pareto_front
+
+    front = {r.number for r in pareto_front(records, study.objectives)}
+    num_layers = 1 + max((max(r.candidate.get("layers") or [0]) for r in records), default=0)
+    rows = []
+    for r in records:
+        c = r.candidate or {}
+        layers = c.get("layers") or []
+        row = {
+            "number": r.number, "status": r.status, "method": c.get("method", "?"), "rank": c.get("rank"),
+            "layers": layers_text(layers), "n_layers": len(layers), "targets": targets_text(c.get("targets")),
+            "learning_rate": c.get("learning_rate"), "trainable_params": r.trainable_params,
+        }
+        for i, (name, _) in enumerate(study.objectives):
+            row[name] = r.values[i] if r.values else None
+        for k, v in (r.metrics or {}).items():
+            row.setdefault(k, v)
+        row["wall_time"] = (r.resources or {}).get("wall_time")
+        row["peak_rss_mb"] = (r.resources or {}).get("peak_rss_mb")
+        row["pareto"] = r.number in front
+        row["baseline"] = (c.get("method") == "lora" and c.get("rank") == 8 and c.get("targets") in (["query", "value"], ["value", "query"])
+                           and len(layers) == num_layers)
+        row["error"] = r.error or ""
+        rows.append(row)
+    head = ["number", "status", "method", "rank", "layers", "n_layers", "targets", "learning_rate", "trainable_params"]
+    head += [n for n, _ in study.objectives if n not in head]  # trainable_params is often an objective too
+    tail = ["wall_time", "peak_rss_mb", "pareto", "baseline", "error"]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=head + tail)
+    extra = [c for c in frame.columns if c not in head and c not in tail]
+    return frame[head + extra + tail]
+
+
+def pair_front(frame, x: str, y: str, directions: dict[str, str]):
+    """Rows of completed trials, with ``front_xy`` = non-dominated on the pair (x, y)."""
+    from autopeft.search.hypervolume import front_mask
+
+    done = frame[(frame["status"] == "complete") & frame[x].notna() & frame[y].notna()].copy()
+    done["front_xy"] = front_mask(done[[x, y]].to_numpy(dtype=float), [directions[x], directions[y]])
+    return done
+
+
+def trial(records: Sequence[TrialRecord], number: int) -> TrialRecord | None:
+    return next((r for r in records if r.number == number), None)
+
+
+# ---------------------------------------------------------------------- importance
+_MODULE_NAME = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.(\d+)\.(.+)$")
+
+
+def importance_frame(allocation: dict):
+    """A ``{module path: rank}`` map -> layer x module DataFrame (None if nothing parses).
+
+    AdaLoRA reports e.g. ``...encoder.layer.3.attention.self.query.lora_E``: the number
+    after ``layer`` is the row, the last name that is not peft's own (``lora_*``) the column.
+    """
+    import pandas as pd
+
+    cells: dict[tuple[int, str], float] = {}
+    for name, value in (allocation or {}).items():
+        m = _MODULE_NAME.search(str(name))
+        if not m or not isinstance(value, (int, float)):
+            continue
+        parts = [p for p in m.group(2).split(".") if not p.startswith("lora_") and p not in ("default", "weight")]
+        if not parts:
+            continue
+        key = (int(m.group(1)), parts[-1])
+        cells[key] = cells.get(key, 0) + float(value)
+    if not cells:
+        return None
+    frame = pd.Series(cells).unstack()
+    frame.index.name, frame.columns.name = "layer", "module"
+    return frame.sort_index()
+
+
+def study_importance(study: StudyRecord, records: Sequence[TrialRecord]):
+    """The study's layer x module importance: its stored map, else the mean AdaLoRA allocation."""
+    if study.importance:
+        source = study.importance.get("rank_allocation", study.importance) if isinstance(study.importance, dict) else {}
+        frame = importance_frame(source)
+        if frame is not None:
+            return frame
+    # Average the raw maps first and parse once: parsing 1,000 maps one by one takes seconds.
+    total: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for r in records:
+        if r.status != "complete":
+            continue
+        for name, value in ((r.extras or {}).get("rank_allocation") or {}).items():
+            if isinstance(value, (int, float)):
+                total[name] = total.get(name, 0.0) + value
+                count[name] = count.get(name, 0) + 1
+    return importance_frame({k: v / count[k] for k, v in total.items()}) if total else None
+
+
+def has_importance(record: TrialRecord) -> bool:
+    return bool((record.extras or {}).get("rank_allocation"))
+
+
+def trial_importance(record: TrialRecord):
+    return importance_frame((record.extras or {}).get("rank_allocation") or {})
+
+
+# ---------------------------------------------------------------------- export
+def adapter_config_json(record: TrialRecord) -> str:
+    """``adapter_config.json`` exactly as peft writes it for ``record``'s config.
+
+    Raises:
+        AutoPeftError: the trial has no buildable config or is not complete.
+    """
+    import tempfile
+
+    from autopeft.errors import ExportError
+
+    if record.peft_config is None:
+        raise ExportError(f"trial {record.number} has no peft config ({record.error or record.status})")
+    if record.status != "complete":
+        raise ExportError(f"trial {record.number} is {record.status}, not complete; pick a completed trial")
+    from peft import get_peft_config
+
+    config = get_peft_config(dict(record.peft_config))
+    with tempfile.TemporaryDirectory(prefix="autopeft-dashboard-") as tmp:
+        config.save_pretrained(tmp)
+        return (Path(tmp) / "adapter_config.json").read_text()
+
+
+def export_command(study: str, display_url: str, how: str) -> str:
+    """The ``autopeft export`` line equivalent to the Export page's choice."""
+    from autopeft.store import DEFAULT_URL
+
+    parts = ["autopeft", "export", study]
+    if display_url != DEFAULT_URL:
+        parts += ["--storage", display_url]
+    parts += ["--trial", how.split(":", 1)[1]] if how.startswith("trial:") else ["--pick", how]
+    parts += ["--out", f"./{study}-adapter"]
+    return shlex.join(parts)
+
+
+# ---------------------------------------------------------------------- new search
+def bundled_spaces() -> dict[str, str]:
+    """``{file name: YAML text}`` of the spaces shipped in ``search_spaces/``."""
+    if not SPACES_DIR.is_dir():
+        return {}
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted(SPACES_DIR.glob("*.y*ml"))}
+
+
+def validate_space(text: str):
+    """``(space, None)`` or ``(None, message)``: the CLI's key-path message on error."""
+    from autopeft.space.loader import load_space_text
+
+    try:
+        return load_space_text(text, "<pasted YAML>"), None
+    except AutoPeftError as e:
+        return None, str(e)
+
+
+def create_study(store, space) -> StudyRecord:
+    """Create the study of ``space`` for workers to run; never touch an existing one.
+
+    Raises:
+        AutoPeftError: the name is taken, or the space does not fit its model or data.
+    """
+    from autopeft.search.loop import open_study
+    from autopeft.search.prepare import prepare_search
+
+    if store.find_study(space.study) is not None:
+        raise StoreError(f"a study named '{space.study}' already exists; change `study:` to create a new one "
+                         "(the dashboard never modifies existing studies)")
+    return open_study(store, prepare_search(space, with_data=False))
+
+
+def to_json(value) -> str:
+    return json.dumps(value, indent=2, default=str)

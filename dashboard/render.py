@@ -1,0 +1,192 @@
+"""Render functions: data in, plotly figures or Streamlit elements out. No decisions here.
+
+Figures are built by pure ``*_figure`` functions (testable without Streamlit); the
+``show_*`` functions only place prepared data on the page.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+# One colour per PEFT method, stable across pages and studies (plotly's qualitative set).
+_PALETTE = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880"]
+_HOVER_COLUMNS = ("number", "method", "rank", "layers", "targets", "trainable_params")
+
+
+def method_colours(methods: Sequence[str]) -> dict[str, str]:
+    """A stable colour for each method name (sorted, so every page agrees)."""
+    return {m: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(sorted(set(methods)))}
+
+
+def _hover(frame, metrics: Sequence[str]):
+    cols = [c for c in _HOVER_COLUMNS if c in frame.columns] + [m for m in metrics if m in frame.columns]
+    custom = frame[cols].astype(object).where(frame[cols].notna(), "-").to_numpy()
+    lines = [f"<b>trial %{{customdata[0]}}</b>"] + [f"{c}: %{{customdata[{i}]}}" for i, c in enumerate(cols) if i]
+    return custom, "<br>".join(lines) + "<extra></extra>"
+
+
+def pareto_figure(points, x: str, y: str, *, z: str | None = None, metrics: Sequence[str] = (), title: str = ""):
+    """Scatter of completed trials on objectives x, y (and z for 3-D).
+
+    Args:
+        points: Completed-trial rows with the objective columns, ``method``, ``front_xy``
+            (non-dominated on the shown pair) and ``pareto`` (non-dominated on all
+            objectives), ``baseline`` (default LoRA).
+        metrics: Extra columns for the hover label.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    colours = method_colours(points["method"]) if len(points) else {}
+    front_col = "pareto" if z else "front_xy"
+    for method, colour in colours.items():
+        for on_front in (False, True):
+            part = points[(points["method"] == method) & (points[front_col] == on_front)]
+            if part.empty:
+                continue
+            custom, template = _hover(part, metrics)
+            # Dominated points are faded so the front reads first; front points get an outline.
+            marker = dict(color=colour, size=10 if on_front else 7, opacity=1.0 if on_front else 0.3,
+                          line=dict(width=1.5 if on_front else 0, color="black"))
+            name = f"{method} ({'front' if on_front else 'dominated'})"
+            if z:
+                fig.add_trace(go.Scatter3d(x=part[x], y=part[y], z=part[z], mode="markers", name=name,
+                                           marker={**marker, "size": marker["size"] * 0.6},
+                                           customdata=custom, hovertemplate=template))
+            else:
+                fig.add_trace(go.Scattergl(x=part[x], y=part[y], mode="markers", name=name, marker=marker,
+                                           customdata=custom, hovertemplate=template))
+    if not z and len(points):
+        front = points[points["front_xy"]].sort_values([x, y])
+        fig.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines", name="Pareto front",
+                                 line=dict(color="black", width=1.5, shape="hv"), hoverinfo="skip"))
+        base = points[points.get("baseline", False) == True]  # noqa: E712 - a pandas mask
+        if len(base):
+            fig.add_trace(go.Scatter(x=base[x], y=base[y], mode="markers", name="default LoRA (r=8, q/v, all layers)",
+                                     marker=dict(symbol="star", size=16, color="gold", line=dict(width=1, color="black"))))
+    layout = dict(title=title, legend_title_text="method", height=560, margin=dict(l=10, r=10, t=40, b=10))
+    if z:
+        layout["scene"] = dict(xaxis_title=x, yaxis_title=y, zaxis_title=z)
+    else:
+        layout.update(xaxis_title=x, yaxis_title=y)
+        if "trainable_params" in (x, y):
+            layout["xaxis_type" if x == "trainable_params" else "yaxis_type"] = "log"
+    fig.update_layout(**layout)
+    return fig
+
+
+def hypervolume_figure(history: Sequence[tuple[int, float]], reference: dict[str, float]):
+    """Normalised hypervolume after each finished trial; the reference point in the title."""
+    import plotly.graph_objects as go
+
+    ref = ", ".join(f"{k}={_fmt(v)}" for k, v in reference.items())
+    fig = go.Figure(go.Scatter(x=[n for n, _ in history], y=[v for _, v in history], mode="lines+markers",
+                               line=dict(shape="hv"), marker=dict(size=4), name="hypervolume"))
+    fig.update_layout(title=f"Hypervolume vs trials (reference point: {ref})", xaxis_title="trial number",
+                      yaxis_title="normalised hypervolume", yaxis_range=[0, 1.02], height=420,
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def curve_figure(curve: Sequence[Sequence[float]]):
+    """Training loss against step."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(x=[p[0] for p in curve], y=[p[1] for p in curve], mode="lines+markers"))
+    fig.update_layout(title="Learning curve", xaxis_title="step", yaxis_title="training loss", height=320,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def importance_figure(matrix, title: str = "AdaLoRA rank allocation (layer x module)"):
+    """Heatmap of a layer x module DataFrame."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Heatmap(z=matrix.to_numpy(dtype=float), x=[str(c) for c in matrix.columns],
+                               y=[str(i) for i in matrix.index], colorscale="Viridis", colorbar=dict(title="rank"),
+                               hovertemplate="layer %{y}, %{x}: %{z:.2f}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="module", yaxis_title="layer", height=420,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def compare_figure(fronts: dict[str, object], x: str, y: str):
+    """Overlay of several studies' fronts on objectives x, y (each a line of front points)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for i, (name, points) in enumerate(fronts.items()):
+        colour = _PALETTE[i % len(_PALETTE)]
+        dominated, front = points[~points["front_xy"]], points[points["front_xy"]].sort_values([x, y])
+        fig.add_trace(go.Scattergl(x=dominated[x], y=dominated[y], mode="markers", name=f"{name} (dominated)",
+                                   marker=dict(color=colour, size=5, opacity=0.2), legendgroup=name))
+        fig.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines+markers", name=name, legendgroup=name,
+                                 line=dict(color=colour, shape="hv"), marker=dict(color=colour, size=9),
+                                 customdata=front[["number"]].to_numpy(),
+                                 hovertemplate=f"{name} trial %{{customdata[0]}}<extra></extra>"))
+    fig.update_layout(xaxis_title=x, yaxis_title=y, height=520, margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis_type="log" if x == "trainable_params" else None,
+                      yaxis_type="log" if y == "trainable_params" else None)
+    return fig
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and abs(v) >= 1e4:
+        return f"{v:,.0f}"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# ---------------------------------------------------------------------- page pieces
+def show_counts(counts: dict[str, int]) -> None:
+    """Trial counts by state as a row of metrics."""
+    import streamlit as st
+
+    for col, (state, n) in zip(st.columns(len(counts)), counts.items()):
+        col.metric(state, n)
+
+
+def show_best(best: dict[str, float | None], hv: float | None) -> None:
+    """Best value per objective and the normalised hypervolume as metrics."""
+    import streamlit as st
+
+    cols = st.columns(len(best) + 1)
+    for col, (name, value) in zip(cols, best.items()):
+        col.metric(f"best {name}", _fmt(value))
+    cols[-1].metric("hypervolume", "-" if hv is None else f"{hv:.4f}")
+
+
+def show_trial(record, trial_row: dict, curve_fig, importance_fig) -> None:
+    """A trial's detail: summary metrics, error, candidate, peft config, curve, importance."""
+    import streamlit as st
+
+    st.subheader(f"Trial {record.number} - {record.status}")
+    res = record.resources or {}
+    cols = st.columns(4)
+    cols[0].metric("method", str(trial_row.get("method")))
+    cols[1].metric("trainable params", _fmt(record.trainable_params))
+    cols[2].metric("wall time (s)", _fmt(res.get("wall_time")))
+    cols[3].metric("peak memory (MB)", _fmt(res.get("peak_rss_mb")))
+    if record.error:
+        st.error(f"{record.status}: {record.error}")
+    if record.metrics:
+        st.write("**Metrics**", record.metrics)
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Candidate**")
+        st.json(record.candidate)
+    with right:
+        st.markdown("**peft config**")
+        if record.peft_config is None:
+            st.info("no peft config (the candidate could not be built)")
+        else:
+            st.json(record.peft_config, expanded=False)
+    if curve_fig is not None:
+        st.plotly_chart(curve_fig, key=f"curve-{record.number}")
+    else:
+        st.info("no learning curve recorded for this trial")
+    if importance_fig is not None:
+        st.plotly_chart(importance_fig, key=f"importance-{record.number}")
+    st.caption(f"started {record.started_at}, finished {record.finished_at or '-'}, "
+               f"train time {_fmt(res.get('train_time'))} s, sampler time {_fmt(record.sampler_time)} s")
