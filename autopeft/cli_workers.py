@@ -54,13 +54,20 @@ def _head_revision() -> str:
 
 @db_app.command("upgrade")
 def db_upgrade(storage: Optional[str] = STORAGE) -> None:
-    """Create or migrate autopeft's tables to the newest revision (safe to rerun)."""
+    """Create or migrate autopeft's tables to the newest revision (safe to rerun).
+
+    Also creates optuna's tables when they are missing; an older optuna schema is left
+    alone (``optuna storage upgrade`` migrates it).
+    """
     from autopeft.store import Store
 
     url = _storage(storage)
     before = _autopeft_revision(url)
     store = Store(url)  # opening a store migrates autopeft's tables to head
     try:
+        # Create optuna's tables now too (if missing), so that workers started together on
+        # this database do not race to create them. Existing ones are left as they are.
+        store.optuna_storage
         after = _autopeft_revision(url)
         if before == after:
             typer.echo(f"autopeft tables in {store.display_url} already at revision {after} (head)")

@@ -70,6 +70,26 @@ def _running(store: Store, name: str, records: list[TrialRecord]) -> int:
     return running_count(records, ostudy)
 
 
+def _open_optuna_storage(store: Store, attempts: int = 5) -> None:
+    """Open optuna's storage, retrying while another process is creating its tables.
+
+    Workers started together on a fresh database all find optuna's tables missing and all
+    create them; on PostgreSQL the losers of that race fail with a duplicate-key error
+    (``pg_type_typname_nsp_index``). The tables exist once the winner commits, so a retry
+    after a short pause opens them normally.
+    """
+    from autopeft.errors import StoreError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            store.optuna_storage
+            return
+        except StoreError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.5 * attempt)
+
+
 class Worker:
     """Runs trials of the studies in ``store`` until their budgets are met or it is told to stop.
 
@@ -98,6 +118,7 @@ class Worker:
         if runner is None:
             from trials.executor import run_isolated as runner
         self._runner = runner
+        _open_optuna_storage(store)
 
     # ------------------------------------------------------------------ public
     def run_study(self, name: str) -> WorkerOutcome:

@@ -1,0 +1,180 @@
+"""Real ``autopeft worker`` processes sharing one study, on SQLite and PostgreSQL.
+
+Tiny proxies (4 steps of 8 examples, one thread) keep each trial to a few seconds; what is
+real is everything around them: separate processes, the shared database, the budget.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autopeft.search.loop import open_study
+from autopeft.search.prepare import prepare_search
+from autopeft.space import load_space_text
+from autopeft.store import Store
+from test_store_contract import BACKENDS, backend_url
+
+SPACE = """
+study: {study}
+model: minilm-l6
+task: {{dataset: tweet-sentiment, metric: accuracy}}
+objectives: {{accuracy: max, trainable_params: min}}
+space:
+  method: [lora, ia3]
+  rank: [2, 4]
+  targets: [[query, value]]
+  learning_rate: {{log: [1.0e-4, 1.0e-2]}}
+proxy: {{train_examples: 64, eval_examples: 32, steps: {steps}, batch_size: 8, max_length: 32, threads: 1}}
+search: {{sampler: random, trials: {trials}, seed: 0}}
+"""
+
+# ``python -m autopeft.cli`` would load the CLI twice (as __main__ and as autopeft.cli) and
+# the worker commands would register on the other copy: call the console entry point instead.
+CLI = [sys.executable, "-c", "from autopeft.cli import run; run()"]
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request, tmp_path):
+    with backend_url(request.param, tmp_path, "workers") as u:
+        yield u
+
+
+def create_study(url: str, study: str = "workers", trials: int = 4, steps: int = 4) -> None:
+    """Create the study the way a submitter would, without training anything."""
+    store = Store(url)
+    try:
+        open_study(store, prepare_search(load_space_text(SPACE.format(study=study, trials=trials, steps=steps)),
+                                         with_data=False))
+    finally:
+        store.close()
+
+
+def start_worker(url: str, tmp_path: Path, tag: str, *args: str) -> tuple[subprocess.Popen, Path]:
+    log = tmp_path / f"worker-{tag}.log"
+    with open(log, "wb") as out:
+        # One torch thread per process: the machine is shared, and so is the test runner.
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        proc = subprocess.Popen([*CLI, "worker", *args, "--storage", url], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    return proc, log
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout: float = 600) -> tuple[int, str]:
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail(f"worker did not finish in {timeout} s:\n{log.read_text()}")
+    return code, log.read_text()
+
+
+def ledgers(url: str, study: str):
+    """(autopeft records, optuna trials) of ``study``."""
+    import optuna
+
+    store = Store(url)
+    try:
+        records = store.trials(study)
+        trials = optuna.load_study(study_name=study, storage=store.optuna_storage).get_trials(deepcopy=False)
+    finally:
+        store.close()
+    return records, trials
+
+
+def assert_ledgers_agree(records, trials) -> None:
+    """Every optuna trial has its autopeft record in the matching state; nothing left running."""
+    from optuna.trial import TrialState
+
+    state = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL}
+    by_number = {t.number: t for t in trials}
+    assert sorted(by_number) == [r.number for r in records], "a trial is missing from one ledger"
+    for r in records:
+        assert r.status in state, f"trial {r.number} left {r.status}"
+        assert by_number[r.number].state == state[r.status], r.number
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_without_losing_or_overshooting(url, tmp_path):
+    target, workers = 4, 2
+    create_study(url, trials=target)
+    procs = [start_worker(url, tmp_path, str(i), "workers") for i in range(workers)]
+    outputs = []
+    for proc, log in procs:
+        code, text = finish(proc, log)
+        assert code == 0, text
+        outputs.append(text)
+
+    records, trials = ledgers(url, "workers")
+    assert_ledgers_agree(records, trials)
+    trained = [r for r in records if r.status in ("complete", "failed")]
+    # Each worker checks the budget (trained + running anywhere) before it asks for a
+    # trial; two can pass that check at once, never more: at most N - 1 beyond the target.
+    assert target <= len(trained) <= target + workers - 1, [r.number for r in trained]
+    assert all(r.status == "complete" for r in trained), [(r.number, r.error) for r in trained]
+    # None lost: what the workers say they trained is exactly what the database holds.
+    said = sum(int(text.rsplit("trained ", 1)[1].split(" ", 1)[0]) for text in outputs)
+    assert said == len(trained), outputs
+    # Seeded apart: two random samplers with the study's one seed would propose the same points.
+    assert len({repr(sorted(r.params.items())) for r in trained}) > 1
+
+
+@pytest.mark.slow
+def test_a_second_look_after_the_budget_is_met_trains_nothing(url, tmp_path):
+    create_study(url, trials=1)
+    code, text = finish(*start_worker(url, tmp_path, "a", "workers"))
+    assert code == 0, text
+    code, text = finish(*start_worker(url, tmp_path, "b", "workers"))
+    assert code == 0 and "trained 0 trial(s)" in text, text
+    records, trials = ledgers(url, "workers")
+    assert [r.status for r in records] == ["complete"]
+    assert_ledgers_agree(records, trials)
+
+
+@pytest.mark.slow
+def test_a_worker_without_a_study_serves_every_study_with_trials_left(tmp_path):
+    url = f"sqlite:///{tmp_path}/all.db"
+    create_study(url, "first", trials=1)
+    create_study(url, "second", trials=2)
+    code, text = finish(*start_worker(url, tmp_path, "all", "--exit-when-idle"))
+    assert code == 0, text
+    assert text.index("study 'first' trial") < text.index("study 'second' trial"), "oldest first"
+    for study, n in (("first", 1), ("second", 2)):
+        records, trials = ledgers(url, study)
+        assert [r.status for r in records] == ["complete"] * n
+        assert_ledgers_agree(records, trials)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigterm_mid_trial_records_it_as_interrupted_and_exits_143(backend, tmp_path):
+    with backend_url(backend, tmp_path, "sigterm") as url:
+        # Long enough a trial (a few hundred steps) to be caught in the middle of it.
+        create_study(url, trials=2, steps=400)
+        proc, log = start_worker(url, tmp_path, "term", "workers")
+        deadline = time.monotonic() + 300
+        while "trial 0 started" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        code, text = finish(proc, log, timeout=120)
+        assert code == 143, text
+        records, trials = ledgers(url, "workers")
+        assert [(r.number, r.status, r.error) for r in records] == [(0, "failed", "interrupted")], text
+        assert_ledgers_agree(records, trials)
+
+
+def test_joining_a_missing_study_names_the_studies_there_are(tmp_path):
+    url = f"sqlite:///{tmp_path}/none.db"
+    result = subprocess.run([*CLI, "worker", "ghost", "--storage", url], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "no study 'ghost'" in result.stderr and "no studies yet" in result.stderr
