@@ -127,14 +127,42 @@ def studies(storage: Optional[str] = STORAGE) -> None:
 
 
 @app.command()
-def show(study: str = typer.Argument(...), storage: Optional[str] = STORAGE) -> None:
+def show(
+    study: str = typer.Argument(...),
+    storage: Optional[str] = STORAGE,
+    importance: bool = typer.Option(False, "--importance", help="Print the study's layer x module importance map."),
+) -> None:
     """The trials of a study; Pareto-optimal rows are marked with ★."""
     from autopeft.store import Store
 
     store = Store(_storage(storage))
     s = store.get_study(study)
+    if importance:
+        _print_importance(_console(), s)
+        return
     records = store.trials(study)
     _print_trials(_console(), s, records)
+
+
+def _print_importance(console, study) -> None:
+    from rich.table import Table
+
+    from autopeft.importance import ImportanceMap
+
+    if not study.importance:
+        console.print(f"study {study.name} has no importance map (set 'importance: spt' in its space)")
+        return
+    imap = ImportanceMap.from_json(study.importance)
+    peak = max((v for row in imap.scores for v in row if v is not None), default=1.0) or 1.0
+    table = Table(title=f"{study.name}: {imap.kind} importance ({imap.note}); cells relative to the maximum", title_justify="left")
+    table.add_column("layer")
+    for m in imap.modules:
+        table.add_column(m, justify="right")
+    table.add_column("layer total", justify="right")
+    for i, (row, total) in enumerate(zip(imap.scores, imap.layer_scores())):
+        table.add_row(str(i), *["-" if v is None else f"{v / peak:.2f}" for v in row], f"{total / peak:.2f}")
+    console.print(table)
+    console.print(f"layers by importance: {', '.join(map(str, imap.layer_order()))}")
 
 
 def _print_trials(console, study, records, only_front: bool = False) -> None:
@@ -186,6 +214,7 @@ def export(
     storage: Optional[str] = STORAGE,
     trial: Optional[int] = typer.Option(None, "--trial", help="Export this trial number."),
     pick: Optional[str] = typer.Option(None, "--pick", help="knee | best:OBJECTIVE | budget:PARAMS (e.g. budget:50k)."),
+    as_: Optional[str] = typer.Option(None, "--as", help="lora: an AdaLoRA trial as LoRA with its learned rank_pattern."),
 ) -> None:
     """Write a trial's peft adapter_config.json (loadable with PeftConfig.from_pretrained)."""
     from autopeft.export import export_trial, select_trial
@@ -193,7 +222,7 @@ def export(
 
     store = Store(_storage(storage))
     s, record, how = select_trial(store, study, trial, pick)
-    path = export_trial(s, record, out, picked_by=how)
+    path = export_trial(s, record, out, picked_by=how, as_=as_)
     _console().print(f"trial {record.number} ({how}) -> {path / 'adapter_config.json'}\n"
                      f"load it:  PeftConfig.from_pretrained('{path}')")
 

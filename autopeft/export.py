@@ -15,8 +15,12 @@ from autopeft.errors import ExportError
 from autopeft.store import Store, StudyRecord, TrialRecord
 
 
-def export_trial(study: StudyRecord, record: TrialRecord, out: str | Path, *, picked_by: str) -> Path:
+def export_trial(study: StudyRecord, record: TrialRecord, out: str | Path, *, picked_by: str, as_: str | None = None) -> Path:
     """Write ``record``'s peft config and provenance into the directory ``out``.
+
+    Args:
+        as_: ``"lora"`` turns an AdaLoRA trial into a plain LoRA config whose
+            ``rank_pattern`` holds the ranks AdaLoRA learned.
 
     Raises:
         ExportError: the trial has no buildable config, or ``out`` cannot be written.
@@ -27,16 +31,20 @@ def export_trial(study: StudyRecord, record: TrialRecord, out: str | Path, *, pi
         raise ExportError(f"trial {record.number} is {record.status}, not complete; pick a completed trial")
     from autopeft.methods import get_method
 
+    method, config = record.candidate["method"], record.peft_config
+    if as_ is not None:
+        method, config = _convert(record, as_)
     out_dir = Path(out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir} exists and is not a directory")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        get_method(record.candidate["method"]).export(record.peft_config, str(out_dir))
+        get_method(method).export(config, str(out_dir))
         provenance = {
             "study": study.name,
             "trial": record.number,
             "picked_by": picked_by,
+            "converted": f"{record.candidate['method']} -> {as_}" if as_ else None,
             "candidate": record.candidate,
             "metrics": record.metrics,
             "objectives": {name: v for (name, _), v in zip(study.objectives, record.values or [])},
@@ -52,6 +60,21 @@ def export_trial(study: StudyRecord, record: TrialRecord, out: str | Path, *, pi
     except OSError as e:
         raise ExportError(f"cannot write to --out {out_dir}: {e.strerror or e}") from None
     return out_dir
+
+
+def _convert(record: TrialRecord, as_: str) -> tuple[str, dict]:
+    if as_ != "lora":
+        raise ExportError(f"--as {as_}: only 'lora' is supported (from an AdaLoRA trial)")
+    allocation = record.extras.get("rank_allocation")
+    if record.candidate["method"] != "adalora" or not allocation:
+        raise ExportError(f"--as lora needs an AdaLoRA trial with a recorded rank allocation; trial {record.number} is {record.candidate['method']}")
+    from autopeft.errors import MethodError
+    from autopeft.methods.adalora import as_lora
+
+    try:
+        return "lora", as_lora(record.peft_config, allocation)
+    except MethodError as e:
+        raise ExportError(str(e)) from None
 
 
 def select_trial(store: Store, study_name: str, trial: int | None, pick: str | None) -> tuple[StudyRecord, TrialRecord, str]:

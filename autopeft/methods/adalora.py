@@ -8,6 +8,7 @@ the benchmarks report that bias rather than hide it.
 
 from __future__ import annotations
 
+from autopeft.errors import MethodError
 from autopeft.methods.base import BuildContext, MethodBase, selected_modules, target_regex, task_type_for
 
 
@@ -53,3 +54,35 @@ class AdaLoRA(MethodBase):
         """The final rank of every adapted matrix: AdaLoRA's learned importance."""
         pattern = model.peft_config[model.active_adapter].rank_pattern or {}
         return {"rank_allocation": {name: int(sum(mask)) for name, mask in pattern.items()}}
+
+
+def as_lora(config: dict, rank_allocation: dict[str, int]) -> dict:
+    """A plain LoRA config (JSON) with AdaLoRA's learned ranks as ``rank_pattern``.
+
+    Matrices AdaLoRA pruned to rank 0 are left out of ``target_modules``; ``r`` is the
+    largest learned rank and every module's own rank is in ``rank_pattern``.
+    """
+    import re
+
+    from peft import LoraConfig
+
+    from autopeft.methods.base import config_to_json
+
+    ranks: dict[str, int] = {}
+    for name, rank in rank_allocation.items():
+        module = re.sub(r"(\.lora_\w+)?(\.default)?$", "", name)
+        ranks[module] = max(ranks.get(module, 0), int(rank))
+    kept = {m: r for m, r in ranks.items() if r > 0}
+    if not kept:
+        raise MethodError("AdaLoRA pruned every matrix to rank 0; there is no LoRA to export")
+    top = max(kept.values())
+    lora = LoraConfig(
+        task_type=config.get("task_type"),
+        r=top,
+        lora_alpha=config.get("lora_alpha", 2 * top),
+        lora_dropout=config.get("lora_dropout", 0.0),
+        target_modules="|".join(re.escape(m) for m in sorted(kept)),
+        rank_pattern={re.escape(m): r for m, r in sorted(kept.items()) if r != top},
+        base_model_name_or_path=config.get("base_model_name_or_path"),
+    )
+    return config_to_json(lora)

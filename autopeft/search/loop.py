@@ -108,6 +108,24 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
         raise
 
 
+def study_importance(store: Store, study: StudyRecord, prep: PreparedSearch):
+    """The study's importance map: computed once (SPT pass) and stored, then reused by every
+    resume and every worker, so all of them rank layers the same way."""
+    from autopeft.importance import ImportanceMap
+
+    if study.importance:
+        return ImportanceMap.from_json(study.importance)
+    from trials.importance import spt_sensitivity
+
+    importance = spt_sensitivity(
+        prep.model.location, prep.data.num_labels, prep.data.path, prep.arch.layers_path,
+        tuple(s.name for s in prep.arch.linears), batch_size=prep.space.proxy.batch_size,
+        seed=prep.space.proxy.seed, trust_remote_code=prep.model.trust_remote_code,
+    )
+    store.set_importance(study.name, importance.to_json())
+    return importance
+
+
 def optuna_study(store: Store, study: StudyRecord, sampler):
     import optuna
 
@@ -150,6 +168,7 @@ def run_search(
         from trials.executor import run_isolated as runner
     events = events or _Silent()
     study = open_study(store, prep, trials)
+    prep = prep.with_importance(study_importance(store, study, prep)) if prep.space.importance != "none" else prep
     target = study.trials_target
     ostudy = optuna_study(store, study, sampler if sampler is not None else make_sampler(prep.space.search))
     records = store.trials(study.name)
@@ -231,13 +250,26 @@ def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialReco
         values=values,
         curve=result.curve,
         resources={"wall_time": result.wall_time, "train_time": result.train_time, "peak_rss_mb": result.peak_rss_mb},
-        extras=result.extras,
+        extras=_with_importance(result.extras, prep),
         error=result.error if values is None else None,
         finished_at=utcnow(),
         **base,
     )
     store.save_trial(record)
     return record
+
+
+def _with_importance(extras: dict, prep: PreparedSearch) -> dict:
+    """Add the trial's ``ImportanceMap`` when its method measured one (AdaLoRA's final ranks)."""
+    if "rank_allocation" not in extras:
+        return extras
+    from autopeft.importance import ImportanceMap
+
+    imap = ImportanceMap.from_named(
+        "adalora", extras["rank_allocation"], prep.arch.layers_path, prep.arch.num_layers,
+        tuple(s.name for s in prep.arch.linears), note="final AdaLoRA rank per matrix",
+    )
+    return {**extras, "importance": imap.to_json()}
 
 
 def _spec(prep: PreparedSearch, study: StudyRecord, number: int, candidate, peft_config: dict) -> TrialSpec:

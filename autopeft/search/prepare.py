@@ -7,7 +7,7 @@ any training starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autopeft.assets.architecture import ModelInfo
 from autopeft.assets.datasets import DatasetRef, PreparedData
@@ -30,6 +30,13 @@ class PreparedSearch:
     @property
     def budget_limit(self) -> int | None:
         return self.params.limit
+
+    def with_importance(self, importance) -> "PreparedSearch":
+        """The same search with ``top_k`` placement ranked by ``importance`` (an ``ImportanceMap``)."""
+        if self.space.space.layers.by != "importance":
+            return self
+        order = importance.layer_order()
+        return replace(self, encoding=SpaceEncoding(self.space.space, self.arch.num_layers, layer_order=order))
 
 
 def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSearch:

@@ -110,6 +110,13 @@ class Store:
             rows = c.execute(select(studies).order_by(studies.c.created_at, studies.c.id)).mappings().all()
         return [_study(r) for r in rows]
 
+    def set_importance(self, name: str, importance: dict) -> None:
+        """Store the study's importance map (JSON of ``ImportanceMap``)."""
+        from autopeft.store.tables import studies
+
+        with self._begin() as c:
+            c.execute(studies.update().where(studies.c.name == name).values(importance=importance))
+
     def set_trials_target(self, name: str, trials: int) -> None:
         from autopeft.store.tables import studies
 
