@@ -38,10 +38,20 @@ def method_names() -> tuple[str, ...]:
 
 from autopeft.methods.adalora import AdaLoRA  # noqa: E402
 from autopeft.methods.ia3 import IA3  # noqa: E402
+from autopeft.methods.bottleneck import Bottleneck  # noqa: E402
+from autopeft.methods.loha import LoHa  # noqa: E402
+from autopeft.methods.lokr import LoKr  # noqa: E402
 from autopeft.methods.lora import LoRA  # noqa: E402
+from autopeft.methods.prefix import PrefixTuning  # noqa: E402
+from autopeft.methods.vera import VeRA  # noqa: E402
 
 register_method(LoRA())
 register_method(IA3())
 register_method(AdaLoRA())
+register_method(LoHa())
+register_method(LoKr())
+register_method(VeRA())
+register_method(PrefixTuning())
+register_method(Bottleneck())
 
 __all__ = ["BuildContext", "Method", "config_to_json", "get_method", "method_names", "register_method"]
