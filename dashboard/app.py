@@ -64,9 +64,10 @@ def _trials_frame(url: str, name: str):
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _adapter_json(url: str, name: str, number: int) -> str:
+def _export_files(url: str, name: str, number: int, how: str) -> dict[str, str]:
     # Keyed by trial: a finished trial's config never changes, and peft is slow to import.
-    return data.adapter_config_json(data.trial(_study(url, name).records, number))
+    sd = _study(url, name)
+    return data.export_files(sd.study, data.trial(sd.records, number), how)
 
 
 def _directions(sd: data.StudyData) -> dict[str, str]:
@@ -167,12 +168,13 @@ def page_trials(url: str, sd: data.StudyData) -> None:
 
 def page_importance(url: str, sd: data.StudyData) -> None:
     st.header(f"Importance - {sd.study.name}")
-    matrix = data.study_importance(sd.study, sd.records)
-    if matrix is None:
-        return st.info("No importance recorded for this study: importance comes from AdaLoRA's final rank "
-                       "allocation, so it appears once an AdaLoRA trial has completed.")
-    st.plotly_chart(render.importance_figure(matrix, "Study importance: mean AdaLoRA rank per layer x module"),
-                    key="importance_study")
+    found = data.study_importance(sd.study, sd.records)
+    if found is None:
+        return st.info("No importance recorded for this study: it comes from the study's importance pass "
+                       "(`importance:` in the space) or AdaLoRA's final rank allocation, so it appears once "
+                       "either has run.")
+    title, matrix = found
+    st.plotly_chart(render.importance_figure(matrix, title), key="importance_study")
     with_maps = [r.number for r in sd.records if data.has_importance(r)]
     if with_maps:
         number = st.selectbox("Per-trial map", with_maps, key="importance_trial")
@@ -224,16 +226,21 @@ def page_export(url: str, sd: data.StudyData, display_url: str) -> None:
         record = (trial_by_number(sd.records, int(how.split(':')[1])) if how.startswith("trial:")
                   else pick(sd.study, sd.records, how))
         with st.spinner("Building adapter_config.json with peft (the first time loads torch) ..."):
-            text = _adapter_json(url, sd.study.name, record.number)
+            files = _export_files(url, sd.study.name, record.number, how)
     except AutoPeftError as e:
         return st.error(str(e))
     values = ", ".join(f"{n}={render._fmt(v)}" for (n, _), v in zip(sd.study.objectives, record.values or []))
     st.success(f"Trial {record.number} ({record.candidate.get('method')}): {values}")
-    st.download_button("Download adapter_config.json", text, file_name="adapter_config.json",
-                       mime="application/json", key="export_download")
-    st.markdown("Equivalent command (also writes `autopeft.json` with the provenance):")
+    main_file = data.config_file(files)
+    c1, c2 = st.columns(2)
+    c1.download_button(f"Download {main_file}", files[main_file], file_name=main_file, mime="application/json",
+                       key="export_download", type="primary")
+    if "autopeft.json" in files and main_file != "autopeft.json":
+        c2.download_button("Download autopeft.json (provenance)", files["autopeft.json"], file_name="autopeft.json",
+                           mime="application/json", key="export_provenance")
+    st.markdown("Equivalent command (writes both files):")
     st.code(data.export_command(sd.study.name, display_url, how), language="bash")
-    st.code(text, language="json")
+    st.code(files[main_file], language="json")
 
 
 def page_new_search(url: str, display_url: str) -> None:

@@ -217,13 +217,33 @@ def importance_frame(allocation: dict):
     return frame.sort_index()
 
 
+def map_frame(imap: dict):
+    """An ``ImportanceMap`` JSON (``{kind, modules, scores, note}``) -> layer x module DataFrame."""
+    import pandas as pd
+
+    try:
+        frame = pd.DataFrame([[float("nan") if v is None else float(v) for v in row] for row in imap["scores"]],
+                             columns=[str(m) for m in imap["modules"]])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if frame.empty:
+        return None
+    frame.index.name, frame.columns.name = "layer", "module"
+    return frame
+
+
 def study_importance(study: StudyRecord, records: Sequence[TrialRecord]):
-    """The study's layer x module importance: its stored map, else the mean AdaLoRA allocation."""
-    if study.importance:
-        source = study.importance.get("rank_allocation", study.importance) if isinstance(study.importance, dict) else {}
-        frame = importance_frame(source)
+    """``(title, layer x module frame)`` of the study, or None when nothing was recorded.
+
+    In order: the study's stored importance map (SPT sensitivity, ...), else the mean of its
+    trials' AdaLoRA rank allocations.
+    """
+    imp = study.importance
+    if isinstance(imp, dict):
+        frame = map_frame(imp) if "scores" in imp else importance_frame(imp.get("rank_allocation", imp))
         if frame is not None:
-            return frame
+            kind = imp.get("kind", "stored")
+            return f"Study importance ({kind}){': ' + imp['note'] if imp.get('note') else ''}", frame
     # Average the raw maps first and parse once: parsing 1,000 maps one by one takes seconds.
     total: dict[str, float] = {}
     count: dict[str, int] = {}
@@ -234,7 +254,8 @@ def study_importance(study: StudyRecord, records: Sequence[TrialRecord]):
             if isinstance(value, (int, float)):
                 total[name] = total.get(name, 0.0) + value
                 count[name] = count.get(name, 0) + 1
-    return importance_frame({k: v / count[k] for k, v in total.items()}) if total else None
+    frame = importance_frame({k: v / count[k] for k, v in total.items()}) if total else None
+    return None if frame is None else ("Study importance: mean AdaLoRA rank per layer x module", frame)
 
 
 def has_importance(record: TrialRecord) -> bool:
@@ -242,30 +263,36 @@ def has_importance(record: TrialRecord) -> bool:
 
 
 def trial_importance(record: TrialRecord):
+    """The trial's own layer x module map: AdaLoRA's final rank allocation (None if absent)."""
     return importance_frame((record.extras or {}).get("rank_allocation") or {})
 
 
 # ---------------------------------------------------------------------- export
-def adapter_config_json(record: TrialRecord) -> str:
-    """``adapter_config.json`` exactly as peft writes it for ``record``'s config.
+def export_files(study: StudyRecord, record: TrialRecord, how: str) -> dict[str, str]:
+    """``{file name: text}`` exactly as ``autopeft export`` writes them for ``record``.
+
+    Calls the CLI's own ``export_trial`` into a temporary directory, so the download and
+    the command are byte-identical: peft's ``adapter_config.json`` (written by peft's
+    ``save_pretrained``) for peft methods, the method's own file otherwise, plus
+    ``autopeft.json`` (provenance).
 
     Raises:
         AutoPeftError: the trial has no buildable config or is not complete.
     """
     import tempfile
 
-    from autopeft.errors import ExportError
+    from autopeft.export import export_trial
 
-    if record.peft_config is None:
-        raise ExportError(f"trial {record.number} has no peft config ({record.error or record.status})")
-    if record.status != "complete":
-        raise ExportError(f"trial {record.number} is {record.status}, not complete; pick a completed trial")
-    from peft import get_peft_config
-
-    config = get_peft_config(dict(record.peft_config))
     with tempfile.TemporaryDirectory(prefix="autopeft-dashboard-") as tmp:
-        config.save_pretrained(tmp)
-        return (Path(tmp) / "adapter_config.json").read_text()
+        out = export_trial(study, record, tmp, picked_by=how)
+        return {p.name: p.read_text() for p in sorted(Path(out).iterdir()) if p.is_file()}
+
+
+def config_file(files: dict[str, str]) -> str:
+    """The adapter config among ``export_files``' outputs (not the provenance)."""
+    if "adapter_config.json" in files:
+        return "adapter_config.json"
+    return next((n for n in files if n != "autopeft.json"), "autopeft.json")
 
 
 def export_command(study: str, display_url: str, how: str) -> str:

@@ -47,6 +47,7 @@ def launch(storage_url: str, *, host: str = "127.0.0.1", port: int = 8501, read_
     except OSError as e:
         print(f"autopeft: error: cannot start streamlit: {e}", file=sys.stderr)
         return 2
+    previous = _stop_child_on_sigterm()
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -56,3 +57,23 @@ def launch(storage_url: str, *, host: str = "127.0.0.1", port: int = 8501, read_
         except subprocess.TimeoutExpired:
             proc.kill()
         return 130
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_child_on_sigterm():
+    """On SIGTERM (a service manager, a test harness) stop Streamlit too instead of orphaning
+    it; returns the previous handler to restore (None when not on the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signal handlers can only be set from the main thread
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)

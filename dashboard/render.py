@@ -98,12 +98,12 @@ def curve_figure(curve: Sequence[Sequence[float]]):
     return fig
 
 
-def importance_figure(matrix, title: str = "AdaLoRA rank allocation (layer x module)"):
-    """Heatmap of a layer x module DataFrame."""
+def importance_figure(matrix, title: str = "Importance (layer x module)"):
+    """Heatmap of a layer x module DataFrame (AdaLoRA ranks, SPT sensitivity ...); blank = not measured."""
     import plotly.graph_objects as go
 
     fig = go.Figure(go.Heatmap(z=matrix.to_numpy(dtype=float), x=[str(c) for c in matrix.columns],
-                               y=[str(i) for i in matrix.index], colorscale="Viridis", colorbar=dict(title="rank"),
+                               y=[str(i) for i in matrix.index], colorscale="Viridis", colorbar=dict(title="importance"),
                                hovertemplate="layer %{y}, %{x}: %{z:.2f}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="module", yaxis_title="layer", height=420,
                       margin=dict(l=10, r=10, t=40, b=10))
@@ -158,35 +158,33 @@ def show_best(best: dict[str, float | None], hv: float | None) -> None:
 
 
 def show_trial(record, trial_row: dict, curve_fig, importance_fig) -> None:
-    """A trial's detail: summary metrics, error, candidate, peft config, curve, importance."""
+    """A trial's detail: summary metrics, error, candidate and peft config beside the curve."""
     import streamlit as st
 
     st.subheader(f"Trial {record.number} - {record.status}")
     res = record.resources or {}
-    cols = st.columns(4)
-    cols[0].metric("method", str(trial_row.get("method")))
-    cols[1].metric("trainable params", _fmt(record.trainable_params))
-    cols[2].metric("wall time (s)", _fmt(res.get("wall_time")))
-    cols[3].metric("peak memory (MB)", _fmt(res.get("peak_rss_mb")))
+    summary = {"method": trial_row.get("method"), "trainable params": _fmt(record.trainable_params)}
+    summary.update({k: _fmt(v) for k, v in (record.metrics or {}).items()})
+    summary.update({"wall time (s)": _fmt(res.get("wall_time")), "peak memory (MB)": _fmt(res.get("peak_rss_mb"))})
+    for col, (label, value) in zip(st.columns(len(summary)), summary.items()):
+        col.metric(label, str(value))
     if record.error:
         st.error(f"{record.status}: {record.error}")
-    if record.metrics:
-        st.write("**Metrics**", record.metrics)
-    left, right = st.columns(2)
+    left, right = st.columns([2, 3])
     with left:
         st.markdown("**Candidate**")
-        st.json(record.candidate)
-    with right:
+        st.json(record.candidate, expanded=1)  # one level: nested lists (layers) stay folded
         st.markdown("**peft config**")
         if record.peft_config is None:
             st.info("no peft config (the candidate could not be built)")
         else:
-            st.json(record.peft_config, expanded=False)
-    if curve_fig is not None:
-        st.plotly_chart(curve_fig, key=f"curve-{record.number}")
-    else:
-        st.info("no learning curve recorded for this trial")
-    if importance_fig is not None:
-        st.plotly_chart(importance_fig, key=f"importance-{record.number}")
+            st.json(record.peft_config, expanded=1)
+    with right:
+        if curve_fig is not None:
+            st.plotly_chart(curve_fig, key=f"curve-{record.number}")
+        else:
+            st.info("no learning curve recorded for this trial")
+        if importance_fig is not None:
+            st.plotly_chart(importance_fig, key=f"importance-{record.number}")
     st.caption(f"started {record.started_at}, finished {record.finished_at or '-'}, "
                f"train time {_fmt(res.get('train_time'))} s, sampler time {_fmt(record.sampler_time)} s")

@@ -83,6 +83,11 @@ def edge_url(tmp_path_factory):
         store.add_study(StudyRecord(name=name, created_at=utcnow(), space_yaml="", space_hash="0" * 32,
                                     objectives=(("accuracy", "max"), ("trainable_params", "min")), trials_target=3,
                                     model="minilm-l6", model_fingerprint="x", dataset="d", data_fingerprint="y"))
+    store.add_study(StudyRecord(name="with-map", created_at=utcnow(), space_yaml="", space_hash="0" * 32,
+                                objectives=(("accuracy", "max"),), trials_target=3, model="minilm-l6",
+                                model_fingerprint="x", dataset="d", data_fingerprint="y",
+                                importance={"kind": "spt", "modules": ["query", "value"],
+                                            "scores": [[0.1, 0.2], [0.3, None]], "note": "gradient norm"}))
     for n in range(3):
         store.save_trial(TrialRecord(study="only-failed", number=n, status="failed" if n < 2 else "infeasible",
                                      candidate={"method": "lora", "rank": 4, "targets": ["query"], "layers": [5]},
@@ -229,6 +234,12 @@ def test_studies_without_completed_trials(app, edge_url, study, page):
         assert "no completed trial" in _text(at) or "no trials yet" in _text(at)
     if page == "Importance":
         assert "No importance recorded" in _text(at)
+
+
+def test_stored_importance_map_is_drawn(app, edge_url):
+    at = _ok(app(edge_url, "Importance", "with-map"))
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert "spt" in fig["layout"]["title"]["text"] and fig["data"][0]["x"] == ["query", "value"]
 
 
 def test_failed_trial_detail_shows_error(app, edge_url):
