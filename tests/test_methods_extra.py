@@ -189,6 +189,12 @@ def test_bottleneck_starts_at_the_base_model(ctx, base_model, batch):
     assert {n for n, _ in base.named_parameters()} <= names
     assert "bert.encoder.layer.5.output.dense.bottleneck.up.weight" in names
     assert n_trainable(copy.deepcopy(model)) == n_trainable(model)  # survives deepcopy, hooks too
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(model)).eval()  # and pickling (module-level hooks)
+    with torch.no_grad():
+        assert torch.equal(clone(**inputs).logits, base(**inputs).logits)
+    assert clone.bert.encoder.layer[5].output.dense._forward_hooks
 
 
 def test_bottleneck_parallel_placement_is_counted_and_starts_at_the_base(model_info, base_model, batch):

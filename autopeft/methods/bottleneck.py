@@ -24,7 +24,8 @@ The config (``BottleneckConfig``, JSON via ``to_json``/``from_json``; unknown ke
      "layers_path": "bert.encoder.layer",            # dotted path of the layer stack
      "head_modules": ["classifier"],                 # trained in full
      "placement": "serial",                          # serial | parallel
-     "activation": "relu"}                           # relu | gelu | tanh
+     "activation": "relu",                           # relu | gelu | tanh
+     "base_model": "/path/or/hub-id"}                # provenance only (may be null)
 
 Loading an exported adapter (``export`` writes ``bottleneck_config.json``; ``save_weights``
 also writes the trained adapters and head as ``bottleneck_model.safetensors``)::
@@ -34,8 +35,9 @@ also writes the trained adapters and head as ``bottleneck_model.safetensors``)::
     from transformers import AutoModelForSequenceClassification
     from autopeft.methods.bottleneck import apply
 
-    model = AutoModelForSequenceClassification.from_pretrained(BASE, num_labels=K)
-    model = apply(model, json.load(open("DIR/bottleneck_config.json")))
+    config = json.load(open("DIR/bottleneck_config.json"))
+    model = AutoModelForSequenceClassification.from_pretrained(config["base_model"], num_labels=K)
+    model = apply(model, config)
     model.load_state_dict(load_file("DIR/bottleneck_model.safetensors"), strict=False)  # if trained
 
 Search mapping: ``rank`` -> ``rank``, ``targets``/``layers`` -> placement; ``alpha``,
@@ -70,6 +72,7 @@ class BottleneckConfig:
     head_modules: tuple[str, ...]
     placement: str = "serial"
     activation: str = "relu"
+    base_model: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
@@ -98,7 +101,7 @@ class BottleneckConfig:
             raise MethodError(f"not a version-{_VERSION} bottleneck adapter config")
         fields = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - fields)
-        missing = sorted(f for f in fields - set(data) if f not in ("placement", "activation"))
+        missing = sorted(f for f in fields - set(data) if f not in ("placement", "activation", "base_model"))
         if unknown or missing:
             raise MethodError(f"bottleneck config: unknown keys {unknown}, missing keys {missing}")
         for key in ("targets", "layers", "head_modules"):
@@ -197,6 +200,7 @@ class Bottleneck(MethodBase):
             layers=tuple(sorted(cand.layers)),
             layers_path=ctx.arch.layers_path,
             head_modules=tuple(ctx.arch.head_modules),
+            base_model=ctx.base_model,
         )
 
     def count_trainable(self, cand, ctx: BuildContext) -> int:
