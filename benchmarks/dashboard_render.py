@@ -26,7 +26,8 @@ APP = ROOT / "dashboard" / "app.py"
 MODULES = ("query", "key", "value", "dense")
 
 
-def synthetic_study(store, name: str = "synthetic", trials: int = 1000, seed: int = 0, layers: int = 6):
+def synthetic_study(store, name: str = "synthetic", trials: int = 1000, seed: int = 0, layers: int = 6,
+                    objectives=(("accuracy", "max"), ("trainable_params", "min"))):
     """Write a plausible study of ``trials`` trials straight into ``store`` (no training).
 
     Accuracy rises with trainable parameters, with noise; ~85% complete, 8% failed, 5%
@@ -38,7 +39,7 @@ def synthetic_study(store, name: str = "synthetic", trials: int = 1000, seed: in
     start = utcnow()
     study = StudyRecord(
         name=name, created_at=start, space_yaml=f"study: {name}\n", space_hash="0" * 32,
-        objectives=(("accuracy", "max"), ("trainable_params", "min")), trials_target=trials,
+        objectives=tuple(objectives), trials_target=trials,
         model="minilm-l6", model_fingerprint="f" * 16, dataset="tweet-sentiment", data_fingerprint="d" * 16,
         budget_params=200_000,
     )
@@ -54,6 +55,8 @@ def synthetic_study(store, name: str = "synthetic", trials: int = 1000, seed: in
         roll = rng.random() if n else 0.0
         status = "complete" if roll < 0.85 else "failed" if roll < 0.93 else "infeasible" if roll < 0.98 else "running"
         accuracy = min(0.95, 0.45 + 0.4 * (1 - math.exp(-params / 40_000)) + rng.gauss(0, 0.03))
+        memory = 850.0 + params / 2_000 + rng.uniform(0, 60)
+        source = {"accuracy": accuracy, "trainable_params": float(params), "peak_memory": memory}
         extras = {}
         if method == "adalora" and status == "complete":
             extras = {"rank_allocation": {f"base_model.model.bert.encoder.layer.{l}.attention.self.{m}.lora_E": rng.randint(0, rank)
@@ -74,9 +77,9 @@ def synthetic_study(store, name: str = "synthetic", trials: int = 1000, seed: in
             params={"method": method, "rank": rank}, started_at=when,
             peft_config=peft_config, trainable_params=params,
             metrics={"accuracy": accuracy} if status == "complete" else {},
-            values=[accuracy, float(params)] if status == "complete" else None,
+            values=[source[o] for o, _ in objectives] if status == "complete" else None,
             curve=[[s, 0.7 * math.exp(-s / 20) + 0.2] for s in range(0, 31, 5)] if status in ("complete", "failed") else [],
-            resources={"wall_time": 12.0, "train_time": 9.0, "peak_rss_mb": 900.0} if status in ("complete", "failed") else {},
+            resources={"wall_time": 12.0, "train_time": 9.0, "peak_rss_mb": memory} if status in ("complete", "failed") else {},
             extras=extras,
             error={"failed": "non-finite loss at step 12", "infeasible": f"over budget: {params:,} > 200,000"}.get(status),
             finished_at=None if status == "running" else when + timedelta(seconds=15), sampler_time=0.01,

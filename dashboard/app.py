@@ -320,7 +320,9 @@ def main() -> None:
         wanted = st.query_params.get("study")
         st.session_state["study"] = wanted if wanted in names else names[-1]
     study = st.sidebar.selectbox("Study", names, key="study")
-    live = st.sidebar.toggle("Live refresh", value=False, key="live")
+    # Live by default while the study has a running trial (a search or workers are at it).
+    running = any(r.status == "running" for r in _study(url, study).records)
+    live = st.sidebar.toggle("Live refresh", value=running, key="live")
     interval = st.sidebar.number_input("Refresh every (s)", min_value=2, max_value=600, value=5, key="interval",
                                        disabled=not live)
     if st.sidebar.button("Reload now", key="reload"):

@@ -68,6 +68,8 @@ def synthetic_url(tmp_path_factory):
     bench = _bench()
     bench.synthetic_study(store, "synthetic", 1000)
     bench.synthetic_study(store, "small", 50, seed=3)
+    bench.synthetic_study(store, "three", 60, seed=4,
+                          objectives=(("accuracy", "max"), ("trainable_params", "min"), ("peak_memory", "min")))
     store.close()
     return url
 
@@ -198,11 +200,33 @@ def test_trials_filters(app, synthetic_url):
 
 def test_pareto_switches_axes_and_compare_overlays(app, synthetic_url):
     at = _ok(app(synthetic_url, "Compare", "synthetic"))
-    assert set(at.multiselect(key="compare_studies").value) == {"synthetic", "small"}
+    assert set(at.multiselect(key="compare_studies").value) == {"synthetic", "small", "three"}
     assert len(at.get("plotly_chart")) == 1
     at = _ok(app(synthetic_url, "Pareto front", "synthetic"))
     at.selectbox(key="pareto_x").set_value("accuracy").run()
     assert _ok(at).selectbox(key="pareto_y").value == "trainable_params"
+
+
+def test_three_objectives_draw_in_3d_and_in_pairs(app, synthetic_url):
+    at = _ok(app(synthetic_url, "Pareto front", "three"))
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {t["type"] for t in spec["data"]} == {"scatter3d"}
+    at.toggle(key="pareto_3d").set_value(False).run()
+    spec = json.loads(_ok(at).get("plotly_chart")[0].proto.spec)
+    assert any(t.get("name") == "Pareto front" for t in spec["data"])
+    _ok(app(synthetic_url, "Hypervolume", "three"))
+
+
+def test_live_refresh_and_open_from_studies(app, synthetic_url):
+    at = app(synthetic_url, "Trials", "small")
+    at.sidebar.toggle(key="live").set_value(True).run()
+    assert _ok(at).dataframe[0].value["number"].max() == 49
+    # A click on a Studies row stores where to go; the next run opens that study's front.
+    at = app(synthetic_url, "Studies")
+    at.session_state["_goto"] = ("Pareto front", "small")
+    at.run()
+    assert at.sidebar.radio(key="page").value == "Pareto front" and at.sidebar.selectbox(key="study").value == "small"
+    assert "Pareto front - small" in _text(_ok(at))
 
 
 def test_export_budget_pick_and_impossible_budget(app, synthetic_url):
