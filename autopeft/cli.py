@@ -215,6 +215,12 @@ def export(
     trial: Optional[int] = typer.Option(None, "--trial", help="Export this trial number."),
     pick: Optional[str] = typer.Option(None, "--pick", help="knee | best:OBJECTIVE | budget:PARAMS (e.g. budget:50k)."),
     as_: Optional[str] = typer.Option(None, "--as", help="lora: an AdaLoRA trial as LoRA with its learned rank_pattern."),
+    train: bool = typer.Option(False, "--train", help="Re-train at full fidelity and save the best seed's adapter weights."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="With --train: seeds to train (mean ± sd in the model card)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="With --train: optimiser steps (default: one epoch)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="With --train: epochs over the training data."),
+    train_examples: Optional[int] = typer.Option(None, "--train-examples", min=2, help="With --train: limit the training data."),
+    baseline: bool = typer.Option(False, "--baseline", help="With --train: also train default LoRA (r=8, q/v, all layers)."),
 ) -> None:
     """Write a trial's peft adapter_config.json (loadable with PeftConfig.from_pretrained)."""
     from autopeft.export import export_trial, select_trial
@@ -223,8 +229,32 @@ def export(
     store = Store(_storage(storage))
     s, record, how = select_trial(store, study, trial, pick)
     path = export_trial(s, record, out, picked_by=how, as_=as_)
-    _console().print(f"trial {record.number} ({how}) -> {path / 'adapter_config.json'}\n"
-                     f"load it:  PeftConfig.from_pretrained('{path}')")
+    console = _console()
+    if train:
+        if as_:
+            raise AutoPeftError("--train with --as is not supported: train the AdaLoRA trial, or export --as lora alone")
+        _train(console, s, record, path, seeds, steps, epochs, train_examples, baseline)
+        return
+    console.print(f"trial {record.number} ({how}) -> {path / 'adapter_config.json'}\n"
+                  f"load it:  PeftConfig.from_pretrained('{path}')")
+
+
+def _train(console, study, record, path, seeds, steps, epochs, train_examples, baseline) -> None:
+    from pathlib import Path
+
+    from autopeft.retrain import retrain
+
+    protocol, chosen, base = retrain(study, record, Path(path), seeds=seeds, steps=steps, epochs=epochs,
+                                     train_examples=train_examples, baseline=baseline,
+                                     on_progress=lambda msg: console.print(f"  training {msg}"))
+    m = protocol.metric
+    for report in (chosen, base):
+        if report is not None:
+            mean, sd = report.mean_sd(m)
+            console.print(f"{report.name:9s} {report.candidate['method']:8s} {report.trainable_params:>10,} params  "
+                          f"{m} {mean:.4f} ± {sd:.4f} over {len(report.runs)} seeds")
+    console.print(f"adapter (best seed) + model card -> {path}\n"
+                  f"load it:  PeftModel.from_pretrained(base_model, '{path}')")
 
 
 @app.command()

@@ -94,3 +94,37 @@ def test_rerunning_resumes_the_study_and_keeps_what_is_stored(searched):
     for r in again.records:
         if r.number in before:
             assert r == before[r.number]
+
+
+@pytest.mark.slow
+def test_export_train_saves_the_best_seed_whose_weights_reproduce_its_metric(searched, tmp_path):
+    url, prep, outcome = searched
+    from autopeft.cli import main
+
+    out = tmp_path / "trained"
+    args = ["export", "tiny", "--storage", url, "--pick", "best:accuracy", "--out", str(out),
+            "--train", "--seeds", "2", "--steps", "4", "--train-examples", "48", "--baseline"]
+    assert main(args) == 0
+    card = (out / "README.md").read_text()
+    assert "| chosen |" in card and "| baseline |" in card and "± " in card
+    assert (out / "adapter_model.safetensors").exists()
+
+    # The saved adapter is the best seed's: evaluating it gives that seed's accuracy again.
+    import dataclasses
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from autopeft.assets.datasets import prepare_data
+    from trials.proxy import _load_split, evaluate
+
+    proxy = dataclasses.replace(prep.space.proxy, train_examples=48)
+    data = prepare_data(prep.model, prep.dataset, prep.space.task, proxy)
+    base = AutoModelForSequenceClassification.from_pretrained(prep.model.location, num_labels=data.num_labels)
+    model = PeftModel.from_pretrained(base, str(out))
+    with torch.no_grad():
+        accuracy = evaluate(model, _load_split(data.path)["eval"], data.num_labels)["accuracy"]
+    chosen_row = next(line for line in card.splitlines() if line.startswith("| chosen |"))
+    per_seed = [float(v) for v in chosen_row.rstrip(" |").split("|")[-1].split(",")]
+    assert accuracy == pytest.approx(max(per_seed), abs=1e-4)

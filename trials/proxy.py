@@ -78,6 +78,8 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
             emit({"kind": "curve", "step": point[0], "loss": point[1]})
     train_time = time.perf_counter() - t0
     metrics = evaluate(model, data["eval"], spec.num_labels, batch_size=max(32, spec.batch_size * 2))
+    if spec.save_dir:
+        method.save_weights(model, spec.save_dir)
     return TrialResult(
         status="complete",
         metrics=metrics,

@@ -51,6 +51,7 @@ class TrialSpec:
     threads: int | None = None
     trust_remote_code: bool = False
     revision: str | None = None
+    save_dir: str | None = None  # write the trained adapter here (safetensors), e.g. for export --train
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

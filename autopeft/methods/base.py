@@ -54,6 +54,9 @@ class Method(Protocol):
     def export(self, config: dict, out_dir: str) -> list[str]:
         """Write ``config`` into ``out_dir`` in the form its library loads; return file names."""
 
+    def save_weights(self, model, out_dir: str) -> None:
+        """Save the trained adapter (and its config) of ``model`` into ``out_dir``, as safetensors."""
+
     def on_step(self, model, step: int) -> None:
         """Called after every optimiser step, before gradients are zeroed."""
 
@@ -81,6 +84,11 @@ class MethodBase:
 
         get_peft_config(dict(config)).save_pretrained(out_dir)
         return ["adapter_config.json"]
+
+    def save_weights(self, model, out_dir: str) -> None:
+        # peft writes adapter_model.safetensors (never a pickle) plus adapter_config.json;
+        # the trained task head is part of it (modules_to_save).
+        model.save_pretrained(out_dir, safe_serialization=True)
 
     def on_step(self, model, step: int) -> None:
         return None

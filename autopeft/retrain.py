@@ -1,0 +1,174 @@
+"""``export --train``: re-train a chosen configuration at full fidelity, over several seeds.
+
+The search's proxies are short and noisy; before a user ships a configuration, it is
+trained on all the training data (unless limited) for each seed, in the same isolated
+trial process as the search, and the adapter of the best seed is saved with peft
+(``adapter_model.safetensors``). A model card reports the metric mean ± sd over seeds.
+``--baseline`` trains default LoRA (r=8, alpha 16, query/value, all layers) under the same
+protocol, so the card can say whether the search beat the guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from autopeft.errors import ExportError
+from autopeft.store import StudyRecord, TrialRecord
+
+BASELINE = {"method": "lora", "rank": 8, "alpha": 16.0, "targets": ["query", "value"]}
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    seed: int
+    metrics: dict
+    trainable_params: int
+    train_time: float
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How final training is done; the same for the chosen config and the baseline."""
+
+    steps: int
+    batch_size: int
+    max_length: int
+    train_examples: int
+    eval_examples: int
+    seeds: tuple[int, ...]
+    metric: str
+
+
+@dataclass(frozen=True)
+class ConfigReport:
+    name: str
+    candidate: dict
+    runs: tuple[SeedRun, ...]
+
+    def values(self, metric: str) -> list[float]:
+        return [r.metrics[metric] for r in self.runs]
+
+    def mean_sd(self, metric: str) -> tuple[float, float]:
+        v = self.values(metric)
+        return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+
+    @property
+    def trainable_params(self) -> int:
+        return self.runs[0].trainable_params
+
+
+def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 3, steps: int | None = None,
+            epochs: float | None = None, train_examples: int | None = None, baseline: bool = False,
+            on_progress=None) -> tuple[Protocol, ConfigReport, ConfigReport | None]:
+    """Train ``record``'s configuration per seed, keep the best seed's adapter in ``out``."""
+    from autopeft.search.prepare import prepare_search
+    from autopeft.space import load_space_text
+    from autopeft.space.encoding import Candidate
+
+    if record.status != "complete":
+        raise ExportError(f"trial {record.number} is {record.status}; pick a completed trial to train")
+    if steps is not None and epochs is not None:
+        raise ExportError("give --steps or --epochs, not both")
+    space = load_space_text(study.space_yaml, f"study {study.name}")
+    full = dataclasses.replace(space.proxy, train_examples=train_examples or 10**9)
+    space = dataclasses.replace(space, proxy=full)
+    prep = prepare_search(space)
+    n_train = prep.data.n_train
+    if steps is None:
+        steps = max(1, math.ceil((epochs or 1.0) * n_train / full.batch_size))
+    protocol = Protocol(steps, full.batch_size, full.max_length, n_train, prep.data.n_eval, tuple(range(seeds)), space.task.metric)
+
+    chosen = _train_all("chosen", Candidate.from_json(record.candidate), prep, protocol, out, keep=True, on_progress=on_progress)
+    base = None
+    if baseline:
+        cand = Candidate.from_json({**record.candidate, **BASELINE, "layers": list(range(prep.arch.num_layers)),
+                                    "dora": False, "rslora": False})
+        base = _train_all("baseline", cand, prep, protocol, out, keep=False, on_progress=on_progress)
+    (out / "README.md").write_text(model_card(study, record, protocol, chosen, base, prep.data.num_labels))
+    return protocol, chosen, base
+
+
+def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:
+    from autopeft.methods import BuildContext, get_method
+    from trials.executor import run_isolated
+    from trials.spec import TrialSpec
+
+    method = get_method(cand.method)
+    config = method.config_json(method.build(cand, BuildContext(prep.arch, protocol.steps, base_model=prep.model.location)))
+    runs, best = [], None
+    with tempfile.TemporaryDirectory(prefix="autopeft-train-") as tmp:
+        for seed in protocol.seeds:
+            if on_progress:
+                on_progress(f"{name}: seed {seed}, {protocol.steps} steps")
+            save = Path(tmp) / f"seed{seed}"
+            spec = TrialSpec(
+                study="export", trial=seed, method=cand.method, model=prep.model.location,
+                num_labels=prep.data.num_labels, data_path=prep.data.path, peft_config=config,
+                learning_rate=cand.learning_rate, steps=protocol.steps, batch_size=protocol.batch_size,
+                warmup=prep.space.proxy.warmup, seed=seed, log_every=max(1, protocol.steps // 20),
+                metric=protocol.metric, timeout=max(prep.space.proxy.timeout, 24 * 3600.0),
+                threads=prep.space.proxy.threads, trust_remote_code=prep.model.trust_remote_code,
+                save_dir=str(save) if keep else None,
+            )
+            result = run_isolated(spec)
+            if result.status != "complete":
+                raise ExportError(f"{name} training with seed {seed} failed: {result.error}")
+            run = SeedRun(seed, result.metrics, result.trainable_params, result.train_time)
+            runs.append(run)
+            if best is None or run.metrics[protocol.metric] > best.metrics[protocol.metric]:
+                best = run
+        if keep:
+            out.mkdir(parents=True, exist_ok=True)
+            for f in (Path(tmp) / f"seed{best.seed}").iterdir():
+                shutil.copy2(f, out / f.name)
+    return ConfigReport(name, cand.to_json(), tuple(runs))
+
+
+def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: ConfigReport, base: ConfigReport | None,
+               num_labels: int) -> str:
+    m = p.metric
+    best_seed = max(chosen.runs, key=lambda r: r.metrics[m]).seed
+    lines = [
+        f"# PEFT adapter from autopeft study `{study.name}`, trial {record.number}",
+        "",
+        f"Base model `{study.model}`, data set `{study.dataset}`. Found by the search, then re-trained for "
+        f"{p.steps} steps (batch {p.batch_size}, max length {p.max_length}) on {p.train_examples:,} training "
+        f"examples with seeds {', '.join(map(str, p.seeds))}; {m} on {p.eval_examples:,} validation examples.",
+        "",
+        "| configuration | method | trainable params | " + m + " (mean ± sd over seeds) | per seed |",
+        "|---|---|---|---|---|",
+        _row(chosen, m),
+    ]
+    if base is not None:
+        lines.append(_row(base, m))
+    lines += [
+        "",
+        f"The weights here are those of the best seed ({best_seed}). Candidate: `{chosen.candidate}`.",
+        "The validation examples are the split the search measured its proxies on: the configuration was",
+        "selected on them, so treat the figures as optimistic and confirm on held-out data of your own.",
+        "",
+        "## Load it",
+        "",
+        "```python",
+        "from peft import PeftConfig, PeftModel",
+        "from transformers import AutoModelForSequenceClassification",
+        "",
+        "config = PeftConfig.from_pretrained(THIS_DIRECTORY)",
+        f"base = AutoModelForSequenceClassification.from_pretrained(config.base_model_name_or_path, num_labels={num_labels})",
+        "model = PeftModel.from_pretrained(base, THIS_DIRECTORY)   # the trained task head comes with it",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _row(report: ConfigReport, metric: str) -> str:
+    mean, sd = report.mean_sd(metric)
+    per_seed = ", ".join(f"{v:.4f}" for v in report.values(metric))
+    return f"| {report.name} | {report.candidate['method']} | {report.trainable_params:,} | {mean:.4f} ± {sd:.4f} | {per_seed} |"
