@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from autopeft.space.schema import Choice, Dimension, Fixed, Range, SpaceSpec, Targets
+from autopeft.space.schema import Choice, Dimension, Fixed, PerLayer, Range, SpaceSpec, Targets
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,19 @@ class Candidate:
     learning_rate: float
     dora: bool
     rslora: bool
+    #: Rank of each entry of ``layers`` when ranks vary per layer (``rank`` is then their max).
+    layer_ranks: tuple[int, ...] | None = None
+
+    def rank_of(self, layer: int) -> int:
+        if self.layer_ranks is None:
+            return self.rank
+        return self.layer_ranks[self.layers.index(layer)]
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["targets"] = list(self.targets.modules) or "all-linear"
         data["layers"] = list(self.layers)
+        data["layer_ranks"] = None if self.layer_ranks is None else list(self.layer_ranks)
         return data
 
     @classmethod
@@ -42,6 +50,8 @@ class Candidate:
         t = data["targets"]
         data["targets"] = Targets(()) if t == "all-linear" else Targets(tuple(t))
         data["layers"] = tuple(data["layers"])
+        if data.get("layer_ranks") is not None:
+            data["layer_ranks"] = tuple(data["layer_ranks"])
         return cls(**data)
 
 
@@ -73,7 +83,10 @@ class SpaceEncoding:
         out: dict[str, Any] = {}
         for name in _SCALARS:
             dim: Dimension = getattr(self.space, name)
-            if isinstance(dim, Choice):
+            if isinstance(dim, PerLayer):
+                for i in range(self.num_layers):
+                    out[f"rank_{i:02d}"] = IntDistribution(0, len(dim.values) - 1)
+            elif isinstance(dim, Choice):
                 out[name] = IntDistribution(0, len(dim.values) - 1) if dim.ordinal else CategoricalDistribution(dim.values)
             elif isinstance(dim, Range):
                 cls = IntDistribution if dim.integer else FloatDistribution
@@ -112,21 +125,28 @@ class SpaceEncoding:
 
     def decode(self, params: dict[str, Any]) -> Candidate:
         """The ``Candidate`` for a full set of parameter values."""
-        values = {name: self._value(name, params) for name in _SCALARS}
+        layers, layer_ranks = self._layers(params), None
+        if isinstance(self.space.rank, PerLayer):
+            ranks = [self.space.rank.values[params[f"rank_{i:02d}"]] for i in range(self.num_layers)]
+            layers = tuple(i for i, r in enumerate(ranks) if r > 0)
+            layer_ranks = tuple(ranks[i] for i in layers)
+        values = {name: self._value(name, params) for name in _SCALARS if name != "rank"}
+        rank = max(layer_ranks, default=0) if layer_ranks is not None else int(self._value("rank", params))
         if "targets" in self.distributions:
             targets = next(t for t in self.space.targets if t.label == params["targets"])
         else:
             targets = self.space.targets[0]
         return Candidate(
             method=str(values["method"]),
-            rank=int(values["rank"]),
-            alpha=float(values["alpha"]) * (int(values["rank"]) if self.space.alpha_is_ratio else 1),
+            rank=rank,
+            alpha=float(values["alpha"]) * (rank if self.space.alpha_is_ratio else 1),
             dropout=float(values["dropout"]),
             targets=targets,
-            layers=self._layers(params),
+            layers=layers,
             learning_rate=float(values["learning_rate"]),
             dora=bool(values["dora"]),
             rslora=bool(values["rslora"]),
+            layer_ranks=layer_ranks,
         )
 
     def _value(self, name: str, params: dict[str, Any]):
@@ -154,6 +174,8 @@ class SpaceEncoding:
     def extreme_layer_sets(self) -> list[tuple[int, ...]]:
         """The smallest and largest layer sets the space can produce (for param ranges)."""
         p = self.space.layers
+        if isinstance(self.space.rank, PerLayer):  # any single layer can be the only one on
+            return [(self.layer_order[0],), tuple(range(self.num_layers))]
         if p.kind == "top_k":
             return [tuple(sorted(self.layer_order[:p.low])), tuple(sorted(self.layer_order[:p.high]))]
         if p.kind == "range":
@@ -167,6 +189,8 @@ class SpaceEncoding:
         dim = getattr(self.space, name)
         if isinstance(dim, Fixed):
             return [dim.value]
+        if isinstance(dim, PerLayer):
+            return [v for v in dim.values if v > 0]
         if isinstance(dim, Choice):
             return list(dim.values)
         return [int(dim.low), int(dim.high)] if dim.integer else [dim.low, dim.high]

@@ -26,6 +26,7 @@ from autopeft.space.schema import (
     Fixed,
     ModelSpec,
     Objective,
+    PerLayer,
     Placement,
     ProxySpec,
     Range,
@@ -214,6 +215,19 @@ def _placement(node: _Node) -> Placement:
     return Placement(kind, low=low, high=high, by=by)
 
 
+def _rank(node: _Node, space: dict[str, _Node]) -> Dimension:
+    """A rank dimension, or ``{per_layer: [0, 2, 4, 8]}``: one rank per layer, 0 = no adapter."""
+    if isinstance(node.value, dict) and "per_layer" in node.value:
+        choices = node.mapping({"per_layer"})["per_layer"]
+        values = tuple(sorted({n.int(low=0) for n in choices.list()}))
+        if len(values) < 2 or values[-1] == 0:
+            raise choices.fail(f"expected at least two ranks including one > 0, got {choices.value!r}")
+        if "layers" in space and space["layers"].value != "all":
+            raise space["layers"].fail("per-layer ranks already place adapters (rank 0 = off); use 'all' or drop 'layers'")
+        return PerLayer(values)
+    return _dimension(node, lambda n: n.int(low=1), numeric=True, integer=True)
+
+
 def _budget(node: _Node) -> Budget:
     keys = node.mapping({"max_trainable_params"})
     if "max_trainable_params" not in keys:
@@ -327,7 +341,7 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
         alpha, alpha_is_ratio = Fixed(2.0), True
     space = SpaceSpec(
         method=method,
-        rank=_dimension(sp["rank"], lambda n: n.int(low=1), numeric=True, integer=True) if "rank" in sp else Fixed(8),
+        rank=_rank(sp["rank"], sp) if "rank" in sp else Fixed(8),
         alpha=alpha,
         alpha_is_ratio=alpha_is_ratio,
         targets=_targets(sp["targets"]) if "targets" in sp else (Targets(("query", "value")),),

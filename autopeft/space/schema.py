@@ -44,7 +44,14 @@ class Range:
     integer: bool = False
 
 
-Dimension = Union[Fixed, Choice, Range]
+@dataclass(frozen=True)
+class PerLayer:
+    """One ordinal choice per layer (``rank: {per_layer: [0, 2, 4, 8]}``); 0 switches a layer off."""
+
+    values: tuple[int, ...]
+
+
+Dimension = Union[Fixed, Choice, Range, PerLayer]
 
 
 @dataclass(frozen=True)
