@@ -104,13 +104,15 @@ def page_pareto(url: str, sd: data.StudyData) -> None:
         return _no_completed(sd)
     axes = objectives if len(objectives) > 1 else ["trainable_params", *objectives]
     c1, c2, c3 = st.columns([2, 2, 1])
-    x = c1.selectbox("x axis", axes, index=len(axes) - 1 if "trainable_params" in axes else 0, key="pareto_x")
+    # Cost on x, quality on y: how papers (and users) read an accuracy/parameters trade-off.
+    x = c1.selectbox("x axis", axes, index=axes.index("trainable_params") if "trainable_params" in axes else 0,
+                     key="pareto_x")
     y = c2.selectbox("y axis", [a for a in axes if a != x], key="pareto_y")
     z = None
     if len(objectives) == 3 and c3.toggle("3-D", value=True, key="pareto_3d"):
         z = next(a for a in objectives if a not in (x, y))
     points = data.pair_front(frame, x, y, _directions(sd))
-    metrics = [c for c in frame.columns if c in objectives or c in ("accuracy", "f1", "learning_rate")]
+    metrics = [*objectives, "learning_rate"]
     st.plotly_chart(render.pareto_figure(points, x, y, z=z, metrics=metrics), key="pareto_chart")
     front = frame[frame["pareto"]]
     st.caption(f"{len(front)} Pareto-optimal of {len(points)} completed trials (outlined); dominated trials faded.")
@@ -155,7 +157,7 @@ def page_trials(url: str, sd: data.StudyData) -> None:
     if shown.empty:
         return st.info("No trial matches the filters.")
     numbers = shown["number"].tolist()
-    # Default to a failed trial's neighbour? No: to the first Pareto-optimal trial when shown.
+    # Open the first Pareto-optimal trial shown: the one a user most likely came to inspect.
     default = next((i for i, p in enumerate(shown["pareto"]) if p), 0)
     number = st.selectbox("Trial detail", numbers, index=default, key="trial_number")
     record = data.trial(sd.records, int(number))
