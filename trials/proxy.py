@@ -48,6 +48,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = int(sum(p.numel() for p in trainable))
     data = _load_split(spec.data_path)
+    skip = _use_prefix_cache(model, spec, data) if spec.prefix_cache else None
 
     from transformers import get_linear_schedule_with_warmup
 
@@ -60,7 +61,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
     model.train()
     t0 = time.perf_counter()
     for step in range(1, spec.steps + 1):
-        loss = model(**next(batches)).loss
+        loss = _forward(model, next(batches), skip).loss
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrialFailure(f"non-finite loss ({value}) at step {step}")
@@ -77,7 +78,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
             curve.append(point)
             emit({"kind": "curve", "step": point[0], "loss": point[1]})
     train_time = time.perf_counter() - t0
-    metrics = evaluate(model, data["eval"], spec.num_labels, batch_size=max(32, spec.batch_size * 2))
+    metrics = evaluate(model, data["eval"], spec.num_labels, batch_size=max(32, spec.batch_size * 2), skip=skip)
     if spec.save_dir:
         method.save_weights(model, spec.save_dir)
     return TrialResult(
@@ -90,6 +91,39 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
         peak_rss_mb=peak_rss_mb(),
         extras=method.summary(model),
     )
+
+
+def _use_prefix_cache(model, spec: TrialSpec, data: dict):
+    """Attach the cached states entering the lowest adapted layer to both splits and make
+    the model skip the layers below it; ``None`` when the candidate cannot skip any."""
+    from pathlib import Path
+
+    from trials.prefix_cache import SkipPrefix, cache_path, prefix_states, skippable_prefix
+
+    found = skippable_prefix(model)
+    if found is None:
+        return None
+    layers_path, layer = found
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    states = prefix_states(model, _relative(model, base, layers_path), layer, data,
+                           Path(cache_path(spec.model, spec.data_path, layer)))
+    for split in data:
+        data[split]["prefix_hidden"] = states[split]
+    return SkipPrefix(model, _relative(model, base, layers_path), layer)
+
+
+def _relative(model, base, path: str) -> str:
+    """``path`` (inside the base model) as a path inside ``model`` (a peft wrapper or itself)."""
+    if model is base:
+        return path
+    prefix = next(name for name, module in model.named_modules() if module is base)
+    return f"{prefix}.{path}" if prefix else path
+
+
+def _forward(model, batch: dict, skip):
+    if skip is not None:
+        skip.current = batch.pop("prefix_hidden")
+    return model(**batch)
 
 
 def _load_base_model(spec: TrialSpec):
@@ -130,7 +164,7 @@ def _trim(batch: dict) -> dict:
     return {k: (v if k == "labels" else v[:, :length]) for k, v in batch.items()}
 
 
-def evaluate(model, split: dict, num_labels: int, batch_size: int = 64) -> dict:
+def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=None) -> dict:
     """Accuracy, macro-F1 (mean over classes of F1, 0 for a class never predicted nor
     present) and mean cross-entropy on ``split``."""
     import torch
@@ -141,7 +175,7 @@ def evaluate(model, split: dict, num_labels: int, batch_size: int = 64) -> dict:
     with torch.no_grad():
         for start in range(0, n, batch_size):
             batch = _trim({k: v[start:start + batch_size] for k, v in split.items()})
-            out = model(**batch)
+            out = _forward(model, batch, skip)
             losses.append(float(out.loss) * len(batch["labels"]))
             preds.append(out.logits.argmax(dim=-1))
     model.train()

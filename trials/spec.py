@@ -52,6 +52,7 @@ class TrialSpec:
     trust_remote_code: bool = False
     revision: str | None = None
     save_dir: str | None = None  # write the trained adapter here (safetensors), e.g. for export --train
+    prefix_cache: bool = True  # skip frozen layers below the lowest adapter (trials.prefix_cache)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

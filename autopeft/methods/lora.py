@@ -27,7 +27,7 @@ class LoRA(MethodBase):
             lora_alpha=cand.alpha,
             lora_dropout=cand.dropout,
             target_modules=target_regex(ctx.arch, cand.layers, modules),
-            rank_pattern=patterns or None,
+            rank_pattern=patterns,
             alpha_pattern={k: scale * r for k, r in patterns.items()},
             use_dora=cand.dora,
             use_rslora=cand.rslora,
