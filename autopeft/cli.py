@@ -297,7 +297,11 @@ from autopeft import cli_workers  # noqa: E402,F401
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: one line and exit 2 for any user error."""
-    import click
+    # typer >= 0.26 vendors its own click (typer._click); older ones use click itself.
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover - depends on the typer version
+        from click import ClickException
 
     try:
         result = app(args=argv, standalone_mode=False, prog_name="autopeft")
@@ -305,12 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     except AutoPeftError as e:
         print(f"autopeft: error: {e}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
-        print(f"autopeft: error: {e.format_message()}", file=sys.stderr)
+    except ClickException as e:  # usage errors: unknown command, bad option value
+        print(f"autopeft: error: {' '.join(e.format_message().split())}", file=sys.stderr)
         return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("autopeft: interrupted", file=sys.stderr)
         return 130
 

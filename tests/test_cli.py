@@ -102,11 +102,6 @@ def test_default_storage_is_a_sqlite_file_in_the_working_directory(tmp_path):
     assert "sqlite:///autopeft.db" in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: typer 0.29 vendors click as typer._click, so main() does not catch its "
-    "UsageError/BadParameter: a traceback and exit 1 instead of one line and exit 2",
-)
 @pytest.mark.parametrize("args", [("bogus",), ("search", "x.yaml", "--trials", "0"), ("show",)])
 def test_usage_errors_are_one_line_and_exit_2(args, tmp_path):
     one_line_error(autopeft(*args, cwd=tmp_path))

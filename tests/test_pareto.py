@@ -129,11 +129,6 @@ def test_knee_tie_goes_to_the_lower_trial_number():
     assert knee(front, ACC_PARAMS).number == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pareto_front/knee keep the input order; the docstrings promise trial-number "
-    "order and 'ties go to the lower trial number', which only holds if the caller sorted",
-)
 def test_front_order_and_knee_ties_do_not_depend_on_input_order():
     front = [rec(7, (1.0, 100)), rec(3, (0.0, 0))]
     assert numbers(pareto_front(front, ACC_PARAMS)) == [3, 7]
@@ -177,11 +172,6 @@ def test_within_budget_tie_on_metric_prefers_fewer_parameters():
     assert within_budget([G, B], ACC_PARAMS, 10_000).number == 1  # both 0.85; B trains fewer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: within_budget takes objectives[0] as the task metric; with "
-    "`objectives: {trainable_params: min, accuracy: max}` it maximises trainable_params",
-)
 def test_within_budget_finds_the_metric_whatever_the_objective_order():
     params_first = (("trainable_params", "min"), ("accuracy", "max"))
     swapped = [rec(r.number, None if r.values is None else r.values[::-1], r.status, r.trainable_params,

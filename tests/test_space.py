@@ -344,12 +344,6 @@ def test_override_with_unknown_key_is_rejected():
     assert info.value.path == "proxy.stepz" and "unknown key" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an invalid value that came from --set is reported against the YAML file "
-    "(e.g. 'quickstart.yaml: proxy.steps: ... got 0' although the file says 30); "
-    "SpaceError's own docstring says source is 'the YAML file (or --set) the value came from'",
-)
 def test_override_that_makes_the_space_invalid_says_it_came_from_set():
     with pytest.raises(SpaceError) as info:
         load_space(QUICKSTART, ["proxy.steps=0"])

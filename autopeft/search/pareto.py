@@ -18,7 +18,8 @@ from autopeft.store.records import StudyRecord, TrialRecord
 
 
 def completed(records: Sequence[TrialRecord]) -> list[TrialRecord]:
-    return [r for r in records if r.status == "complete" and r.values is not None]
+    """Complete trials with objective values, in trial-number order (whatever the input order)."""
+    return sorted((r for r in records if r.status == "complete" and r.values is not None), key=lambda r: r.number)
 
 
 def _losses(records: Sequence[TrialRecord], objectives) -> np.ndarray:
@@ -80,7 +81,9 @@ def best(records: Sequence[TrialRecord], objectives, name: str) -> TrialRecord:
 
 def within_budget(records: Sequence[TrialRecord], objectives, max_params: int) -> TrialRecord:
     """The best task-metric trial training at most ``max_params`` parameters."""
-    metric, _ = objectives[0]
+    from autopeft.space.schema import TASK_METRICS
+
+    metric = next(name for name, _ in objectives if name in TASK_METRICS)
     done = [r for r in completed(records) if r.trainable_params is not None and r.trainable_params <= max_params]
     if not done:
         raise ExportError(f"no completed trial trains at most {max_params:,} parameters")
