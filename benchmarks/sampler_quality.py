@@ -1,0 +1,304 @@
+"""Sampler quality on a tabular benchmark: hypervolume vs trials for botorch, gp, tpe, nsga2, random.
+
+The table (``benchmarks/data/tabular_tweet.jsonl``, made by ``benchmarks/make_table.py``)
+holds one real proxy fine-tune for every point of the grid in
+``benchmarks/tabular_space.yaml``. Each sampler runs an optuna ask/tell loop over the very
+``SpaceEncoding`` the grid was made from: ``study.ask()`` ->
+``encoding.suggest(trial)`` (the search's only ``suggest_*`` call site) -> look the point
+up in the table -> ``study.tell(trial, [accuracy, trainable_params])``. No training
+happens here, so a 60-trial search costs only the samplers' own time.
+
+Snapping. A suggestion is mapped to the nearest grid point before the lookup:
+first the fields its method ignores are set to the grid's canonical value (IA3 has no
+rank, so every IA3 suggestion with any rank index is the one IA3 row of the table with
+those targets and that top-k), then, should the table lack that exact point (a failed or
+not yet run trial), the nearest table row is taken under a distance where a categorical
+mismatch (method, targets) costs 1 and an integer/ordinal dimension (rank index, top-k)
+costs |difference| / its range. The sampler is told the table's objective values of the
+snapped point under its own suggested parameters, so it learns the table's landscape.
+Since this grid is the full cross product of the space's discrete dimensions, snapping
+is an exact lookup for every complete row; only ignored fields are ever changed.
+
+Hypervolume. Objectives: accuracy (max) and trainable parameters (min) on a log10 scale
+(parameters span three orders of magnitude; on a linear scale every small adapter sits at
+the same corner and the front reduces to accuracy alone). Both axes are normalised with
+one fixed box for every sampler and seed: 0 = the table's ideal (best accuracy, fewest
+parameters of any row), 1 = the reference point = the table's worst value of each
+objective plus 10 % of its range (``autopeft.search.hypervolume.REFERENCE_MARGIN``).
+The exact 2-D volume comes from ``autopeft.search.hypervolume`` (optuna's WFG). 1.0 would
+be a single point at the ideal; the table's own best (all rows) is printed as "table".
+
+Noise ceiling: the table's second-seed rows give the seed-to-seed accuracy spread of the
+same protocol; it is printed beside the results, in accuracy points and as a share of
+the normalised accuracy axis.
+
+Usage:
+    python benchmarks/sampler_quality.py [--seeds 5] [--trials 60] [--quick] [--png PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SPACE = HERE / "tabular_space.yaml"
+TABLE = HERE / "data" / "tabular_tweet.jsonl"
+PNG = HERE / "data" / "sampler_quality.png"
+SAMPLERS = ("botorch", "gp", "tpe", "nsga2", "random")
+CHECKPOINTS = (10, 20, 30, 40, 50, 60)
+
+
+# --------------------------------------------------------------------------- the table
+class Table:
+    """The grid's rows (seed 0) keyed by their encoded parameters, with the repeats."""
+
+    def __init__(self, path: Path, encoding) -> None:
+        from autopeft.methods import get_method
+
+        self.encoding = encoding
+        self.get_method = get_method
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r["status"] == "complete" and r["accuracy"] is not None]
+        self.rows = {self.key(r["params"]): r for r in rows if r["seed"] == 0}
+        repeats = {self.key(r["params"]): r for r in rows if r["seed"] == 1}
+        self.pairs = [(self.rows[k]["accuracy"], r["accuracy"]) for k, r in repeats.items() if k in self.rows]
+        if not self.rows:
+            raise SystemExit(f"{path} has no complete rows: run benchmarks/make_table.py first")
+        self.keys = list(self.rows)
+        self.params = [self.rows[k]["params"] for k in self.keys]
+        self.values = np.array([[self.rows[k]["accuracy"], self.rows[k]["trainable_params"]] for k in self.keys], float)
+
+    def canonical(self, params: dict) -> dict:
+        """``params`` with the fields its method ignores set to their first value."""
+        params = dict(params)
+        uses = self.get_method(self.encoding.decode(params).method).uses
+        if "rank" in params and "rank" not in uses:
+            params["rank"] = _first(self.encoding.distributions["rank"])
+        return params
+
+    def key(self, params: dict) -> str:
+        return json.dumps(self.canonical(params), sort_keys=True)
+
+    def snap(self, params: dict) -> int:
+        """Index of the table row nearest to ``params`` (exact match first)."""
+        key = self.key(params)
+        if key in self.rows:
+            return self.keys.index(key)
+        p = self.canonical(params)
+        return int(np.argmin([self._distance(p, q) for q in self.params]))
+
+    def _distance(self, a: dict, b: dict) -> float:
+        from optuna.distributions import CategoricalDistribution
+
+        d = 0.0
+        for name, dist in self.encoding.distributions.items():
+            if isinstance(dist, CategoricalDistribution):
+                d += float(a[name] != b[name])
+            else:
+                d += abs(a[name] - b[name]) / max(1, dist.high - dist.low)
+        return d
+
+
+def _first(dist):
+    from optuna.distributions import CategoricalDistribution
+
+    return dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
+
+
+# --------------------------------------------------------------------------- hypervolume
+class Box:
+    """The fixed normalisation box: losses (acc -> -acc, params -> log10 params) in [0, 1]."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        from autopeft.search.hypervolume import REFERENCE_MARGIN
+
+        losses = self.losses(values)
+        self.ideal = losses.min(axis=0)
+        worst = losses.max(axis=0)
+        self.reference = worst + REFERENCE_MARGIN * (worst - self.ideal)
+        self.scale = self.reference - self.ideal
+
+    @staticmethod
+    def losses(values: np.ndarray) -> np.ndarray:
+        values = np.atleast_2d(values)
+        return np.column_stack([-values[:, 0], np.log10(values[:, 1])])
+
+    def reference_units(self) -> tuple[float, float]:
+        """The reference point as (accuracy, trainable parameters)."""
+        return float(-self.reference[0]), float(10 ** self.reference[1])
+
+    def hv(self, values: np.ndarray) -> float:
+        from autopeft.search.hypervolume import _compute
+
+        if len(values) == 0:
+            return 0.0
+        return _compute((self.losses(values) - self.ideal) / self.scale, np.ones(2))
+
+
+# --------------------------------------------------------------------------- one search
+def run_one(table: Table, box: Box, sampler_name: str, seed: int, trials: int, startup: int) -> tuple[list[float], float]:
+    """HV after each trial of one seeded search, and the seconds the sampler spent."""
+    import optuna
+
+    from autopeft.search.samplers import make_sampler
+    from autopeft.space.schema import SearchSpec
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    sampler = make_sampler(SearchSpec(sampler=sampler_name, trials=trials, startup_trials=startup, seed=seed))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    seen: list[int] = []
+    curve: list[float] = []
+    spent = 0.0
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        trial = study.ask()
+        table.encoding.suggest(trial)
+        spent += time.perf_counter() - t0
+        i = table.snap(dict(trial.params))
+        acc, params = table.values[i]
+        study.tell(trial, [float(acc), float(params)])
+        seen.append(i)
+        curve.append(box.hv(table.values[sorted(set(seen))]))
+    return curve, spent
+
+
+# --------------------------------------------------------------------------- report
+def noise_line(table: Table, box: Box) -> str:
+    if len(table.pairs) < 2:
+        return "noise ceiling: no seed repeats in the table"
+    a = np.array(table.pairs)
+    diff = a[:, 0] - a[:, 1]
+    sd = float(np.std(diff, ddof=1) / math.sqrt(2))  # per-evaluation sd from paired differences
+    share = sd / box.scale[0]
+    return (f"noise ceiling: {len(a)} points trained with 2 seeds: |acc diff| mean {np.mean(np.abs(diff)) * 100:.1f} pt, "
+            f"max {np.max(np.abs(diff)) * 100:.1f} pt, per-run sd {sd * 100:.1f} pt = {share:.2f} of the normalised "
+            f"accuracy axis")
+
+
+def plot(path: Path, curves: dict[str, np.ndarray], table_hv: float, title: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no PNG (pip install matplotlib)")
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, c in curves.items():
+        x = np.arange(1, c.shape[1] + 1)
+        mean, sd = c.mean(axis=0), c.std(axis=0)
+        ax.plot(x, mean, label=f"{name} (n={c.shape[0]})")
+        ax.fill_between(x, mean - sd, mean + sd, alpha=0.15)
+    ax.axhline(table_hv, color="k", ls="--", lw=0.8, label="whole table")
+    ax.set_xlabel("trials")
+    ax.set_ylabel("normalised hypervolume (acc max, log10 params min)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", default=str(TABLE))
+    ap.add_argument("--space", default=str(SPACE))
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--trials", type=int, default=60)
+    ap.add_argument("--startup", type=int, default=8, help="random start-up trials of the model-based samplers")
+    ap.add_argument("--samplers", default=",".join(SAMPLERS))
+    ap.add_argument("--botorch-trials", type=int, default=None, help="cap botorch's trials (default: --trials)")
+    ap.add_argument("--png", default=str(PNG))
+    ap.add_argument("--json", default=None, help="also write the curves here")
+    ap.add_argument("--quick", action="store_true", help="2 seeds, 20 trials, botorch for 12 (a CI smoke run)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.trials, args.botorch_trials = 2, 20, 12
+        args.samplers = "random,tpe,nsga2,botorch"
+        if args.png == str(PNG):
+            args.png = str(Path("/tmp") / "sampler_quality_quick.png")
+    warnings.filterwarnings("ignore")
+    started = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(1)  # the samplers' GP fits: one core, as a trial gets
+
+    from autopeft.search.prepare import prepare_search
+    from autopeft.space import load_space
+
+    prep = prepare_search(load_space(args.space), with_data=False)
+    table = Table(Path(args.table), prep.encoding)
+    box = Box(table.values)
+    table_hv = box.hv(table.values)
+    names = [s for s in args.samplers.split(",") if s]
+    curves: dict[str, np.ndarray] = {}
+    times: dict[str, float] = {}
+    for name in names:
+        n = min(args.trials, args.botorch_trials or args.trials) if name == "botorch" else args.trials
+        runs, spent = [], 0.0
+        for seed in range(args.seeds):
+            c, s = run_one(table, box, name, seed, n, args.startup)
+            runs.append(c)
+            spent += s
+        curves[name] = np.array(runs)
+        times[name] = spent / (args.seeds * n)
+        print(f"  {name}: {args.seeds} seeds x {n} trials, {times[name] * 1000:.0f} ms per ask", flush=True)
+
+    acc_ref, par_ref = box.reference_units()
+    print()
+    print(f"Sampler quality on {args.table} ({len(table.rows)} grid points, seeds 0..{args.seeds - 1}, "
+          f"{args.startup} start-up trials)")
+    print(f"objectives: accuracy max, log10(trainable params) min; reference point = (accuracy {acc_ref:.3f}, "
+          f"{par_ref:,.0f} params); ideal = (accuracy {-box.ideal[0]:.3f}, {10 ** box.ideal[1]:,.0f} params)")
+    print(f"normalised HV of the whole table: {table_hv:.4f}")
+    checkpoints = [t for t in CHECKPOINTS if t <= args.trials] or [args.trials]
+    header = f"{'sampler':<9}" + "".join(f"{'HV@' + str(t):>16}" for t in checkpoints) + f"{'ms/ask':>9}"
+    print(header)
+    print("-" * len(header))
+    at: dict[tuple[str, int], tuple[float, float]] = {}
+    for name, c in curves.items():
+        cells = []
+        for t in checkpoints:
+            if t <= c.shape[1]:
+                col = c[:, t - 1]
+                at[(name, t)] = (float(col.mean()), float(col.std(ddof=1)) if len(col) > 1 else 0.0)
+                cells.append(f"{at[(name, t)][0]:.4f}±{at[(name, t)][1]:.4f}")
+            else:
+                cells.append("-")
+        print(f"{name:<9}" + "".join(f"{x:>16}" for x in cells) + f"{times[name] * 1000:>9.0f}")
+    print("(mean ± sd over sampler seeds)")
+    print(noise_line(table, box))
+    if plot(Path(args.png), curves, table_hv, f"{len(table.rows)}-point table, minilm-l6 + tweet-sentiment, "
+            f"{args.seeds} seeds; shaded: ±1 sd"):
+        print(f"plot: {args.png}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: v.tolist() for k, v in curves.items()}))
+    print(f"wall time {time.perf_counter() - started:.1f}s")
+
+    def get(name, t):
+        return at.get((name, t), (float("nan"), 0.0))[0]
+
+    t_b = 20 if args.trials >= 20 else args.trials
+    t_r = 60 if args.trials >= 60 else args.trials
+    b, r, tp = get("botorch", t_b), get("random", t_r), get("tpe", t_b)
+    ok_r, ok_t = b >= r, b >= tp
+    print(f"SUMMARY sampler_quality: botorch HV@{t_b} {b:.4f} {'>=' if ok_r else '<'} random HV@{t_r} {r:.4f} "
+          f"[{'MET' if ok_r else 'MISSED'}]; botorch HV@{t_b} {'>=' if ok_t else '<'} tpe HV@{t_b} {tp:.4f} "
+          f"[{'MET' if ok_t else 'MISSED'}]" + (" (quick run: not the benchmark's trial counts)" if args.quick else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
