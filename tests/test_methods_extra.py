@@ -13,6 +13,7 @@ prefix tuning ignores placement, bottleneck adapters start at the base model.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -84,6 +85,21 @@ def test_analytic_count_equals_the_wrapped_models_count(name, shape, ctx, base_m
     _, _, model = wrapped(name, cand, ctx, base_model)
     assert analytic == n_trainable(model)
     assert model_info.head_params < analytic < model_info.total_params
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_per_layer_ranks_are_counted_as_wrapped(name, ctx, base_model):
+    # rank = the largest per-layer rank; 16 makes LoKr's W2 full in that layer only
+    cand = candidate(name, 16, ("query", "output.dense"), (1, 3, 5))
+    cand = dataclasses.replace(cand, layer_ranks=(2, 16, 4))
+    method = get_method(name)
+    analytic = method.count_trainable(cand, ctx)
+    _, config, model = wrapped(name, cand, ctx, base_model)
+    assert analytic == n_trainable(model)
+    if name in ("loha", "lokr", "bottleneck"):  # the ranks really differ per layer
+        uniform = method.count_trainable(dataclasses.replace(cand, layer_ranks=None), ctx)
+        assert analytic < uniform
+        assert json.loads(json.dumps(config)) == config
 
 
 @pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[-1]], ids=[SHAPES[0][0], SHAPES[-1][0]])

@@ -19,6 +19,7 @@ The config (``BottleneckConfig``, JSON via ``to_json``/``from_json``; unknown ke
 
     {"method": "bottleneck", "version": 1,
      "rank": 8,                                      # bottleneck width
+     "layer_ranks": null,                            # or a width per entry of "layers"
      "targets": ["attention.output.dense", "output.dense"],  # module paths relative to a layer
      "layers": [4, 5],                               # indices into the layer stack
      "layers_path": "bert.encoder.layer",            # dotted path of the layer stack
@@ -40,7 +41,8 @@ also writes the trained adapters and head as ``bottleneck_model.safetensors``)::
     model = apply(model, config)
     model.load_state_dict(load_file("DIR/bottleneck_model.safetensors"), strict=False)  # if trained
 
-Search mapping: ``rank`` -> ``rank``, ``targets``/``layers`` -> placement; ``alpha``,
+Search mapping: ``rank`` -> ``rank`` (per-layer ranks -> ``layer_ranks``),
+``targets``/``layers`` -> placement; ``alpha``,
 ``dropout`` are unused; the search builds ``serial`` adapters (``parallel`` is reachable from
 a config only: the candidate has no placement dimension yet).
 """
@@ -73,6 +75,7 @@ class BottleneckConfig:
     placement: str = "serial"
     activation: str = "relu"
     base_model: str | None = None
+    layer_ranks: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
@@ -83,15 +86,24 @@ class BottleneckConfig:
             raise MethodError(f"bottleneck: layers must be non-negative integers, got {list(self.layers)}")
         if len(set(self.layers)) != len(self.layers) or len(set(self.targets)) != len(self.targets):
             raise MethodError("bottleneck: layers and targets must not repeat")
+        if self.layer_ranks is not None and (
+            len(self.layer_ranks) != len(self.layers)
+            or any(not isinstance(r, int) or isinstance(r, bool) or r < 1 for r in self.layer_ranks)
+        ):
+            raise MethodError(f"bottleneck: layer_ranks must be one integer >= 1 per layer, got {self.layer_ranks!r}")
         if self.placement not in PLACEMENTS:
             raise MethodError(f"bottleneck: placement must be one of {PLACEMENTS}, got {self.placement!r}")
         if self.activation not in ACTIVATIONS:
             raise MethodError(f"bottleneck: activation must be one of {ACTIVATIONS}, got {self.activation!r}")
 
+    def rank_of(self, layer: int) -> int:
+        return self.rank if self.layer_ranks is None else self.layer_ranks[self.layers.index(layer)]
+
     def to_json(self) -> dict:
         data = asdict(self)
         for key in ("targets", "layers", "head_modules"):
             data[key] = list(data[key])
+        data["layer_ranks"] = None if self.layer_ranks is None else list(self.layer_ranks)
         return {"method": "bottleneck", "version": _VERSION, **data}
 
     @classmethod
@@ -101,11 +113,13 @@ class BottleneckConfig:
             raise MethodError(f"not a version-{_VERSION} bottleneck adapter config")
         fields = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - fields)
-        missing = sorted(f for f in fields - set(data) if f not in ("placement", "activation", "base_model"))
+        missing = sorted(f for f in fields - set(data) if f not in ("placement", "activation", "base_model", "layer_ranks"))
         if unknown or missing:
             raise MethodError(f"bottleneck config: unknown keys {unknown}, missing keys {missing}")
         for key in ("targets", "layers", "head_modules"):
             data[key] = tuple(data[key])
+        if data.get("layer_ranks") is not None:
+            data["layer_ranks"] = tuple(data["layer_ranks"])
         return cls(**data)
 
 
@@ -150,9 +164,9 @@ def apply(model, config):
             width_in = d_out if cfg.placement == "serial" else d_in
             weight = target.weight
             adapter = torch.nn.Sequential()
-            adapter.add_module("down", torch.nn.Linear(width_in, cfg.rank))
+            adapter.add_module("down", torch.nn.Linear(width_in, cfg.rank_of(i)))
             adapter.add_module("act", act())
-            adapter.add_module("up", torch.nn.Linear(cfg.rank, d_out))
+            adapter.add_module("up", torch.nn.Linear(cfg.rank_of(i), d_out))
             torch.nn.init.zeros_(adapter.up.weight)
             torch.nn.init.zeros_(adapter.up.bias)
             adapter.to(device=weight.device, dtype=weight.dtype)
@@ -194,10 +208,12 @@ class Bottleneck(MethodBase):
     uses = frozenset({"rank", "targets", "layers"})
 
     def build(self, cand, ctx: BuildContext) -> BottleneckConfig:
+        layers = tuple(sorted(cand.layers))
         return BottleneckConfig(
             rank=cand.rank,
+            layer_ranks=None if cand.layer_ranks is None else tuple(cand.rank_of(i) for i in layers),
             targets=selected_modules(cand, ctx.arch),
-            layers=tuple(sorted(cand.layers)),
+            layers=layers,
             layers_path=ctx.arch.layers_path,
             head_modules=tuple(ctx.arch.head_modules),
             base_model=ctx.base_model,
@@ -205,11 +221,11 @@ class Bottleneck(MethodBase):
 
     def count_trainable(self, cand, ctx: BuildContext) -> int:
         cfg = self.build(cand, ctx)
-        per_layer = sum(
-            params_per_module(ctx.arch.linear(m).in_features, ctx.arch.linear(m).out_features, cfg.rank, cfg.placement)
-            for m in cfg.targets
-        )
-        return per_layer * len(cfg.layers) + ctx.arch.head_params
+        specs = [ctx.arch.linear(m) for m in cfg.targets]
+        return sum(
+            params_per_module(s.in_features, s.out_features, cfg.rank_of(layer), cfg.placement)
+            for layer in cfg.layers for s in specs
+        ) + ctx.arch.head_params
 
     def config_json(self, config) -> dict:
         return config.to_json() if isinstance(config, BottleneckConfig) else BottleneckConfig.from_json(config).to_json()

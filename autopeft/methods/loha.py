@@ -3,7 +3,8 @@
 
 Candidate mapping: ``rank`` -> ``r``, ``alpha`` -> ``alpha``, ``dropout`` -> ``rank_dropout``
 (LyCORIS' per-rank dropout, its analogue of ``lora_dropout``); placement by the shared
-``target_modules`` regex, so the exported config is plain peft.
+``target_modules`` regex, so the exported config is plain peft. Per-layer ranks
+(``Candidate.layer_ranks``) become ``rank_pattern``/``alpha_pattern``, as for LoRA.
 """
 
 from __future__ import annotations
@@ -18,19 +19,26 @@ class LoHa(MethodBase):
     def build(self, cand, ctx: BuildContext):
         from peft import LoHaConfig
 
+        modules = selected_modules(cand, ctx.arch)
+        # Per-layer ranks (as LoRA): r is the largest; other layers get a rank_pattern entry
+        # and the alpha that keeps alpha / r the same in every layer.
+        patterns = {
+            target_regex(ctx.arch, (layer,), modules): cand.rank_of(layer)
+            for layer in cand.layers if cand.rank_of(layer) != cand.rank
+        }
+        scale = cand.alpha / cand.rank
         return LoHaConfig(
             task_type=task_type_for(ctx.arch),
             r=cand.rank,
             alpha=cand.alpha,
             rank_dropout=cand.dropout,
-            target_modules=target_regex(ctx.arch, cand.layers, selected_modules(cand, ctx.arch)),
+            target_modules=target_regex(ctx.arch, cand.layers, modules),
+            rank_pattern=patterns,
+            alpha_pattern={k: scale * r for k, r in patterns.items()},
             base_model_name_or_path=ctx.base_model,
         )
 
     def count_trainable(self, cand, ctx: BuildContext) -> int:
         # Two (out x r)(r x in) pairs per linear module (peft's hada_w{1,2}_{a,b}).
-        per_layer = sum(
-            2 * cand.rank * (ctx.arch.linear(m).in_features + ctx.arch.linear(m).out_features)
-            for m in selected_modules(cand, ctx.arch)
-        )
-        return per_layer * len(cand.layers) + ctx.arch.head_params
+        width = sum(ctx.arch.linear(m).in_features + ctx.arch.linear(m).out_features for m in selected_modules(cand, ctx.arch))
+        return sum(2 * cand.rank_of(layer) * width for layer in cand.layers) + ctx.arch.head_params

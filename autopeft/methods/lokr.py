@@ -7,7 +7,8 @@ factors nearest the square root), keeps ``W1`` (a x c) full and ``W2`` (b x d) f
 search sees that in ``trainable_params``.
 
 Candidate mapping: ``rank`` -> ``r``, ``alpha`` -> ``alpha``, ``dropout`` -> ``rank_dropout``;
-peft defaults otherwise (``decompose_both=False``, ``decompose_factor=-1``).
+peft defaults otherwise (``decompose_both=False``, ``decompose_factor=-1``). Per-layer ranks
+(``Candidate.layer_ranks``) become ``rank_pattern``/``alpha_pattern``, as for LoRA.
 """
 
 from __future__ import annotations
@@ -53,18 +54,27 @@ class LoKr(MethodBase):
     def build(self, cand, ctx: BuildContext):
         from peft import LoKrConfig
 
+        modules = selected_modules(cand, ctx.arch)
+        # Per-layer ranks (as LoRA): r is the largest; other layers get a rank_pattern entry
+        # and the alpha that keeps alpha / r the same in every layer.
+        patterns = {
+            target_regex(ctx.arch, (layer,), modules): cand.rank_of(layer)
+            for layer in cand.layers if cand.rank_of(layer) != cand.rank
+        }
+        scale = cand.alpha / cand.rank
         return LoKrConfig(
             task_type=task_type_for(ctx.arch),
             r=cand.rank,
             alpha=cand.alpha,
             rank_dropout=cand.dropout,
-            target_modules=target_regex(ctx.arch, cand.layers, selected_modules(cand, ctx.arch)),
+            target_modules=target_regex(ctx.arch, cand.layers, modules),
+            rank_pattern=patterns,
+            alpha_pattern={k: scale * r for k, r in patterns.items()},
             base_model_name_or_path=ctx.base_model,
         )
 
     def count_trainable(self, cand, ctx: BuildContext) -> int:
-        per_layer = sum(
-            lokr_params(ctx.arch.linear(m).in_features, ctx.arch.linear(m).out_features, cand.rank)
-            for m in selected_modules(cand, ctx.arch)
-        )
-        return per_layer * len(cand.layers) + ctx.arch.head_params
+        specs = [ctx.arch.linear(m) for m in selected_modules(cand, ctx.arch)]
+        return sum(
+            lokr_params(s.in_features, s.out_features, cand.rank_of(layer)) for layer in cand.layers for s in specs
+        ) + ctx.arch.head_params

@@ -4,6 +4,7 @@ of *every* layer (peft ``PrefixTuningConfig``, no reparametrisation MLP).
 Candidate mapping: ``rank`` -> ``num_virtual_tokens``. Prefix tuning has no per-module or
 per-layer placement in peft, so ``targets``, ``layers``, ``alpha`` and ``dropout`` are
 **ignored** (``uses`` says so): two candidates differing only there build the same config.
+With per-layer ranks, ``rank`` is their largest and the prefix still spans every layer.
 
 Count (peft's ``PrefixEncoder`` is one ``Embedding(N, num_layers * 2 * token_dim)``) plus the
 task head: ``N * num_layers * 2 * token_dim + head_params``. ``token_dim`` is the width of
@@ -43,4 +44,6 @@ class PrefixTuning(MethodBase):
         )
 
     def count_trainable(self, cand, ctx: BuildContext) -> int:
+        if cand.rank < 1:
+            raise MethodError(f"prefix tuning needs at least one virtual token, got rank {cand.rank}")
         return cand.rank * ctx.arch.num_layers * 2 * token_dim(ctx.arch) + ctx.arch.head_params

@@ -13,7 +13,10 @@ MiniLM in ``tests/test_methods_extra.py``. Only ``nn.Linear`` / GPT-2 ``Conv1D``
 supported by peft; a candidate with no module is a ``MethodError`` (from ``target_regex``).
 
 Candidate mapping: ``rank`` -> ``r`` (VeRA wants large r; its cost is r per module),
-``dropout`` -> ``vera_dropout``; ``alpha`` is unused (VeRA has no scaling factor).
+``dropout`` -> ``vera_dropout``; ``alpha`` is unused (VeRA has no scaling factor). Per-layer
+ranks: the projections are shared, so one r for all (peft's ``VeraConfig`` has no
+``rank_pattern``): VeRA uses ``rank`` (the largest per-layer rank) in every adapted layer;
+layers switched off (rank 0) stay off.
 """
 
 from __future__ import annotations
