@@ -48,7 +48,9 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = int(sum(p.numel() for p in trainable))
     data = _load_split(spec.data_path)
-    skip = _use_prefix_cache(model, spec, data) if spec.prefix_cache else None
+    ist = _make_ist(model, spec, data)
+    # IST changes which layers train step by step, so no layer is reliably frozen below.
+    skip = _use_prefix_cache(model, spec, data) if spec.prefix_cache and ist is None else None
 
     from transformers import get_linear_schedule_with_warmup
 
@@ -61,6 +63,8 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
     model.train()
     t0 = time.perf_counter()
     for step in range(1, spec.steps + 1):
+        if ist is not None:
+            ist.before_step(step, lambda batch: _forward(model, batch, skip))
         loss = _forward(model, next(batches), skip).loss
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -78,6 +82,10 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
             curve.append(point)
             emit({"kind": "curve", "step": point[0], "loss": point[1]})
     train_time = time.perf_counter() - t0
+    extras = method.summary(model)
+    if ist is not None:
+        ist.finish()
+        extras = {**extras, "importance": ist.importance(len(_stack(model))), "ist_active_steps": ist.active_counts}
     metrics = evaluate(model, data["eval"], spec.num_labels, batch_size=max(32, spec.batch_size * 2), skip=skip)
     if spec.save_dir:
         method.save_weights(model, spec.save_dir)
@@ -89,8 +97,32 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
         train_time=train_time,
         wall_time=time.perf_counter() - started,
         peak_rss_mb=peak_rss_mb(),
-        extras=method.summary(model),
+        extras=extras,
     )
+
+
+def _stack(model):
+    from autopeft.assets.architecture import _find_layer_stack
+
+    return _find_layer_stack(model.get_base_model() if hasattr(model, "get_base_model") else model)[1]
+
+
+def _make_ist(model, spec: TrialSpec, data: dict):
+    """IST for LoRA-family trials when the spec asks for it; the probe batch is held out
+    from the training stream (the last ``batch_size`` training examples)."""
+    from trials.ist import IST, LORA_FAMILY
+
+    if not spec.ist or spec.method not in LORA_FAMILY:
+        return None
+    from autopeft.assets.architecture import _find_layer_stack
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers_path = _find_layer_stack(base)[0]
+    train = data["train"]
+    n_probe = min(spec.batch_size, max(1, len(train["labels"]) // 4))
+    probe = _trim({k: v[-n_probe:] for k, v in train.items()})
+    data["train"] = {k: v[:-n_probe] for k, v in train.items()}
+    return IST(model, layers_path, spec.ist["active_fraction"], spec.ist["every"], probe, seed=spec.seed)
 
 
 def _use_prefix_cache(model, spec: TrialSpec, data: dict):

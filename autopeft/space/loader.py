@@ -24,6 +24,7 @@ from autopeft.space.schema import (
     Choice,
     Dimension,
     Fixed,
+    IstSpec,
     ModelSpec,
     Objective,
     PerLayer,
@@ -371,6 +372,10 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             "timeout": lambda n: n.number(positive=True),
             "memory_limit_mb": lambda n: None if n.value is None else n.int(low=256),
             "threads": lambda n: None if n.value is None else n.int(low=1, high=256),
+            "prefix_cache": lambda n: n.bool(),
+            "ist": lambda n: None if n.value is None else _dataclass_from(
+                n, IstSpec, {"active_fraction": lambda m: m.number(low=0.01, high=1.0), "every": lambda m: m.int(low=1)}
+            ),
         },
     )
     search = _dataclass_from(

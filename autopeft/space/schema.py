@@ -142,6 +142,15 @@ class SpaceSpec:
 
 
 @dataclass(frozen=True)
+class IstSpec:
+    """IST sparse tuning for LoRA-family trials: train ``active_fraction`` of the adapted
+    layers per step, chosen by importance learned from probes every ``every`` steps."""
+
+    active_fraction: float = 0.25
+    every: int = 10
+
+
+@dataclass(frozen=True)
 class ProxySpec:
     """A short fine-tune that stands in for the real one.
 
@@ -157,6 +166,8 @@ class ProxySpec:
         timeout: Seconds before a trial is stopped and recorded as failed.
         memory_limit_mb: Address-space cap of the trial process (None = none).
         threads: Torch threads per trial (None = all cores).
+        prefix_cache: Skip (and cache) the frozen layers below a trial's lowest adapter.
+        ist: IST sparse tuning for LoRA-family methods (None = off).
     """
 
     train_examples: int = 800
@@ -170,6 +181,8 @@ class ProxySpec:
     timeout: float = 1800.0
     memory_limit_mb: int | None = None
     threads: int | None = None
+    prefix_cache: bool = True
+    ist: IstSpec | None = None
 
 
 @dataclass(frozen=True)
