@@ -98,19 +98,25 @@ def worker(
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="Start no new trial after this many seconds."),
     poll: float = typer.Option(5.0, "--poll", min=0.1, help="Seconds between looks for new work when idle."),
     exit_when_idle: bool = typer.Option(False, "--exit-when-idle", help="Without STUDY: exit when no study has trials left."),
+    heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Seconds between heartbeats of the running trial."),
+    grace: int = typer.Option(60, "--grace", min=2, help="Seconds without a heartbeat before a trial's worker counts as dead."),
+    retries: int = typer.Option(2, "--retries", min=0, help="How often a dead worker's trial is re-run."),
 ) -> None:
     """Join studies in a shared database (SQLite file or PostgreSQL) and run their trials.
 
     With STUDY, runs trials until that study's trial budget is met. Without it, serves
     every study that has trials left, oldest first, taking turns trial by trial, and waits
     for new studies. SIGTERM records the running trial as failed ("interrupted") and exits 143.
+    A trial whose worker died (no heartbeat for --grace seconds) is failed and re-run by any
+    worker; with STUDY, a worker stays until no other worker's trial is still running.
     """
     from autopeft.search.worker import Worker
     from autopeft.store import Store
 
     store = Store(_storage(storage))
     try:
-        w = Worker(store, max_trials=trials, timeout=timeout)
+        w = Worker(store, max_trials=trials, timeout=timeout, heartbeat=heartbeat, grace=grace, retries=retries,
+                   poll=poll)
         typer.echo(f"worker {w.name} on {store.display_url}" + (f", study '{study}'" if study else ", all studies"))
         outcome = w.run_study(study) if study else w.serve_all(poll=poll, exit_when_idle=exit_when_idle)
     finally:

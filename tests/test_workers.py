@@ -2,6 +2,8 @@
 
 Tiny proxies (4 steps of 8 examples, one thread) keep each trial to a few seconds; what is
 real is everything around them: separate processes, the shared database, the budget.
+One method (IA3, the cheapest): the worker machinery is under test here, not the methods,
+which have their own contract tests.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ model: minilm-l6
 task: {{dataset: tweet-sentiment, metric: accuracy}}
 objectives: {{accuracy: max, trainable_params: min}}
 space:
-  method: [lora, ia3]
+  method: [ia3]
   rank: [2, 4]
   targets: [[query, value]]
   learning_rate: {{log: [1.0e-4, 1.0e-2]}}
@@ -178,3 +180,41 @@ def test_joining_a_missing_study_names_the_studies_there_are(tmp_path):
     result = subprocess.run([*CLI, "worker", "ghost", "--storage", url], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "no study 'ghost'" in result.stderr and "no studies yet" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_9_of_a_worker_mid_trial_is_retried_and_nothing_is_lost(backend, tmp_path):
+    """A worker killed with SIGKILL mid-trial (with its trial process): its trial goes stale,
+    the other worker fails it, optuna re-queues the same parameters, and the retry completes."""
+    from autopeft.search.loop import trained_count
+
+    target = 2
+    fast = ("--heartbeat", "1", "--grace", "4", "--poll", "1")
+    with backend_url(backend, tmp_path, "kill") as url:
+        create_study(url, trials=target, steps=30)  # a trial of several seconds, to be killed in
+        victim, victim_log = start_worker(url, tmp_path, "victim", "workers", *fast)
+        survivor, survivor_log = start_worker(url, tmp_path, "survivor", "workers", *fast)
+        deadline = time.monotonic() + 300
+        while " started (" not in victim_log.read_text():
+            assert victim.poll() is None, victim_log.read_text()
+            assert time.monotonic() < deadline, victim_log.read_text()
+            time.sleep(0.2)
+        killed = int(victim_log.read_text().split(" started (")[0].rsplit("trial ", 1)[1])
+        time.sleep(1.0)
+        os.killpg(victim.pid, signal.SIGKILL)  # the worker, its forkserver and its trial process
+        victim.wait()
+        code, text = finish(survivor, survivor_log)
+        assert code == 0, text
+
+        records, trials = ledgers(url, "workers")
+        assert_ledgers_agree(records, trials)
+        by_number = {r.number: r for r in records}
+        lost = by_number[killed]
+        assert lost.status == "failed" and lost.error.startswith("worker lost"), (lost.status, lost.error, text)
+        retry = by_number[lost.extras["retried_as"]]
+        assert retry.status == "complete" and retry.extras["retry_of"] == killed
+        assert retry.params == lost.params  # the same point, re-run
+        # The killed trial costs the budget nothing; the retry counts in its place.
+        assert target <= trained_count(records) <= target + 1
+        assert sum(r.status == "complete" for r in records) == trained_count(records)

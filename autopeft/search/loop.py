@@ -48,8 +48,14 @@ class SearchOutcome:
 
 
 def trained_count(records: list[TrialRecord]) -> int:
-    """Trials that count against the study's budget: trained to an end (complete or failed)."""
-    return sum(1 for r in records if r.status in ("complete", "failed"))
+    """Trials that count against the study's budget: trained to an end (complete or failed).
+
+    A trial whose worker died (no heartbeat) and that optuna re-queued is recorded as
+    failed with ``extras["retried_as"]``: its retry counts instead, so that a killed
+    worker costs the study nothing. Single-process searches never retry, so for them this
+    is every complete or failed trial.
+    """
+    return sum(1 for r in records if r.status in ("complete", "failed") and r.extras.get("retried_as") is None)
 
 
 def running_count(records: list[TrialRecord], ostudy) -> int:

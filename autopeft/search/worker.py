@@ -8,6 +8,14 @@ trials other workers are training right now), and stops when the study's budget 
 
 Stopping: SIGTERM (or SIGINT) during a trial kills the trial process, records the trial as
 failed ("interrupted") and ends the worker; between trials it just ends the worker.
+
+Dying: while a trial trains, the worker records a heartbeat in optuna's ledger every
+``heartbeat`` seconds. A trial whose heartbeat is older than ``grace`` seconds belonged to a
+worker that died (kill -9, a lost machine): any worker fails it and optuna's
+``RetryHeartbeatStaleTrialCallback`` queues the same parameters again (up to ``retries``
+times). autopeft records the dead trial as failed, "worker lost", linked both ways to its
+retry (``extras["retried_as"]`` / ``extras["retry_of"]``), and only the retry counts
+against the budget.
 """
 
 from __future__ import annotations
@@ -16,14 +24,17 @@ import dataclasses
 import os
 import signal
 import socket
+import threading
 import time
+import warnings
 import zlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Callable
 
 from autopeft.errors import AutoPeftError
 from autopeft.search.loop import Runner, run_search, running_count, trained_count
-from autopeft.store import Store, StudyRecord, TrialRecord
+from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
 
 Log = Callable[[str], None]
 
@@ -64,30 +75,125 @@ def _running(store: Store, name: str, records: list[TrialRecord]) -> int:
     import optuna
 
     try:
-        ostudy = optuna.load_study(study_name=name, storage=store.optuna_storage)
+        ostudy = optuna.load_study(study_name=name, storage=store.optuna_storage,
+                                   sampler=optuna.samplers.RandomSampler())
     except KeyError:  # no optuna study yet: nobody has asked for a trial
         return 0
     return running_count(records, ostudy)
 
 
-def _open_optuna_storage(store: Store, attempts: int = 5) -> None:
-    """Open optuna's storage, retrying while another process is creating its tables.
+def _open_optuna_storage(store: Store, *, heartbeat: float, grace: float, retries: int, attempts: int = 5) -> None:
+    """Give ``store`` an optuna storage with heartbeats and retries of stale trials.
 
-    Workers started together on a fresh database all find optuna's tables missing and all
-    create them; on PostgreSQL the losers of that race fail with a duplicate-key error
-    (``pg_type_typname_nsp_index``). The tables exist once the winner commits, so a retry
-    after a short pause opens them normally.
+    Retries while another process is creating optuna's tables: workers started together on
+    a fresh database all find them missing and all create them, and on PostgreSQL the
+    losers fail with a duplicate-key error (``pg_type_typname_nsp_index``). Once the winner
+    commits, the tables exist and a retry opens them normally.
     """
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
     from autopeft.errors import StoreError
+    from autopeft.store.store import _engine_kwargs, _first_line
 
     for attempt in range(1, attempts + 1):
         try:
-            store.optuna_storage
-            return
-        except StoreError:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RDBStorage(
+                    store.url, engine_kwargs=_engine_kwargs(store.url),
+                    heartbeat_interval=max(1, round(heartbeat)), grace_period=max(1, round(grace)),
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries),
+                )
+            break
+        except Exception as e:
             if attempt == attempts:
-                raise
+                raise StoreError(f"cannot open optuna's tables in {store.display_url}: {_first_line(e)}") from None
             time.sleep(0.5 * attempt)
+    # Store has no heartbeat option of its own (yet): hand it this storage, which every
+    # optuna call of the loop then uses through ``store.optuna_storage``.
+    store._optuna_storage = storage
+
+
+class _Heartbeat:
+    """Records the running trial's heartbeat every ``interval`` s from a background thread.
+
+    The trial itself trains in a child process, so this process is idle and the beat is
+    steady; it stops (and so the trial goes stale) only when the worker dies.
+    """
+
+    def __init__(self, storage, study: str, number: int, interval: float) -> None:
+        study_id = storage.get_study_id_from_name(study)
+        self.trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        self.storage = storage
+        self.interval = interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{study}-{number}", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a database blip: the next beat (well within grace) may succeed
+                pass
+            if self.stop.wait(self.interval):
+                return
+
+    def __enter__(self):
+        self.storage.record_heartbeat(self.trial_id)  # stale-checkable from the first second
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+def reap_stale_trials(store: Store, name: str, grace: float) -> int:
+    """Fail trials of dead workers (optuna re-queues them) and link autopeft's records.
+
+    Returns:
+        How many records were relabelled "worker lost".
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        ostudy = optuna.load_study(study_name=name, storage=store.optuna_storage,
+                                   sampler=optuna.samplers.RandomSampler())
+    except KeyError:  # nobody has asked for a trial yet
+        return 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(ostudy)
+    trials = {t.number: t for t in ostudy.get_trials(deepcopy=False)}
+    # retry_history ends with the trial a retry replaces (the original comes first).
+    retry_of = {t.number: t.system_attrs["retry_history"][-1] for t in trials.values()
+                if t.system_attrs.get("retry_history")}
+    retried_as = {old: new for new, old in retry_of.items()}
+    lost = 0
+    now = utcnow()
+    for r in store.trials(name):
+        t = trials.get(r.number)
+        if t is None:
+            continue
+        if r.number in retry_of and r.extras.get("retry_of") is None:
+            store.save_trial(dataclasses.replace(r, extras={**r.extras, "retry_of": retry_of[r.number]}))
+        if r.status != "running" or t.state != TrialState.FAIL:
+            continue
+        new = retried_as.get(r.number)
+        # Without a retry, make sure the FAIL is not a fresh "interrupted" that its own
+        # worker is about to record: optuna failed it at least ``grace`` seconds ago.
+        finished = t.datetime_complete
+        # (optuna stamps it with the failing process's naive local time)
+        if new is None and finished is not None and (datetime.now() - finished).total_seconds() < grace:
+            continue
+        error = f"worker lost: no heartbeat for {grace:g} s; " + (f"retried as trial {new}" if new is not None
+                                                                    else "no retries left")
+        extras = {**r.extras, "retried_as": new} if new is not None else r.extras
+        store.save_trial(dataclasses.replace(r, status="failed", error=error, finished_at=now, extras=extras))
+        lost += 1
+    return lost
 
 
 class Worker:
@@ -99,14 +205,28 @@ class Worker:
         timeout: Start no new trial after this many seconds (None: no limit).
         runner: Runs one ``TrialSpec`` (default: ``trials.executor.run_isolated``).
         log: Where progress lines go.
+        heartbeat: Seconds between heartbeats of the running trial (whole seconds, >= 1).
+        grace: Seconds without a heartbeat after which a trial's worker counts as dead.
+        retries: How often a dead worker's trial is re-queued (the same parameters).
+        poll: Seconds between looks at the database while waiting for work or for other
+            workers' last trials.
     """
 
     def __init__(self, store: Store, *, max_trials: int | None = None, timeout: float | None = None,
-                 runner: Runner | None = None, log: Log | None = None) -> None:
+                 runner: Runner | None = None, log: Log | None = None, heartbeat: float = 10.0,
+                 grace: float = 60.0, retries: int = 2, poll: float = 5.0) -> None:
+        if grace <= heartbeat:
+            from autopeft.errors import AutoPeftError
+
+            raise AutoPeftError(f"--grace ({grace:g} s) must be longer than --heartbeat ({heartbeat:g} s), "
+                                "or live workers' trials would be failed as dead")
         self.store = store
         self.max_trials = max_trials
+        self.heartbeat = heartbeat
+        self.grace = grace
+        self.poll = poll
         self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.log = log or (lambda line: print(line, flush=True))
+        self.log = log or (lambda line: print(f"{time.strftime('%H:%M:%S')} {line}", flush=True))
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.trained = 0
         self.served: list[str] = []
@@ -118,14 +238,44 @@ class Worker:
         if runner is None:
             from trials.executor import run_isolated as runner
         self._runner = runner
-        _open_optuna_storage(store)
+        _open_optuna_storage(store, heartbeat=heartbeat, grace=grace, retries=retries)
+        # optuna expects heartbeats with Study.optimize and warns at every ask(); the loop
+        # uses ask/tell and this worker beats for the trial itself (``_Heartbeat``).
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        # A re-queued trial carries its original's constraint; the loop sets the same value again.
+        warnings.filterwarnings("ignore", message="The constraint value is ignored because this constraint")
 
     # ------------------------------------------------------------------ public
     def run_study(self, name: str) -> WorkerOutcome:
-        """Serve one study until its budget is met (or a limit or signal stops the worker)."""
+        """Serve one study until its budget is met (or a limit or signal stops the worker).
+
+        The budget counts other workers' running trials, so when it looks met one of them
+        may still die. Until the last of them has ended, the worker stays and watches: a
+        trial whose worker died is re-queued after ``grace`` seconds and run here.
+        """
         with self._signals():
             study = self.store.get_study(name)  # StoreError listing the studies if missing
-            self._serve(study, one_trial=False)
+            idle_rounds = 0
+            while not self._should_stop():
+                before = self.trained
+                self._serve(study, one_trial=False)
+                if self._should_stop():
+                    break
+                reap_stale_trials(self.store, name, self.grace)
+                study = self.store.get_study(name)  # its target may have been raised meanwhile
+                if trials_left(self.store, study) > 0:
+                    # Trials left (a re-queued retry, a raised target): go again. A space
+                    # whose candidates are all over budget trains nothing however often it
+                    # is asked: give up on it after a few rounds in a row without progress.
+                    idle_rounds = 0 if self.trained > before else idle_rounds + 1
+                    if idle_rounds < 3:
+                        continue
+                    self.log(f"worker {self.name}: study '{name}' has trials left but none could be trained")
+                    break
+                if not _running(self.store, name, self.store.trials(name)):
+                    break  # nothing left and nobody else at work: the budget is met
+                idle_rounds = 0  # waiting on others' trials is not a lack of progress
+                self._sleep(self.poll)
         return self._outcome()
 
     def serve_all(self, *, poll: float = 5.0, exit_when_idle: bool = False) -> WorkerOutcome:
@@ -154,6 +304,7 @@ class Worker:
         names = [s.name for s in studies]
         start = names.index(last) + 1 if last in names else 0
         for study in studies[start:] + studies[:start]:
+            reap_stale_trials(self.store, study.name, self.grace)
             if trials_left(self.store, study) > 0:
                 return study
         return None
@@ -215,7 +366,8 @@ class Worker:
             raise KeyboardInterrupt
         self._training = True
         try:
-            return self._runner(spec)
+            with _Heartbeat(self.store.optuna_storage, spec.study, spec.trial, self.heartbeat):
+                return self._runner(spec)
         finally:
             self._training = False
 
@@ -277,6 +429,8 @@ class _Events:
     def trial_finished(self, record: TrialRecord, records):
         if record.status in ("complete", "failed"):
             self.worker.trained += 1
+        # Before the loop counts the budget again: fail and re-queue dead workers' trials.
+        reap_stale_trials(self.worker.store, self.study, self.worker.grace)
         detail = f"values {record.values}" if record.values else (record.error or "")
         self.worker.log(f"worker {self.worker.name}: study '{self.study}' trial {record.number} {record.status} {detail}")
         if self.one_trial or self.worker._should_stop():
