@@ -129,14 +129,18 @@ def test_two_workers_share_one_study_without_losing_or_overshooting(url, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_second_look_after_the_budget_is_met_trains_nothing(url, tmp_path):
-    create_study(url, trials=1)
-    code, text = finish(*start_worker(url, tmp_path, "a", "workers"))
-    assert code == 0, text
-    code, text = finish(*start_worker(url, tmp_path, "b", "workers"))
+def test_trials_and_timeout_limits_and_a_late_worker_trains_nothing(url, tmp_path):
+    create_study(url, trials=2)
+    code, text = finish(*start_worker(url, tmp_path, "timeout", "workers", "--timeout", "0"))
+    assert code == 0 and "trained 0 trial(s)" in text, text  # no new trial after 0 s
+    code, text = finish(*start_worker(url, tmp_path, "one", "workers", "--trials", "1"))
+    assert code == 0 and "trained 1 trial(s)" in text, text
+    code, text = finish(*start_worker(url, tmp_path, "rest", "workers"))
+    assert code == 0 and "trained 1 trial(s)" in text, text  # the one the budget had left
+    code, text = finish(*start_worker(url, tmp_path, "late", "workers"))
     assert code == 0 and "trained 0 trial(s)" in text, text
     records, trials = ledgers(url, "workers")
-    assert [r.status for r in records] == ["complete"]
+    assert [r.status for r in records] == ["complete", "complete"]
     assert_ledgers_agree(records, trials)
 
 
@@ -171,8 +175,16 @@ def test_sigterm_mid_trial_records_it_as_interrupted_and_exits_143(backend, tmp_
         code, text = finish(proc, log, timeout=120)
         assert code == 143, text
         records, trials = ledgers(url, "workers")
-        assert [(r.number, r.status, r.error) for r in records] == [(0, "failed", "interrupted")], text
-        assert_ledgers_agree(records, trials)
+        from optuna.trial import TrialState
+
+        from autopeft.search.loop import trained_count
+
+        # The interrupted trial is recorded, and its point queued again for any worker: the
+        # interruption costs the budget nothing.
+        assert [(r.number, r.status, r.error) for r in records] == [(0, "failed", "interrupted; retried as trial 1")], text
+        assert records[0].extras["retried_as"] == 1 and trained_count(records) == 0
+        assert [(t.number, t.state) for t in trials] == [(0, TrialState.FAIL), (1, TrialState.WAITING)]
+        assert trials[1].params == trials[0].params and trials[1].system_attrs["retry_history"] == [0]
 
 
 def test_joining_a_missing_study_names_the_studies_there_are(tmp_path):

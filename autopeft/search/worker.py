@@ -7,7 +7,8 @@ Each worker rebuilds the search from the stored YAML, runs the same ask/tell loo
 trials other workers are training right now), and stops when the study's budget is met.
 
 Stopping: SIGTERM (or SIGINT) during a trial kills the trial process, records the trial as
-failed ("interrupted") and ends the worker; between trials it just ends the worker.
+failed ("interrupted"), queues its parameters again for any worker (so the interruption
+costs the budget nothing) and ends the worker; between trials it just ends the worker.
 
 Dying: while a trial trains, the worker records a heartbeat in optuna's ledger every
 ``heartbeat`` seconds. A trial whose heartbeat is older than ``grace`` seconds belonged to a
@@ -196,6 +197,41 @@ def reap_stale_trials(store: Store, name: str, grace: float) -> int:
     return lost
 
 
+def requeue_interrupted(store: Store, name: str, number: int, retries: int) -> int | None:
+    """Queue an interrupted trial's parameters again, so that a SIGTERM costs the study nothing.
+
+    The interrupted record (failed, "interrupted") is linked to the new trial through
+    ``extras["retried_as"]`` and so no longer counts against the budget; the retry carries
+    optuna's ``retry_history`` like a heartbeat retry. Bounded by ``retries`` per point.
+
+    Returns:
+        The number of the queued trial (None if the trial was not interrupted or is out of retries).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    record = next((r for r in store.trials(name) if r.number == number), None)
+    if record is None or record.status != "failed" or record.error != "interrupted":
+        return None
+    ostudy = optuna.load_study(study_name=name, storage=store.optuna_storage, sampler=optuna.samplers.RandomSampler())
+    trial = next((t for t in ostudy.get_trials(deepcopy=False) if t.number == number), None)
+    if trial is None or trial.state != TrialState.FAIL:
+        return None
+    history = [*trial.system_attrs.get("retry_history", []), number]
+    if len(history) > retries:
+        return None
+    system_attrs = {**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", number),
+                    "retry_history": history}
+    ostudy.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=trial.params,
+                                               distributions=trial.distributions, user_attrs=trial.user_attrs,
+                                               system_attrs=system_attrs))
+    new = max(t.number for t in ostudy.get_trials(deepcopy=False)
+              if t.system_attrs.get("retry_history") == history)
+    store.save_trial(dataclasses.replace(record, error=f"interrupted; retried as trial {new}",
+                                         extras={**record.extras, "retried_as": new}))
+    return new
+
+
 class Worker:
     """Runs trials of the studies in ``store`` until their budgets are met or it is told to stop.
 
@@ -224,6 +260,8 @@ class Worker:
         self.max_trials = max_trials
         self.heartbeat = heartbeat
         self.grace = grace
+        self.retries = retries
+        self._current: tuple[str, int] | None = None  # (study, number) of the trial training now
         self.poll = poll
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.log = log or (lambda line: print(f"{time.strftime('%H:%M:%S')} {line}", flush=True))
@@ -330,8 +368,14 @@ class Worker:
                                  events=events, sampler=self._sampler(study.name, prep), count_running=True)
         except _Yield:
             return
-        if outcome.interrupted and self.stop_signal is None:
-            self.stop_signal = signal.SIGINT  # a KeyboardInterrupt not raised by our handler
+        if outcome.interrupted:
+            if self.stop_signal is None:
+                self.stop_signal = signal.SIGINT  # a KeyboardInterrupt not raised by our handler
+            if self._current is not None and self._current[0] == study.name:
+                new = requeue_interrupted(self.store, study.name, self._current[1], self.retries)
+                if new is not None:
+                    self.log(f"worker {self.name}: study '{study.name}' trial {self._current[1]} interrupted; "
+                             f"queued again as trial {new}")
 
     def _prepare(self, study: StudyRecord):
         """The study's PreparedSearch, rebuilt once from the YAML stored with it."""
@@ -360,6 +404,7 @@ class Worker:
         return self._samplers[name]
 
     def _guarded_runner(self, spec):
+        self._current = (spec.study, spec.trial)
         if self._should_stop():
             # Stop was requested while the trial was being asked: record it as interrupted
             # through the loop's own path rather than train it.
