@@ -235,8 +235,15 @@ def export(
             raise AutoPeftError("--train with --as is not supported: train the AdaLoRA trial, or export --as lora alone")
         _train(console, s, record, path, seeds, steps, epochs, train_examples, baseline)
         return
-    console.print(f"trial {record.number} ({how}) -> {path / 'adapter_config.json'}\n"
-                  f"load it:  PeftConfig.from_pretrained('{path}')")
+    console.print(f"trial {record.number} ({how}) -> {path}; load it with:")
+    console.print(_load_snippet(s, record, path, weights=False), markup=False, highlight=False)
+
+
+def _load_snippet(study, record, path, weights: bool) -> str:
+    from autopeft.export import study_num_labels
+    from autopeft.methods import get_method
+
+    return get_method(record.candidate["method"]).load_snippet(str(path), study_num_labels(study), weights)
 
 
 def _train(console, study, record, path, seeds, steps, epochs, train_examples, baseline) -> None:
@@ -253,8 +260,8 @@ def _train(console, study, record, path, seeds, steps, epochs, train_examples, b
             mean, sd = report.mean_sd(m)
             console.print(f"{report.name:9s} {report.candidate['method']:8s} {report.trainable_params:>10,} params  "
                           f"{m} {mean:.4f} ± {sd:.4f} over {len(report.runs)} seeds")
-    console.print(f"adapter (best seed) + model card -> {path}\n"
-                  f"load it:  PeftModel.from_pretrained(base_model, '{path}')")
+    console.print(f"adapter (best seed) + model card -> {path}; load it with:")
+    console.print(_load_snippet(study, record, path, weights=True), markup=False, highlight=False)
 
 
 @app.command()

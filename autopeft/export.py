@@ -96,3 +96,12 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def study_num_labels(study: StudyRecord) -> int:
+    """Classes of the study's task (its data set is read again: a second or two)."""
+    from autopeft.assets.datasets import load_table, resolve_dataset
+    from autopeft.space import load_space_text
+
+    space = load_space_text(study.space_yaml, f"study {study.name}")
+    return len(load_table(resolve_dataset(space.task.dataset), space.task).label_names)

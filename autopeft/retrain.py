@@ -132,6 +132,8 @@ def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, o
 
 def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: ConfigReport, base: ConfigReport | None,
                num_labels: int) -> str:
+    from autopeft.methods import get_method
+
     m = p.metric
     best_seed = max(chosen.runs, key=lambda r: r.metrics[m]).seed
     lines = [
@@ -156,12 +158,7 @@ def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: Con
         "## Load it",
         "",
         "```python",
-        "from peft import PeftConfig, PeftModel",
-        "from transformers import AutoModelForSequenceClassification",
-        "",
-        "config = PeftConfig.from_pretrained(THIS_DIRECTORY)",
-        f"base = AutoModelForSequenceClassification.from_pretrained(config.base_model_name_or_path, num_labels={num_labels})",
-        "model = PeftModel.from_pretrained(base, THIS_DIRECTORY)   # the trained task head comes with it",
+        get_method(chosen.candidate["method"]).load_snippet(".", num_labels, weights=True),
         "```",
         "",
     ]

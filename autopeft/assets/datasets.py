@@ -122,13 +122,16 @@ def load_dataset(ref: DatasetRef):
             kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
             return datasets.load_dataset(_FILE_BUILDERS[suffix], data_files=ref.location, split="train", **kwargs)
         os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+        from autopeft.assets.models import require_hub
+
+        require_hub(f"dataset '{ref.name}'")
         return datasets.load_dataset(ref.location, split="train")
     except AssetError:
         raise
     except Exception as e:  # unreadable file, bad encoding, hub unreachable: say which data set
         detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        where = "reading" if ref.kind != "hub" else "fetching it from the Hugging Face Hub for"
-        raise AssetError(f"dataset '{ref.name}': {where} it failed: {detail}") from None
+        where = "reading it" if ref.kind != "hub" else "fetching it from the Hugging Face Hub"
+        raise AssetError(f"dataset '{ref.name}': {where} failed: {detail}") from None
 
 
 @dataclass(frozen=True)

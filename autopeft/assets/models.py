@@ -79,10 +79,34 @@ def _local(name: str, path: Path, spec: ModelSpec) -> ModelRef:
     return ModelRef(name, str(path), True, digest.hexdigest()[:16], spec.trust_remote_code, spec.revision)
 
 
+def require_hub(what: str) -> None:
+    """Fail at once, in one line, if the Hub's host does not resolve.
+
+    Without this, huggingface_hub retries for ~25 s and logs every retry before failing.
+    With ``HF_HUB_OFFLINE=1`` the local cache is used and nothing is checked.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as e:
+        raise AssetError(
+            f"{what}: not a local path, and the Hugging Face Hub ({host}) is unreachable ({e.strerror or e}); "
+            "check the name and your network, or pass a local path"
+        ) from None
+
+
 def _hub(name: str, spec: ModelSpec) -> ModelRef:
     # Short timeouts: without a network the hub call must fail fast, never hang.
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+    require_hub(f"model '{name}'")
     try:
         from huggingface_hub import hf_hub_download
 

@@ -57,6 +57,9 @@ class Method(Protocol):
     def save_weights(self, model, out_dir: str) -> None:
         """Save the trained adapter (and its config) of ``model`` into ``out_dir``, as safetensors."""
 
+    def load_snippet(self, out_dir: str, num_labels: int, weights: bool) -> str:
+        """Python that loads what ``export`` (and, with ``weights``, ``save_weights``) wrote."""
+
     def on_step(self, model, step: int) -> None:
         """Called after every optimiser step, before gradients are zeroed."""
 
@@ -89,6 +92,18 @@ class MethodBase:
         # peft writes adapter_model.safetensors (never a pickle) plus adapter_config.json;
         # the trained task head is part of it (modules_to_save).
         model.save_pretrained(out_dir, safe_serialization=True)
+
+    def load_snippet(self, out_dir: str, num_labels: int, weights: bool) -> str:
+        head = [
+            "from peft import PeftConfig, PeftModel, get_peft_model",
+            "from transformers import AutoModelForSequenceClassification",
+            "",
+            f"config = PeftConfig.from_pretrained({out_dir!r})",
+            f"base = AutoModelForSequenceClassification.from_pretrained(config.base_model_name_or_path, num_labels={num_labels})",
+        ]
+        if weights:
+            return "\n".join(head + [f"model = PeftModel.from_pretrained(base, {out_dir!r})  # the trained head comes with it"])
+        return "\n".join(head + ["model = get_peft_model(base, config)  # untrained adapter, ready to train"])
 
     def on_step(self, model, step: int) -> None:
         return None

@@ -240,6 +240,21 @@ class Bottleneck(MethodBase):
             f.write("\n")
         return [CONFIG_FILE]
 
+    def load_snippet(self, out_dir: str, num_labels: int, weights: bool) -> str:
+        lines = [
+            "import json, os",
+            "from transformers import AutoModelForSequenceClassification",
+            "from autopeft.methods.bottleneck import apply",
+            "",
+            f"config = json.load(open(os.path.join({out_dir!r}, {CONFIG_FILE!r})))",
+            f"base = AutoModelForSequenceClassification.from_pretrained(config['base_model'], num_labels={num_labels})",
+            "model = apply(base, config)",
+        ]
+        if weights:
+            lines[1:1] = ["from safetensors.torch import load_file"]
+            lines.append(f"model.load_state_dict(load_file(os.path.join({out_dir!r}, {WEIGHTS_FILE!r})), strict=False)")
+        return "\n".join(lines)
+
     def save_weights(self, model, out_dir: str) -> None:
         """The config and every trained tensor (adapters and task head) as safetensors."""
         from safetensors.torch import save_file
