@@ -40,7 +40,7 @@ def main() -> int:
     steps = args.steps or (6 if args.quick else 30)
     seeds = 1 if args.quick else args.seeds
     space = load_space(ROOT / "search_spaces" / "quickstart.yaml",
-                       ["space.method=lora", "space.rank=8", "space.targets=[[query, value]]", "space.layers=all",
+                       ["space.method=lora", "space.rank=8", "space.targets=[query, value]", "space.layers=all",
                         "space.learning_rate=0.002"])
     prep = prepare_search(space)
     metric = space.task.metric

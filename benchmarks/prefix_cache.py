@@ -40,7 +40,7 @@ def main() -> int:
     from trials.executor import run_isolated
 
     steps = args.steps or (6 if args.quick else 30)
-    space = load_space(ROOT / "search_spaces" / "quickstart.yaml", ["space.method=lora", "space.rank=8", "space.targets=[[query, value]]"])
+    space = load_space(ROOT / "search_spaces" / "quickstart.yaml", ["space.method=lora", "space.rank=8", "space.targets=[query, value]"])
     prep = prepare_search(space)
     L = prep.arch.num_layers
     ks = [1] if args.quick else [1, 2, 3]

@@ -430,3 +430,19 @@ def test_load_space_text_names_its_source():
     with pytest.raises(SpaceError) as info:
         load_space_text("study: [", "<dashboard>")
     assert str(info.value).startswith("<dashboard>: line")
+
+
+@pytest.mark.parametrize(
+    "targets, labels",
+    [
+        (["query", "value"], ["query+value"]),  # a flat list is one set, as in peft's target_modules
+        ([["query", "value"], "all-linear"], ["query+value", "all-linear"]),
+        ([["query"], ["value"]], ["query", "value"]),
+        ("all-linear", ["all-linear"]),
+    ],
+)
+def test_a_flat_target_list_is_one_set_and_a_list_of_sets_is_a_choice(targets, labels):
+    from autopeft.space import parse_space
+
+    space = parse_space({"study": "s", "model": "m", "task": {"dataset": "d"}, "space": {"method": "lora", "targets": targets}})
+    assert [t.label for t in space.space.targets] == labels

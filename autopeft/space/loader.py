@@ -176,7 +176,12 @@ def _targets(node: _Node) -> tuple[Targets, ...]:
 
     if isinstance(node.value, str):
         return (one(node),)
-    choices = tuple(one(n) for n in node.list())
+    items = node.list()
+    if all(isinstance(n.value, str) for n in items) and "all-linear" not in node.value:
+        # [query, value] is one set of modules, as in peft's target_modules; choices are
+        # written as a list of sets: [[query, value], [query, key, value], all-linear].
+        return (one(node),)
+    choices = tuple(one(n) for n in items)
     if len({c.label for c in choices}) != len(choices):
         raise node.fail("expected distinct target choices")
     return choices
