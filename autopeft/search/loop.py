@@ -267,7 +267,7 @@ def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialReco
 
 def _with_importance(extras: dict, prep: PreparedSearch) -> dict:
     """Add the trial's ``ImportanceMap`` when its method measured one (AdaLoRA's final ranks)."""
-    if "rank_allocation" not in extras:
+    if "rank_allocation" not in extras or "importance" in extras:
         return extras
     from autopeft.importance import ImportanceMap
 
@@ -286,7 +286,8 @@ def _spec(prep: PreparedSearch, study: StudyRecord, number: int, candidate, peft
         learning_rate=candidate.learning_rate, steps=p.steps, batch_size=p.batch_size, warmup=p.warmup,
         seed=p.seed, log_every=p.log_every, metric=prep.space.task.metric, timeout=p.timeout,
         memory_limit_mb=p.memory_limit_mb, threads=p.threads, trust_remote_code=prep.model.trust_remote_code,
-        revision=prep.model.revision,
+        revision=prep.model.revision, prefix_cache=p.prefix_cache,
+        ist=None if p.ist is None else {"active_fraction": p.ist.active_fraction, "every": p.ist.every},
     )
 
 
