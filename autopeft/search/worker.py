@@ -150,6 +150,25 @@ class _Heartbeat:
         self.thread.join(timeout=5)
 
 
+def _beat_on_ask(sampler, storage):
+    """Make ``sampler`` record a first heartbeat for every trial the moment it is asked.
+
+    The loop asks, builds the peft config and saves a record before training starts (when
+    ``_Heartbeat`` takes over). A worker killed in that window would leave a RUNNING trial
+    with no heartbeat at all, which optuna never counts as stale: it would block the budget
+    for good. ``Study.ask`` calls ``sampler.before_trial`` right after creating the trial,
+    so beating there closes the window.
+    """
+    original = sampler.before_trial
+
+    def before_trial(study, trial):
+        storage.record_heartbeat(trial._trial_id)
+        original(study, trial)
+
+    sampler.before_trial = before_trial
+    return sampler
+
+
 def reap_stale_trials(store: Store, name: str, grace: float) -> int:
     """Fail trials of dead workers (optuna re-queues them) and link autopeft's records.
 
@@ -400,7 +419,8 @@ class Worker:
 
             search = prep.space.search
             seed = zlib.crc32(f"{search.seed}:{self.name}".encode()) % (2**31)
-            self._samplers[name] = make_sampler(dataclasses.replace(search, seed=seed))
+            sampler = make_sampler(dataclasses.replace(search, seed=seed))
+            self._samplers[name] = _beat_on_ask(sampler, self.store.optuna_storage)
         return self._samplers[name]
 
     def _guarded_runner(self, spec):
