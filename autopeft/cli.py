@@ -240,10 +240,11 @@ def export(
 
 
 def _load_snippet(study, record, path, weights: bool) -> str:
-    from autopeft.export import study_num_labels
+    from autopeft.export import study_task
     from autopeft.methods import get_method
 
-    return get_method(record.candidate["method"]).load_snippet(str(path), study_num_labels(study), weights)
+    task, num_labels = study_task(study)
+    return get_method(record.candidate["method"]).load_snippet(str(path), task, num_labels, weights)
 
 
 def _train(console, study, record, path, seeds, steps, epochs, train_examples, baseline) -> None:

@@ -98,10 +98,13 @@ def _version(package: str) -> str | None:
         return None
 
 
-def study_num_labels(study: StudyRecord) -> int:
-    """Classes of the study's task (its data set is read again: a second or two)."""
+def study_task(study: StudyRecord) -> tuple[str, int]:
+    """The study's task kind and number of classes (0 for language modelling); the data set
+    is read again for the classes: a second or two."""
     from autopeft.assets.datasets import load_table, resolve_dataset
     from autopeft.space import load_space_text
 
     space = load_space_text(study.space_yaml, f"study {study.name}")
-    return len(load_table(resolve_dataset(space.task.dataset), space.task).label_names)
+    if space.task.type != "classification":
+        return space.task.type, 0
+    return space.task.type, len(load_table(resolve_dataset(space.task.dataset), space.task).label_names)

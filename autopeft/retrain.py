@@ -43,6 +43,14 @@ class Protocol:
     eval_examples: int
     seeds: tuple[int, ...]
     metric: str
+    task: str = "classification"
+
+    @property
+    def better(self):
+        """``better(a, b)``: is metric value a better than b (direction from the task kind)."""
+        from autopeft.tasks import METRIC_DIRECTIONS
+
+        return (lambda a, b: a > b) if METRIC_DIRECTIONS[self.metric] == "max" else (lambda a, b: a < b)
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,8 @@ def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 
     n_train = prep.data.n_train
     if steps is None:
         steps = max(1, math.ceil((epochs or 1.0) * n_train / full.batch_size))
-    protocol = Protocol(steps, full.batch_size, full.max_length, n_train, prep.data.n_eval, tuple(range(seeds)), space.task.metric)
+    protocol = Protocol(steps, full.batch_size, full.max_length, n_train, prep.data.n_eval, tuple(range(seeds)),
+                        space.task.metric, space.task.type)
 
     chosen = _train_all("chosen", Candidate.from_json(record.candidate), prep, protocol, out, keep=True, on_progress=on_progress)
     base = None
@@ -114,14 +123,14 @@ def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, o
                 warmup=prep.space.proxy.warmup, seed=seed, log_every=max(1, protocol.steps // 20),
                 metric=protocol.metric, timeout=max(prep.space.proxy.timeout, 24 * 3600.0),
                 threads=prep.space.proxy.threads, trust_remote_code=prep.model.trust_remote_code,
-                save_dir=str(save) if keep else None,
+                save_dir=str(save) if keep else None, task=protocol.task,
             )
             result = run_isolated(spec)
             if result.status != "complete":
                 raise ExportError(f"{name} training with seed {seed} failed: {result.error}")
             run = SeedRun(seed, result.metrics, result.trainable_params, result.train_time)
             runs.append(run)
-            if best is None or run.metrics[protocol.metric] > best.metrics[protocol.metric]:
+            if best is None or protocol.better(run.metrics[protocol.metric], best.metrics[protocol.metric]):
                 best = run
         if keep:
             out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +144,10 @@ def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: Con
     from autopeft.methods import get_method
 
     m = p.metric
-    best_seed = max(chosen.runs, key=lambda r: r.metrics[m]).seed
+    best_seed = chosen.runs[0].seed
+    for r in chosen.runs:
+        if p.better(r.metrics[m], next(x for x in chosen.runs if x.seed == best_seed).metrics[m]):
+            best_seed = r.seed
     lines = [
         f"# PEFT adapter from autopeft study `{study.name}`, trial {record.number}",
         "",
@@ -158,7 +170,7 @@ def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: Con
         "## Load it",
         "",
         "```python",
-        get_method(chosen.candidate["method"]).load_snippet(".", num_labels, weights=True),
+        get_method(chosen.candidate["method"]).load_snippet(".", p.task, num_labels, weights=True),
         "```",
         "",
     ]

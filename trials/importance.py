@@ -14,19 +14,16 @@ import os
 
 def spt_sensitivity(model_location: str, num_labels: int, data_path: str, layers_path: str,
                     modules: tuple[str, ...], *, batches: int = 8, batch_size: int = 16, seed: int = 0,
-                    trust_remote_code: bool = False):
+                    trust_remote_code: bool = False, task: str = "classification"):
     """Return an ``ImportanceMap`` of kind ``spt`` (mean g² per weight, per layer and module)."""
     import torch
-    from transformers import AutoModelForSequenceClassification
 
     from autopeft.importance import ImportanceMap
-    from trials.proxy import _batches, _load_split
+    from trials.proxy import _batches, _load_split, load_base_model
 
     torch.manual_seed(seed)
     torch.set_num_threads(os.cpu_count() or 1)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_location, num_labels=num_labels, trust_remote_code=trust_remote_code
-    )
+    model = load_base_model(model_location, task, num_labels, trust_remote_code=trust_remote_code)
     model.eval()  # no dropout: the sensitivity of the model as it is, not of a noisy copy
     stack = model.get_submodule(layers_path)
     weights = {(i, m): stack[i].get_submodule(m).weight for i in range(len(stack)) for m in modules}

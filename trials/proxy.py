@@ -159,10 +159,17 @@ def _forward(model, batch: dict, skip):
 
 
 def _load_base_model(spec: TrialSpec):
-    from transformers import AutoModelForSequenceClassification
+    return load_base_model(spec.model, spec.task, spec.num_labels, trust_remote_code=spec.trust_remote_code,
+                           revision=spec.revision)
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        spec.model, num_labels=spec.num_labels, trust_remote_code=spec.trust_remote_code, revision=spec.revision
+
+def load_base_model(location: str, task: str, num_labels: int, *, trust_remote_code: bool = False, revision=None):
+    """The pretrained model with the head of ``task`` (``autopeft.tasks``)."""
+    from autopeft.tasks import task_kind
+
+    kind = task_kind(task)
+    model = kind.auto().from_pretrained(
+        location, trust_remote_code=trust_remote_code, revision=revision, **kind.model_kwargs(num_labels)
     )
     if getattr(model.config, "pad_token_id", None) is None and getattr(model.config, "eos_token_id", None) is not None:
         model.config.pad_token_id = model.config.eos_token_id  # decoder heads need a pad id to pool
@@ -192,14 +199,19 @@ def _batches(split: dict, batch_size: int, generator):
 
 
 def _trim(batch: dict) -> dict:
+    """Cut the padding every example of the batch has (class labels are 1-D; LM labels 2-D)."""
     length = int(batch["attention_mask"].sum(dim=1).max())
-    return {k: (v if k == "labels" else v[:, :length]) for k, v in batch.items()}
+    return {k: (v[:, :length] if v.dim() >= 2 else v) for k, v in batch.items()}
 
 
 def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=None) -> dict:
     """Accuracy, macro-F1 (mean over classes of F1, 0 for a class never predicted nor
-    present) and mean cross-entropy on ``split``."""
+    present) and mean cross-entropy on ``split``; for language modelling (2-D labels), the
+    token-weighted loss and its perplexity."""
     import torch
+
+    if split["labels"].dim() == 2:
+        return _evaluate_lm(model, split, batch_size, skip)
 
     model.eval()
     preds, losses = [], []
@@ -218,6 +230,23 @@ def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=Non
         "macro_f1": macro_f1(pred.tolist(), gold.tolist(), num_labels),
         "eval_loss": sum(losses) / n,
     }
+
+
+def _evaluate_lm(model, split: dict, batch_size: int, skip) -> dict:
+    import torch
+
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(split["labels"]), batch_size):
+            batch = _trim({k: v[start:start + batch_size] for k, v in split.items()})
+            n = int((batch["labels"][:, 1:] != -100).sum())  # the model shifts labels by one
+            if n:
+                total += float(_forward(model, batch, skip).loss) * n
+                tokens += n
+    model.train()
+    loss = total / max(tokens, 1)
+    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
 
 def macro_f1(pred: list[int], gold: list[int], num_labels: int) -> float:

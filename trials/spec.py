@@ -53,6 +53,7 @@ class TrialSpec:
     revision: str | None = None
     save_dir: str | None = None  # write the trained adapter here (safetensors), e.g. for export --train
     prefix_cache: bool = True  # skip frozen layers below the lowest adapter (trials.prefix_cache)
+    task: str = "classification"  # autopeft.tasks: the head the model gets and how it is scored
     ist: dict | None = None  # {"active_fraction": f, "every": n}: IST sparse tuning (trials.ist)
 
     def to_json(self) -> str:

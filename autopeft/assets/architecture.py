@@ -17,7 +17,7 @@ from autopeft.errors import AssetError
 
 #: peft's default ``modules_to_save`` for sequence classification: the task head.
 HEAD_MODULES = ("classifier", "score")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class LinearSpec:
     name: str
     in_features: int
     out_features: int
+    conv1d: bool = False  # GPT-2's transposed Conv1D; some peft methods cannot adapt it
 
     @property
     def is_down_projection(self) -> bool:
@@ -52,7 +53,8 @@ class ModelInfo:
         total_params: Parameters of the whole model with its task head.
         head_modules: Head module names peft trains in full (``modules_to_save``).
         head_params: Parameters in those head modules.
-        num_labels: Classes of the task head the counts were made for.
+        num_labels: Classes of the task head the counts were made for (0: no such head).
+        task: The task kind (``autopeft.tasks``) the model was built for.
     """
 
     model_type: str
@@ -63,6 +65,7 @@ class ModelInfo:
     head_modules: tuple[str, ...]
     head_params: int
     num_labels: int
+    task: str = "classification"
 
     def linear(self, name: str) -> LinearSpec:
         for spec in self.linears:
@@ -104,16 +107,16 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def inspect_model(model_ref, num_labels: int) -> ModelInfo:
-    """Read the structure of ``model_ref`` with a ``num_labels`` classification head (cached)."""
-    key = hashlib.sha256(f"{_CACHE_VERSION}:{model_ref.fingerprint}:{num_labels}".encode()).hexdigest()[:24]
+def inspect_model(model_ref, num_labels: int, task: str = "classification") -> ModelInfo:
+    """Read the structure of ``model_ref`` with the head of ``task`` (cached)."""
+    key = hashlib.sha256(f"{_CACHE_VERSION}:{model_ref.fingerprint}:{num_labels}:{task}".encode()).hexdigest()[:24]
     path = cache_dir() / "arch" / f"{key}.json"
     if path.exists():
         try:
             return ModelInfo.from_json(json.loads(path.read_text()))
         except (ValueError, TypeError, KeyError):
             pass  # a stale or torn cache entry: recompute below
-    info = _inspect(model_ref, num_labels)
+    info = _inspect(model_ref, num_labels, task)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(info.to_json()))
@@ -121,30 +124,31 @@ def inspect_model(model_ref, num_labels: int) -> ModelInfo:
     return info
 
 
-def _inspect(model_ref, num_labels: int) -> ModelInfo:
+def _inspect(model_ref, num_labels: int, task: str) -> ModelInfo:
     import torch
-    from transformers import AutoModelForSequenceClassification
 
     from autopeft.assets.models import load_config
+    from autopeft.tasks import task_kind
 
-    config = load_config(model_ref, num_labels=num_labels)
+    kind = task_kind(task)
+    config = load_config(model_ref, **kind.model_kwargs(num_labels))
     try:
         with torch.device("meta"):
-            model = AutoModelForSequenceClassification.from_config(
-                config, trust_remote_code=model_ref.trust_remote_code
-            )
+            model = kind.auto().from_config(config, trust_remote_code=model_ref.trust_remote_code)
     except (ValueError, KeyError) as e:
         raise AssetError(
-            f"model '{model_ref.name}' ({config.model_type}) has no sequence-classification head in "
+            f"model '{model_ref.name}' ({config.model_type}) has no {kind.auto_class} in "
             f"transformers: {str(e).splitlines()[0]}"
         ) from None
     layers_path, layers = _find_layer_stack(model)
     if layers is None:
         raise AssetError(f"model '{model_ref.name}': found no stack of transformer layers with linear modules")
     linears = tuple(
-        LinearSpec(name, *_features(module)) for name, module in layers[0].named_modules() if _features(module)
+        LinearSpec(name, *_features(module), conv1d=type(module).__name__ == "Conv1D")
+        for name, module in layers[0].named_modules() if _features(module)
     )
-    head = tuple(n for n in HEAD_MODULES if _has_module(model, n))
+    # peft trains the classification head in full (modules_to_save); an LM head stays frozen.
+    head = tuple(n for n in HEAD_MODULES if _has_module(model, n)) if kind.labelled else ()
     head_params = sum(
         p.numel() for name, p in model.named_parameters() if any(_in_module(name, h) for h in head)
     )
@@ -157,6 +161,7 @@ def _inspect(model_ref, num_labels: int) -> ModelInfo:
         head_modules=head,
         head_params=head_params,
         num_labels=num_labels,
+        task=task,
     )
 
 

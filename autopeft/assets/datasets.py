@@ -145,8 +145,14 @@ class LabelledTable:
 
 
 def load_table(ref: DatasetRef, task: TaskSpec) -> LabelledTable:
+    """Rows with non-empty text (and, for classification, a label); the others are counted.
+
+    A language-modelling task has no labels: every row gets label 0 and no label names.
+    """
     ds = load_dataset(ref)
     columns = list(ds.column_names)
+    if task.type != "classification":
+        return _text_table(ref, ds, task, columns)
     for col in (*task.text, task.label):
         if col not in columns:
             raise AssetError(
@@ -171,6 +177,19 @@ def load_table(ref: DatasetRef, task: TaskSpec) -> LabelledTable:
         label_names=tuple(names),
         skipped=len(raw_labels) - len(keep),
     )
+
+
+def _text_table(ref: DatasetRef, ds, task: TaskSpec, columns: list) -> LabelledTable:
+    for col in task.text:
+        if col not in columns:
+            raise AssetError(f"dataset '{ref.name}' has no column '{col}' (task.text); columns: {columns}")
+    table = ds.select_columns(list(dict.fromkeys(task.text))).to_dict()
+    cols = [table[c] for c in task.text]
+    keep = [i for i in range(len(cols[0])) if all(isinstance(c[i], str) and c[i].strip() for c in cols)]
+    if not keep:
+        raise AssetError(f"dataset '{ref.name}': no row has non-empty text in {list(task.text)}")
+    return LabelledTable(tuple(tuple(c[i] for i in keep) for c in cols), np.zeros(len(keep), dtype=np.int64), (),
+                         len(cols[0]) - len(keep))
 
 
 def _natural(name: str):
@@ -227,7 +246,7 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
     from autopeft.assets.architecture import cache_dir
 
     key = json.dumps(
-        [_PREPARED_VERSION, model.fingerprint, dataset.fingerprint, task.text, task.label,
+        [_PREPARED_VERSION, model.fingerprint, dataset.fingerprint, task.type, task.text, task.label,
          proxy.train_examples, proxy.eval_examples, proxy.max_length, proxy.seed]
     )
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -246,12 +265,16 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
     arrays = {}
     for split, idx in (("train", train_idx), ("eval", eval_idx)):
         columns = [[col[i] for i in idx] for col in table.texts]
-        enc = tokenizer(*columns, truncation=True, max_length=proxy.max_length, padding="max_length", return_tensors="np")
-        arrays[f"{split}.input_ids"] = enc["input_ids"].astype(np.int64)
-        arrays[f"{split}.attention_mask"] = enc["attention_mask"].astype(np.int64)
-        if "token_type_ids" in enc:
-            arrays[f"{split}.token_type_ids"] = enc["token_type_ids"].astype(np.int64)
-        arrays[f"{split}.labels"] = table.labels[idx]
+        if task.type == "classification":
+            enc = tokenizer(*columns, truncation=True, max_length=proxy.max_length, padding="max_length", return_tensors="np")
+            arrays[f"{split}.input_ids"] = enc["input_ids"].astype(np.int64)
+            arrays[f"{split}.attention_mask"] = enc["attention_mask"].astype(np.int64)
+            if "token_type_ids" in enc:
+                arrays[f"{split}.token_type_ids"] = enc["token_type_ids"].astype(np.int64)
+            arrays[f"{split}.labels"] = table.labels[idx]
+        else:
+            ids, mask, labels = _lm_arrays(tokenizer, columns, proxy.max_length)
+            arrays.update({f"{split}.input_ids": ids, f"{split}.attention_mask": mask, f"{split}.labels": labels})
     meta = {"label_names": list(table.label_names), "n_train": len(train_idx), "n_eval": len(eval_idx), "skipped": table.skipped}
     from safetensors.numpy import save_file
 
@@ -260,6 +283,31 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
     save_file(arrays, str(tmp), metadata={"autopeft": json.dumps(meta)})
     tmp.replace(path)  # atomic: concurrent workers never read a half-written file
     return PreparedData(str(path), len(table.label_names), table.label_names, len(train_idx), len(eval_idx), table.skipped, fingerprint)
+
+
+def _lm_arrays(tokenizer, columns: list[list[str]], max_length: int):
+    """Token ids, mask and labels for language modelling, right-padded to ``max_length``.
+
+    One column: every token is a target. Two columns (prompt, completion): only the
+    completion's tokens are targets (the prompt's labels are -100, ignored by the loss).
+    """
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    n = len(columns[0])
+    ids = np.full((n, max_length), pad, dtype=np.int64)
+    mask = np.zeros((n, max_length), dtype=np.int64)
+    labels = np.full((n, max_length), -100, dtype=np.int64)
+    for row in range(n):
+        prompt = tokenizer(columns[0][row])["input_ids"]
+        if len(columns) == 1:
+            tokens, first_target = prompt, 0
+        else:
+            tokens = prompt + tokenizer(columns[1][row], add_special_tokens=False)["input_ids"]
+            first_target = len(prompt)
+        tokens = tokens[:max_length]
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
+        labels[row, first_target : len(tokens)] = tokens[first_target:]
+    return ids, mask, labels
 
 
 def load_tokenizer(model: ModelRef):

@@ -57,7 +57,7 @@ class Method(Protocol):
     def save_weights(self, model, out_dir: str) -> None:
         """Save the trained adapter (and its config) of ``model`` into ``out_dir``, as safetensors."""
 
-    def load_snippet(self, out_dir: str, num_labels: int, weights: bool) -> str:
+    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool) -> str:
         """Python that loads what ``export`` (and, with ``weights``, ``save_weights``) wrote."""
 
     def on_step(self, model, step: int) -> None:
@@ -93,13 +93,16 @@ class MethodBase:
         # the trained task head is part of it (modules_to_save).
         model.save_pretrained(out_dir, safe_serialization=True)
 
-    def load_snippet(self, out_dir: str, num_labels: int, weights: bool) -> str:
+    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool) -> str:
+        from autopeft.tasks import task_kind
+
+        kind = task_kind(task)
         head = [
             "from peft import PeftConfig, PeftModel, get_peft_model",
-            "from transformers import AutoModelForSequenceClassification",
+            f"from transformers import {kind.auto_class}",
             "",
             f"config = PeftConfig.from_pretrained({out_dir!r})",
-            f"base = AutoModelForSequenceClassification.from_pretrained(config.base_model_name_or_path, num_labels={num_labels})",
+            kind.from_pretrained_line("config.base_model_name_or_path", num_labels),
         ]
         if weights:
             return "\n".join(head + [f"model = PeftModel.from_pretrained(base, {out_dir!r})  # the trained head comes with it"])
@@ -120,6 +123,13 @@ def selected_modules(cand, arch: ModelInfo) -> tuple[str, ...]:
         raise MethodError(f"the model has no module '{e.args[0]}' in its layers") from None
 
 
+def require_linear(method: str, arch: ModelInfo, modules: tuple[str, ...]) -> None:
+    """Refuse modules that are GPT-2-style Conv1D: peft's LoHa and LoKr adapt nn.Linear only."""
+    conv = [m for m in modules if arch.linear(m).conv1d]
+    if conv:
+        raise MethodError(f"peft's {method} cannot adapt Conv1D modules ({', '.join(conv)}); use lora, ia3 or adalora here")
+
+
 def target_regex(arch: ModelInfo, layers: tuple[int, ...], modules: tuple[str, ...]) -> str:
     """A peft ``target_modules`` regex naming exactly these modules in exactly these layers.
 
@@ -134,7 +144,9 @@ def target_regex(arch: ModelInfo, layers: tuple[int, ...], modules: tuple[str, .
 
 
 def task_type_for(arch: ModelInfo) -> str:
-    return "SEQ_CLS"
+    from autopeft.tasks import task_kind
+
+    return task_kind(arch.task).peft_task_type
 
 
 def config_to_json(config) -> dict:

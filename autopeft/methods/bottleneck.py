@@ -240,14 +240,17 @@ class Bottleneck(MethodBase):
             f.write("\n")
         return [CONFIG_FILE]
 
-    def load_snippet(self, out_dir: str, num_labels: int, weights: bool) -> str:
+    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool) -> str:
+        from autopeft.tasks import task_kind
+
+        kind = task_kind(task)
         lines = [
             "import json, os",
-            "from transformers import AutoModelForSequenceClassification",
+            f"from transformers import {kind.auto_class}",
             "from autopeft.methods.bottleneck import apply",
             "",
             f"config = json.load(open(os.path.join({out_dir!r}, {CONFIG_FILE!r})))",
-            f"base = AutoModelForSequenceClassification.from_pretrained(config['base_model'], num_labels={num_labels})",
+            kind.from_pretrained_line("config['base_model']", num_labels),
             "model = apply(base, config)",
         ]
         if weights:

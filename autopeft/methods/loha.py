@@ -9,7 +9,7 @@ Candidate mapping: ``rank`` -> ``r``, ``alpha`` -> ``alpha``, ``dropout`` -> ``r
 
 from __future__ import annotations
 
-from autopeft.methods.base import BuildContext, MethodBase, selected_modules, target_regex, task_type_for
+from autopeft.methods.base import BuildContext, MethodBase, require_linear, selected_modules, target_regex, task_type_for
 
 
 class LoHa(MethodBase):
@@ -20,6 +20,7 @@ class LoHa(MethodBase):
         from peft import LoHaConfig
 
         modules = selected_modules(cand, ctx.arch)
+        require_linear("LoHa", ctx.arch, modules)
         # Per-layer ranks (as LoRA): r is the largest; other layers get a rank_pattern entry
         # and the alpha that keeps alpha / r the same in every layer.
         patterns = {

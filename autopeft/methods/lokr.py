@@ -13,7 +13,7 @@ peft defaults otherwise (``decompose_both=False``, ``decompose_factor=-1``). Per
 
 from __future__ import annotations
 
-from autopeft.methods.base import BuildContext, MethodBase, selected_modules, target_regex, task_type_for
+from autopeft.methods.base import BuildContext, MethodBase, require_linear, selected_modules, target_regex, task_type_for
 
 
 def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
@@ -55,6 +55,7 @@ class LoKr(MethodBase):
         from peft import LoKrConfig
 
         modules = selected_modules(cand, ctx.arch)
+        require_linear("LoKr", ctx.arch, modules)
         # Per-layer ranks (as LoRA): r is the largest; other layers get a rank_pattern entry
         # and the alpha that keeps alpha / r the same in every layer.
         patterns = {

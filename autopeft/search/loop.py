@@ -126,7 +126,7 @@ def study_importance(store: Store, study: StudyRecord, prep: PreparedSearch):
     importance = spt_sensitivity(
         prep.model.location, prep.data.num_labels, prep.data.path, prep.arch.layers_path,
         tuple(s.name for s in prep.arch.linears), batch_size=prep.space.proxy.batch_size,
-        seed=prep.space.proxy.seed, trust_remote_code=prep.model.trust_remote_code,
+        seed=prep.space.proxy.seed, trust_remote_code=prep.model.trust_remote_code, task=prep.space.task.type,
     )
     store.set_importance(study.name, importance.to_json())
     return importance
@@ -286,7 +286,7 @@ def _spec(prep: PreparedSearch, study: StudyRecord, number: int, candidate, peft
         learning_rate=candidate.learning_rate, steps=p.steps, batch_size=p.batch_size, warmup=p.warmup,
         seed=p.seed, log_every=p.log_every, metric=prep.space.task.metric, timeout=p.timeout,
         memory_limit_mb=p.memory_limit_mb, threads=p.threads, trust_remote_code=prep.model.trust_remote_code,
-        revision=prep.model.revision, prefix_cache=p.prefix_cache,
+        revision=prep.model.revision, prefix_cache=p.prefix_cache, task=prep.space.task.type,
         ist=None if p.ist is None else {"active_fraction": p.ist.active_fraction, "every": p.ist.every},
     )
 

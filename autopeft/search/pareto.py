@@ -83,12 +83,13 @@ def within_budget(records: Sequence[TrialRecord], objectives, max_params: int) -
     """The best task-metric trial training at most ``max_params`` parameters."""
     from autopeft.space.schema import TASK_METRICS
 
-    metric = next(name for name, _ in objectives if name in TASK_METRICS)
+    metric, direction = next((name, d) for name, d in objectives if name in TASK_METRICS)
     done = [r for r in completed(records) if r.trainable_params is not None and r.trainable_params <= max_params]
     if not done:
         raise ExportError(f"no completed trial trains at most {max_params:,} parameters")
     i = [n for n, _ in objectives].index(metric)
-    return min(done, key=lambda r: (-r.values[i], r.trainable_params, r.number))
+    sign = -1.0 if direction == "max" else 1.0
+    return min(done, key=lambda r: (sign * r.values[i], r.trainable_params, r.number))
 
 
 def pick(study: StudyRecord, records: Sequence[TrialRecord], how: str) -> TrialRecord:

@@ -54,8 +54,8 @@ def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSea
         num_labels = data.num_labels
     else:
         data = None
-        num_labels = len(load_table(dataset, space.task).label_names)
-    arch = inspect_model(model, num_labels)
+        num_labels = len(load_table(dataset, space.task).label_names)  # also checks the columns
+    arch = inspect_model(model, num_labels, space.task.type)
     encoding = SpaceEncoding(space.space, arch.num_layers)
     params = check_against_model(space, arch, encoding)
     return PreparedSearch(space, model, dataset, data, arch, encoding, params)

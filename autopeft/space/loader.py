@@ -255,13 +255,15 @@ def _budget(node: _Node) -> Budget:
 
 
 def _objectives(node: _Node, metric: str) -> tuple[Objective, ...]:
+    from autopeft.tasks import METRIC_DIRECTIONS
+
     allowed = set(TASK_METRICS) | set(COST_OBJECTIVES)
     keys = node.mapping(allowed)
     if not 2 <= len(keys) <= 3:
         raise node.fail(f"expected 2 or 3 objectives (the task metric and 1-2 costs), got {len(keys)}")
     out = []
     for name, n in keys.items():
-        natural = COST_OBJECTIVES.get(name, "max")
+        natural = COST_OBJECTIVES.get(name) or METRIC_DIRECTIONS[name]
         if name in TASK_METRICS and name != metric:
             raise SpaceError(node.source, n.path, f"the task metric is '{metric}' (task.metric); expected '{metric}' here")
         if n.str(("max", "min")) != natural:
@@ -309,7 +311,12 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             revision=mk["revision"].str() if "revision" in mk else None,
         )
 
-    tk = top["task"].mapping({"dataset", "text", "label", "metric"}, required={"dataset"})
+    from autopeft.tasks import TASKS
+
+    tk = top["task"].mapping({"type", "dataset", "text", "label", "metric"}, required={"dataset"})
+    kind = TASKS[tk["type"].str(tuple(TASKS)) if "type" in tk else "classification"]
+    if "label" in tk and not kind.labelled:
+        raise tk["label"].fail(f"a {kind.name} task has no label column; expected text: column or [prompt, completion]")
     if "text" in tk and isinstance(tk["text"].value, list):
         text = tuple(n.str() for n in tk["text"].list())
         if len(text) > 2:
@@ -320,13 +327,14 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
         dataset=tk["dataset"].str(),
         text=text,
         label=tk["label"].str() if "label" in tk else "label",
-        metric=tk["metric"].str(TASK_METRICS) if "metric" in tk else "accuracy",
+        metric=tk["metric"].str(tuple(kind.metrics)) if "metric" in tk else kind.default_metric,
+        type=kind.name,
     )
 
     objectives = (
         _objectives(top["objectives"], task.metric)
         if "objectives" in top
-        else (Objective(task.metric, "max"), Objective("trainable_params", "min"))
+        else (Objective(task.metric, kind.metrics[task.metric]), Objective("trainable_params", "min"))
     )
     budget = _budget(top["budget"]) if "budget" in top else Budget()
 

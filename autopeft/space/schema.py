@@ -11,7 +11,9 @@ from typing import Literal, Union
 
 Scalar = Union[int, float, str, bool]
 
-TASK_METRICS = ("accuracy", "macro_f1")
+from autopeft.tasks import METRIC_DIRECTIONS
+
+TASK_METRICS = tuple(METRIC_DIRECTIONS)
 #: Objective name -> the only direction that makes sense for it.
 COST_OBJECTIVES = {"trainable_params": "min", "peak_memory": "min", "train_time": "min"}
 
@@ -95,10 +97,14 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TaskSpec:
+    """The task: ``classification`` (text -> label) or ``causal_lm`` (text, or a
+    [prompt, completion] pair whose completion alone is scored)."""
+
     dataset: str
     text: tuple[str, ...]
     label: str
     metric: str = "accuracy"
+    type: str = "classification"
 
 
 @dataclass(frozen=True)

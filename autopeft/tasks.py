@@ -1,0 +1,49 @@
+"""Task kinds: what head the model gets, what peft task type that is, how it is scored.
+
+``classification``: a sequence-classification head (peft trains it in full as
+``modules_to_save``), scored by accuracy or macro-F1 (higher is better). ``causal_lm``: the
+model's own LM head, trained on text (or on the completion of prompt/completion pairs),
+scored by validation loss or perplexity (lower is better). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    name: str
+    auto_class: str  # the transformers Auto* class that builds the model with its head
+    peft_task_type: str
+    metrics: dict  # metric -> "max" | "min"
+    default_metric: str
+    labelled: bool  # needs a label column
+
+    def model_kwargs(self, num_labels: int) -> dict:
+        return {"num_labels": num_labels} if self.labelled else {}
+
+    def auto(self):
+        import transformers
+
+        return getattr(transformers, self.auto_class)
+
+    def from_pretrained_line(self, path_expr: str, num_labels: int) -> str:
+        """Python that loads the base model (for load snippets and model cards)."""
+        extra = f", num_labels={num_labels}" if self.labelled else ""
+        return f"base = {self.auto_class}.from_pretrained({path_expr}{extra})"
+
+
+TASKS = {
+    "classification": TaskKind("classification", "AutoModelForSequenceClassification", "SEQ_CLS",
+                               {"accuracy": "max", "macro_f1": "max"}, "accuracy", True),
+    "causal_lm": TaskKind("causal_lm", "AutoModelForCausalLM", "CAUSAL_LM",
+                          {"eval_loss": "min", "perplexity": "min"}, "eval_loss", False),
+}
+
+#: Every task metric -> its only sensible direction.
+METRIC_DIRECTIONS = {m: d for kind in TASKS.values() for m, d in kind.metrics.items()}
+
+
+def task_kind(name: str) -> TaskKind:
+    return TASKS[name]
