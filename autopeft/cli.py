@@ -190,8 +190,14 @@ def _print_trials(console, study, records, only_front: bool = False) -> None:
                 cells[names.index("trainable_params")] = fmt("trainable_params", r.trainable_params)
         table.add_row("★" if r.number in front else "", str(r.number), r.status, c["method"],
                       str(c["rank"]) if c["method"] != "ia3" else "-", targets, _layers(c["layers"]),
-                      f"{c['learning_rate']:.1e}", *cells, (r.error or "")[:60])
+                      f"{c['learning_rate']:.1e}", *cells, _note(r))
     console.print(table)
+
+
+def _note(r) -> str:
+    if r.status == "pruned":
+        return f"stopped at step {r.extras.get('fidelity')}: {r.metrics}"[:60]
+    return (r.error or "")[:60]
 
 
 def _layers(layers: list) -> str:

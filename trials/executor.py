@@ -35,16 +35,22 @@ def _mp_context():
         return _context
 
 
-def run_isolated(spec: TrialSpec, on_event: Callable[[dict], None] | None = None) -> TrialResult:
+def run_isolated(spec: TrialSpec, on_event: Callable[[dict], None] | None = None,
+                 on_rung: Callable[[int, dict], bool] | None = None) -> TrialResult:
     """Run ``spec`` in a child process and return its result; never raises for trial faults.
+
+    ``on_rung(step, metrics)`` answers, at each of ``spec.rungs``, whether the trial goes on
+    (multi-fidelity); without it every trial trains to the end.
 
     A timeout, a crash (any signal, including the kernel's OOM killer), an exception or a
     non-finite loss all come back as ``TrialResult(status="failed", error=...)`` with the
     learning curve recorded so far. ``KeyboardInterrupt`` kills the child and propagates.
     """
     ctx = _mp_context()
-    receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child, args=(spec.to_json(), sender), daemon=True, name=f"trial-{spec.trial}")
+    # Duplex: the child asks at each rung whether to go on, and waits for the answer.
+    receiver, sender = ctx.Pipe(duplex=True)
+    process = ctx.Process(target=_child, args=(spec.to_json(), sender, on_rung is not None), daemon=True,
+                          name=f"trial-{spec.trial}")
     started = time.perf_counter()
     process.start()
     sender.close()
@@ -65,6 +71,9 @@ def run_isolated(spec: TrialSpec, on_event: Callable[[dict], None] | None = None
                     curve.append([message["step"], message["loss"]])
                     if on_event:
                         on_event(message)
+                elif message["kind"] == "rung":
+                    go_on = bool(on_rung(message["step"], message["metrics"])) if on_rung else True
+                    receiver.send_bytes(json.dumps({"continue": go_on}).encode())
                 elif message["kind"] == "result":
                     result = TrialResult(**message["result"])
             elif not process.is_alive():
@@ -98,7 +107,7 @@ def _kill(process) -> None:
     process.join(timeout=10)
 
 
-def _child(spec_json: str, sender) -> None:
+def _child(spec_json: str, sender, ask_at_rungs: bool = False) -> None:
     """Entry point of the trial process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a trial stops
     spec = TrialSpec.from_json(spec_json)
@@ -112,12 +121,16 @@ def _child(spec_json: str, sender) -> None:
         curve.append([event["step"], event["loss"]])
         send(event)
 
+    def decide(step: int, metrics: dict) -> bool:
+        send({"kind": "rung", "step": step, "metrics": metrics})
+        return bool(json.loads(sender.recv_bytes())["continue"])
+
     try:
         if spec.memory_limit_mb:
             _limit_memory(spec.memory_limit_mb)
         from trials.proxy import run_proxy
 
-        result = run_proxy(spec, emit)
+        result = run_proxy(spec, emit, decide if ask_at_rungs else None)
     except BaseException as e:  # noqa: BLE001 - every failure becomes data, never a lost worker
         result = TrialResult.failed(describe_failure(e), curve, peak_rss_mb=_peak_rss())
     send({"kind": "result", "result": json.loads(result.to_json())})

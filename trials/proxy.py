@@ -16,19 +16,23 @@ from typing import Callable
 from trials.spec import TrialResult, TrialSpec
 
 Emit = Callable[[dict], None]
+#: Asked at each rung with (step, validation metrics): go on training?
+Decide = Callable[[int, dict], bool]
 
 
 class TrialFailure(Exception):
     """The trial cannot go on; the message is the recorded reason."""
 
 
-def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
+def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide | None = None) -> TrialResult:
     """Fine-tune ``spec`` in this process and evaluate it.
 
     Args:
         spec: What to train.
         emit: Called with ``{"kind": "curve", "step": s, "loss": l}`` as training goes, so a
             parent process keeps the partial curve if this one dies.
+        decide: Asked at each of ``spec.rungs`` (below ``spec.steps``) with the validation
+            metrics there; ``False`` stops the trial as ``pruned`` at that fidelity.
     """
     started = time.perf_counter()
     import warnings
@@ -81,6 +85,14 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None) -> TrialResult:
             window.clear()
             curve.append(point)
             emit({"kind": "curve", "step": point[0], "loss": point[1]})
+        if decide is not None and step in spec.rungs and step < spec.steps:
+            rung_metrics = evaluate(model, data["eval"], spec.num_labels, batch_size=max(32, spec.batch_size * 2), skip=skip)
+            if not decide(step, rung_metrics):
+                return TrialResult(
+                    status="pruned", metrics=rung_metrics, curve=curve, trainable_params=n_trainable,
+                    train_time=time.perf_counter() - t0, wall_time=time.perf_counter() - started,
+                    peak_rss_mb=peak_rss_mb(), extras={"fidelity": step},
+                )
     train_time = time.perf_counter() - t0
     extras = method.summary(model)
     if ist is not None:

@@ -54,6 +54,7 @@ class TrialSpec:
     save_dir: str | None = None  # write the trained adapter here (safetensors), e.g. for export --train
     prefix_cache: bool = True  # skip frozen layers below the lowest adapter (trials.prefix_cache)
     task: str = "classification"  # autopeft.tasks: the head the model gets and how it is scored
+    rungs: tuple[int, ...] = ()  # steps at which the trial is evaluated and may be stopped (multi-fidelity)
     ist: dict | None = None  # {"active_fraction": f, "every": n}: IST sparse tuning (trials.ist)
 
     def to_json(self) -> str:
@@ -61,7 +62,9 @@ class TrialSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "TrialSpec":
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        data["rungs"] = tuple(data.get("rungs") or ())
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class TrialResult:
         extras: Method-specific records (e.g. AdaLoRA's final rank allocation).
     """
 
-    status: Literal["complete", "failed"]
+    status: Literal["complete", "failed", "pruned"]  # pruned: stopped at a rung (see extras["fidelity"])
     metrics: dict = field(default_factory=dict)
     curve: list = field(default_factory=list)
     trainable_params: int | None = None

@@ -55,7 +55,7 @@ def trained_count(records: list[TrialRecord]) -> int:
     worker costs the study nothing. Single-process searches never retry, so for them this
     is every complete or failed trial.
     """
-    return sum(1 for r in records if r.status in ("complete", "failed") and r.extras.get("retried_as") is None)
+    return sum(1 for r in records if r.status in ("complete", "failed", "pruned") and r.extras.get("retried_as") is None)
 
 
 def running_count(records: list[TrialRecord], ostudy) -> int:
@@ -234,8 +234,20 @@ def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialReco
     store.save_trial(TrialRecord(status="running", peft_config=peft_config, trainable_params=count, **base))
     events.trial_started(trial.number, candidate.to_json())
     spec = _spec(prep, study, trial.number, candidate, peft_config)
+    rungs: list = []
+
+    def on_rung(step: int, metrics: dict) -> bool:
+        from autopeft.search.fidelity import promote
+
+        value = metrics[prep.space.task.metric]
+        rungs.append([step, value])
+        store.save_trial(TrialRecord(status="running", peft_config=peft_config, trainable_params=count,
+                                     extras={"rungs": list(rungs)}, **base))
+        # Re-read the store: other workers' trials at this rung count too.
+        return promote(store.trials(study.name), study.objectives, trial.number, step, value, count, prep.space.proxy.eta)
+
     try:
-        result = runner(spec)
+        result = runner(spec, on_rung=on_rung) if spec.rungs else runner(spec)
     except KeyboardInterrupt:
         ostudy.tell(trial, state=TrialState.FAIL)
         store.save_trial(TrialRecord(status="failed", peft_config=peft_config, trainable_params=count,
@@ -243,21 +255,26 @@ def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialReco
         raise
     trainable = result.trainable_params or count
     values = objective_values(study, result, trainable) if result.status == "complete" else None
-    if values is not None:
+    if result.status == "pruned":
+        ostudy.tell(trial, state=TrialState.PRUNED)  # see autopeft.search.fidelity
+        status = "pruned"
+    elif values is not None:
         ostudy.tell(trial, values)
+        status = "complete"
     else:
         trial.set_user_attr("error", result.error)
         ostudy.tell(trial, state=TrialState.FAIL)
+        status = "failed"
     record = TrialRecord(
-        status="complete" if values is not None else "failed",
+        status=status,
         peft_config=peft_config,
         trainable_params=trainable,
         metrics=result.metrics,
         values=values,
         curve=result.curve,
         resources={"wall_time": result.wall_time, "train_time": result.train_time, "peak_rss_mb": result.peak_rss_mb},
-        extras=_with_importance(result.extras, prep),
-        error=result.error if values is None else None,
+        extras={**_with_importance(result.extras, prep), **({"rungs": rungs} if rungs else {})},
+        error=result.error if status == "failed" else None,
         finished_at=utcnow(),
         **base,
     )
@@ -288,6 +305,7 @@ def _spec(prep: PreparedSearch, study: StudyRecord, number: int, candidate, peft
         memory_limit_mb=p.memory_limit_mb, threads=p.threads, trust_remote_code=prep.model.trust_remote_code,
         revision=prep.model.revision, prefix_cache=p.prefix_cache, task=prep.space.task.type,
         ist=None if p.ist is None else {"active_fraction": p.ist.active_fraction, "every": p.ist.every},
+        rungs=tuple(r for r in p.rungs if r < p.steps),
     )
 
 

@@ -234,6 +234,13 @@ def _rank(node: _Node, space: dict[str, _Node]) -> Dimension:
     return _dimension(node, lambda n: n.int(low=1), numeric=True, integer=True)
 
 
+def _rungs(node: _Node) -> tuple[int, ...]:
+    rungs = tuple(n.int(low=1) for n in node.list(nonempty=False))
+    if list(rungs) != sorted(set(rungs)):
+        raise node.fail(f"expected strictly increasing step counts, got {node.value!r}")
+    return rungs
+
+
 def _budget(node: _Node) -> Budget:
     keys = node.mapping({"max_trainable_params"})
     if "max_trainable_params" not in keys:
@@ -386,6 +393,8 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             "memory_limit_mb": lambda n: None if n.value is None else n.int(low=256),
             "threads": lambda n: None if n.value is None else n.int(low=1, high=256),
             "prefix_cache": lambda n: n.bool(),
+            "rungs": _rungs,
+            "eta": lambda n: n.int(low=2),
             "ist": lambda n: None if n.value is None else _dataclass_from(
                 n, IstSpec, {"active_fraction": lambda m: m.number(low=0.01, high=1.0), "every": lambda m: m.int(low=1)}
             ),
@@ -401,6 +410,8 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             "seed": lambda n: None if n.value is None else n.int(low=0),
         },
     )
+    if proxy.rungs and proxy.rungs[-1] > proxy.steps:
+        raise SpaceError(source, "proxy.rungs", f"expected rungs at most proxy.steps={proxy.steps}, got {proxy.rungs[-1]}")
     importance = top["importance"].str(_IMPORTANCE) if "importance" in top else "none"
     if space.layers.by == "importance" and importance == "none":
         raise SpaceError(source, "space.layers.by", "placement by importance needs 'importance: spt' at the top level")

@@ -174,6 +174,8 @@ class ProxySpec:
         threads: Torch threads per trial (None = all cores).
         prefix_cache: Skip (and cache) the frozen layers below a trial's lowest adapter.
         ist: IST sparse tuning for LoRA-family methods (None = off).
+        rungs: Steps at which a trial is judged against the others (multi-fidelity).
+        eta: At each rung, the best 1/eta of the trials there (by non-dominated sorting) go on.
     """
 
     train_examples: int = 800
@@ -189,6 +191,8 @@ class ProxySpec:
     threads: int | None = None
     prefix_cache: bool = True
     ist: IstSpec | None = None
+    rungs: tuple[int, ...] = ()
+    eta: int = 3
 
 
 @dataclass(frozen=True)

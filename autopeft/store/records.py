@@ -33,7 +33,8 @@ class StudyRecord:
 
 #: complete: trained and evaluated. failed: crashed, timed out, OOM or non-finite loss.
 #: infeasible: over budget (or not buildable); never trained. running: in progress.
-TRIAL_STATUSES = ("running", "complete", "failed", "infeasible")
+#: pruned: stopped at a multi-fidelity rung (``extras["fidelity"]`` is the step).
+TRIAL_STATUSES = ("running", "complete", "failed", "infeasible", "pruned")
 
 
 @dataclass(frozen=True)
