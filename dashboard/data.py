@@ -163,11 +163,12 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
         row["pareto"] = r.number in front
         row["baseline"] = (c.get("method") == "lora" and c.get("rank") == 8 and c.get("targets") in (["query", "value"], ["value", "query"])
                            and len(layers) == num_layers)
+        row["fidelity"] = (r.extras or {}).get("fidelity") or ("full" if r.status == "complete" else None)
         row["error"] = r.error or ""
         rows.append(row)
     head = ["number", "status", "method", "rank", "layers", "n_layers", "targets", "learning_rate", "trainable_params"]
     head += [n for n, _ in study.objectives if n not in head]  # trainable_params is often an objective too
-    tail = ["wall_time", "peak_rss_mb", "pareto", "baseline", "error"]
+    tail = ["wall_time", "peak_rss_mb", "fidelity", "pareto", "baseline", "error"]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=head + tail)
