@@ -50,7 +50,7 @@ def check_against_model(space: SearchSpace, arch: ModelInfo, encoding: SpaceEnco
     if p.kind == "fixed" and p.layers[-1] >= n:
         raise SpaceError(src, "space.layers", f"expected layer indices in [0, {n - 1}], got {p.layers[-1]}")
 
-    counts = [count_candidate(c, arch, space.proxy.steps) for c in extreme_candidates(encoding)]
+    counts = [count_candidate(c, arch, space.proxy.steps, src) for c in extreme_candidates(encoding)]
     limit = space.budget.limit(arch.total_params)
     rng = ParamRange(min(counts), max(counts), limit)
     if limit is not None and rng.low > limit:
@@ -76,10 +76,10 @@ def extreme_candidates(encoding: SpaceEncoding) -> list[Candidate]:
     return out
 
 
-def count_candidate(cand: Candidate, arch: ModelInfo, steps: int) -> int:
+def count_candidate(cand: Candidate, arch: ModelInfo, steps: int, source: str = "<space>") -> int:
     from autopeft.methods import BuildContext, get_method
 
     try:
         return get_method(cand.method).count_trainable(cand, BuildContext(arch, steps))
     except MethodError as e:
-        raise SpaceError("space", "space", str(e)) from None
+        raise SpaceError(source, "space", str(e)) from None
