@@ -117,19 +117,18 @@ def _open_optuna_storage(store: Store, *, heartbeat: float, grace: float, retrie
 
 
 class _Heartbeat:
-    """Records the running trial's heartbeat every ``interval`` s from a background thread.
+    """Records a trial's heartbeat every ``interval`` s from a background thread.
 
-    The trial itself trains in a child process, so this process is idle and the beat is
-    steady; it stops (and so the trial goes stale) only when the worker dies.
+    The trial trains in a child process, so this process is idle and the beat is steady;
+    it stops (and so the trial goes stale) only when the trial is told or the worker dies.
     """
 
-    def __init__(self, storage, study: str, number: int, interval: float) -> None:
-        study_id = storage.get_study_id_from_name(study)
-        self.trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    def __init__(self, storage, trial_id: int, interval: float) -> None:
+        self.trial_id = trial_id
         self.storage = storage
         self.interval = interval
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{study}-{number}", daemon=True)
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial_id}", daemon=True)
 
     def _beat(self) -> None:
         while True:
@@ -150,22 +149,32 @@ class _Heartbeat:
         self.thread.join(timeout=5)
 
 
-def _beat_on_ask(sampler, storage):
-    """Make ``sampler`` record a first heartbeat for every trial the moment it is asked.
+def _beat_while_asked(sampler, storage, interval: float):
+    """Make ``sampler`` keep a heartbeat for every trial from ask to tell.
 
-    The loop asks, builds the peft config and saves a record before training starts (when
-    ``_Heartbeat`` takes over). A worker killed in that window would leave a RUNNING trial
-    with no heartbeat at all, which optuna never counts as stale: it would block the budget
-    for good. ``Study.ask`` calls ``sampler.before_trial`` right after creating the trial,
-    so beating there closes the window.
+    ``Study.ask`` calls ``sampler.before_trial`` right after creating (or popping) the trial,
+    and ``Study.tell`` calls ``sampler.after_trial``: beating between the two covers the
+    whole trial, including building its peft config before training (the first build in a
+    fresh process imports peft, seconds on a busy machine). Beating only around training
+    would leave that stretch either unbeaten (a worker killed there leaves a RUNNING trial
+    that optuna never calls stale, blocking the budget for good) or stale-looking.
     """
-    original = sampler.before_trial
+    beats: dict[int, _Heartbeat] = {}
+    before, after = sampler.before_trial, sampler.after_trial
 
     def before_trial(study, trial):
-        storage.record_heartbeat(trial._trial_id)
-        original(study, trial)
+        beats[trial._trial_id] = _Heartbeat(storage, trial._trial_id, interval).__enter__()
+        before(study, trial)
 
-    sampler.before_trial = before_trial
+    def after_trial(study, trial, state, values):
+        try:
+            after(study, trial, state, values)
+        finally:
+            beat = beats.pop(trial._trial_id, None)
+            if beat is not None:
+                beat.__exit__()
+
+    sampler.before_trial, sampler.after_trial = before_trial, after_trial
     return sampler
 
 
@@ -420,7 +429,7 @@ class Worker:
             search = prep.space.search
             seed = zlib.crc32(f"{search.seed}:{self.name}".encode()) % (2**31)
             sampler = make_sampler(dataclasses.replace(search, seed=seed))
-            self._samplers[name] = _beat_on_ask(sampler, self.store.optuna_storage)
+            self._samplers[name] = _beat_while_asked(sampler, self.store.optuna_storage, self.heartbeat)
         return self._samplers[name]
 
     def _guarded_runner(self, spec):
@@ -431,8 +440,7 @@ class Worker:
             raise KeyboardInterrupt
         self._training = True
         try:
-            with _Heartbeat(self.store.optuna_storage, spec.study, spec.trial, self.heartbeat):
-                return self._runner(spec)
+            return self._runner(spec)  # the sampler keeps the trial's heartbeat (_beat_while_asked)
         finally:
             self._training = False
 
