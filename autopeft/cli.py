@@ -79,10 +79,12 @@ def search(
     storage: Optional[str] = STORAGE,
     trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trained trials the study should reach."),
     set_: Optional[List[str]] = SET,
+    submit_only: bool = typer.Option(False, "--submit-only", help="Create the study and leave its trials to `autopeft worker`."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Run the trials in N local worker processes (cores shared)."),
 ) -> None:
     """Run (or resume) a search and print its Pareto front."""
     from autopeft.progress import RichEvents
-    from autopeft.search.loop import run_search
+    from autopeft.search.loop import open_study, run_search
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
     from autopeft.store import Store
@@ -91,9 +93,18 @@ def search(
     store = Store(_storage(storage))
     console = _console()
     console.print(f"preparing [bold]{sp.study}[/]: model {sp.model.name}, data {sp.task.dataset} ...")
+    if submit_only:
+        study = open_study(store, prepare_search(sp, with_data=False), trials)
+        flag = f" --storage '{store.display_url}'"
+        console.print(f"submitted study {study.name} ({study.trials_target} trials) to {store.display_url}; run it with:\n"
+                      f"  autopeft worker {study.name}{flag}")
+        return
     prep = prepare_search(sp)
-    with RichEvents() as events:
-        outcome = run_search(prep, store, trials=trials, events=events)
+    if workers > 1:
+        outcome = _run_workers(console, store, prep, trials, workers)
+    else:
+        with RichEvents() as events:
+            outcome = run_search(prep, store, trials=trials, events=events)
     _print_front(console, outcome.study, outcome.records)
     url = store.display_url
     flag = "" if url == "sqlite:///autopeft.db" else f" --storage '{url}'"
@@ -104,6 +115,34 @@ def search(
     if outcome.interrupted:
         console.print("[yellow]interrupted[/]: the running trial was recorded as failed; run the same command to resume")
         raise typer.Exit(130)
+
+
+def _run_workers(console, store, prep, trials, workers: int):
+    """N local ``autopeft worker`` processes on the study, each with cores / N torch threads."""
+    import os
+    import subprocess
+
+    from autopeft.search.loop import SearchOutcome, open_study
+
+    if store.url.startswith("sqlite") and workers > 4:
+        raise AutoPeftError(f"--workers {workers} on SQLite: at most 4 local workers share one SQLite file safely; use PostgreSQL")
+    study = open_study(store, prep, trials)
+    env = {**os.environ, "AUTOPEFT_STORAGE": store.url,  # the URL (and any password) stays off the command line
+           "AUTOPEFT_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+    cmd = [sys.executable, "-c", "from autopeft.cli import run; run()", "worker", study.name]
+    console.print(f"running study {study.name} with {workers} workers ({env['AUTOPEFT_THREADS']} threads each)")
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
+    interrupted = False
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        interrupted = True
+        for p in procs:
+            p.terminate()  # workers record their running trial and exit 143
+        codes = [p.wait() for p in procs]
+    if not interrupted and any(codes):
+        raise AutoPeftError(f"a worker exited with code {max(codes)}; `autopeft show {study.name}` lists what was stored")
+    return SearchOutcome(study, store.trials(study.name), interrupted)
 
 
 @app.command()

@@ -92,3 +92,18 @@ def test_a_study_cannot_be_resumed_with_a_different_space(tmp_path):
     run_search(prep(budget="100%", trials=1, study="same"), Store(url), runner=ok_runner([]))
     with pytest.raises(StoreError, match="different search space"):
         run_search(prep(budget="50%", trials=1, study="same"), Store(url), runner=ok_runner([]))
+
+
+def test_submit_only_creates_the_study_without_training(tmp_path):
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE % ("100%", 4))
+    result = subprocess.run([sys.executable, "-c", "from autopeft.cli import run; run()", "search", str(space),
+                             "--storage", url, "--submit-only"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "autopeft worker loop" in result.stdout
+    store = Store(url)
+    assert store.get_study("loop").trials_target == 4 and store.trials("loop") == []

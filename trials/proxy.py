@@ -45,7 +45,8 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     from autopeft.methods import get_method
 
     quiet_transformers()
-    torch.set_num_threads(spec.threads or os.cpu_count() or 1)
+    # AUTOPEFT_THREADS: set by `autopeft search --workers N` so N local workers share the cores.
+    torch.set_num_threads(spec.threads or int(os.environ.get("AUTOPEFT_THREADS", 0)) or os.cpu_count() or 1)
     torch.manual_seed(spec.seed)
     method = get_method(spec.method)
     model = method.wrap(_load_base_model(spec), spec.peft_config)
