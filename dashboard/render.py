@@ -21,7 +21,7 @@ def method_colours(methods: Sequence[str]) -> dict[str, str]:
 def _hover(frame, metrics: Sequence[str]):
     cols = [c for c in _HOVER_COLUMNS if c in frame.columns] + [m for m in metrics if m in frame.columns]
     custom = frame[cols].astype(object).where(frame[cols].notna(), "-").to_numpy()
-    lines = [f"<b>trial %{{customdata[0]}}</b>"] + [f"{c}: %{{customdata[{i}]}}" for i, c in enumerate(cols) if i]
+    lines = ["<b>trial %{customdata[0]}</b>"] + [f"{c}: %{{customdata[{i}]}}" for i, c in enumerate(cols) if i]
     return custom, "<br>".join(lines) + "<extra></extra>"
 
 

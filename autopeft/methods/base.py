@@ -143,6 +143,21 @@ def target_regex(arch: ModelInfo, layers: tuple[int, ...], modules: tuple[str, .
     return rf"{re.escape(arch.layers_path)}\.({layer_alt})\.({module_alt})"
 
 
+def rank_patterns(cand, arch: ModelInfo, modules: tuple[str, ...]) -> tuple[dict, dict]:
+    """peft ``rank_pattern`` and ``alpha_pattern`` for per-layer ranks.
+
+    ``r`` is the largest rank; every layer with another rank gets an entry (peft matches the
+    keys against the end of module names) and the alpha that keeps alpha / r the same in
+    every layer. Empty dicts when all layers share one rank.
+    """
+    ranks = {
+        target_regex(arch, (layer,), modules): cand.rank_of(layer)
+        for layer in cand.layers if cand.rank_of(layer) != cand.rank
+    }
+    scale = cand.alpha / cand.rank
+    return ranks, {k: scale * r for k, r in ranks.items()}
+
+
 def task_type_for(arch: ModelInfo) -> str:
     from autopeft.tasks import task_kind
 

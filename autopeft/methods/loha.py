@@ -9,7 +9,15 @@ Candidate mapping: ``rank`` -> ``r``, ``alpha`` -> ``alpha``, ``dropout`` -> ``r
 
 from __future__ import annotations
 
-from autopeft.methods.base import BuildContext, MethodBase, require_linear, selected_modules, target_regex, task_type_for
+from autopeft.methods.base import (
+    BuildContext,
+    MethodBase,
+    rank_patterns,
+    require_linear,
+    selected_modules,
+    target_regex,
+    task_type_for,
+)
 
 
 class LoHa(MethodBase):
@@ -21,21 +29,15 @@ class LoHa(MethodBase):
 
         modules = selected_modules(cand, ctx.arch)
         require_linear("LoHa", ctx.arch, modules)
-        # Per-layer ranks (as LoRA): r is the largest; other layers get a rank_pattern entry
-        # and the alpha that keeps alpha / r the same in every layer.
-        patterns = {
-            target_regex(ctx.arch, (layer,), modules): cand.rank_of(layer)
-            for layer in cand.layers if cand.rank_of(layer) != cand.rank
-        }
-        scale = cand.alpha / cand.rank
+        ranks, alphas = rank_patterns(cand, ctx.arch, modules)  # per-layer ranks, as LoRA
         return LoHaConfig(
             task_type=task_type_for(ctx.arch),
             r=cand.rank,
             alpha=cand.alpha,
             rank_dropout=cand.dropout,
             target_modules=target_regex(ctx.arch, cand.layers, modules),
-            rank_pattern=patterns,
-            alpha_pattern={k: scale * r for k, r in patterns.items()},
+            rank_pattern=ranks,
+            alpha_pattern=alphas,
             base_model_name_or_path=ctx.base_model,
         )
 

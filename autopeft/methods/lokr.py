@@ -13,7 +13,15 @@ peft defaults otherwise (``decompose_both=False``, ``decompose_factor=-1``). Per
 
 from __future__ import annotations
 
-from autopeft.methods.base import BuildContext, MethodBase, require_linear, selected_modules, target_regex, task_type_for
+from autopeft.methods.base import (
+    BuildContext,
+    MethodBase,
+    rank_patterns,
+    require_linear,
+    selected_modules,
+    target_regex,
+    task_type_for,
+)
 
 
 def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
@@ -56,21 +64,15 @@ class LoKr(MethodBase):
 
         modules = selected_modules(cand, ctx.arch)
         require_linear("LoKr", ctx.arch, modules)
-        # Per-layer ranks (as LoRA): r is the largest; other layers get a rank_pattern entry
-        # and the alpha that keeps alpha / r the same in every layer.
-        patterns = {
-            target_regex(ctx.arch, (layer,), modules): cand.rank_of(layer)
-            for layer in cand.layers if cand.rank_of(layer) != cand.rank
-        }
-        scale = cand.alpha / cand.rank
+        ranks, alphas = rank_patterns(cand, ctx.arch, modules)  # per-layer ranks, as LoRA
         return LoKrConfig(
             task_type=task_type_for(ctx.arch),
             r=cand.rank,
             alpha=cand.alpha,
             rank_dropout=cand.dropout,
             target_modules=target_regex(ctx.arch, cand.layers, modules),
-            rank_pattern=patterns,
-            alpha_pattern={k: scale * r for k, r in patterns.items()},
+            rank_pattern=ranks,
+            alpha_pattern=alphas,
             base_model_name_or_path=ctx.base_model,
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autopeft.methods.base import BuildContext, MethodBase, selected_modules, target_regex, task_type_for
+from autopeft.methods.base import BuildContext, MethodBase, rank_patterns, selected_modules, target_regex, task_type_for
 
 
 class LoRA(MethodBase):
@@ -13,22 +13,15 @@ class LoRA(MethodBase):
         from peft import LoraConfig
 
         modules = selected_modules(cand, ctx.arch)
-        # Per-layer ranks: r is the largest; layers with another rank get a rank_pattern entry
-        # (peft matches its keys against the end of module names) and the alpha that keeps
-        # alpha / r the same in every layer.
-        patterns = {
-            target_regex(ctx.arch, (layer,), modules): cand.rank_of(layer)
-            for layer in cand.layers if cand.rank_of(layer) != cand.rank
-        }
-        scale = cand.alpha / cand.rank
+        ranks, alphas = rank_patterns(cand, ctx.arch, modules)
         return LoraConfig(
             task_type=task_type_for(ctx.arch),
             r=cand.rank,
             lora_alpha=cand.alpha,
             lora_dropout=cand.dropout,
             target_modules=target_regex(ctx.arch, cand.layers, modules),
-            rank_pattern=patterns,
-            alpha_pattern={k: scale * r for k, r in patterns.items()},
+            rank_pattern=ranks,
+            alpha_pattern=alphas,
             use_dora=cand.dora,
             use_rslora=cand.rslora,
             base_model_name_or_path=ctx.base_model,
