@@ -280,8 +280,6 @@ class Worker:
                  runner: Runner | None = None, log: Log | None = None, heartbeat: float = 10.0,
                  grace: float = 60.0, retries: int = 2, poll: float = 5.0) -> None:
         if grace <= heartbeat:
-            from autopeft.errors import AutoPeftError
-
             raise AutoPeftError(f"--grace ({grace:g} s) must be longer than --heartbeat ({heartbeat:g} s), "
                                 "or live workers' trials would be failed as dead")
         self.store = store
