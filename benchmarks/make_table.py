@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         return 0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    ran = 0
+    ran = failed_in_a_row = 0
     numbered = list(enumerate(todo))
     for number, (params, seed) in reversed(numbered) if args.reverse else numbered:
         if point_key(params, seed) in done_keys(out):  # re-read: another worker may have done it
@@ -160,6 +160,10 @@ def main(argv=None) -> int:
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
         ran += 1
+        failed_in_a_row = 0 if result.status == "complete" else failed_in_a_row + 1
+        if failed_in_a_row >= 5:  # a broken environment, not a bad point: stop rather than burn the grid
+            print(f"stopping: 5 trials in a row failed, last: {result.error}")
+            return 1
         acc = row["accuracy"]
         print(f"[{number + 1}/{len(todo)}] {cand.method} r={cand.rank} {cand.targets.label} k={len(cand.layers)} "
               f"seed={seed}: {result.status} acc={acc if acc is None else round(acc, 3)} "
