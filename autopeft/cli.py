@@ -127,6 +127,11 @@ def _run_workers(console, store, prep, trials, workers: int):
     if store.url.startswith("sqlite") and workers > 4:
         raise AutoPeftError(f"--workers {workers} on SQLite: at most 4 local workers share one SQLite file safely; use PostgreSQL")
     study = open_study(store, prep, trials)
+    # Create optuna's tables and study here, once: N workers starting together would race to.
+    from autopeft.search.loop import optuna_study
+    from autopeft.search.samplers import make_sampler
+
+    optuna_study(store, study, make_sampler(prep.space.search))
     env = {**os.environ, "AUTOPEFT_STORAGE": store.url,  # the URL (and any password) stays off the command line
            "AUTOPEFT_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
     cmd = [sys.executable, "-c", "from autopeft.cli import run; run()", "worker", study.name]

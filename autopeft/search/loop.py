@@ -197,10 +197,21 @@ def run_search(
             record = _one_trial(prep, store, study, ostudy, records, runner, events)
         except KeyboardInterrupt:
             interrupted = True
+            _retry_interrupted(store, study.name)
             break
         records = [r for r in records if r.number != record.number] + [record]
         events.trial_finished(record, records)
     return SearchOutcome(study, store.trials(study.name), interrupted)
+
+
+def _retry_interrupted(store: Store, name: str) -> None:
+    """Queue the point of the trial Ctrl-C stopped, so the next run trains it first and the
+    interruption costs the study nothing (the stopped record stays, linked to its retry)."""
+    from autopeft.search.worker import requeue_interrupted
+
+    stopped = [r.number for r in store.trials(name) if r.status == "failed" and r.error == "interrupted"]
+    if stopped:
+        requeue_interrupted(store, name, max(stopped), retries=2)
 
 
 def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialRecord:

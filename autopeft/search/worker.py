@@ -430,7 +430,7 @@ class Worker:
             self._samplers[name] = _beat_while_asked(sampler, self.store.optuna_storage, self.heartbeat)
         return self._samplers[name]
 
-    def _guarded_runner(self, spec):
+    def _guarded_runner(self, spec, **kwargs):  # kwargs: on_rung for multi-fidelity studies
         self._current = (spec.study, spec.trial)
         if self._should_stop():
             # Stop was requested while the trial was being asked: record it as interrupted
@@ -438,7 +438,7 @@ class Worker:
             raise KeyboardInterrupt
         self._training = True
         try:
-            return self._runner(spec)  # the sampler keeps the trial's heartbeat (_beat_while_asked)
+            return self._runner(spec, **kwargs)  # the sampler keeps the trial's heartbeat (_beat_while_asked)
         finally:
             self._training = False
 
@@ -498,7 +498,7 @@ class _Events:
         self.worker.log(f"worker {self.worker.name}: study '{self.study}' trial {number} started ({candidate['method']})")
 
     def trial_finished(self, record: TrialRecord, records):
-        if record.status in ("complete", "failed"):
+        if record.status in ("complete", "failed", "pruned"):
             self.worker.trained += 1
         # Before the loop counts the budget again: fail and re-queue dead workers' trials.
         reap_stale_trials(self.worker.store, self.study, self.worker.grace)

@@ -156,7 +156,7 @@ class Store:
         with self._connect() as c:
             rows = c.execute(query).mappings().all()
         names = {f.name for f in dataclasses.fields(TrialRecord)}
-        return [TrialRecord(**{k: v for k, v in r.items() if k in names}) for r in rows]
+        return [TrialRecord(**{k: _aware(v) for k, v in r.items() if k in names}) for r in rows]
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self):
@@ -178,9 +178,14 @@ class Store:
             self._optuna_storage.engine.dispose()
 
 
+def _aware(value):
+    """SQLite keeps no time zone; autopeft writes UTC, so say so (PostgreSQL already does)."""
+    return value.replace(tzinfo=timezone.utc) if isinstance(value, datetime) and value.tzinfo is None else value
+
+
 def _study(row) -> StudyRecord:
     names = {f.name for f in dataclasses.fields(StudyRecord)}
-    data = {k: v for k, v in row.items() if k in names}
+    data = {k: _aware(v) for k, v in row.items() if k in names}
     data["objectives"] = tuple(tuple(o) for o in data["objectives"])
     return StudyRecord(**data)
 
