@@ -118,7 +118,10 @@ def _wait_page(driver, header: str, charts: int, timeout: float = 60):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(driver, timeout, poll_frequency=0.2)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    # Streamlit re-renders while a page settles: an element read mid-rerun is stale, not absent.
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
     wait.until(lambda d: any(h.text.startswith(header) for h in d.find_elements(By.CSS_SELECTOR, '[data-testid="stHeading"]')))
     if charts:
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) >= charts)
@@ -138,6 +141,7 @@ def _shot(driver, tmp_path, name: str) -> Path:
 
 
 def test_every_page_in_headless_chromium(server, browser, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -157,14 +161,14 @@ def test_every_page_in_headless_chromium(server, browser, tmp_path):
         if page == "Trials":
             # Trial detail: scroll to the trial picker just above it (the detail's heading
             # would hide under Streamlit's top bar) so the shot shows candidate, config, curve.
-            WebDriverWait(browser, 30).until(lambda d: any(
+            WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: any(
                 h.text.startswith("Trial ") for h in d.find_elements(By.CSS_SELECTOR, '[data-testid="stHeading"]')))
             picker = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stSelectbox"]')
             browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", picker)
             _shot(browser, tmp_path, "trial_detail")
         if page == "Export":
             # The first export imports peft and torch in the server: wait for the command to appear.
-            WebDriverWait(browser, 90).until(lambda d: "autopeft export demo" in d.find_element(By.TAG_NAME, "body").text)
+            WebDriverWait(browser, 90, ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: "autopeft export demo" in d.find_element(By.TAG_NAME, "body").text)
             assert "Download adapter_config.json" in browser.find_element(By.TAG_NAME, "body").text
 
     # The sidebar navigates too (a click, not only a deep link).
