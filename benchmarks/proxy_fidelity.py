@@ -152,7 +152,8 @@ def main(argv=None) -> int:
                    "candidate": cand.to_json()}
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            done[k] = row
+            if result.status == "complete":
+                done[k] = row
             print(f"[{n}/{total}] {run['name']}: {cand.method} r={cand.rank} {cand.targets.label} "
                   f"k={len(cand.layers)} acc={row['accuracy']} {row['wall_time']:.1f}s", flush=True)
 
@@ -162,7 +163,8 @@ def main(argv=None) -> int:
         return [done.get(key(c, run)) for c in configs]
 
     def agreement(a, b):
-        pairs = [(x["accuracy"], y["accuracy"]) for x, y in zip(a, b) if x and y]
+        pairs = [(x["accuracy"], y["accuracy"]) for x, y in zip(a, b)
+                 if x and y and x.get("accuracy") is not None and y.get("accuracy") is not None]
         if len(pairs) < 3:
             return float("nan"), float("nan"), len(pairs), pairs
         x, y = zip(*pairs)
@@ -175,7 +177,7 @@ def main(argv=None) -> int:
           f"{proxy.batch_size}, learning rate {prep.encoding.decode(configs[0]).learning_rate:g}, "
           f"{proxy.train_examples} training / {proxy.eval_examples} validation examples; reference = "
           f"{ref_run['steps']} steps ({ref_run['steps'] // args.proxy_steps}x the main proxy's {args.proxy_steps})")
-    header = f"{'setting (vs reference)':<30}{'n':>4}{'Kendall tau':>13}{'Spearman rho':>14}{'s/trial':>9}{'tau per s':>11}"
+    header = f"{'setting (vs reference)':<30}{'n':>4}{'distinct':>9}{'Kendall tau':>13}{'Spearman rho':>14}{'s/trial':>9}{'tau per s':>11}"
     print(header)
     print("-" * len(header))
     summary = {}
@@ -186,7 +188,10 @@ def main(argv=None) -> int:
         mean_s = sum(secs) / len(secs) if secs else float("nan")
         summary[run["name"]] = (tau, rho, mean_s)
         label = run["name"] + (" (itself)" if run.get("reference") else "")
-        print(f"{label:<30}{n_pairs:>4}{tau:>13.3f}{rho:>14.3f}{mean_s:>9.1f}{tau / mean_s:>11.4f}")
+        distinct = len({round(a["accuracy"], 4) for a in col if a and a.get("accuracy") is not None})
+        print(f"{label:<30}{n_pairs:>4}{distinct:>9}{tau:>13.3f}{rho:>14.3f}{mean_s:>9.1f}{tau / mean_s:>11.4f}")
+    print("(distinct: different accuracy values in the column; a proxy that predicts the majority class for "
+          "most configurations cannot rank them, whatever its tau)")
     print("(s/trial: wall seconds through run_isolated on the shared 2-core machine; 'table' rows were timed "
           "while the table was built)")
     ceilings = []
