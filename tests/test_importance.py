@@ -93,3 +93,35 @@ def test_adalora_trials_record_their_rank_allocation_and_export_as_lora(spt_stud
     ranks = {name.rsplit(".lora_A", 1)[0]: p.shape[0] for name, p in model.named_parameters() if ".lora_A." in name}
     expected = {k.rsplit(".lora_E", 1)[0]: v for k, v in record.extras["rank_allocation"].items() if v > 0}
     assert {k.split("base_model.model.", 1)[1]: v for k, v in ranks.items()} == expected
+
+
+TARGETS_BY_IMPORTANCE = """
+study: tk
+model: minilm-l6
+task: {dataset: tweet-sentiment}
+importance: spt
+budget: {max_trainable_params: 1%}
+space: {method: lora, rank: [4, 8], targets: {top_k: [1, 3], by: importance}}
+"""
+
+
+def test_targets_by_importance_are_one_integer_over_the_modules_ranked_by_the_map(model_info):
+    prep = prepare_search(load_space_text(TARGETS_BY_IMPORTANCE, "tk.yaml"), with_data=False)
+    assert "targets_top_k" in prep.encoding.distributions and "targets" not in prep.encoding.distributions
+    modules = tuple(s.name for s in prep.arch.linears)
+    # value most important, then query; the rest far behind
+    scores = {"attention.self.value": 3.0, "attention.self.query": 2.0}
+    imap = ImportanceMap("spt", modules, tuple(tuple(scores.get(m, 0.1) for m in modules) for _ in range(6)))
+    cand = prep.with_importance(imap).encoding.decode({"rank": 0, "targets_top_k": 2})
+    assert cand.targets.modules == ("attention.self.value", "attention.self.query")
+    # The parameter range covers the smallest single module and the three largest.
+    sizes = sorted(s.in_features + s.out_features for s in prep.arch.linears)
+    assert prep.params.low == 4 * sizes[0] * 6 + prep.arch.head_params
+    assert prep.params.high == 8 * sum(sizes[-3:]) * 6 + prep.arch.head_params
+
+
+def test_targets_by_importance_need_an_importance_pass():
+    from autopeft.errors import SpaceError
+
+    with pytest.raises(SpaceError, match=r"space\.targets\.by"):
+        load_space_text(TARGETS_BY_IMPORTANCE.replace("importance: spt\n", ""), "tk.yaml")

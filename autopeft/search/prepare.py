@@ -33,10 +33,20 @@ class PreparedSearch:
 
     def with_importance(self, importance) -> "PreparedSearch":
         """The same search with ``top_k`` placement ranked by ``importance`` (an ``ImportanceMap``)."""
-        if self.space.space.layers.by != "importance":
+        by_layers = self.space.space.layers.by == "importance"
+        if not by_layers and not self.space.space.targets_top_k:
             return self
-        order = importance.layer_order()
-        return replace(self, encoding=SpaceEncoding(self.space.space, self.arch.num_layers, layer_order=order))
+        modules = _module_info(self.arch)
+        if self.space.space.targets_top_k:
+            scores = importance.module_scores()
+            modules["module_order"] = tuple(sorted(modules["module_order"], key=lambda m: -scores.get(m, 0.0)))
+        order = importance.layer_order() if by_layers else None
+        return replace(self, encoding=SpaceEncoding(self.space.space, self.arch.num_layers, layer_order=order, **modules))
+
+
+def _module_info(arch: ModelInfo) -> dict:
+    return {"module_order": tuple(s.name for s in arch.linears),
+            "module_sizes": {s.name: s.in_features + s.out_features for s in arch.linears}}
 
 
 def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSearch:
@@ -56,6 +66,6 @@ def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSea
         data = None
         num_labels = len(load_table(dataset, space.task).label_names)  # also checks the columns
     arch = inspect_model(model, num_labels, space.task.type)
-    encoding = SpaceEncoding(space.space, arch.num_layers)
+    encoding = SpaceEncoding(space.space, arch.num_layers, **_module_info(arch))
     params = check_against_model(space, arch, encoding)
     return PreparedSearch(space, model, dataset, data, arch, encoding, params)

@@ -41,6 +41,10 @@ def check_against_model(space: SearchSpace, arch: ModelInfo, encoding: SpaceEnco
                     src, f"space.targets[{i}]" if len(space.space.targets) > 1 else "space.targets",
                     f"the model has no module '{name}' in its layers; available: {available}",
                 ) from None
+    if space.space.targets_top_k and space.space.targets_top_k[1] > len(arch.linears):
+        raise SpaceError(src, "space.targets.top_k",
+                         f"expected at most {len(arch.linears)} (a layer has {len(arch.linears)} linear modules), "
+                         f"got {space.space.targets_top_k[1]}")
     p = space.space.layers
     n = arch.num_layers
     if p.kind == "top_k" and p.high > n:
@@ -65,11 +69,10 @@ def check_against_model(space: SearchSpace, arch: ModelInfo, encoding: SpaceEnco
 def extreme_candidates(encoding: SpaceEncoding) -> list[Candidate]:
     """Candidates at the corners of the space: every method, target set and DoRA flag,
     the smallest and largest rank, and the smallest and largest layer set."""
-    s = encoding.space
     ranks = encoding.choices("rank")
     out = []
     for method, targets, dora, rank, layers in itertools.product(
-        encoding.choices("method"), s.targets, encoding.choices("dora"), [min(ranks), max(ranks)],
+        encoding.choices("method"), encoding.target_choices(), encoding.choices("dora"), [min(ranks), max(ranks)],
         encoding.extreme_layer_sets(),
     ):
         out.append(Candidate(method, int(rank), 1.0, 0.0, targets, layers, 1e-3, bool(dora), False))

@@ -68,12 +68,16 @@ class SpaceEncoding:
             to the ``by`` rule (``top``: output side first; ``bottom``: input side first).
     """
 
-    def __init__(self, space: SpaceSpec, num_layers: int, layer_order: Sequence[int] | None = None) -> None:
+    def __init__(self, space: SpaceSpec, num_layers: int, layer_order: Sequence[int] | None = None,
+                 module_order: Sequence[str] = (), module_sizes: dict[str, int] | None = None) -> None:
         self.space = space
         self.num_layers = num_layers
         if layer_order is None:
             layer_order = range(num_layers - 1, -1, -1) if space.layers.by != "bottom" else range(num_layers)
         self.layer_order = tuple(layer_order)
+        #: Modules of a layer from most to least important (``targets: {top_k: ...}``).
+        self.module_order = tuple(module_order)
+        self.module_sizes = dict(module_sizes or {})
         self.distributions = self._distributions()
 
     # ------------------------------------------------------------------ distributions
@@ -93,6 +97,8 @@ class SpaceEncoding:
                 out[name] = cls(int(dim.low) if dim.integer else dim.low, int(dim.high) if dim.integer else dim.high, log=dim.log)
         if len(self.space.targets) > 1:
             out["targets"] = CategoricalDistribution(tuple(t.label for t in self.space.targets))
+        if self.space.targets_top_k and self.space.targets_top_k[0] < self.space.targets_top_k[1]:
+            out["targets_top_k"] = IntDistribution(*self.space.targets_top_k)
         p = self.space.layers
         if p.kind == "top_k" and p.low < p.high:
             out["top_k"] = IntDistribution(p.low, p.high)
@@ -132,7 +138,10 @@ class SpaceEncoding:
             layer_ranks = tuple(ranks[i] for i in layers)
         values = {name: self._value(name, params) for name in _SCALARS if name != "rank"}
         rank = max(layer_ranks, default=0) if layer_ranks is not None else int(self._value("rank", params))
-        if "targets" in self.distributions:
+        if self.space.targets_top_k:
+            k = params.get("targets_top_k", self.space.targets_top_k[0])
+            targets = Targets(tuple(self.module_order[:k]))
+        elif "targets" in self.distributions:
             targets = next(t for t in self.space.targets if t.label == params["targets"])
         else:
             targets = self.space.targets[0]
@@ -183,6 +192,15 @@ class SpaceEncoding:
         if p.kind == "per_layer":
             return [(self.layer_order[0],), tuple(range(self.num_layers))]
         return [self._layers({})]
+
+    def target_choices(self) -> list[Targets]:
+        """Every target set of a choice; for ``top_k`` by importance, the smallest and the
+        largest possible sets by parameter size (whatever the importance turns out to be)."""
+        if not self.space.targets_top_k:
+            return list(self.space.targets)
+        low, high = self.space.targets_top_k
+        by_size = sorted(self.module_order, key=lambda m: self.module_sizes.get(m, 0))
+        return [Targets(tuple(by_size[:low])), Targets(tuple(by_size[-high:]))]
 
     def choices(self, name: str) -> list:
         """Every value a scalar field can take (ranges: their two ends)."""

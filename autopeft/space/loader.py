@@ -187,6 +187,21 @@ def _targets(node: _Node) -> tuple[Targets, ...]:
     return choices
 
 
+def _targets_top_k(node: _Node) -> tuple[int, int]:
+    keys = node.mapping({"top_k", "by"}, required={"top_k", "by"})
+    keys["by"].str(("importance",))
+    n = keys["top_k"]
+    if isinstance(n.value, int) and not isinstance(n.value, bool):
+        return (n.int(low=1),) * 2
+    pair = n.list()
+    if len(pair) != 2:
+        raise n.fail(f"expected [low, high], got {n.value!r}")
+    low, high = pair[0].int(low=1), pair[1].int(low=1)
+    if low > high:
+        raise n.fail(f"low <= high must hold, but got low={low}, high={high}")
+    return low, high
+
+
 def _placement(node: _Node) -> Placement:
     value = node.value
     if value == "all":
@@ -350,6 +365,9 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
         required={"method"},
     )
     known = method_names()
+    targets_top_k = None
+    if "targets" in sp and isinstance(sp["targets"].value, dict):
+        targets_top_k = _targets_top_k(sp["targets"])
     method = _dimension(sp["method"], lambda n: n.str(known), numeric=False)
     alpha_is_ratio = False
     if "alpha" in sp and isinstance(sp["alpha"].value, dict) and "ratio" in sp["alpha"].value:
@@ -365,7 +383,10 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
         rank=_rank(sp["rank"], sp) if "rank" in sp else Fixed(8),
         alpha=alpha,
         alpha_is_ratio=alpha_is_ratio,
-        targets=_targets(sp["targets"]) if "targets" in sp else (Targets(("query", "value")),),
+        targets=(
+            () if targets_top_k else _targets(sp["targets"]) if "targets" in sp else (Targets(("query", "value")),)
+        ),
+        targets_top_k=targets_top_k,
         layers=_placement(sp["layers"]) if "layers" in sp else Placement("all"),
         learning_rate=(
             _dimension(sp["learning_rate"], lambda n: n.number(positive=True), numeric=True)
@@ -415,6 +436,8 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
     importance = top["importance"].str(_IMPORTANCE) if "importance" in top else "none"
     if space.layers.by == "importance" and importance == "none":
         raise SpaceError(source, "space.layers.by", "placement by importance needs 'importance: spt' at the top level")
+    if space.targets_top_k and importance == "none":
+        raise SpaceError(source, "space.targets.by", "targets by importance need 'importance: spt' at the top level")
 
     return SearchSpace(
         study=study,

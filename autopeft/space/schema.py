@@ -145,6 +145,9 @@ class SpaceSpec:
     dropout: Dimension
     dora: Dimension
     rslora: Dimension
+    #: ``targets: {top_k: [low, high], by: importance}``: the k most important modules of a
+    #: layer (one integer dimension), instead of a choice among ``targets``.
+    targets_top_k: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
