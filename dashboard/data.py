@@ -313,7 +313,9 @@ def bundled_spaces() -> dict[str, str]:
     """``{file name: YAML text}`` of the spaces shipped in ``search_spaces/``."""
     if not SPACES_DIR.is_dir():
         return {}
-    return {p.name: p.read_text(encoding="utf-8") for p in sorted(SPACES_DIR.glob("*.y*ml"))}
+    # The quickstart first: it is the one a new user should start from.
+    paths = sorted(SPACES_DIR.glob("*.y*ml"), key=lambda p: (p.stem != "quickstart", p.name))
+    return {p.name: p.read_text(encoding="utf-8") for p in paths}
 
 
 def validate_space(text: str):

@@ -204,11 +204,26 @@ def test_bo_samplers_model_every_dimension(sampler_name, layers):
         assert modelled[name] == dist, name
 
 
-def test_botorch_uses_the_noisy_acquisition():
-    from optuna_integration.botorch import qnehvi_candidates_func
+def test_botorch_uses_the_noisy_acquisition(monkeypatch):
+    import botorch.acquisition.multi_objective.logei as logei
+    import torch
+
+    from autopeft.search.acquisition import cheap_qlognehvi_candidates
 
     sampler = make_sampler(SearchSpec(sampler="botorch", trials=5, startup_trials=3, seed=0))
-    assert sampler._candidates_func is qnehvi_candidates_func  # qLogNEHVI: proxies are noisy
+    assert sampler._candidates_func is cheap_qlognehvi_candidates
+    built = []
+    real = logei.qLogNoisyExpectedHypervolumeImprovement
+    monkeypatch.setattr(logei, "qLogNoisyExpectedHypervolumeImprovement",
+                        lambda *a, **k: built.append(k) or real(*a, **k))  # qLogNEHVI: proxies are noisy
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, dtype=torch.float64)
+    obj = torch.stack([x.sum(-1), -x[:, 0]], dim=-1)
+    con = (x[:, 1:2] - 0.8)  # feasible below 0.8, optuna's sign convention
+    bounds = torch.tensor([[0.0] * 3, [1.0] * 3], dtype=torch.float64)
+    candidate = cheap_qlognehvi_candidates(x, obj, con, bounds, None)
+    assert built and built[0]["prune_baseline"] and len(built[0]["constraints"]) == 1
+    assert candidate.shape == (1, 3) and bool(((candidate >= 0) & (candidate <= 1)).all())
 
 
 def test_botorch_trials_after_startup_sample_nothing_independently():
