@@ -2,7 +2,9 @@
 
 AdamW with linear warm-up and decay, gradient clipping at 1.0, the method's per-step hook
 (AdaLoRA's ``update_and_allocate``), a learning curve, then accuracy, macro-F1 and loss on
-the validation split. A non-finite loss ends the trial as failed.
+the validation split (loss and perplexity for causal LM). A non-finite loss ends the trial
+as failed. Optional: the frozen-prefix cache (``trials.prefix_cache``), IST sparse tuning
+(``trials.ist``) and multi-fidelity rungs at which the parent may stop the trial.
 """
 
 from __future__ import annotations
