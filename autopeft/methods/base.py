@@ -158,6 +158,23 @@ def rank_patterns(cand, arch: ModelInfo, modules: tuple[str, ...]) -> tuple[dict
     return ranks, {k: scale * r for k, r in ranks.items()}
 
 
+def lycoris_config(config_cls, label: str, cand, ctx: BuildContext):
+    """A peft LyCORIS config (LoHa, LoKr: the same fields) for ``cand``, per-layer ranks included."""
+    modules = selected_modules(cand, ctx.arch)
+    require_linear(label, ctx.arch, modules)
+    ranks, alphas = rank_patterns(cand, ctx.arch, modules)
+    return config_cls(
+        task_type=task_type_for(ctx.arch),
+        r=cand.rank,
+        alpha=cand.alpha,
+        rank_dropout=cand.dropout,
+        target_modules=target_regex(ctx.arch, cand.layers, modules),
+        rank_pattern=ranks,
+        alpha_pattern=alphas,
+        base_model_name_or_path=ctx.base_model,
+    )
+
+
 def task_type_for(arch: ModelInfo) -> str:
     from autopeft.tasks import task_kind
 

@@ -9,15 +9,7 @@ Candidate mapping: ``rank`` -> ``r``, ``alpha`` -> ``alpha``, ``dropout`` -> ``r
 
 from __future__ import annotations
 
-from autopeft.methods.base import (
-    BuildContext,
-    MethodBase,
-    rank_patterns,
-    require_linear,
-    selected_modules,
-    target_regex,
-    task_type_for,
-)
+from autopeft.methods.base import BuildContext, MethodBase, lycoris_config, selected_modules
 
 
 class LoHa(MethodBase):
@@ -27,19 +19,7 @@ class LoHa(MethodBase):
     def build(self, cand, ctx: BuildContext):
         from peft import LoHaConfig
 
-        modules = selected_modules(cand, ctx.arch)
-        require_linear("LoHa", ctx.arch, modules)
-        ranks, alphas = rank_patterns(cand, ctx.arch, modules)  # per-layer ranks, as LoRA
-        return LoHaConfig(
-            task_type=task_type_for(ctx.arch),
-            r=cand.rank,
-            alpha=cand.alpha,
-            rank_dropout=cand.dropout,
-            target_modules=target_regex(ctx.arch, cand.layers, modules),
-            rank_pattern=ranks,
-            alpha_pattern=alphas,
-            base_model_name_or_path=ctx.base_model,
-        )
+        return lycoris_config(LoHaConfig, "LoHa", cand, ctx)
 
     def count_trainable(self, cand, ctx: BuildContext) -> int:
         # Two (out x r)(r x in) pairs per linear module (peft's hada_w{1,2}_{a,b}).

@@ -13,15 +13,7 @@ peft defaults otherwise (``decompose_both=False``, ``decompose_factor=-1``). Per
 
 from __future__ import annotations
 
-from autopeft.methods.base import (
-    BuildContext,
-    MethodBase,
-    rank_patterns,
-    require_linear,
-    selected_modules,
-    target_regex,
-    task_type_for,
-)
+from autopeft.methods.base import BuildContext, MethodBase, lycoris_config, selected_modules
 
 
 def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
@@ -62,19 +54,7 @@ class LoKr(MethodBase):
     def build(self, cand, ctx: BuildContext):
         from peft import LoKrConfig
 
-        modules = selected_modules(cand, ctx.arch)
-        require_linear("LoKr", ctx.arch, modules)
-        ranks, alphas = rank_patterns(cand, ctx.arch, modules)  # per-layer ranks, as LoRA
-        return LoKrConfig(
-            task_type=task_type_for(ctx.arch),
-            r=cand.rank,
-            alpha=cand.alpha,
-            rank_dropout=cand.dropout,
-            target_modules=target_regex(ctx.arch, cand.layers, modules),
-            rank_pattern=ranks,
-            alpha_pattern=alphas,
-            base_model_name_or_path=ctx.base_model,
-        )
+        return lycoris_config(LoKrConfig, "LoKr", cand, ctx)
 
     def count_trainable(self, cand, ctx: BuildContext) -> int:
         specs = [ctx.arch.linear(m) for m in selected_modules(cand, ctx.arch)]
