@@ -96,11 +96,22 @@ def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 
     chosen = _train_all("chosen", Candidate.from_json(record.candidate), prep, protocol, out, keep=True, on_progress=on_progress)
     base = None
     if baseline:
-        cand = Candidate.from_json({**record.candidate, **BASELINE, "layers": list(range(prep.arch.num_layers)),
-                                    "dora": False, "rslora": False})
+        cand = baseline_candidate(record.candidate, prep.arch.num_layers)
         base = _train_all("baseline", cand, prep, protocol, out, keep=False, on_progress=on_progress)
     (out / "README.md").write_text(model_card(study, record, protocol, chosen, base, prep.data.num_labels))
     return protocol, chosen, base
+
+
+def baseline_candidate(candidate: dict, num_layers: int):
+    """Default LoRA (``BASELINE`` on every layer) with the chosen trial's learning rate and dropout.
+
+    Nothing else of the chosen candidate carries over: its per-layer ranks (``layer_ranks``,
+    from a ``rank: {per_layer: ...}`` space) would otherwise replace r=8 on the baseline.
+    """
+    from autopeft.space.encoding import Candidate
+
+    return Candidate.from_json({**candidate, **BASELINE, "layers": list(range(num_layers)), "dora": False,
+                                "rslora": False, "layer_ranks": None})
 
 
 def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:
