@@ -362,11 +362,12 @@ def test_hypervolume_matches_botorch_and_never_decreases(synthetic_url):
     report = hypervolume_report(records, study.objectives)
     values = [v for _, v in report.history]
     assert all(b >= a for a, b in zip(values, values[1:])) and 0 < report.value <= 1
-    # Independent check: botorch on the same normalised points (it maximises).
+    # Independent check: botorch on the same normalised points (it maximises; parameters
+    # are compared on log10, autopeft.search.scales).
     done = completed(records)
-    pts = np.array([[r.values[0], -r.values[1]] for r in done])
-    ideal = np.array([report.ideal[0], -report.ideal[1]])
-    ref = np.array([report.reference[0], -report.reference[1]])
+    pts = np.array([[r.values[0], -np.log10(r.values[1])] for r in done])
+    ideal = np.array([report.ideal[0], -np.log10(report.ideal[1])])
+    ref = np.array([report.reference[0], -np.log10(report.reference[1])])
     scaled = (pts - ref) / (ideal - ref)
     expected = Hypervolume(ref_point=torch.zeros(2, dtype=torch.double)).compute(torch.tensor(scaled[(scaled > 0).all(1)]))
     assert report.value == pytest.approx(float(expected), rel=1e-9)
@@ -383,5 +384,6 @@ def test_hypervolume_of_known_points():
     # Losses scaled to the box [ideal, ideal + 1.1 * range]: points (1/1.1, 0) and (0, 1/1.1).
     expected = 1 - (1 / 1.1) ** 2
     assert report.value == pytest.approx(expected)
-    assert report.reference == pytest.approx((0.45, 210.0))
+    # The reference point lies 10 % of the range beyond the worst value, parameters on log10.
+    assert report.reference == pytest.approx((0.45, 10 ** (np.log10(200) + 0.1 * np.log10(2))))
     assert [v for _, v in report.history][0] == pytest.approx(0.1 / 1.1)

@@ -99,15 +99,15 @@ def test_front_of_nothing_is_empty():
 
 
 def test_knee_of_a_symmetric_three_point_front_is_the_middle():
-    # Normalised, the points sit at (1,0), (.5,.5), (0,1): the middle is nearest (0,0).
-    front = [rec(0, (0.6, 100)), rec(1, (0.7, 200)), rec(2, (0.8, 300))]
+    # Normalised (parameters on log10), the points sit at (1,0), (.5,.5), (0,1): the middle is nearest (0,0).
+    front = [rec(0, (0.6, 100)), rec(1, (0.7, 1000)), rec(2, (0.8, 10000))]
     assert knee(front, ACC_PARAMS).number == 1
 
 
 def test_knee_is_where_the_front_bends():
     # accuracy 0.50 0.70 0.88 0.90 -> normalised loss 1.00 0.50 0.05 0.00
-    # params    100  200  300 1000 -> normalised      0.00 0.11 0.22 1.00
-    # distances to the ideal: 1.00, 0.51, 0.23, 1.00 -> trial 2.
+    # params    100  200  300 1000 -> log10 normalised 0.00 0.30 0.48 1.00
+    # distances to the ideal: 1.00, 0.58, 0.48, 1.00 -> trial 2.
     front = [rec(0, (0.50, 100)), rec(1, (0.70, 200)), rec(2, (0.88, 300)), rec(3, (0.90, 1000))]
     assert knee(front, ACC_PARAMS).number == 2
 
@@ -121,6 +121,14 @@ def test_knee_ignores_dominated_points_and_an_objective_constant_over_the_front(
               rec(9, (0.87, 310, 900), objectives=objectives)]
     assert numbers(pareto_front(points, objectives)) == [0, 1, 2, 3]
     assert knee(points, objectives).number == 2
+
+
+def test_knee_weighs_parameters_as_ratios():
+    # A (0.60, 1k)  B (0.65, 3k)  D (0.69, 30k)  C (0.70, 100k). On a linear parameter axis
+    # D looks almost free (0.29 of the range) and would be the knee; on log10 it costs 74 %
+    # of the front's span, and B (a tenth of D's parameters for 4 points less) is picked.
+    front = [rec(0, (0.60, 1_000)), rec(1, (0.65, 3_000)), rec(2, (0.69, 30_000)), rec(3, (0.70, 100_000))]
+    assert knee(front, ACC_PARAMS).number == 1
 
 
 def test_knee_tie_goes_to_the_lower_trial_number():

@@ -8,7 +8,8 @@ botorch's ``Hypervolume`` is public but works on torch tensors and is much slowe
 it is only the fallback should optuna ever move its private module.
 
 Objectives live on very different scales (accuracy ~1, trainable parameters ~1e5), so
-hypervolume is reported *normalised*: each objective is mapped to [0, 1] with 0 = the best
+hypervolume is measured on each objective's comparison scale (``autopeft.search.scales``:
+log10 for trainable parameters, the geometry the sampler models) and reported *normalised*: each objective is mapped to [0, 1] with 0 = the best
 value any completed trial reached (the ideal point) and 1 = the reference point. The
 reference point is fixed per study (the worst completed value plus a 10 % margin of the
 range), so the history over trials never decreases and 1.0 would be a single point at the
@@ -23,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from autopeft.search.pareto import _losses, completed, non_dominated
+from autopeft.search.scales import scaled, unscaled
 from autopeft.store.records import TrialRecord
 
 #: Fraction of each objective's range added beyond the worst value to make the reference point,
@@ -92,7 +94,7 @@ def hypervolume_report(records: Sequence[TrialRecord], objectives) -> Hypervolum
     finished = sorted((r for r in records if r.status != "running"), key=lambda r: r.number)
     for r in finished:
         if r.status == "complete" and r.values is not None:
-            point = (np.asarray(r.values, dtype=float) * sign - ideal) / scale
+            point = (np.asarray(scaled(objectives, r.values), dtype=float) * sign - ideal) / scale
             # Only a point not dominated by the current front changes the volume: most
             # trials of a long study do not, which keeps the history cheap at 1,000 trials.
             dominated = len(front) and np.any(np.all(front <= point, axis=1) & np.any(front < point, axis=1))
@@ -103,8 +105,8 @@ def hypervolume_report(records: Sequence[TrialRecord], objectives) -> Hypervolum
         history.append((r.number, current))
     return HypervolumeReport(
         value=current,
-        reference=tuple(float(v) for v in reference * sign),
-        ideal=tuple(float(v) for v in ideal * sign),
+        reference=tuple(unscaled(objectives, reference * sign)),
+        ideal=tuple(unscaled(objectives, ideal * sign)),
         history=tuple(history),
     )
 

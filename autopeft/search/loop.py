@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 
 from autopeft.errors import MethodError, StoreError
 from autopeft.search.prepare import PreparedSearch
+from autopeft.search.scales import scaled
 from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
 from trials.spec import TrialResult, TrialSpec
 
@@ -161,7 +162,7 @@ def run_search(
     ("interrupted"); nothing stored is lost and the outcome says ``interrupted``.
 
     Args:
-        sampler: A ready optuna sampler instead of ``make_sampler(space.search)``
+        sampler: A ready optuna sampler instead of ``make_sampler(space.search, encoding)``
             (workers seed theirs apart, so that they do not propose the same points).
         count_running: For many workers on one study: before each trial re-read the
             store and count trials other workers are training now against the budget,
@@ -176,7 +177,9 @@ def run_search(
     study = open_study(store, prep, trials)
     prep = prep.with_importance(study_importance(store, study, prep)) if prep.space.importance != "none" else prep
     target = study.trials_target
-    ostudy = optuna_study(store, study, sampler if sampler is not None else make_sampler(prep.space.search))
+    if sampler is None:
+        sampler = make_sampler(prep.space.search, prep.encoding)
+    ostudy = optuna_study(store, study, sampler)
     records = store.trials(study.name)
     events.started(study, trained_count(records), target)
     attempts = 0
@@ -270,7 +273,7 @@ def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialReco
         ostudy.tell(trial, state=TrialState.PRUNED)  # see autopeft.search.fidelity
         status = "pruned"
     elif values is not None:
-        ostudy.tell(trial, values)
+        ostudy.tell(trial, scaled(study.objectives, values))  # the sampler models log10 params
         status = "complete"
     else:
         trial.set_user_attr("error", result.error)
@@ -359,6 +362,6 @@ def _infeasible(store, ostudy, trial, records, study, base, peft_config, count, 
         else:
             column = [v[i] for v in done]
             imputed.append(min(column) if direction == "max" else max(column))
-    ostudy.tell(trial, imputed)
+    ostudy.tell(trial, scaled(study.objectives, imputed))
     store.save_trial(record)
     return record

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from autopeft.errors import ExportError
+from autopeft.search.scales import scaled
 from autopeft.store.records import StudyRecord, TrialRecord
 
 
@@ -23,9 +24,11 @@ def completed(records: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 
 def _losses(records: Sequence[TrialRecord], objectives) -> np.ndarray:
-    """Objective values turned into losses (smaller is better) of shape (n, m)."""
+    """Objective values turned into losses (smaller is better) of shape (n, m), each on its
+    comparison scale (``autopeft.search.scales``: log10 for trainable parameters)."""
     sign = np.array([-1.0 if d == "max" else 1.0 for _, d in objectives])
-    return np.array([r.values for r in records], dtype=float).reshape(len(records), len(objectives)) * sign
+    values = [scaled(objectives, r.values) for r in records]
+    return np.array(values, dtype=float).reshape(len(records), len(objectives)) * sign
 
 
 def non_dominated(losses: np.ndarray) -> np.ndarray:
@@ -52,7 +55,9 @@ def pareto_front(records: Sequence[TrialRecord], objectives) -> list[TrialRecord
 def knee(records: Sequence[TrialRecord], objectives) -> TrialRecord:
     """The front point nearest the ideal point after normalising each objective.
 
-    Each objective is rescaled over the front to [0, 1] with 0 = its best value; the knee
+    Each objective (on its comparison scale: log10 for trainable parameters, so halving
+    the parameters counts the same at 5k as at 500k) is rescaled over the front to [0, 1]
+    with 0 = its best value; the knee
     is the point with the smallest Euclidean distance to (0, ..., 0). Ties go to the lower
     trial number. An objective constant over the front does not influence the pick.
     """
