@@ -131,7 +131,7 @@ def _run_workers(console, store, prep, trials, workers: int):
     from autopeft.search.loop import optuna_study
     from autopeft.search.samplers import make_sampler
 
-    optuna_study(store, study, make_sampler(prep.space.search))
+    optuna_study(store, study, make_sampler(prep.space.search, prep.encoding))
     env = {**os.environ, "AUTOPEFT_STORAGE": store.url,  # the URL (and any password) stays off the command line
            "AUTOPEFT_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
     cmd = [sys.executable, "-c", "from autopeft.cli import run; run()", "worker", study.name]

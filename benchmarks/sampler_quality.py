@@ -5,8 +5,11 @@ holds one real proxy fine-tune for every point of the grid in
 ``benchmarks/tabular_space.yaml``. Each sampler runs an optuna ask/tell loop over the very
 ``SpaceEncoding`` the grid was made from: ``study.ask()`` ->
 ``encoding.suggest(trial)`` (the search's only ``suggest_*`` call site) -> look the point
-up in the table -> ``study.tell(trial, [accuracy, trainable_params])``. No training
-happens here, so a 60-trial search costs only the samplers' own time.
+up in the table -> ``study.tell`` the table's accuracy and trainable parameters on the
+scale ``autopeft search`` tells them (``autopeft.search.scales``: log10 parameters). The
+sampler is ``make_sampler(..., encoding)``, as in a search: repeats of a configuration
+already tried are redrawn (``autopeft.search.dedup``). No training happens here, so a
+60-trial search costs only the samplers' own time.
 
 Snapping. A suggestion is mapped to the nearest grid point before the lookup:
 first the fields its method ignores are set to the grid's canonical value (IA3 has no
@@ -52,7 +55,8 @@ HERE = Path(__file__).resolve().parent
 SPACE = HERE / "tabular_space.yaml"
 TABLE = HERE / "data" / "tabular_tweet.jsonl"
 PNG = HERE / "data" / "sampler_quality.png"
-SAMPLERS = ("botorch", "gp", "tpe", "nsga2", "random")  # also: botorch-cheap (overhead.py's cheaper qLogNEHVI)
+SAMPLERS = ("botorch", "gp", "tpe", "nsga2", "random")
+OBJECTIVES = (("accuracy", "max"), ("trainable_params", "min"))
 CHECKPOINTS = (10, 20, 30, 40, 50, 60)
 
 
@@ -149,16 +153,14 @@ def run_one(table: Table, box: Box, sampler_name: str, seed: int, trials: int, s
     import optuna
 
     from autopeft.search.samplers import make_sampler
+    from autopeft.search.scales import scaled
     from autopeft.space.schema import SearchSpec
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    base = "botorch" if sampler_name == "botorch-cheap" else sampler_name
-    sampler = make_sampler(SearchSpec(sampler=base, trials=trials, startup_trials=startup, seed=seed))
-    if sampler_name == "botorch-cheap":  # the cheaper candidate generation proposed by overhead.py
-        sys.path.insert(0, str(HERE))
-        from overhead import cheap_qnehvi_candidates_func
-
-        sampler._candidates_func = cheap_qnehvi_candidates_func
+    # Exactly what ``autopeft search`` builds: the registry's sampler, deduplicated by the
+    # space's configuration key, told the objectives on their comparison scale.
+    sampler = make_sampler(SearchSpec(sampler=sampler_name, trials=trials, startup_trials=startup, seed=seed),
+                           table.encoding)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     seen: list[int] = []
     curve: list[float] = []
@@ -170,7 +172,7 @@ def run_one(table: Table, box: Box, sampler_name: str, seed: int, trials: int, s
         spent += time.process_time() - t0
         i = table.snap(dict(trial.params))
         acc, params = table.values[i]
-        study.tell(trial, [float(acc), float(params)])
+        study.tell(trial, scaled(OBJECTIVES, [acc, params]))
         seen.append(i)
         curve.append(box.hv(table.values[sorted(set(seen))]))
     return curve, spent

@@ -208,10 +208,11 @@ def test_botorch_uses_the_noisy_acquisition(monkeypatch):
     import botorch.acquisition.multi_objective.logei as logei
     import torch
 
-    from autopeft.search.acquisition import cheap_qlognehvi_candidates
+    from autopeft.search.acquisition import QLogNEHVICandidates
 
     sampler = make_sampler(SearchSpec(sampler="botorch", trials=5, startup_trials=3, seed=0))
-    assert sampler._candidates_func is cheap_qlognehvi_candidates
+    assert isinstance(sampler.base._candidates_func, QLogNEHVICandidates)
+    generate = sampler.base._candidates_func
     built = []
     real = logei.qLogNoisyExpectedHypervolumeImprovement
     monkeypatch.setattr(logei, "qLogNoisyExpectedHypervolumeImprovement",
@@ -221,9 +222,37 @@ def test_botorch_uses_the_noisy_acquisition(monkeypatch):
     obj = torch.stack([x.sum(-1), -x[:, 0]], dim=-1)
     con = (x[:, 1:2] - 0.8)  # feasible below 0.8, optuna's sign convention
     bounds = torch.tensor([[0.0] * 3, [1.0] * 3], dtype=torch.float64)
-    candidate = cheap_qlognehvi_candidates(x, obj, con, bounds, None)
+    candidate = generate(x, obj, con, bounds, None)
     assert built and built[0]["prune_baseline"] and len(built[0]["constraints"]) == 1
     assert candidate.shape == (1, 3) and bool(((candidate >= 0) & (candidate <= 1)).all())
+
+
+def test_botorch_refits_gp_hyperparameters_every_few_trials_and_conditions_on_all_data():
+    import torch
+
+    from autopeft.search.acquisition import QLogNEHVICandidates
+
+    generate = QLogNEHVICandidates(refit_every=3)
+    torch.manual_seed(0)
+    x = torch.rand(14, 3, dtype=torch.float64)
+    obj = torch.stack([x.sum(-1), -x[:, 0]], dim=-1)
+    bounds = torch.tensor([[0.0] * 3, [1.0] * 3], dtype=torch.float64)
+    fits = []
+    for n in range(8, 15):  # one more told trial per ask
+        generate(x[:n], obj[:n], None, bounds, None)
+        fits.append(generate.fits)
+    # fitted at 8 points, kept for 9 and 10, refitted at 11 (3 new), kept, refitted at 14
+    assert fits == [1, 1, 1, 2, 2, 2, 3]
+    kept = dict(generate._kept)
+    model = generate._model(x[:13], torch.cat([obj[:13]], dim=-1))  # 13 - 14 < 3: kept, not refitted
+    assert generate.fits == 3
+    for key, value in kept.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    # ... but the GP is conditioned on all 13 points, not on the 14 of the fit
+    assert model.train_inputs[0].shape[-2] == 13
+    # A new outcome (a constraint column appears) changes the shapes: fitted afresh, no error.
+    generate(x, obj, x[:, 1:2] - 0.8, bounds, None)
+    assert generate.fits == 4
 
 
 def test_botorch_trials_after_startup_sample_nothing_independently():
@@ -247,7 +276,7 @@ def test_botorch_trials_after_startup_sample_nothing_independently():
         independent.append(name)
         return original(study, trial, name, dist)
 
-    sampler._candidates_func = centre
+    sampler.base._candidates_func = centre
     sampler.sample_independent = spy
     _, seen = run_trials_on(study, enc, 1)
     assert independent == [], f"sampled at random instead of by BO: {independent}"

@@ -39,9 +39,14 @@ def sampler_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def make_sampler(search: SearchSpec):
-    """A fresh sampler for ``search`` (seeded by ``search.seed``)."""
-    return _REGISTRY[search.sampler].make(search)
+def make_sampler(search: SearchSpec, encoding=None):
+    """A fresh sampler for ``search`` (seeded by ``search.seed``) that never re-proposes a
+    configuration the study already has (``autopeft.search.dedup``; pass the search's
+    ``encoding`` so that "the same" means the same configuration, not the same raw values)."""
+    from autopeft.search.dedup import Deduplicated, configuration_key
+
+    base = _REGISTRY[search.sampler].make(search)
+    return Deduplicated(base, configuration_key(encoding) if encoding is not None else None)
 
 
 @register_sampler("botorch", "GP + qLogNEHVI (noisy multi-objective, constraint-aware) via optuna-integration")
@@ -51,14 +56,14 @@ def _botorch(search: SearchSpec):
     from optuna.exceptions import ExperimentalWarning
     from optuna_integration import BoTorchSampler
 
-    from autopeft.search.acquisition import cheap_qlognehvi_candidates
+    from autopeft.search.acquisition import QLogNEHVICandidates
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     # qLogNEHVI: short proxies are noisy (seed sd ~2.7 pt), so the noisy variant, not qEHVI,
-    # which trusts each observed value; optimised more cheaply than optuna-integration's
-    # default (autopeft.search.acquisition says why and by how much).
+    # which trusts each observed value; fitted and optimised more cheaply than
+    # optuna-integration's default (autopeft.search.acquisition says why and by how much).
     return BoTorchSampler(
-        candidates_func=cheap_qlognehvi_candidates, n_startup_trials=search.startup_trials, seed=search.seed
+        candidates_func=QLogNEHVICandidates(), n_startup_trials=search.startup_trials, seed=search.seed
     )
 
 
@@ -66,7 +71,9 @@ def _botorch(search: SearchSpec):
 def _gp(search: SearchSpec):
     import optuna
 
-    return optuna.samplers.GPSampler(seed=search.seed, n_startup_trials=search.startup_trials)
+    # Independent draws happen by design (autopeft.search.dedup redraws repeats): not news.
+    return optuna.samplers.GPSampler(seed=search.seed, n_startup_trials=search.startup_trials,
+                                     warn_independent_sampling=False)
 
 
 @register_sampler("tpe", "optuna's multivariate TPE")

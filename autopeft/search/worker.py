@@ -426,7 +426,7 @@ class Worker:
 
             search = prep.space.search
             seed = zlib.crc32(f"{search.seed}:{self.name}".encode()) % (2**31)
-            sampler = make_sampler(dataclasses.replace(search, seed=seed))
+            sampler = make_sampler(dataclasses.replace(search, seed=seed), prep.encoding)
             self._samplers[name] = _beat_while_asked(sampler, self.store.optuna_storage, self.heartbeat)
         return self._samplers[name]
 

@@ -1,0 +1,99 @@
+"""Samplers never spend a trial re-proposing a configuration the study already has."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from autopeft.search.dedup import Deduplicated, configuration_key
+from autopeft.search.samplers import make_sampler, sampler_names
+from autopeft.space import parse_space
+from autopeft.space.encoding import SpaceEncoding
+from autopeft.space.schema import SearchSpec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def encoding():
+    space = parse_space({
+        "study": "dedup", "model": "minilm-l6", "task": {"dataset": "tweet-sentiment"},
+        "space": {"method": ["lora", "ia3"], "rank": [2, 4, 8], "targets": [["query", "value"], "all-linear"],
+                  "layers": {"top_k": [1, 6]}, "learning_rate": {"log": [1.0e-4, 1.0e-2]}},
+    }).space
+    return SpaceEncoding(space, 6)
+
+
+class Stubborn(optuna.samplers.RandomSampler):
+    """A "model-based" sampler whose model is sure of one point: it proposes it every time."""
+
+    def __init__(self, point: dict, seed: int = 0):
+        super().__init__(seed)
+        self.point = point
+
+    def infer_relative_search_space(self, study, trial):
+        return encoding().distributions
+
+    def sample_relative(self, study, trial, search_space):
+        return dict(self.point)
+
+
+POINT = {"method": "lora", "rank": 1, "targets": "query+value", "top_k": 3, "learning_rate": 1e-3}
+
+
+def run(sampler, enc, n):
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    keys = []
+    for _ in range(n):
+        trial = study.ask()
+        enc.suggest(trial)
+        keys.append(configuration_key(enc)(trial.params))
+        study.tell(trial, [0.5, 1.0])
+    return keys
+
+
+def test_a_repeated_proposal_is_redrawn_so_every_trial_is_a_new_configuration():
+    enc = encoding()
+    sampler = Deduplicated(Stubborn(POINT), configuration_key(enc))
+    keys = run(sampler, enc, 6)
+    assert keys[0] == configuration_key(enc)(POINT)  # the proposal is used while it is new
+    assert len(set(keys)) == 6
+    assert sampler.duplicates == 5
+
+
+def test_without_the_wrapper_the_same_sampler_repeats_itself():
+    # The failure the wrapper exists for (what BoTorch did on the tabular benchmark).
+    enc = encoding()
+    assert len(set(run(Stubborn(POINT), enc, 4))) == 1
+
+
+def test_a_failed_or_running_trial_counts_as_tried():
+    enc = encoding()
+    sampler = Deduplicated(Stubborn(POINT), configuration_key(enc))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    first = study.ask()
+    enc.suggest(first)
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    running = study.ask()
+    enc.suggest(running)  # FAIL counted: redrawn
+    assert sampler.duplicates == 1
+    third = study.ask()
+    enc.suggest(third)
+    assert configuration_key(enc)(third.params) != configuration_key(enc)(POINT)
+
+
+def test_configuration_key_ignores_what_the_method_ignores_and_tiny_learning_rate_differences():
+    key = configuration_key(encoding())
+    ia3 = {**POINT, "method": "ia3"}
+    assert key({**ia3, "rank": 0}) == key({**ia3, "rank": 2})  # IA3 has no rank
+    assert key({**POINT, "rank": 0}) != key({**POINT, "rank": 2})  # LoRA's rank matters
+    assert key({**POINT, "learning_rate": 1.00e-3}) == key({**POINT, "learning_rate": 1.04e-3})
+    assert key({**POINT, "learning_rate": 1.0e-3}) != key({**POINT, "learning_rate": 2.0e-3})
+    assert key({**POINT, "top_k": 2}) != key(POINT)
+
+
+@pytest.mark.parametrize("name", sampler_names())
+def test_every_registered_sampler_comes_deduplicated(name):
+    sampler = make_sampler(SearchSpec(sampler=name, trials=5, startup_trials=2, seed=0), encoding())
+    assert isinstance(sampler, Deduplicated)
+    keys = run(sampler, encoding(), 4)  # the start-up phase: real draws through the wrapper
+    assert len(keys) == 4
