@@ -2,7 +2,7 @@
 
 Only that they ran: the figures themselves are the benchmarks' business (and are far
 too noisy at quick sizes to assert on). The sampler benchmark reads the committed table
-(``benchmarks/data/tabular_tweet.jsonl``), so it trains nothing. The three quick runs
+(``benchmarks/data/tabular_tweet.jsonl``), so it trains nothing. The quick runs
 are started together (they are mostly waiting on process start-up and model loads), so
 the module takes as long as the slowest of them.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ("sampler_quality.py", "overhead.py", "proxy_fidelity.py")
+SCRIPTS = ("sampler_quality.py", "overhead.py", "proxy_fidelity.py", "multi_fidelity.py", "found_vs_default.py")
 TIMEOUT = 600
 
 
@@ -75,3 +75,19 @@ def test_proxy_fidelity_quick_prints_its_table_and_summary(quick_runs):
     assert "Kendall tau" in out and "reference" in out
     assert "wall time" in out
     assert last_line(out).startswith("SUMMARY proxy_fidelity:")
+
+
+@pytest.mark.slow
+def test_multi_fidelity_quick_prints_its_table_and_summary(quick_runs):
+    out = output(quick_runs, "multi_fidelity.py")
+    assert "trials/h" in out and "plain" in out and "rungs" in out and "final HV" in out
+    assert "wall time" in out
+    assert last_line(out).startswith("SUMMARY multi_fidelity:")
+
+
+@pytest.mark.slow
+def test_found_vs_default_quick_prints_its_table_and_summary(quick_runs):
+    out = output(quick_runs, "found_vs_default.py")
+    assert "found:" in out and "default:" in out and "mean ± sd" in out and "parameters found / default" in out
+    assert "wall time" in out
+    assert last_line(out).startswith("SUMMARY found_vs_default:")
