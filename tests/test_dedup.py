@@ -97,3 +97,20 @@ def test_every_registered_sampler_comes_deduplicated(name):
     assert isinstance(sampler, Deduplicated)
     keys = run(sampler, encoding(), 4)  # the start-up phase: real draws through the wrapper
     assert len(keys) == 4
+
+
+def test_botorch_answers_the_best_untried_configuration_itself():
+    # 4 x 2 = 8 configurations, 7 already told: the only new one is the answer, found by
+    # ranking acquisition values over rounded points, not by the wrapper's random redraw.
+    sampler = make_sampler(SearchSpec(sampler="botorch", trials=9, startup_trials=7, seed=0))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    grid = [(i, c) for i in range(4) for c in ("a", "b")]
+    for i, c in grid[:7]:
+        study.enqueue_trial({"i": i, "c": c})
+    for _ in range(8):
+        trial = study.ask()
+        i, c = trial.suggest_int("i", 0, 3), trial.suggest_categorical("c", ["a", "b"])
+        study.tell(trial, [i + (c == "b"), float(i)])
+        if trial.number == 7:
+            assert (i, c) == grid[7]
+    assert sampler.duplicates == 0

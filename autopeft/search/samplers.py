@@ -17,7 +17,7 @@ from autopeft.space.schema import SearchSpec
 class SamplerInfo:
     name: str
     summary: str
-    make: Callable[[SearchSpec], object]
+    make: Callable[..., object]  # (search, key) -> sampler; key: configuration key or None
 
 
 _REGISTRY: dict[str, SamplerInfo] = {}
@@ -26,7 +26,7 @@ _REGISTRY: dict[str, SamplerInfo] = {}
 def register_sampler(name: str, summary: str):
     """Decorator registering a sampler factory; refuses duplicates."""
 
-    def wrap(make: Callable[[SearchSpec], object]):
+    def wrap(make: Callable[..., object]):
         if name in _REGISTRY:
             raise ValueError(f"sampler {name!r} is already registered")
         _REGISTRY[name] = SamplerInfo(name, summary, make)
@@ -45,12 +45,12 @@ def make_sampler(search: SearchSpec, encoding=None):
     ``encoding`` so that "the same" means the same configuration, not the same raw values)."""
     from autopeft.search.dedup import Deduplicated, configuration_key
 
-    base = _REGISTRY[search.sampler].make(search)
-    return Deduplicated(base, configuration_key(encoding) if encoding is not None else None)
+    key = configuration_key(encoding) if encoding is not None else None
+    return Deduplicated(_REGISTRY[search.sampler].make(search, key), key)
 
 
 @register_sampler("botorch", "GP + qLogNEHVI (noisy multi-objective, constraint-aware) via optuna-integration")
-def _botorch(search: SearchSpec):
+def _botorch(search: SearchSpec, key=None):
     import warnings
 
     from optuna.exceptions import ExperimentalWarning
@@ -62,13 +62,21 @@ def _botorch(search: SearchSpec):
     # qLogNEHVI: short proxies are noisy (seed sd ~2.7 pt), so the noisy variant, not qEHVI,
     # which trusts each observed value; fitted and optimised more cheaply than
     # optuna-integration's default (autopeft.search.acquisition says why and by how much).
-    return BoTorchSampler(
-        candidates_func=QLogNEHVICandidates(), n_startup_trials=search.startup_trials, seed=search.seed
-    )
+    class _BoTorch(BoTorchSampler):
+        # Tells the candidate generator how this ask's columns round to configurations.
+        def sample_relative(self, study, trial, search_space):
+            bind = getattr(self._candidates_func, "bind", None)  # absent on a plain function (tests)
+            if bind is not None and search_space:
+                bind(search_space, key)
+            return super().sample_relative(study, trial, search_space)
+
+    # consider_running_trials: other workers' running points enter qLogNEHVI as pending.
+    return _BoTorch(candidates_func=QLogNEHVICandidates(), n_startup_trials=search.startup_trials, seed=search.seed,
+                    consider_running_trials=True)
 
 
 @register_sampler("gp", "optuna's GPSampler (log EHVI for several objectives)")
-def _gp(search: SearchSpec):
+def _gp(search: SearchSpec, key=None):
     import optuna
 
     # Independent draws happen by design (autopeft.search.dedup redraws repeats): not news.
@@ -77,7 +85,7 @@ def _gp(search: SearchSpec):
 
 
 @register_sampler("tpe", "optuna's multivariate TPE")
-def _tpe(search: SearchSpec):
+def _tpe(search: SearchSpec, key=None):
     import optuna
 
     return optuna.samplers.TPESampler(
@@ -86,14 +94,14 @@ def _tpe(search: SearchSpec):
 
 
 @register_sampler("nsga2", "optuna's NSGA-II evolutionary sampler")
-def _nsga2(search: SearchSpec):
+def _nsga2(search: SearchSpec, key=None):
     import optuna
 
     return optuna.samplers.NSGAIISampler(seed=search.seed, population_size=max(4, search.startup_trials))
 
 
 @register_sampler("random", "uniform random search (the baseline every sampler must beat)")
-def _random(search: SearchSpec):
+def _random(search: SearchSpec, key=None):
     import optuna
 
     return optuna.samplers.RandomSampler(seed=search.seed)
