@@ -77,6 +77,8 @@ class TrialResult:
         curve: ``[step, mean training loss over the last log_every steps]`` points.
         trainable_params: As reported by peft after ``get_peft_model``.
         train_time: Seconds in the training loop (no model load, no evaluation).
+        setup_time: Seconds before the training loop: model load, peft wrap, data, caches.
+        eval_time: Seconds evaluating on the validation split (at rungs and at the end).
         wall_time: Seconds from process start to result.
         peak_rss_mb: Peak resident memory of the trial process, MiB.
         error: Why a failed trial failed (one line).
@@ -88,6 +90,8 @@ class TrialResult:
     curve: list = field(default_factory=list)
     trainable_params: int | None = None
     train_time: float = 0.0
+    setup_time: float = 0.0
+    eval_time: float = 0.0
     wall_time: float = 0.0
     peak_rss_mb: float = 0.0
     error: str | None = None
