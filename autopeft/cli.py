@@ -283,7 +283,7 @@ def export(
     if train:
         if as_:
             raise AutoPeftError("--train with --as is not supported: train the AdaLoRA trial, or export --as lora alone")
-        _train(console, s, record, path, seeds, steps, epochs, train_examples, baseline)
+        _train(console, s, record, path, seeds, steps, epochs, train_examples, baseline, store.trials(s.name))
         return
     console.print(f"trial {record.number} ({how}) -> {path}; load it with:")
     console.print(_load_snippet(s, record, path, weights=False), markup=False, highlight=False)
@@ -297,13 +297,13 @@ def _load_snippet(study, record, path, weights: bool) -> str:
     return get_method(record.candidate["method"]).load_snippet(str(path), task, num_labels, weights)
 
 
-def _train(console, study, record, path, seeds, steps, epochs, train_examples, baseline) -> None:
+def _train(console, study, record, path, seeds, steps, epochs, train_examples, baseline, records) -> None:
     from pathlib import Path
 
     from autopeft.retrain import retrain
 
     protocol, chosen, base = retrain(study, record, Path(path), seeds=seeds, steps=steps, epochs=epochs,
-                                     train_examples=train_examples, baseline=baseline,
+                                     train_examples=train_examples, baseline=baseline, records=records,
                                      on_progress=lambda msg: console.print(f"  training {msg}"))
     m = protocol.metric
     for report in (chosen, base):

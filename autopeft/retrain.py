@@ -5,7 +5,8 @@ trained on all the training data (unless limited) for each seed, in the same iso
 trial process as the search, and the adapter of the best seed is saved with peft
 (``adapter_model.safetensors``). A model card reports the metric mean ± sd over seeds.
 ``--baseline`` trains default LoRA (r=8, alpha 16, query/value, all layers) under the same
-protocol, so the card can say whether the search beat the guess.
+protocol, so the card can say whether the search beat the guess; its learning rate is a
+LoRA rate (``baseline_learning_rate``), not a different method's.
 """
 
 from __future__ import annotations
@@ -73,8 +74,11 @@ class ConfigReport:
 
 def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 3, steps: int | None = None,
             epochs: float | None = None, train_examples: int | None = None, baseline: bool = False,
-            on_progress=None) -> tuple[Protocol, ConfigReport, ConfigReport | None]:
-    """Train ``record``'s configuration per seed, keep the best seed's adapter in ``out``."""
+            records=(), on_progress=None) -> tuple[Protocol, ConfigReport, ConfigReport | None]:
+    """Train ``record``'s configuration per seed, keep the best seed's adapter in ``out``.
+
+    ``records``: the study's trials, where the baseline's learning rate comes from
+    (``baseline_learning_rate``)."""
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space_text
     from autopeft.space.encoding import Candidate
@@ -94,24 +98,51 @@ def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 
                         space.task.metric, space.task.type)
 
     chosen = _train_all("chosen", Candidate.from_json(record.candidate), prep, protocol, out, keep=True, on_progress=on_progress)
-    base = None
+    base = note = None
     if baseline:
-        cand = baseline_candidate(record.candidate, prep.arch.num_layers)
+        lr, why = baseline_learning_rate(record, records, protocol.metric)
+        cand = baseline_candidate(record.candidate, prep.arch.num_layers, learning_rate=lr)
         base = _train_all("baseline", cand, prep, protocol, out, keep=False, on_progress=on_progress)
-    (out / "README.md").write_text(model_card(study, record, protocol, chosen, base, prep.data.num_labels))
+        note = (f"Baseline: default LoRA (r={BASELINE['rank']}, alpha {BASELINE['alpha']:g}, "
+                f"{'/'.join(BASELINE['targets'])}, all layers) at learning rate {lr:.3g}, {why}.")
+    (out / "README.md").write_text(model_card(study, record, protocol, chosen, base, prep.data.num_labels, note))
     return protocol, chosen, base
 
 
-def baseline_candidate(candidate: dict, num_layers: int):
-    """Default LoRA (``BASELINE`` on every layer) with the chosen trial's learning rate and dropout.
+def baseline_candidate(candidate: dict, num_layers: int, learning_rate: float | None = None):
+    """Default LoRA (``BASELINE`` on every layer) with the chosen trial's dropout, and its learning
+    rate unless ``learning_rate`` is given.
 
     Nothing else of the chosen candidate carries over: its per-layer ranks (``layer_ranks``,
     from a ``rank: {per_layer: ...}`` space) would otherwise replace r=8 on the baseline.
     """
     from autopeft.space.encoding import Candidate
 
+    lr = {} if learning_rate is None else {"learning_rate": learning_rate}
     return Candidate.from_json({**candidate, **BASELINE, "layers": list(range(num_layers)), "dora": False,
-                                "rslora": False, "layer_ranks": None})
+                                "rslora": False, "layer_ranks": None, **lr})
+
+
+def baseline_learning_rate(chosen: TrialRecord, records, metric: str) -> tuple[float, str]:
+    """The default-LoRA baseline's learning rate, and where it came from (for the model card).
+
+    Good learning rates are method-specific (IA3's are about ten times LoRA's): default LoRA
+    trained at an IA3 trial's rate can diverge, which would make any search "beat" it. So:
+    the chosen trial's rate when it is a LoRA trial; otherwise the rate of the study's best
+    complete LoRA trial (the rate the search found for LoRA); with no such trial, the chosen
+    trial's.
+    """
+    from autopeft.tasks import METRIC_DIRECTIONS
+
+    if chosen.candidate["method"] == "lora":
+        return chosen.candidate["learning_rate"], f"the chosen trial {chosen.number}'s"
+    lora = [r for r in records if r.status == "complete" and r.candidate.get("method") == "lora" and metric in r.metrics]
+    if not lora:
+        return (chosen.candidate["learning_rate"],
+                f"the chosen {chosen.candidate['method']} trial {chosen.number}'s (the study has no complete LoRA trial)")
+    sign = 1 if METRIC_DIRECTIONS[metric] == "max" else -1
+    best = max(lora, key=lambda r: (sign * r.metrics[metric], -r.number))
+    return best.candidate["learning_rate"], f"that of trial {best.number}, the study's best LoRA trial ({metric} {best.metrics[metric]:.4f})"
 
 
 def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:
@@ -151,7 +182,7 @@ def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, o
 
 
 def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: ConfigReport, base: ConfigReport | None,
-               num_labels: int) -> str:
+               num_labels: int, baseline_note: str | None = None) -> str:
     from autopeft.methods import get_method
 
     m = p.metric
@@ -172,6 +203,8 @@ def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: Con
     ]
     if base is not None:
         lines.append(_row(base, m))
+    if baseline_note:
+        lines += ["", baseline_note]
     lines += [
         "",
         f"The weights here are those of the best seed ({best_seed}). Candidate: `{chosen.candidate}`.",

@@ -26,3 +26,33 @@ def test_the_baseline_drops_the_chosen_trials_per_layer_ranks(model_info, layers
     lora, ctx = get_method("lora"), BuildContext(model_info, 10)
     assert lora.config_json(lora.build(base, ctx)) == lora.config_json(lora.build(default, ctx))
     assert lora.count_trainable(base, ctx) == lora.count_trainable(default, ctx)
+
+
+def _trial(number, method, lr, accuracy, status="complete"):
+    from datetime import datetime, timezone
+
+    from autopeft.store import TrialRecord
+
+    candidate = {"method": method, "rank": 4, "alpha": 8.0, "dropout": 0.0, "targets": ["query", "value"],
+                 "layers": [5], "learning_rate": lr, "dora": False, "rslora": False}
+    return TrialRecord(study="s", number=number, status=status, candidate=candidate, params={},
+                       started_at=datetime.now(timezone.utc), metrics={"accuracy": accuracy} if accuracy else {})
+
+
+def test_the_baseline_learning_rate_is_a_lora_rate_not_the_chosen_ia3_trials():
+    from autopeft.retrain import baseline_learning_rate
+
+    ia3 = _trial(4, "ia3", 2e-2, 0.89)
+    records = [_trial(0, "lora", 1e-3, 0.80), ia3, _trial(2, "lora", 5e-3, 0.93), _trial(3, "lora", 9e-3, 0.93),
+               _trial(5, "lora", 3e-3, None, status="failed"), _trial(6, "adalora", 7e-3, 0.95)]
+    lr, why = baseline_learning_rate(ia3, records, "accuracy")
+    assert lr == 5e-3 and "trial 2" in why  # the best complete LoRA trial; ties to the lower number
+
+    chosen_lora = records[3]
+    assert baseline_learning_rate(chosen_lora, records, "accuracy")[0] == 9e-3  # a LoRA pick keeps its own rate
+    lr, why = baseline_learning_rate(ia3, [ia3, records[-1]], "accuracy")
+    assert lr == 2e-2 and "no complete LoRA trial" in why
+    # A minimised metric picks the lowest.
+    lm = [_trial(0, "lora", 1e-3, None), _trial(1, "lora", 4e-3, None)]
+    lm[0].metrics["eval_loss"], lm[1].metrics["eval_loss"] = 2.5, 2.1
+    assert baseline_learning_rate(ia3, lm, "eval_loss")[0] == 4e-3
