@@ -18,39 +18,6 @@ db_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 
-#: Where autopeft's alembic revision lives: must match ``autopeft/store/migrations/env.py``
-#: (optuna's own revision stays in ``alembic_version``).
-VERSION_TABLE = "autopeft_alembic_version"
-
-
-def _autopeft_revision(url: str) -> str | None:
-    """The alembic revision of autopeft's tables at ``url`` (None: not created yet), read-only."""
-    from alembic.runtime.migration import MigrationContext
-
-    from autopeft.errors import StoreError
-    from autopeft.store.store import _engine, _first_line, mask_url
-
-    display = mask_url(url)
-    engine = _engine(url, display)
-    try:
-        with engine.connect() as connection:
-            return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
-    except Exception as e:
-        raise StoreError(f"cannot read {display}: {_first_line(e)}") from None
-    finally:
-        engine.dispose()
-
-
-def _head_revision() -> str:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    from autopeft.store.store import _MIGRATIONS
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    return ScriptDirectory.from_config(cfg).get_current_head()
-
 
 @db_app.command("upgrade")
 def db_upgrade(storage: Optional[str] = STORAGE) -> None:
@@ -60,15 +27,16 @@ def db_upgrade(storage: Optional[str] = STORAGE) -> None:
     alone (``optuna storage upgrade`` migrates it).
     """
     from autopeft.store import Store
+    from autopeft.store.store import schema_revision
 
     url = _storage(storage)
-    before = _autopeft_revision(url)
+    before = schema_revision(url)
     store = Store(url)  # opening a store migrates autopeft's tables to head
     try:
         # Create optuna's tables now too (if missing), so that workers started together on
         # this database do not race to create them. Existing ones are left as they are.
         store.optuna_storage
-        after = _autopeft_revision(url)
+        after = schema_revision(url)
         if before == after:
             typer.echo(f"autopeft tables in {store.display_url} already at revision {after} (head)")
         else:
@@ -81,10 +49,11 @@ def db_upgrade(storage: Optional[str] = STORAGE) -> None:
 def db_current(storage: Optional[str] = STORAGE) -> None:
     """Print the revision of autopeft's tables, without changing anything."""
     from autopeft.store import mask_url
+    from autopeft.store.store import head_revision, schema_revision
 
     url = _storage(storage)
-    rev = _autopeft_revision(url)
-    head = _head_revision()
+    rev = schema_revision(url)
+    head = head_revision()
     state = "not created (run: autopeft db upgrade)" if rev is None else (
         f"{rev} (head)" if rev == head else f"{rev} (head is {head}: run autopeft db upgrade)")
     typer.echo(f"autopeft tables in {mask_url(url)}: {state}")

@@ -44,7 +44,7 @@ def config() -> tuple[str, bool]:
 # ---------------------------------------------------------------------- cached loading
 @st.cache_resource(show_spinner=False)
 def _store(url: str):
-    return data.open_store(url)
+    return data.open_store(url, read_only=config()[1])  # a read-only dashboard never migrates a schema
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)

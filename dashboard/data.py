@@ -21,8 +21,8 @@ SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
 
 # ---------------------------------------------------------------------- store
-def open_store(url: str, *, create: bool = False):
-    """The ``Store`` at ``url``.
+def open_store(url: str, *, create: bool = False, read_only: bool = False):
+    """The ``Store`` at ``url`` (``read_only``: never migrates; an old schema is an error).
 
     A SQLite file that does not exist is reported rather than silently created (opening a
     store creates its tables), unless ``create`` (the New search page).
@@ -38,7 +38,7 @@ def open_store(url: str, *, create: bool = False):
             raise StoreError(f"no database at {mask_url(url)} (the file {path} does not exist yet); "
                              "run `autopeft search` or create a study on the New search page")
     try:
-        return Store(url)
+        return Store(url, migrate=not read_only)
     except AutoPeftError:
         raise
     except Exception as e:  # any driver-level surprise becomes a message, not a traceback

@@ -39,9 +39,9 @@ def scalar_rows(url: str, query: str) -> list:
 
 
 def head() -> str:
-    from autopeft.cli_workers import _head_revision
+    from autopeft.store.store import head_revision
 
-    return _head_revision()
+    return head_revision()
 
 
 def db(capsys, *args: str) -> str:
@@ -123,6 +123,23 @@ def test_downgrade_to_base_and_back_only_touches_our_tables(url, capsys):
     assert f"-> {head()} (head)" in db(capsys, "upgrade", "--storage", url)
     assert OURS <= tables(url)
     assert scalar_rows(url, "SELECT version_num FROM alembic_version") == optuna_version
+
+
+def test_a_read_only_store_never_migrates_and_says_how_to(url, capsys):
+    import optuna
+
+    from autopeft.errors import StoreError
+    from autopeft.store import Store
+
+    storage = optuna.storages.RDBStorage(url)  # a database with optuna's tables but not ours
+    storage.engine.dispose()
+    with pytest.raises(StoreError, match="do not exist yet.*nothing was changed.*autopeft db upgrade"):
+        Store(url, migrate=False)
+    assert not tables(url) & OURS
+    db(capsys, "upgrade", "--storage", url)
+    store = Store(url, migrate=False)
+    assert store.revision() == head() and store.studies() == []
+    store.close()
 
 
 def test_upgrade_of_an_unreachable_database_is_one_clear_line(capsys):

@@ -1,7 +1,9 @@
 """The store: optuna's RDBStorage as the trial ledger, plus autopeft's tables, one database.
 
 SQLite (a file, the default) or PostgreSQL (many workers on many machines). Opening a store
-brings autopeft's tables to the newest alembic revision; optuna manages its own.
+brings autopeft's tables to the newest alembic revision (optuna manages its own), unless
+it is opened with ``migrate=False`` — a read-only viewer never changes a schema; it checks
+the revision and says how to upgrade.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from autopeft.store.records import StudyRecord, TrialRecord
 
 DEFAULT_URL = "sqlite:///autopeft.db"
 _MIGRATIONS = Path(__file__).parent / "migrations"
+#: Where autopeft's alembic revision lives (``migrations/env.py`` says the same); optuna's
+#: own revision stays in ``alembic_version``.
+VERSION_TABLE = "autopeft_alembic_version"
 
 
 def mask_url(url: str) -> str:
@@ -35,16 +40,23 @@ class Store:
         url: SQLAlchemy URL, e.g. ``sqlite:///autopeft.db`` or
             ``postgresql+psycopg://user:pass@host/db``.
 
+        migrate: Bring autopeft's tables to the newest revision (the default). ``False``
+            (read-only viewers) changes nothing and refuses a schema that is not current.
+
     Raises:
-        StoreError: the URL is malformed, its driver missing, or the server unreachable.
+        StoreError: the URL is malformed, its driver missing, or the server unreachable;
+            with ``migrate=False``, autopeft's tables are missing or at another revision.
     """
 
-    def __init__(self, url: str = DEFAULT_URL) -> None:
+    def __init__(self, url: str = DEFAULT_URL, *, migrate: bool = True) -> None:
         self.url = url
         self.display_url = mask_url(url)
         self.engine = _engine(url, self.display_url)
         self._optuna_storage = None
-        self.upgrade()
+        if migrate:
+            self.upgrade()
+        else:
+            self._require_current_schema()
 
     # ------------------------------------------------------------------ schema
     def upgrade(self) -> None:
@@ -60,6 +72,17 @@ class Store:
                 command.upgrade(cfg, "head")
         except Exception as e:
             raise StoreError(f"cannot prepare the database {self.display_url}: {_first_line(e)}") from None
+
+    def revision(self) -> str | None:
+        """The alembic revision of autopeft's tables (None: not created), read without changing anything."""
+        return _read_revision(self.engine, self.display_url)
+
+    def _require_current_schema(self) -> None:
+        current, head = self.revision(), head_revision()
+        if current != head:
+            state = "do not exist yet" if current is None else f"are at revision {current}"
+            raise StoreError(f"autopeft's tables in {self.display_url} {state}; this autopeft reads revision {head}. "
+                             f"Opened read-only, nothing was changed: run `autopeft db upgrade --storage URL` first")
 
     @property
     def optuna_storage(self):
@@ -236,3 +259,33 @@ def _first_line(e: Exception) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def head_revision() -> str:
+    """The newest revision of autopeft's tables this code knows."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def schema_revision(url: str) -> str | None:
+    """The revision of autopeft's tables at ``url`` (None: not created), without opening a Store."""
+    display = mask_url(url)
+    engine = _engine(url, display)
+    try:
+        return _read_revision(engine, display)
+    finally:
+        engine.dispose()
+
+
+def _read_revision(engine, display_url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    except Exception as e:
+        raise StoreError(f"cannot read {display_url}: {_first_line(e)}") from None

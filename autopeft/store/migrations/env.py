@@ -6,9 +6,8 @@ Optuna keeps its schema version in ``alembic_version``; ours lives in
 
 from alembic import context
 
+from autopeft.store.store import VERSION_TABLE
 from autopeft.store.tables import metadata
-
-VERSION_TABLE = "autopeft_alembic_version"
 
 connection = context.config.attributes["connection"]
 context.configure(
