@@ -10,7 +10,9 @@ Through the product's own command line, in a fresh SQLite database:
    — the knee of the Pareto front re-trained at full fidelity on all 1,925 training
    examples (120 steps x batch 16 = one epoch), once per seed, and default LoRA (r=8,
    alpha 16, query+value, all 6 layers) trained under the same protocol (same steps, data,
-   seeds, and the found trial's learning rate — that is what ``--baseline`` does).
+   seeds). Its learning rate is what ``--baseline`` gives it since 39e502b: the found
+   trial's if that is LoRA, else that of the study's best LoRA trial. (Before, it was always
+   the found trial's: the first full run picked IA3 at 2e-2, where default LoRA diverged.)
 
 Results are read from the files the export writes: the model card ``DIR/README.md`` (its
 table holds every seed's accuracy and the trainable parameters of both configurations)
@@ -89,6 +91,8 @@ def read_card(path: Path) -> dict:
                 "params": int(cells[2].replace(",", "")),
                 "values": [float(v) for v in cells[4].split(",")],
             }
+    note = re.search(r"^Baseline: .* at learning rate ([0-9.e+-]+), (.*)\.$", text, re.M)
+    card["baseline_lr"] = (float(note[1]), note[2]) if note else None  # written since 39e502b
     if set(card["rows"]) != {"chosen", "baseline"}:
         raise SystemExit(f"{path}: expected 'chosen' and 'baseline' rows, found {sorted(card['rows'])}")
     return card
@@ -183,20 +187,21 @@ def main(argv=None) -> int:
     cand = provenance["candidate"]
     # What --baseline trained (default LoRA on every layer of the model), for the table's label.
     baseline = baseline_candidate(cand, prepare_search(space, with_data=False).arch.num_layers).to_json()
+    base_lr, base_lr_why = card["baseline_lr"] or (cand["learning_rate"], "the chosen trial's")
     m = card["metric"]
 
     print()
     print(f"Found vs default on {space.task.dataset} ({space.model.name}): knee of {space.study} "
           f"(trial {provenance['trial']}, proxy {m} {provenance['metrics'].get(m, float('nan')):.4f}) vs default LoRA, "
           f"both re-trained {card['steps']} steps x batch {card['batch']} x max_length {card['max_length']} on "
-          f"{card['train_examples']:,} examples, seeds {', '.join(map(str, card['seeds']))}, learning rate "
-          f"{cand['learning_rate']:.2e}, {args.threads} thread(s); {m} on {card['eval_examples']} validation examples")
-    header = f"{'configuration':<50}{'trainable params':>17}{m + ' mean ± sd':>22}   per seed"
+          f"{card['train_examples']:,} examples, seeds {', '.join(map(str, card['seeds']))}, {args.threads} "
+          f"thread(s); {m} on {card['eval_examples']} validation examples; default LoRA's learning rate: {base_lr_why}")
+    header = f"{'configuration':<46}{'lr':>9}{'trainable params':>17}{m + ' mean ± sd':>22}   per seed"
     print(header)
     print("-" * (len(header) + 24))
-    for name, row, mean, sd in (("found: " + describe(cand), found, f_mean, f_sd),
-                                ("default: " + describe(baseline), default, d_mean, d_sd)):
-        print(f"{name:<50}{row['params']:>17,}{f'{mean:.4f} ± {sd:.4f}':>22}   "
+    for name, lr, row, mean, sd in (("found: " + describe(cand), cand["learning_rate"], found, f_mean, f_sd),
+                                    ("default: " + describe(baseline), base_lr, default, d_mean, d_sd)):
+        print(f"{name:<46}{lr:>9.2e}{row['params']:>17,}{f'{mean:.4f} ± {sd:.4f}':>22}   "
               + ", ".join(f"{v:.4f}" for v in row["values"]))
     print(f"difference found - default: {diff * 100:+.2f} pt; noise: seed sd found {f_sd * 100:.2f} pt, default "
           f"{d_sd * 100:.2f} pt, tolerance {tolerance * 100:.2f} pt (pooled seed sd, at least 1 validation example)")
