@@ -64,8 +64,9 @@ def main() -> int:
     delta = statistics.fmean(v[1] for v in rows["ist"]) - statistics.fmean(v[1] for v in rows["plain"])
     noise = statistics.stdev(v[1] for v in rows["plain"]) if seeds > 1 else float("nan")
     print(f"wall time {time.perf_counter() - started:.0f} s")
-    print(f"SUMMARY ist: step time x{plain_step / ist_step:.2f} faster, {metric} {delta:+.4f} vs plain "
-          f"(plain seed-to-seed sd {noise:.4f})")
+    ratio = ist_step / plain_step
+    print(f"SUMMARY ist: IST step time / plain = {ratio:.2f} ({'faster' if ratio < 1 else 'slower'}), "
+          f"{metric} {delta:+.4f} vs plain (plain seed-to-seed sd {noise:.4f})")
     return 0
 
 
