@@ -47,7 +47,11 @@ def test_search_records_every_trial_in_both_ledgers(searched):
     trained = [r for r in outcome.records if r.status in ("complete", "failed")]
     assert len(trained) == 3
     assert not outcome.interrupted
+    import math
+
     import optuna
+
+    from autopeft.search.scales import scaled
 
     ostudy = optuna.load_study(study_name="tiny", storage=url)
     by_number = {t.number: t for t in ostudy.trials}
@@ -55,8 +59,11 @@ def test_search_records_every_trial_in_both_ledgers(searched):
         assert r.number in by_number
         if r.status == "complete":
             assert 0.0 <= r.metrics["accuracy"] <= 1.0
-            assert r.values == pytest.approx(list(by_number[r.number].values))
+            # optuna holds what the sampler was told: trainable parameters on log10 (autopeft.search.scales)
+            assert scaled(outcome.study.objectives, r.values) == pytest.approx(list(by_number[r.number].values))
             assert r.values[1] == r.trainable_params
+            assert by_number[r.number].values[1] == pytest.approx(math.log10(r.trainable_params))
+            assert r.resources["eval_time"] > 0 and r.resources["setup_time"] > 0
             assert r.curve and r.curve[-1][0] == prep.space.proxy.steps
             assert r.resources["train_time"] > 0 and r.resources["peak_rss_mb"] > 0
             assert r.trainable_params <= prep.budget_limit
