@@ -58,19 +58,10 @@ class QLogNEHVICandidates:
         """
         from optuna._transform import _SearchSpaceTransform
 
-        from autopeft.search.dedup import _raw_key
+        from autopeft.search.dedup import key_of
 
         transform = _SearchSpaceTransform(search_space)
-        key = key or _raw_key
-
-        def row_key(row) -> object:
-            params = transform.untransform(row.detach().cpu().numpy())
-            try:
-                return key(params)
-            except (KeyError, TypeError, ValueError):  # parameters outside this space: compare raw
-                return _raw_key(params)
-
-        self._row_key = row_key
+        self._row_key = lambda row: key_of(transform.untransform(row.detach().cpu().numpy()), key)
 
     def __call__(self, train_x, train_obj, train_con, bounds, pending_x):
         import torch

@@ -47,7 +47,13 @@ def configuration_key(encoding) -> Callable[[dict], Hashable]:
     return key
 
 
-def _raw_key(params: dict) -> Hashable:
+def key_of(params: dict, key: Callable[[dict], Hashable] | None = None) -> Hashable:
+    """``key(params)``; the raw values when there is no key or ``params`` is a partial set."""
+    if key is not None:
+        try:
+            return key(params)
+        except (KeyError, TypeError, ValueError):  # a partial parameter set: compare it raw
+            pass
     return tuple(sorted((k, round(v, 6) if isinstance(v, float) else v) for k, v in params.items()))
 
 
@@ -60,12 +66,7 @@ class Deduplicated(optuna.samplers.BaseSampler):
         self.duplicates = 0
 
     def key(self, params: dict) -> Hashable:
-        if self._key is None:
-            return _raw_key(params)
-        try:
-            return self._key(params)
-        except (KeyError, TypeError, ValueError):  # a partial parameter set: compare it raw
-            return _raw_key(params)
+        return key_of(params, self._key)
 
     def infer_relative_search_space(self, study, trial) -> dict[str, Any]:
         return self.base.infer_relative_search_space(study, trial)
