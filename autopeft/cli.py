@@ -49,6 +49,7 @@ def validate(space: str = typer.Argument(..., help="Search-space YAML."), set_: 
 
     sp = load_space(space, set_ or ())
     prep = prepare_search(sp, with_data=False)
+    _warn(prep)
     console = _console()
     table = Table(title=f"{sp.study}: {prep.encoding.dimensions} search dimensions", title_justify="left")
     table.add_column("dimension")
@@ -62,6 +63,13 @@ def validate(space: str = typer.Argument(..., help="Search-space YAML."), set_: 
     console.print(f"trainable parameters over the space: {r.low:,} .. {r.high:,}; {budget}; feasible {r.low:,} .. {r.feasible_high:,}")
     console.print(f"objectives: {', '.join(f'{o.name} ({o.direction})' for o in sp.objectives)}; "
                   f"sampler {sp.search.sampler}, {sp.search.trials} trials")
+
+
+def _warn(prep):
+    """Print ``prep``'s warnings (one line each, on stderr) and return it."""
+    for line in prep.warnings:
+        typer.echo(f"warning: {line}", err=True)
+    return prep
 
 
 def _describe(dist) -> str:
@@ -94,12 +102,12 @@ def search(
     console = _console()
     console.print(f"preparing [bold]{sp.study}[/]: model {sp.model.name}, data {sp.task.dataset} ...")
     if submit_only:
-        study = open_study(store, prepare_search(sp, with_data=False), trials)
+        study = open_study(store, _warn(prepare_search(sp, with_data=False)), trials)
         flag = f" --storage '{store.display_url}'"
         console.print(f"submitted study {study.name} ({study.trials_target} trials) to {store.display_url}; run it with:\n"
                       f"  autopeft worker {study.name}{flag}")
         return
-    prep = prepare_search(sp)
+    prep = _warn(prepare_search(sp))
     if workers > 1:
         outcome = _run_workers(console, store, prep, trials, workers)
     else:

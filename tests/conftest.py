@@ -57,3 +57,44 @@ def _base_model(model_ref):
 def base_model(_base_model):
     """A fresh, private copy of the bundled model with a 3-class head (loaded once per session)."""
     return copy.deepcopy(_base_model)
+
+
+@pytest.fixture(scope="session")
+def refused_on_bundled(model_ref, model_info):
+    """``{method: reason}`` for the methods ``minilm-l6`` cannot take under the installed
+    peft/transformers (``autopeft.methods.capability``): the contract tests train every other
+    method, and assert this refusal for these (it depends on the releases, not on us)."""
+    from autopeft.methods import method_names
+    from autopeft.methods.capability import refusals
+    from autopeft.space.encoding import Candidate
+    from autopeft.space.schema import Targets
+
+    cands = {m: Candidate(m, 2, 4.0, 0.0, Targets(("query", "value")), (4, 5), 1e-3, False, False)
+             for m in method_names()}
+    return {r.method: r.reason for r in refusals(model_ref, model_info, cands, 10)}
+
+
+@pytest.fixture(scope="session")
+def tiny_random_gpt2(tmp_path_factory):
+    """A 2-layer GPT-2 LM with random weights, saved like any local HF model directory
+    (``model/``, with the bundled model's tokenizer), and 120 prompt/completion rows
+    (``data.jsonl``). Every peft method works on it under the releases CI locks, prefix
+    tuning included (peft 0.21 + transformers 5.24 refuse prefix tuning on BERT)."""
+    import json
+
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from autopeft.assets.models import resolve_model
+    from autopeft.space.schema import ModelSpec
+
+    root = tmp_path_factory.mktemp("tiny-random-gpt2")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(ModelSpec("minilm-l6")).location)
+    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    rows = [{"prompt": f"Review {i}: the film was", "completion": " good" if i % 2 else " bad"} for i in range(120)]
+    (root / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root

@@ -21,28 +21,6 @@ from autopeft.space import load_space_text
 from autopeft.store import Store
 
 
-@pytest.fixture(scope="module")
-def tiny_random_gpt2(tmp_path_factory):
-    """A 2-layer GPT-2 with random weights, saved like any local HF model directory."""
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    from autopeft.assets.models import resolve_model
-    from autopeft.space.schema import ModelSpec
-
-    root = tmp_path_factory.mktemp("tiny-random-gpt2")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(ModelSpec("minilm-l6")).location)
-    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                        pad_token_id=tokenizer.pad_token_id)
-    import torch
-
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
-    rows = [{"prompt": f"Review {i}: the film was", "completion": " good" if i % 2 else " bad"} for i in range(120)]
-    (root / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
-
-
 def space_yaml(root) -> str:
     return f"""
 study: lm

@@ -16,6 +16,7 @@ Adding a method adds it to ``method_names()`` and so to every test here.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -101,7 +102,8 @@ def test_count_grows_with_what_the_method_uses(name, model_info, model_ref):
 
 
 @pytest.mark.parametrize("name", method_names())
-def test_one_training_step_changes_only_trainable_parameters(name, model_info, model_ref, base_model):
+def test_one_training_step_changes_only_trainable_parameters(name, model_info, model_ref, base_model,
+                                                            refused_on_bundled):
     import torch
     from transformers import AutoTokenizer
 
@@ -112,6 +114,10 @@ def test_one_training_step_changes_only_trainable_parameters(name, model_info, m
     batch = tokenizer(["great game today", "awful service, never again", "the bus is at nine", "love it"],
                       padding=True, return_tensors="pt")
     batch["labels"] = torch.tensor([2, 0, 1, 2])
+    if name in refused_on_bundled:  # the installed releases refuse it (tests/test_capability.py trains it elsewhere)
+        with pytest.raises(Exception, match=re.escape(refused_on_bundled[name])):
+            model(**batch)
+        return
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
 

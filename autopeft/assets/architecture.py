@@ -132,14 +132,7 @@ def _inspect(model_ref, num_labels: int, task: str) -> ModelInfo:
 
     kind = task_kind(task)
     config = load_config(model_ref, **kind.model_kwargs(num_labels))
-    try:
-        with torch.device("meta"):
-            model = kind.auto().from_config(config, trust_remote_code=model_ref.trust_remote_code)
-    except (ValueError, KeyError) as e:
-        raise AssetError(
-            f"model '{model_ref.name}' ({config.model_type}) has no {kind.auto_class} in "
-            f"transformers: {str(e).splitlines()[0]}"
-        ) from None
+    model = build_on_meta(model_ref, num_labels, task, config)
     layers_path, layers = _find_layer_stack(model)
     if layers is None:
         raise AssetError(f"model '{model_ref.name}': found no stack of transformer layers with linear modules")
@@ -163,6 +156,26 @@ def _inspect(model_ref, num_labels: int, task: str) -> ModelInfo:
         num_labels=num_labels,
         task=task,
     )
+
+
+def build_on_meta(model_ref, num_labels: int, task: str = "classification", config=None):
+    """The model with the head of ``task``, built on the ``meta`` device: structure and
+    shapes without weights or memory (reading it, and checking what peft can do with it)."""
+    import torch
+
+    from autopeft.assets.models import load_config
+    from autopeft.tasks import task_kind
+
+    kind = task_kind(task)
+    config = config if config is not None else load_config(model_ref, **kind.model_kwargs(num_labels))
+    try:
+        with torch.device("meta"):
+            return kind.auto().from_config(config, trust_remote_code=model_ref.trust_remote_code)
+    except (ValueError, KeyError) as e:
+        raise AssetError(
+            f"model '{model_ref.name}' ({config.model_type}) has no {kind.auto_class} in "
+            f"transformers: {str(e).splitlines()[0]}"
+        ) from e
 
 
 def _features(module) -> tuple[int, int] | None:

@@ -26,6 +26,20 @@ class PreparedSearch:
     arch: ModelInfo
     encoding: SpaceEncoding
     params: ParamRange
+    #: Methods of the space the model cannot take (``autopeft.methods.capability.Refusal``):
+    #: left out of the encoding, reported once as a warning.
+    dropped: tuple = ()
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """One line per thing the user should know before the search starts."""
+        from autopeft.methods.capability import installed_versions
+
+        return tuple(
+            f"{self.space.source}: space.method: dropped '{r.method}': model '{self.model.name}' "
+            f"({self.arch.model_type}) cannot take it under {installed_versions()}: {r.reason}"
+            for r in self.dropped
+        )
 
     @property
     def budget_limit(self) -> int | None:
@@ -54,7 +68,7 @@ def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSea
     from autopeft.assets.architecture import inspect_model
     from autopeft.assets.datasets import load_table, prepare_data, resolve_dataset
     from autopeft.assets.models import quiet_transformers, resolve_model
-    from autopeft.space.check import check_against_model
+    from autopeft.space.check import check_against_model, drop_refused_methods
 
     quiet_transformers()
     model = resolve_model(space.model)
@@ -67,5 +81,8 @@ def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSea
         num_labels = len(load_table(dataset, space.task).label_names)  # also checks the columns
     arch = inspect_model(model, num_labels, space.task.type)
     encoding = SpaceEncoding(space.space, arch.num_layers, **_module_info(arch))
+    space, dropped = drop_refused_methods(space, model, arch, encoding)
+    if dropped:
+        encoding = SpaceEncoding(space.space, arch.num_layers, **_module_info(arch))
     params = check_against_model(space, arch, encoding)
-    return PreparedSearch(space, model, dataset, data, arch, encoding, params)
+    return PreparedSearch(space, model, dataset, data, arch, encoding, params, dropped)

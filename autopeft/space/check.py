@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autopeft.assets.architecture import ModelInfo
 from autopeft.errors import MethodError, SpaceError
 from autopeft.space.encoding import Candidate, SpaceEncoding
-from autopeft.space.schema import SearchSpace
+from autopeft.space.schema import Choice, Fixed, SearchSpace
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,41 @@ def check_against_model(space: SearchSpace, arch: ModelInfo, encoding: SpaceEnco
             f"the budget allows {limit:,} ({limit / arch.total_params:.3%} of {arch.total_params:,})",
         )
     return rng
+
+
+def drop_refused_methods(space: SearchSpace, model_ref, arch: ModelInfo, encoding: SpaceEncoding):
+    """``space`` without the methods the model cannot take, and what was dropped.
+
+    Each method of the space is tried on the model (``autopeft.methods.capability``), so a
+    method the installed peft/transformers refuse never enters the encoding: the sampler
+    cannot propose it and no trial is spent finding out. The stored YAML (and so the
+    study's space hash) is unchanged; every process that prepares the study drops the same.
+
+    Returns:
+        ``(space, refusals)``: ``space`` itself when nothing was dropped.
+
+    Raises:
+        SpaceError: at ``space.method`` when the model can take none of the methods.
+    """
+    from autopeft.methods.capability import refusals
+
+    smallest: dict = {}
+    for cand in extreme_candidates(encoding):
+        if cand.method not in smallest:
+            smallest[cand.method] = cand
+    refused = refusals(model_ref, arch, smallest, space.proxy.steps)
+    if not refused:
+        return space, ()
+    kept = [m for m in encoding.choices("method") if m not in {r.method for r in refused}]
+    if not kept:
+        from autopeft.methods.capability import installed_versions
+
+        said = "; ".join(f"{r.method}: {r.reason.rstrip('.')}" for r in refused)
+        raise SpaceError(space.source, "space.method",
+                         f"model '{model_ref.name}' ({arch.model_type}) can take none of its methods under "
+                         f"{installed_versions()}: {said}; choose another method")
+    method = Choice(tuple(kept)) if len(kept) > 1 else Fixed(kept[0])
+    return replace(space, space=replace(space.space, method=method)), refused
 
 
 def extreme_candidates(encoding: SpaceEncoding) -> list[Candidate]:
