@@ -147,8 +147,8 @@ def baseline_learning_rate(chosen: TrialRecord, records, metric: str) -> tuple[f
 
 def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:
     from autopeft.methods import BuildContext, get_method
+    from autopeft.search.prepare import trial_spec
     from trials.executor import run_isolated
-    from trials.spec import TrialSpec
 
     method = get_method(cand.method)
     config = method.config_json(method.build(cand, BuildContext(prep.arch, protocol.steps, base_model=prep.model.location)))
@@ -158,14 +158,10 @@ def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, o
             if on_progress:
                 on_progress(f"{name}: seed {seed}, {protocol.steps} steps")
             save = Path(tmp) / f"seed{seed}"
-            spec = TrialSpec(
-                study="export", trial=seed, method=cand.method, model=prep.model.location,
-                num_labels=prep.data.num_labels, data_path=prep.data.path, peft_config=config,
-                learning_rate=cand.learning_rate, steps=protocol.steps, batch_size=protocol.batch_size,
-                warmup=prep.space.proxy.warmup, seed=seed, log_every=max(1, protocol.steps // 20),
-                metric=protocol.metric, timeout=max(prep.space.proxy.timeout, 24 * 3600.0),
-                threads=prep.space.proxy.threads, trust_remote_code=prep.model.trust_remote_code,
-                save_dir=str(save) if keep else None, task=protocol.task,
+            spec = trial_spec(
+                prep, cand, config, study="export", trial=seed, steps=protocol.steps, batch_size=protocol.batch_size,
+                seed=seed, log_every=max(1, protocol.steps // 20), timeout=max(prep.space.proxy.timeout, 24 * 3600.0),
+                rungs=(), save_dir=str(save) if keep else None,
             )
             result = run_isolated(spec)
             if result.status != "complete":

@@ -86,20 +86,15 @@ def schedule(points: list[dict], repeat_every: int) -> list[tuple[dict, int]]:
 def build_spec(prep, params: dict, seed: int, number: int):
     """The ``TrialSpec`` of one grid point, built the way ``autopeft.search.loop`` builds it."""
     from autopeft.methods import BuildContext, get_method
-    from trials.spec import TrialSpec
+    from autopeft.search.prepare import trial_spec
 
     cand = prep.encoding.decode(params)
     method = get_method(cand.method)
     ctx = BuildContext(prep.arch, prep.space.proxy.steps, base_model=prep.model.location)
     config = method.build(cand, ctx)
     count = method.count_trainable(cand, ctx)
-    p = prep.space.proxy
-    spec = TrialSpec(
-        study=prep.space.study, trial=number, method=cand.method, model=prep.model.location,
-        num_labels=prep.data.num_labels, data_path=prep.data.path, peft_config=method.config_json(config),
-        learning_rate=cand.learning_rate, steps=p.steps, batch_size=p.batch_size, warmup=p.warmup,
-        seed=seed, log_every=p.log_every, metric=prep.space.task.metric, timeout=600.0, threads=1,
-    )
+    spec = trial_spec(prep, cand, method.config_json(config), study=prep.space.study, trial=number,
+                      seed=seed, timeout=600.0, threads=1)
     return cand, count, spec
 
 

@@ -72,18 +72,13 @@ def timed_trial(spec):
 
 def make_spec(prep, params: dict, steps: int, threads: int):
     from autopeft.methods import BuildContext, get_method
-    from trials.spec import TrialSpec
+    from autopeft.search.prepare import trial_spec
 
     cand = prep.encoding.decode(params)
     method = get_method(cand.method)
     ctx = BuildContext(prep.arch, steps, base_model=prep.model.location)
-    p = prep.space.proxy
-    return cand, TrialSpec(
-        study="overhead", trial=0, method=cand.method, model=prep.model.location, num_labels=prep.data.num_labels,
-        data_path=prep.data.path, peft_config=method.config_json(method.build(cand, ctx)),
-        learning_rate=cand.learning_rate, steps=steps, batch_size=p.batch_size, warmup=p.warmup, seed=p.seed,
-        log_every=p.log_every, timeout=1800.0, threads=threads,
-    )
+    return cand, trial_spec(prep, cand, method.config_json(method.build(cand, ctx)), study="overhead", trial=0,
+                            steps=steps, timeout=1800.0, threads=threads)
 
 
 def bare_step_time(spec, steps: int, warmup: int = 2) -> tuple[float, float]:
@@ -93,12 +88,12 @@ def bare_step_time(spec, steps: int, warmup: int = 2) -> tuple[float, float]:
     from autopeft.methods import get_method
     from trials.proxy import _batches, _load_base_model, _load_split
 
-    torch.set_num_threads(spec.threads or 1)
-    torch.manual_seed(spec.seed)
+    torch.set_num_threads(spec.proxy.threads or 1)
+    torch.manual_seed(spec.proxy.seed)
     model = get_method(spec.method).wrap(_load_base_model(spec), spec.peft_config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate)
-    batches = _batches(_load_split(spec.data_path)["train"], spec.batch_size, torch.Generator().manual_seed(spec.seed))
+    batches = _batches(_load_split(spec.data_path)["train"], spec.proxy.batch_size, torch.Generator().manual_seed(spec.proxy.seed))
     model.train()
     for i in range(warmup + steps):
         if i == warmup:

@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
     from trials.executor import run_isolated
-    from trials.spec import TrialSpec
+    from autopeft.search.prepare import trial_spec
 
     sys.path.insert(0, str(HERE))
     from make_table import grid_params, point_key, schedule
@@ -137,12 +137,9 @@ def main(argv=None) -> int:
             cand = p.encoding.decode(params)
             method = get_method(cand.method)
             config = method.build(cand, BuildContext(p.arch, run["steps"], base_model=p.model.location))
-            spec = TrialSpec(
-                study="proxy-fidelity", trial=n, method=cand.method, model=p.model.location,
-                num_labels=p.data.num_labels, data_path=p.data.path, peft_config=method.config_json(config),
-                learning_rate=cand.learning_rate, steps=run["steps"], batch_size=proxy.batch_size, seed=run["seed"],
-                warmup=proxy.warmup, log_every=max(1, run["steps"] // 5), timeout=1800.0, threads=1,
-            )
+            spec = trial_spec(p, cand, method.config_json(config), study="proxy-fidelity", trial=n,
+                              steps=run["steps"], seed=run["seed"], log_every=max(1, run["steps"] // 5),
+                              timeout=1800.0, threads=1)
             t0 = time.perf_counter()
             result = run_isolated(spec)
             row = {"key": k, "params": params, "run": run["name"], "steps": run["steps"],

@@ -105,13 +105,14 @@ def test_prefix_trains_one_step_on_a_model_that_supports_it(lm_prep):
 @pytest.mark.slow
 def test_a_real_proxy_trial_of_prefix_completes_where_peft_supports_it(lm_prep):
     from trials.executor import run_isolated
-    from trials.spec import TrialSpec
+    from trials.spec import ProxySpec, TrialSpec
 
     method = get_method("prefix")
     config = method.config_json(method.build(cand("prefix"), BuildContext(lm_prep.arch, 2)))
     spec = TrialSpec(study="capability", trial=0, method="prefix", model=lm_prep.model.location, num_labels=0,
-                     data_path=lm_prep.data.path, peft_config=config, learning_rate=1e-3, steps=2, batch_size=8,
-                     log_every=1, timeout=180, threads=1, metric="eval_loss", task="causal_lm")
+                     data_path=lm_prep.data.path, peft_config=config, learning_rate=1e-3,
+                     proxy=ProxySpec(steps=2, batch_size=8, log_every=1, timeout=180, threads=1),
+                     metric="eval_loss", task="causal_lm")
     result = run_isolated(spec)
     assert result.status == "complete", result.error
     assert [p[0] for p in result.curve] == [1, 2]

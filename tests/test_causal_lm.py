@@ -9,7 +9,6 @@ minimised, counts equal to peft's, export that loads with AutoModelForCausalLM.
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest

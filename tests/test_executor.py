@@ -26,12 +26,14 @@ def base_spec():
     cand = Candidate("lora", 4, 8.0, 0.0, Targets(("query", "value")), (4, 5), 1e-3, False, False)
     config = config_to_json(get_method("lora").build(cand, BuildContext(arch, proxy.steps)))
     return TrialSpec(study="t", trial=0, method="lora", model=model.location, num_labels=data.num_labels,
-                     data_path=data.path, peft_config=config, learning_rate=1e-3, steps=4, batch_size=8,
-                     log_every=1, timeout=120, threads=1)
+                     data_path=data.path, peft_config=config, learning_rate=1e-3,
+                     proxy=ProxySpec(steps=4, batch_size=8, log_every=1, timeout=120, threads=1))
 
 
 def with_(spec: TrialSpec, **changes) -> TrialSpec:
-    return dataclasses.replace(spec, **changes)
+    """``spec`` with TrialSpec fields or (nested) proxy fields replaced."""
+    proxy = {k: changes.pop(k) for k in list(changes) if hasattr(spec.proxy, k)}
+    return dataclasses.replace(spec, proxy=dataclasses.replace(spec.proxy, **proxy), **changes)
 
 
 @pytest.mark.slow

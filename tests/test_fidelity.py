@@ -49,9 +49,9 @@ def test_stopped_trials_are_recorded_with_their_fidelity_and_kept_off_the_front(
 
     def runner(spec, on_rung=None):
         quality = 0.3 + 0.05 * (spec.trial % 5)  # a deterministic "learning curve" per trial
-        for step in spec.rungs:
-            if not on_rung(step, {"accuracy": quality * step / spec.steps}):
-                return TrialResult(status="pruned", metrics={"accuracy": quality * step / spec.steps},
+        for step in spec.proxy.rungs:
+            if not on_rung(step, {"accuracy": quality * step / spec.proxy.steps}):
+                return TrialResult(status="pruned", metrics={"accuracy": quality * step / spec.proxy.steps},
                                    trainable_params=None, extras={"fidelity": step})
         return TrialResult(status="complete", metrics={"accuracy": quality}, trainable_params=None,
                            train_time=1.0, peak_rss_mb=1.0)
@@ -88,7 +88,7 @@ def test_the_trial_process_stops_at_a_rung_when_told(go_on):
     m = get_method("lora")
     spec = TrialSpec(study="t", trial=0, method="lora", model=model.location, num_labels=data.num_labels,
                      data_path=data.path, peft_config=m.config_json(m.build(cand, BuildContext(arch, 6))),
-                     learning_rate=1e-3, steps=6, batch_size=8, log_every=1, threads=1, rungs=(3,))
+                     learning_rate=1e-3, proxy=ProxySpec(steps=6, batch_size=8, log_every=1, threads=1, rungs=(3,)))
     asked = []
     result = run_isolated(spec, on_rung=lambda step, metrics: asked.append((step, metrics)) or go_on)
     assert [step for step, _ in asked] == [3] and "accuracy" in asked[0][1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
@@ -12,7 +11,7 @@ from autopeft.assets.models import resolve_model
 from autopeft.importance import ImportanceMap
 from autopeft.methods import BuildContext, get_method
 from autopeft.space.encoding import Candidate
-from autopeft.space.schema import ModelSpec, ProxySpec, TaskSpec, Targets
+from autopeft.space.schema import IstSpec, ModelSpec, ProxySpec, TaskSpec, Targets
 from trials.executor import run_isolated
 from trials.spec import TrialSpec
 
@@ -27,15 +26,15 @@ def spec():
     m = get_method("lora")
     return TrialSpec(study="t", trial=0, method="lora", model=model.location, num_labels=data.num_labels,
                      data_path=data.path, peft_config=m.config_json(m.build(cand, BuildContext(arch, 8))),
-                     learning_rate=2e-3, steps=8, batch_size=8, log_every=2, threads=1,
-                     ist={"active_fraction": 0.34, "every": 4})
+                     learning_rate=2e-3, proxy=ProxySpec(steps=8, batch_size=8, log_every=2, threads=1,
+                                                         ist=IstSpec(active_fraction=0.34, every=4)))
 
 
 def test_ist_trains_a_sampled_fraction_of_layers_and_records_their_importance(spec):
     result = run_isolated(spec)
     assert result.status == "complete", result.error
     active = {int(k): v for k, v in result.extras["ist_active_steps"].items()}
-    assert sum(active.values()) == spec.steps * 2  # round(0.34 * 6) = 2 layers per step
+    assert sum(active.values()) == spec.proxy.steps * 2  # round(0.34 * 6) = 2 layers per step
     imap = ImportanceMap.from_json(result.extras["importance"])
     assert imap.kind == "ist" and imap.num_layers == 6
     assert all(row[0] is not None for row in imap.scores)

@@ -303,15 +303,15 @@ def trial_data(model_ref):
 def test_a_real_proxy_trial_completes(name, model_ref, trial_data, refused_on_bundled):
     from autopeft.assets.architecture import inspect_model
     from trials.executor import run_isolated
-    from trials.spec import TrialSpec
+    from trials.spec import ProxySpec, TrialSpec
 
     arch = inspect_model(model_ref, trial_data.num_labels)
     cand = candidate(name, 4, ("query", "value"), (4, 5))
     method = get_method(name)
     config = method.config_json(method.build(cand, BuildContext(arch, 3)))
     spec = TrialSpec(study="extra", trial=0, method=name, model=model_ref.location, num_labels=trial_data.num_labels,
-                     data_path=trial_data.path, peft_config=config, learning_rate=1e-3, steps=3, batch_size=8,
-                     log_every=1, timeout=180, threads=1)
+                     data_path=trial_data.path, peft_config=config, learning_rate=1e-3,
+                     proxy=ProxySpec(steps=3, batch_size=8, log_every=1, timeout=180, threads=1))
     result = run_isolated(spec)
     if name in refused_on_bundled:  # what the capability check spares a search: a trial that can only fail
         assert result.status == "failed" and refused_on_bundled[name] in result.error

@@ -50,7 +50,8 @@ def test_cached_loss_and_logits_equal_the_uncached_eval_mode_model(setup, method
     batch = _trim({k: v[:8] for k, v in split["eval"].items()})
     with torch.no_grad():
         expected = net(**batch)
-    spec = TrialSpec("t", 0, method, model.location, data.num_labels, data.path, {}, 1e-3, 1, 8)
+    spec = TrialSpec("t", 0, method, model.location, data.num_labels, data.path, {}, 1e-3,
+                     ProxySpec(steps=1, batch_size=8))
     skip = _use_prefix_cache(net, spec, split)
     assert skip is not None, "adapters from layer 3 up: layers 0-2 can be skipped"
     net.eval()

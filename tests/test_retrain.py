@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import REPO
+
 from autopeft.methods import BuildContext, get_method
 from autopeft.retrain import baseline_candidate
 from autopeft.space.encoding import Candidate
@@ -56,3 +58,57 @@ def test_the_baseline_learning_rate_is_a_lora_rate_not_the_chosen_ia3_trials():
     lm = [_trial(0, "lora", 1e-3, None), _trial(1, "lora", 4e-3, None)]
     lm[0].metrics["eval_loss"], lm[1].metrics["eval_loss"] = 2.5, 2.1
     assert baseline_learning_rate(ia3, lm, "eval_loss")[0] == 4e-3
+
+
+def test_export_train_builds_its_trials_with_the_search_s_builder_revision_included(tmp_path, monkeypatch):
+    """``export --train`` on a model pinned to a revision must retrain that revision: its
+    specs come from the same ``trial_spec`` as the search's (retrain.py used to re-type the
+    fields by hand and dropped ``revision``)."""
+    import dataclasses
+
+    import autopeft.retrain as retrain
+    from autopeft.search.prepare import prepare_search
+    from autopeft.space import load_space
+    from trials.spec import TrialResult
+
+    space = load_space(REPO / "search_spaces" / "quickstart.yaml",
+                       ["proxy.train_examples=32", "proxy.eval_examples=16", "proxy.max_length=16"])
+    prep = prepare_search(space)
+    prep = dataclasses.replace(prep, model=dataclasses.replace(prep.model, revision="0123abcd"))
+    cand = Candidate.from_json({"method": "lora", "rank": 2, "alpha": 4.0, "dropout": 0.0, "targets": ["query"],
+                                "layers": [5], "learning_rate": 1e-3, "dora": False, "rslora": False})
+    seen = []
+
+    def fake_run(spec, **_):  # the runner is not under test here: what it is given is
+        seen.append(spec)
+        return TrialResult(status="complete", metrics={"accuracy": 0.5}, trainable_params=10)
+
+    monkeypatch.setattr("trials.executor.run_isolated", fake_run)
+    protocol = retrain.Protocol(7, 8, 16, 32, 16, (0, 1), "accuracy")
+    retrain._train_all("chosen", cand, prep, protocol, tmp_path / "out", keep=False, on_progress=None)
+    assert [s.revision for s in seen] == ["0123abcd", "0123abcd"]
+    assert [(s.proxy.steps, s.proxy.seed) for s in seen] == [(7, 0), (7, 1)]
+    assert all(s.proxy.batch_size == 8 and s.model == prep.model.location for s in seen)
+
+
+def test_trial_spec_carries_the_proxy_nested_and_resolves_threads(monkeypatch):
+    from autopeft.search.prepare import prepare_search, trial_spec
+    from autopeft.space import load_space
+    from autopeft.space.encoding import Candidate
+    from trials.spec import TrialSpec
+
+    space = load_space(REPO / "search_spaces" / "quickstart.yaml",
+                       ["proxy.train_examples=32", "proxy.eval_examples=16", "proxy.max_length=16",
+                        "proxy.rungs=[5, 10]", "proxy.steps=30"])
+    prep = prepare_search(space)
+    cand = Candidate.from_json({"method": "ia3", "rank": 2, "alpha": 4.0, "dropout": 0.0, "targets": ["query"],
+                                "layers": [5], "learning_rate": 3e-3, "dora": False, "rslora": False})
+    monkeypatch.setenv("AUTOPEFT_THREADS", "3")
+    spec = trial_spec(prep, cand, {}, study="s", trial=4, steps=8)
+    assert spec.proxy.steps == 8 and spec.proxy.rungs == (5,)  # rungs at or past the steps are dropped
+    assert spec.proxy.threads == 3 and spec.learning_rate == 3e-3 and spec.data_path == prep.data.path
+    assert TrialSpec.from_json(spec.to_json()) == spec
+    monkeypatch.delenv("AUTOPEFT_THREADS")
+    assert trial_spec(prep, cand, {}, study="s", trial=4).proxy.threads is None
+    with pytest.raises(TypeError, match="stepz"):
+        trial_spec(prep, cand, {}, study="s", trial=4, stepz=8)

@@ -39,7 +39,7 @@ def run_isolated(spec: TrialSpec, on_event: Callable[[dict], None] | None = None
                  on_rung: Callable[[int, dict], bool] | None = None) -> TrialResult:
     """Run ``spec`` in a child process and return its result; never raises for trial faults.
 
-    ``on_rung(step, metrics)`` answers, at each of ``spec.rungs``, whether the trial goes on
+    ``on_rung(step, metrics)`` answers, at each of ``spec.proxy.rungs``, whether the trial goes on
     (multi-fidelity); without it every trial trains to the end.
 
     A timeout, a crash (any signal, including the kernel's OOM killer), an exception or a
@@ -58,10 +58,10 @@ def run_isolated(spec: TrialSpec, on_event: Callable[[dict], None] | None = None
     result: TrialResult | None = None
     try:
         while result is None:
-            remaining = spec.timeout - (time.perf_counter() - started)
+            remaining = spec.proxy.timeout - (time.perf_counter() - started)
             if remaining <= 0:
                 _kill(process)
-                return TrialResult.failed(f"timeout: no result after {spec.timeout:g} s", curve, wall_time=spec.timeout)
+                return TrialResult.failed(f"timeout: no result after {spec.proxy.timeout:g} s", curve, wall_time=spec.proxy.timeout)
             if receiver.poll(min(remaining, 0.5)):
                 try:
                     message = json.loads(receiver.recv_bytes())
@@ -126,8 +126,8 @@ def _child(spec_json: str, sender, ask_at_rungs: bool = False) -> None:
         return bool(json.loads(sender.recv_bytes())["continue"])
 
     try:
-        if spec.memory_limit_mb:
-            _limit_memory(spec.memory_limit_mb)
+        if spec.proxy.memory_limit_mb:
+            _limit_memory(spec.proxy.memory_limit_mb)
         from trials.proxy import run_proxy
 
         result = run_proxy(spec, emit, decide if ask_at_rungs else None)

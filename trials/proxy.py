@@ -33,7 +33,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         spec: What to train.
         emit: Called with ``{"kind": "curve", "step": s, "loss": l}`` as training goes, so a
             parent process keeps the partial curve if this one dies.
-        decide: Asked at each of ``spec.rungs`` (below ``spec.steps``) with the validation
+        decide: Asked at each of ``spec.proxy.rungs`` (below ``spec.proxy.steps``) with the validation
             metrics there; ``False`` stops the trial as ``pruned`` at that fidelity.
     """
     started = time.perf_counter()
@@ -47,9 +47,9 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     from autopeft.methods import get_method
 
     quiet_transformers()
-    # AUTOPEFT_THREADS: set by `autopeft search --workers N` so N local workers share the cores.
-    torch.set_num_threads(spec.threads or int(os.environ.get("AUTOPEFT_THREADS", 0)) or os.cpu_count() or 1)
-    torch.manual_seed(spec.seed)
+    # The spec carries the thread count (autopeft.search.prepare.trial_spec resolves it).
+    torch.set_num_threads(spec.proxy.threads or os.cpu_count() or 1)
+    torch.manual_seed(spec.proxy.seed)
     method = get_method(spec.method)
     model = method.wrap(_load_base_model(spec), spec.peft_config)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -57,16 +57,16 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     data = _load_split(spec.data_path)
     ist = _make_ist(model, spec, data)
     # IST changes which layers train step by step, so no layer is reliably frozen below.
-    skip = _use_prefix_cache(model, spec, data) if spec.prefix_cache and ist is None else None
+    skip = _use_prefix_cache(model, spec, data) if spec.proxy.prefix_cache and ist is None else None
 
     from transformers import get_linear_schedule_with_warmup
 
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.warmup * spec.steps), spec.steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.proxy.warmup * spec.proxy.steps), spec.proxy.steps)
     curve: list = []
     window: list[float] = []
-    generator = torch.Generator().manual_seed(spec.seed)
-    batches = _batches(data["train"], spec.batch_size, generator)
+    generator = torch.Generator().manual_seed(spec.proxy.seed)
+    batches = _batches(data["train"], spec.proxy.batch_size, generator)
     model.train()
     t0 = time.perf_counter()
     setup_time = t0 - started
@@ -75,11 +75,11 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     def timed_evaluate() -> dict:
         nonlocal eval_time
         e0 = time.perf_counter()
-        metrics = evaluate(model, data["eval"], spec.num_labels, batch_size=max(32, spec.batch_size * 2), skip=skip)
+        metrics = evaluate(model, data["eval"], spec.num_labels, batch_size=max(32, spec.proxy.batch_size * 2), skip=skip)
         eval_time += time.perf_counter() - e0
         return metrics
 
-    for step in range(1, spec.steps + 1):
+    for step in range(1, spec.proxy.steps + 1):
         if ist is not None:
             ist.before_step(step, lambda batch: _forward(model, batch, skip))
         loss = _forward(model, next(batches), skip).loss
@@ -93,12 +93,12 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         method.on_step(model, step)
         optimizer.zero_grad(set_to_none=True)
         window.append(value)
-        if step % spec.log_every == 0 or step == spec.steps:
+        if step % spec.proxy.log_every == 0 or step == spec.proxy.steps:
             point = [step, sum(window) / len(window)]
             window.clear()
             curve.append(point)
             emit({"kind": "curve", "step": point[0], "loss": point[1]})
-        if decide is not None and step in spec.rungs and step < spec.steps:
+        if decide is not None and step in spec.proxy.rungs and step < spec.proxy.steps:
             rung_metrics = timed_evaluate()
             if not decide(step, rung_metrics):
                 return TrialResult(
@@ -139,17 +139,17 @@ def _make_ist(model, spec: TrialSpec, data: dict):
     from the training stream (the last ``batch_size`` training examples)."""
     from trials.ist import IST, LORA_FAMILY
 
-    if not spec.ist or spec.method not in LORA_FAMILY:
+    if not spec.proxy.ist or spec.method not in LORA_FAMILY:
         return None
     from autopeft.assets.architecture import _find_layer_stack
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers_path = _find_layer_stack(base)[0]
     train = data["train"]
-    n_probe = min(spec.batch_size, max(1, len(train["labels"]) // 4))
+    n_probe = min(spec.proxy.batch_size, max(1, len(train["labels"]) // 4))
     probe = _trim({k: v[-n_probe:] for k, v in train.items()})
     data["train"] = {k: v[:-n_probe] for k, v in train.items()}
-    return IST(model, layers_path, spec.ist["active_fraction"], spec.ist["every"], probe, seed=spec.seed)
+    return IST(model, layers_path, spec.proxy.ist.active_fraction, spec.proxy.ist.every, probe, seed=spec.proxy.seed)
 
 
 def _use_prefix_cache(model, spec: TrialSpec, data: dict):

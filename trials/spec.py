@@ -8,28 +8,79 @@ from typing import Literal
 
 
 @dataclass(frozen=True)
+class IstSpec:
+    """IST sparse tuning for LoRA-family trials: train ``active_fraction`` of the adapted
+    layers per step, chosen by importance learned from probes every ``every`` steps."""
+
+    active_fraction: float = 0.25
+    every: int = 10
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """A short fine-tune that stands in for the real one.
+
+    Attributes:
+        train_examples: Training examples drawn (stratified) from the data set.
+        eval_examples: Validation examples the metric is measured on.
+        steps: Optimiser steps per trial.
+        batch_size: Examples per step.
+        max_length: Tokens per example after truncation.
+        warmup: Fraction of steps with linear warm-up.
+        seed: Seed of the split, the data order and the adapter initialisation.
+        log_every: Steps between learning-curve points.
+        timeout: Seconds before a trial is stopped and recorded as failed.
+        memory_limit_mb: Address-space cap of the trial process (None = none).
+        threads: Torch threads per trial. None in a space means: ``$AUTOPEFT_THREADS`` if set
+            (``autopeft search --workers N`` sets it to cores / N for its workers), else all
+            cores; ``trial_spec`` resolves it, so a TrialSpec always carries the number.
+        prefix_cache: Skip (and cache) the frozen layers below a trial's lowest adapter.
+        ist: IST sparse tuning for LoRA-family methods (None = off).
+        rungs: Steps at which a trial is judged against the others (multi-fidelity).
+        eta: At each rung, the best 1/eta of the trials there (by non-dominated sorting) go on.
+    """
+
+    train_examples: int = 800
+    eval_examples: int = 300
+    steps: int = 30
+    batch_size: int = 16
+    max_length: int = 64
+    warmup: float = 0.1
+    seed: int = 0
+    log_every: int = 5
+    timeout: float = 1800.0
+    memory_limit_mb: int | None = None
+    threads: int | None = None
+    prefix_cache: bool = True
+    ist: IstSpec | None = None
+    rungs: tuple[int, ...] = ()
+    eta: int = 3
+
+
+
+@dataclass(frozen=True)
 class TrialSpec:
     """Everything a proxy fine-tune needs, with no reference to the search that made it.
 
+    Built by ``autopeft.search.trial_spec.trial_spec`` (the one place that maps a prepared
+    search and a candidate to a trial); the proxy settings travel as one nested ``ProxySpec``.
+
     Attributes:
         study: Study name (for logs).
-        trial: Trial number in the study.
+        trial: Trial number in the study (a seed index for ``export --train``).
         method: Registered autopeft method name (selects per-step hooks).
         model: Local directory or hub id of the base model.
-        num_labels: Classes of the task head.
+        num_labels: Classes of the task head (0 for a causal LM).
         data_path: Tokenised split (safetensors) made by ``autopeft.assets.datasets.prepare_data``.
         peft_config: ``PeftConfig.to_dict()`` of the candidate.
         learning_rate: Peak AdamW learning rate.
-        steps: Optimiser steps.
-        batch_size: Examples per step.
-        warmup: Fraction of steps with linear warm-up, then linear decay.
-        seed: Seeds the head and adapter initialisation and the data order.
-        log_every: Steps per learning-curve point.
-        metric: The task metric the search optimises (``accuracy`` or ``macro_f1``).
-        timeout: Seconds before the trial is killed and recorded as failed.
-        memory_limit_mb: Address space the trial may add to its process (None = unlimited).
-        threads: Torch intra-op threads (None = all cores).
+        proxy: How the trial trains: steps, batch, warm-up, seed, threads, limits, caches,
+            IST, rungs (only the rungs below ``proxy.steps`` are kept).
+        metric: The task metric the search optimises (``accuracy``, ``eval_loss`` ...).
+        task: ``autopeft.tasks``: the head the model gets and how it is scored.
         trust_remote_code: Passed to ``from_pretrained``.
+        revision: The model revision (hub models pinned by the space).
+        save_dir: Write the trained adapter here (safetensors), e.g. for ``export --train``.
     """
 
     study: str
@@ -40,22 +91,12 @@ class TrialSpec:
     data_path: str
     peft_config: dict
     learning_rate: float
-    steps: int
-    batch_size: int
-    warmup: float = 0.1
-    seed: int = 0
-    log_every: int = 5
+    proxy: ProxySpec = field(default_factory=lambda: ProxySpec())
     metric: str = "accuracy"
-    timeout: float = 1800.0
-    memory_limit_mb: int | None = None
-    threads: int | None = None
+    task: str = "classification"
     trust_remote_code: bool = False
     revision: str | None = None
-    save_dir: str | None = None  # write the trained adapter here (safetensors), e.g. for export --train
-    prefix_cache: bool = True  # skip frozen layers below the lowest adapter (trials.prefix_cache)
-    task: str = "classification"  # autopeft.tasks: the head the model gets and how it is scored
-    rungs: tuple[int, ...] = ()  # steps at which the trial is evaluated and may be stopped (multi-fidelity)
-    ist: dict | None = None  # {"active_fraction": f, "every": n}: IST sparse tuning (trials.ist)
+    save_dir: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -63,8 +104,10 @@ class TrialSpec:
     @classmethod
     def from_json(cls, text: str) -> "TrialSpec":
         data = json.loads(text)
-        data["rungs"] = tuple(data.get("rungs") or ())
-        return cls(**data)
+        proxy = dict(data.pop("proxy"))
+        proxy["rungs"] = tuple(proxy.get("rungs") or ())
+        proxy["ist"] = IstSpec(**proxy["ist"]) if proxy.get("ist") else None
+        return cls(**data, proxy=ProxySpec(**proxy))
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,6 @@ def inspect_model(model_ref, num_labels: int, task: str = "classification") -> M
 
 
 def _inspect(model_ref, num_labels: int, task: str) -> ModelInfo:
-    import torch
 
     from autopeft.assets.models import load_config
     from autopeft.tasks import task_kind

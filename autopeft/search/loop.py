@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from autopeft.errors import MethodError, StoreError
-from autopeft.search.prepare import PreparedSearch
+from autopeft.search.prepare import PreparedSearch, trial_spec
 from autopeft.search.scales import scaled
 from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
 from trials.spec import TrialResult, TrialSpec
@@ -247,7 +247,7 @@ def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialReco
 
     store.save_trial(TrialRecord(status="running", peft_config=peft_config, trainable_params=count, **base))
     events.trial_started(trial.number, candidate.to_json())
-    spec = _spec(prep, study, trial.number, candidate, peft_config)
+    spec = trial_spec(prep, candidate, peft_config, study=study.name, trial=trial.number)
     rungs: list = []
 
     def on_rung(step: int, metrics: dict) -> bool:
@@ -261,7 +261,7 @@ def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialReco
         return promote(store.trials(study.name), study.objectives, trial.number, step, value, count, prep.space.proxy.eta)
 
     try:
-        result = runner(spec, on_rung=on_rung) if spec.rungs else runner(spec)
+        result = runner(spec, on_rung=on_rung) if spec.proxy.rungs else runner(spec)
     except KeyboardInterrupt:
         ostudy.tell(trial, state=TrialState.FAIL)
         store.save_trial(TrialRecord(status="failed", peft_config=peft_config, trainable_params=count,
@@ -308,20 +308,6 @@ def _with_importance(extras: dict, prep: PreparedSearch) -> dict:
         tuple(s.name for s in prep.arch.linears), note="final AdaLoRA rank per matrix",
     )
     return {**extras, "importance": imap.to_json()}
-
-
-def _spec(prep: PreparedSearch, study: StudyRecord, number: int, candidate, peft_config: dict) -> TrialSpec:
-    p = prep.space.proxy
-    return TrialSpec(
-        study=study.name, trial=number, method=candidate.method, model=prep.model.location,
-        num_labels=prep.data.num_labels, data_path=prep.data.path, peft_config=peft_config,
-        learning_rate=candidate.learning_rate, steps=p.steps, batch_size=p.batch_size, warmup=p.warmup,
-        seed=p.seed, log_every=p.log_every, metric=prep.space.task.metric, timeout=p.timeout,
-        memory_limit_mb=p.memory_limit_mb, threads=p.threads, trust_remote_code=prep.model.trust_remote_code,
-        revision=prep.model.revision, prefix_cache=p.prefix_cache, task=prep.space.task.type,
-        ist=None if p.ist is None else {"active_fraction": p.ist.active_fraction, "every": p.ist.every},
-        rungs=tuple(r for r in p.rungs if r < p.steps),
-    )
 
 
 def objective_values(study: StudyRecord, result: TrialResult, trainable_params: int) -> list[float] | None:

@@ -7,7 +7,8 @@ any training starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import os
+from dataclasses import dataclass, fields, replace
 
 from autopeft.assets.architecture import ModelInfo
 from autopeft.assets.datasets import DatasetRef, PreparedData
@@ -15,6 +16,7 @@ from autopeft.assets.models import ModelRef
 from autopeft.space.check import ParamRange
 from autopeft.space.encoding import SpaceEncoding
 from autopeft.space.schema import SearchSpace
+from trials.spec import ProxySpec, TrialSpec
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,42 @@ class PreparedSearch:
             modules["module_order"] = tuple(sorted(modules["module_order"], key=lambda m: -scores.get(m, 0.0)))
         order = importance.layer_order() if by_layers else None
         return replace(self, encoding=SpaceEncoding(self.space.space, self.arch.num_layers, layer_order=order, **modules))
+
+
+_PROXY_FIELDS = frozenset(f.name for f in fields(ProxySpec))
+
+
+def trial_spec(prep: PreparedSearch, candidate, peft_config: dict, *, study: str, trial: int,
+               **overrides) -> TrialSpec:
+    """The ``TrialSpec`` that trains ``candidate`` (with its built ``peft_config``) in ``prep``.
+
+    The one mapping from a prepared search to a trial: the search loop, ``export --train``
+    and the benchmarks all call it, so a field added to the trial is added here once. The
+    space's ``proxy`` settings travel whole (nested), with these adjustments: ``threads``
+    unset means ``$AUTOPEFT_THREADS`` if set (local ``--workers`` share the cores), and only
+    rungs below the trial's steps are kept.
+
+    Args:
+        overrides: ``ProxySpec`` fields (``steps=``, ``seed=`` ...) or ``TrialSpec`` fields
+            (``learning_rate=``, ``save_dir=`` ...) to replace.
+
+    Raises:
+        TypeError: for a name that is neither.
+    """
+    spec_fields = {f.name for f in fields(TrialSpec)}
+    unknown = set(overrides) - _PROXY_FIELDS - spec_fields
+    if unknown:
+        raise TypeError(f"trial_spec() got unknown overrides: {sorted(unknown)}")
+    proxy = replace(prep.space.proxy, **{k: v for k, v in overrides.items() if k in _PROXY_FIELDS})
+    threads = proxy.threads or int(os.environ.get("AUTOPEFT_THREADS") or 0) or None
+    proxy = replace(proxy, threads=threads, rungs=tuple(r for r in proxy.rungs if r < proxy.steps))
+    fixed = dict(
+        study=study, trial=trial, method=candidate.method, model=prep.model.location,
+        num_labels=prep.data.num_labels, data_path=prep.data.path, peft_config=peft_config,
+        learning_rate=candidate.learning_rate, proxy=proxy, metric=prep.space.task.metric,
+        task=prep.space.task.type, trust_remote_code=prep.model.trust_remote_code, revision=prep.model.revision,
+    )
+    return TrialSpec(**{**fixed, **{k: v for k, v in overrides.items() if k in spec_fields}})
 
 
 def _module_info(arch: ModelInfo) -> dict:

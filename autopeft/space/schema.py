@@ -12,6 +12,9 @@ from typing import Literal, Union
 Scalar = Union[int, float, str, bool]
 
 from autopeft.tasks import METRIC_DIRECTIONS
+# The proxy settings are the trial's contract (they travel inside every TrialSpec): defined
+# there, re-exported here because a space's ``proxy:`` section compiles to them.
+from trials.spec import IstSpec, ProxySpec  # noqa: F401
 
 TASK_METRICS = tuple(METRIC_DIRECTIONS)
 #: Objective name -> the only direction that makes sense for it.
@@ -148,54 +151,6 @@ class SpaceSpec:
     #: ``targets: {top_k: [low, high], by: importance}``: the k most important modules of a
     #: layer (one integer dimension), instead of a choice among ``targets``.
     targets_top_k: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True)
-class IstSpec:
-    """IST sparse tuning for LoRA-family trials: train ``active_fraction`` of the adapted
-    layers per step, chosen by importance learned from probes every ``every`` steps."""
-
-    active_fraction: float = 0.25
-    every: int = 10
-
-
-@dataclass(frozen=True)
-class ProxySpec:
-    """A short fine-tune that stands in for the real one.
-
-    Attributes:
-        train_examples: Training examples drawn (stratified) from the data set.
-        eval_examples: Validation examples the metric is measured on.
-        steps: Optimiser steps per trial.
-        batch_size: Examples per step.
-        max_length: Tokens per example after truncation.
-        warmup: Fraction of steps with linear warm-up.
-        seed: Seed of the split, the data order and the adapter initialisation.
-        log_every: Steps between learning-curve points.
-        timeout: Seconds before a trial is stopped and recorded as failed.
-        memory_limit_mb: Address-space cap of the trial process (None = none).
-        threads: Torch threads per trial (None = all cores).
-        prefix_cache: Skip (and cache) the frozen layers below a trial's lowest adapter.
-        ist: IST sparse tuning for LoRA-family methods (None = off).
-        rungs: Steps at which a trial is judged against the others (multi-fidelity).
-        eta: At each rung, the best 1/eta of the trials there (by non-dominated sorting) go on.
-    """
-
-    train_examples: int = 800
-    eval_examples: int = 300
-    steps: int = 30
-    batch_size: int = 16
-    max_length: int = 64
-    warmup: float = 0.1
-    seed: int = 0
-    log_every: int = 5
-    timeout: float = 1800.0
-    memory_limit_mb: int | None = None
-    threads: int | None = None
-    prefix_cache: bool = True
-    ist: IstSpec | None = None
-    rungs: tuple[int, ...] = ()
-    eta: int = 3
 
 
 @dataclass(frozen=True)
