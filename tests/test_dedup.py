@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from autopeft.errors import MethodError
 from autopeft.search.dedup import Deduplicated, configuration_key
 from autopeft.search.samplers import make_sampler, sampler_names
 from autopeft.space import parse_space
@@ -95,8 +96,20 @@ def test_configuration_key_ignores_what_the_method_ignores_and_tiny_learning_rat
 def test_every_registered_sampler_comes_deduplicated(name):
     sampler = make_sampler(SearchSpec(sampler=name, trials=5, startup_trials=2, seed=0), encoding())
     assert isinstance(sampler, Deduplicated)
-    keys = run(sampler, encoding(), 4)  # the start-up phase: real draws through the wrapper
-    assert len(keys) == 4
+    keys = run(sampler, encoding(), 6)  # the start-up phase: real draws through the wrapper
+    assert len(set(keys)) == 6  # six trials, six configurations
+    assert None not in keys
+
+
+def test_a_partial_parameter_set_is_compared_raw_and_a_broken_full_one_raises():
+    from autopeft.search.dedup import key_of
+
+    key = configuration_key(encoding())
+    partial = {"method": "lora", "rank": 1}
+    assert key(partial) is None
+    assert key_of(partial, key) == (("method", "lora"), ("rank", 1))
+    with pytest.raises(MethodError):  # a full set that does not decode is a bug, not a miss
+        key_of({**POINT, "method": "no-such-method"}, key)
 
 
 def test_botorch_answers_the_best_untried_configuration_itself():

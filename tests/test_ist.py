@@ -66,7 +66,17 @@ def test_ist_selects_layers_by_requires_grad(spec):
     assert all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
 
 
-def test_non_lora_family_methods_train_without_ist(spec):
-    from trials.ist import LORA_FAMILY
+@pytest.mark.slow
+def test_a_method_ist_cannot_switch_off_trains_in_full_under_an_ist_proxy(spec):
+    import dataclasses
 
-    assert "ia3" not in LORA_FAMILY
+    from autopeft.methods import method_names
+
+    assert {n for n in method_names() if get_method(n).supports_ist} >= {"lora", "adalora"}
+    assert not get_method("ia3").supports_ist  # scaling vectors at zero silence a layer instead of skipping it
+    ia3 = get_method("ia3")
+    arch = inspect_model(resolve_model(ModelSpec("minilm-l6")), spec.num_labels)
+    cand = Candidate("ia3", 4, 8.0, 0.0, Targets(("query", "value")), tuple(range(6)), 2e-3, False, False)
+    result = run_isolated(dataclasses.replace(spec, method="ia3", peft_config=ia3.config_json(ia3.build(cand, BuildContext(arch, 8)))))
+    assert result.status == "complete", result.error
+    assert "ist_active_steps" not in result.extras and "importance" not in result.extras

@@ -11,6 +11,7 @@ import pytest
 
 from autopeft.search.loop import run_search
 from autopeft.search.prepare import prepare_search
+from autopeft.search.samplers import make_sampler
 from autopeft.space import load_space_text
 from autopeft.store import Store
 
@@ -37,13 +38,14 @@ def searched(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
     url = f"sqlite:///{root / 'study.db'}"
     prep = prepare_search(load_space_text(TINY, "tiny.yaml"))
-    outcome = run_search(prep, Store(url))
-    return url, prep, outcome
+    sampler = make_sampler(prep.space.search, prep.encoding)
+    outcome = run_search(prep, Store(url), sampler=sampler)
+    return url, prep, outcome, sampler
 
 
 @pytest.mark.slow
 def test_search_records_every_trial_in_both_ledgers(searched):
-    url, prep, outcome = searched
+    url, prep, outcome, sampler = searched
     trained = [r for r in outcome.records if r.status in ("complete", "failed")]
     assert len(trained) == 3
     assert not outcome.interrupted
@@ -67,13 +69,14 @@ def test_search_records_every_trial_in_both_ledgers(searched):
             assert r.curve and r.curve[-1][0] == prep.space.proxy.steps
             assert r.resources["train_time"] > 0 and r.resources["peak_rss_mb"] > 0
             assert r.trainable_params <= prep.budget_limit
-    # The third trial was proposed by BoTorch, not the random start-up sampler.
-    assert outcome.records[-1].sampler_time is not None
+    # The two start-up trials were drawn at random; the third came from BoTorch's model.
+    assert sampler.origins == {2: "model"}
+    assert outcome.records[-1].sampler_time > 0
 
 
 @pytest.mark.slow
 def test_export_loads_in_peft_with_the_trial_trainable_count(searched, tmp_path):
-    url, prep, outcome = searched
+    url, prep, outcome, _ = searched
     from autopeft.cli import main
 
     out = tmp_path / "adapter"
@@ -93,7 +96,7 @@ def test_export_loads_in_peft_with_the_trial_trainable_count(searched, tmp_path)
 
 @pytest.mark.slow
 def test_rerunning_resumes_the_study_and_keeps_what_is_stored(searched):
-    url, prep, outcome = searched
+    url, prep, outcome, _ = searched
     before = {r.number: r for r in outcome.records}
     again = run_search(prep, Store(url), trials=4)
     trained = [r for r in again.records if r.status in ("complete", "failed")]
@@ -105,7 +108,7 @@ def test_rerunning_resumes_the_study_and_keeps_what_is_stored(searched):
 
 @pytest.mark.slow
 def test_export_train_saves_the_best_seed_whose_weights_reproduce_its_metric(searched, tmp_path):
-    url, prep, outcome = searched
+    url, prep, outcome, _ = searched
     from autopeft.cli import main
 
     out = tmp_path / "trained"

@@ -16,10 +16,6 @@ from __future__ import annotations
 import math
 import re
 
-#: Methods whose adapters vanish when their parameters are zero (IA3's scaling would not).
-LORA_FAMILY = frozenset({"lora", "adalora", "loha", "lokr", "vera"})
-
-
 class IST:
     """Per-step layer sampling and periodic suppress-and-reward probes.
 

@@ -137,9 +137,10 @@ def _stack(model):
 def _make_ist(model, spec: TrialSpec, data: dict):
     """IST for LoRA-family trials when the spec asks for it; the probe batch is held out
     from the training stream (the last ``batch_size`` training examples)."""
-    from trials.ist import IST, LORA_FAMILY
+    from autopeft.methods import get_method
+    from trials.ist import IST
 
-    if not spec.proxy.ist or spec.method not in LORA_FAMILY:
+    if not spec.proxy.ist or not get_method(spec.method).supports_ist:
         return None
     from autopeft.assets.architecture import _find_layer_stack
 

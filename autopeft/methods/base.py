@@ -38,6 +38,10 @@ class Method(Protocol):
     name: str
     #: Candidate fields the method reads; the others are ignored for it.
     uses: frozenset[str]
+    #: Whether IST sparse tuning (``proxy.ist``, ``trials.ist``) can switch its layers off:
+    #: true for adapters that vanish when their parameters are zero (LoRA family), not for
+    #: IA3's scaling vectors or prefix tokens.
+    supports_ist: bool
 
     def build(self, cand, ctx: BuildContext) -> Any:
         """The peft ``PeftConfig`` for ``cand``."""
@@ -73,6 +77,7 @@ class MethodBase:
 
     name = ""
     uses: frozenset[str] = frozenset()
+    supports_ist = False
 
     def config_json(self, config) -> dict:
         return config_to_json(config)

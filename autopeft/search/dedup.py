@@ -29,11 +29,21 @@ _TRIED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RU
 _LR_STEPS_PER_DECADE = 20
 
 
-def configuration_key(encoding) -> Callable[[dict], Hashable]:
-    """Key of a full parameter set of ``encoding``: what makes two trials the same configuration."""
+def configuration_key(encoding) -> Callable[[dict], Hashable | None]:
+    """Key of a full parameter set of ``encoding``: what makes two trials the same configuration.
+
+    The key is None for a partial parameter set (a trial asked for only some dimensions
+    so far, or one of a study whose space once had other dimensions): there is no
+    configuration to compare, and ``key_of`` compares the raw values instead. A full set
+    that does not decode is a bug and raises.
+    """
     from autopeft.methods import get_method
 
-    def key(params: dict) -> Hashable:
+    names = set(encoding.distributions)
+
+    def key(params: dict) -> Hashable | None:
+        if set(params) != names:
+            return None
         data = encoding.decode(params).to_json()
         uses = get_method(data["method"]).uses
         for name in ("rank", "alpha", "dropout", "targets", "layers", "dora", "rslora"):
@@ -47,13 +57,12 @@ def configuration_key(encoding) -> Callable[[dict], Hashable]:
     return key
 
 
-def key_of(params: dict, key: Callable[[dict], Hashable] | None = None) -> Hashable:
-    """``key(params)``; the raw values when there is no key or ``params`` is a partial set."""
+def key_of(params: dict, key: Callable[[dict], Hashable | None] | None = None) -> Hashable:
+    """``key(params)``; the raw values when there is no key or ``key`` says the set is partial (None)."""
     if key is not None:
-        try:
-            return key(params)
-        except (KeyError, TypeError, ValueError):  # a partial parameter set: compare it raw
-            pass
+        keyed = key(params)
+        if keyed is not None:
+            return keyed
     return tuple(sorted((k, round(v, 6) if isinstance(v, float) else v) for k, v in params.items()))
 
 
@@ -64,6 +73,10 @@ class Deduplicated(optuna.samplers.BaseSampler):
         self.base = base
         self._key = key
         self.duplicates = 0
+        #: Trial number -> where its parameters came from: ``model`` (the base sampler's relative
+        #: proposal) or ``redrawn`` (a repeat, drawn independently). Absent: independent sampling
+        #: (start-up trials, or a base sampler without a model).
+        self.origins: dict[int, str] = {}
 
     def key(self, params: dict) -> Hashable:
         return key_of(params, self._key)
@@ -80,7 +93,9 @@ class Deduplicated(optuna.samplers.BaseSampler):
             if other.number != trial.number and set(other.params) >= set(params):
                 if self.key({k: other.params[k] for k in params}) == mine:
                     self.duplicates += 1
+                    self.origins[trial.number] = "redrawn"
                     return {}  # every parameter now comes from sample_independent
+        self.origins[trial.number] = "model"
         return params
 
     def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
