@@ -37,21 +37,17 @@ def open_store(url: str, *, create: bool = False, read_only: bool = False):
         if path is not None and not path.exists():
             raise StoreError(f"no database at {mask_url(url)} (the file {path} does not exist yet); "
                              "run `autopeft search` or create a study on the New search page")
-    try:
-        return Store(url, migrate=not read_only)
-    except AutoPeftError:
-        raise
-    except Exception as e:  # any driver-level surprise becomes a message, not a traceback
-        raise StoreError(f"cannot open {mask_url(url)}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    return Store(url, migrate=not read_only)  # StoreError (a message for the page) for what a user can fix
 
 
 def sqlite_path(url: str) -> Path | None:
     """The file of a file-backed SQLite URL, else None."""
-    try:
-        from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
+    try:
         parsed = make_url(url)
-    except Exception:
+    except ArgumentError:
         return None
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None

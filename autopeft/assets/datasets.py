@@ -126,12 +126,12 @@ def load_dataset(ref: DatasetRef):
 
         require_hub(f"dataset '{ref.name}'")
         return datasets.load_dataset(ref.location, split="train")
-    except AssetError:
-        raise
-    except Exception as e:  # unreadable file, bad encoding, hub unreachable: say which data set
+    except (OSError, ValueError, KeyError, datasets.exceptions.DatasetsError) as e:
+        # OSError: unreadable file, hub unreachable (hub errors are OSErrors); ValueError:
+        # bad encoding or a malformed CSV/JSON (pyarrow's and pandas' parse errors are ValueErrors)
         detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         where = "reading it" if ref.kind != "hub" else "fetching it from the Hugging Face Hub"
-        raise AssetError(f"dataset '{ref.name}': {where} failed: {detail}") from None
+        raise AssetError(f"dataset '{ref.name}': {where} failed: {detail}") from e
 
 
 @dataclass(frozen=True)

@@ -111,12 +111,12 @@ def _hub(name: str, spec: ModelSpec) -> ModelRef:
         from huggingface_hub import hf_hub_download
 
         config = hf_hub_download(name, "config.json", revision=spec.revision)
-    except Exception as e:  # network, auth, missing repo: all mean "cannot use this model"
+    except (OSError, ValueError) as e:  # hub errors are OSErrors (network, auth, missing repo); ValueError: a bad id
         raise AssetError(
             f"model '{name}': not a local directory, and fetching it from the Hugging Face Hub failed "
             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'no detail'}). "
             "Check the id and your network, or download it and pass the directory"
-        ) from None
+        ) from e
     digest = hashlib.sha256(Path(config).read_bytes()).hexdigest()[:16]
     return ModelRef(name, name, False, digest, spec.trust_remote_code, spec.revision)
 

@@ -24,11 +24,12 @@ VERSION_TABLE = "autopeft_alembic_version"
 
 def mask_url(url: str) -> str:
     """``url`` with any password replaced by ``***``: safe to print or log."""
-    try:
-        from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
+    try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parseable: hide everything between '://' and '@'
+    except (ArgumentError, ValueError):  # not parseable: hide everything between '://' and '@'
         head, sep, tail = url.partition("://")
         return head + sep + ("***@" + tail.split("@", 1)[1] if "@" in tail else tail)
 
@@ -66,12 +67,15 @@ class Store:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
+        from alembic.util.exc import CommandError
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             with self.engine.begin() as connection:
                 cfg.attributes["connection"] = connection
                 command.upgrade(cfg, "head")
-        except Exception as e:
-            raise StoreError(f"cannot prepare the database {self.display_url}: {_first_line(e)}") from None
+        except (SQLAlchemyError, CommandError) as e:  # unreachable server, no permission, a foreign schema
+            raise StoreError(f"cannot prepare the database {self.display_url}: {_first_line(e)}") from e
 
     def revision(self) -> str | None:
         """The alembic revision of autopeft's tables (None: not created), read without changing anything."""
@@ -89,11 +93,13 @@ class Store:
         """optuna's ``RDBStorage`` on the same database (created on first use)."""
         if self._optuna_storage is None:
             import optuna
+            from sqlalchemy.exc import SQLAlchemyError
 
             try:
                 self._optuna_storage = optuna.storages.RDBStorage(self.url, engine_kwargs=_engine_kwargs(self.url))
-            except Exception as e:
-                raise StoreError(f"cannot open optuna's tables in {self.display_url}: {_first_line(e)}") from None
+            except (SQLAlchemyError, optuna.exceptions.StorageInternalError, RuntimeError) as e:
+                # RuntimeError: optuna's "incompatible schema version" check
+                raise StoreError(f"cannot open optuna's tables in {self.display_url}: {_first_line(e)}") from e
         return self._optuna_storage
 
     # ------------------------------------------------------------------ studies
@@ -183,16 +189,20 @@ class Store:
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self):
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             return self.engine.connect()
-        except Exception as e:
-            raise StoreError(f"cannot connect to {self.display_url}: {_first_line(e)}") from None
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot connect to {self.display_url}: {_first_line(e)}") from e
 
     def _begin(self):
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             return self.engine.begin()
-        except Exception as e:
-            raise StoreError(f"cannot connect to {self.display_url}: {_first_line(e)}") from None
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot connect to {self.display_url}: {_first_line(e)}") from e
 
     def close(self) -> None:
         self.engine.dispose()
@@ -283,9 +293,10 @@ def schema_revision(url: str) -> str | None:
 
 def _read_revision(engine, display_url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
-    except Exception as e:
-        raise StoreError(f"cannot read {display_url}: {_first_line(e)}") from None
+    except SQLAlchemyError as e:
+        raise StoreError(f"cannot read {display_url}: {_first_line(e)}") from e
