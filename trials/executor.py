@@ -152,6 +152,12 @@ def describe_failure(e: BaseException) -> str:
     """One line naming the failure; out-of-memory is recognised whatever raised it."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     lowered = text.lower()
+    # A device's OOM names the device: torch.cuda.OutOfMemoryError, or MPS's RuntimeError. The
+    # trial process exits right after, which releases all of its device memory.
+    if type(e).__name__ == "OutOfMemoryError" or "cuda out of memory" in lowered:
+        return f"out of memory (cuda): {text}"[:500]
+    if "mps backend out of memory" in lowered:
+        return f"out of memory (mps): {text}"[:500]
     if isinstance(e, MemoryError) or "can't allocate memory" in lowered or "out of memory" in lowered:
         return f"out of memory: {text or 'MemoryError'}"[:500]
     from trials.proxy import TrialFailure

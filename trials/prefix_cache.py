@@ -56,6 +56,7 @@ def prefix_states(model, layers_path: str, layer: int, splits: dict, path: Path,
     import torch
 
     stack = model.get_submodule(layers_path)
+    device = next(model.parameters()).device
     captured: list = []
 
     def capture(_module, args, kwargs):
@@ -72,13 +73,13 @@ def prefix_states(model, layers_path: str, layer: int, splits: dict, path: Path,
                 chunks = []
                 n = len(tensors["labels"])
                 for start in range(0, n, batch_size):
-                    batch = {k: v[start:start + batch_size] for k, v in tensors.items() if k != "labels"}
+                    batch = {k: v[start:start + batch_size].to(device) for k, v in tensors.items() if k != "labels"}
                     captured.clear()
                     try:
                         model(**batch)
                     except _Stop:
                         pass
-                    chunks.append(captured[0].detach().float())
+                    chunks.append(captured[0].detach().float().cpu())  # host memory: splits live there
                 out[split] = torch.cat(chunks).contiguous()
     finally:
         handle.remove()

@@ -45,13 +45,22 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
 
     from autopeft.assets.models import quiet_transformers
     from autopeft.methods import get_method
+    from trials.device import DeviceUnavailable, resolve
 
     quiet_transformers()
     # The spec carries the thread count (autopeft.search.prepare.trial_spec resolves it).
     torch.set_num_threads(spec.proxy.threads or os.cpu_count() or 1)
+    try:
+        placement = resolve(spec.proxy.device, spec.proxy.precision)  # here, in the trial process
+    except DeviceUnavailable as e:
+        raise TrialFailure(str(e)) from e
+    placement.reset_peak_memory()
     torch.manual_seed(spec.proxy.seed)
     method = get_method(spec.method)
-    model = method.wrap(_load_base_model(spec), spec.peft_config)
+    base = _load_base_model(spec)
+    if spec.proxy.gradient_checkpointing:
+        _enable_gradient_checkpointing(base)
+    model = method.wrap(base, spec.peft_config).to(placement.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = int(sum(p.numel() for p in trainable))
     data = _load_split(spec.data_path)
@@ -62,6 +71,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     from transformers import get_linear_schedule_with_warmup
 
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=0.0)
+    scaler = placement.grad_scaler()  # fp16 on CUDA only
     scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.proxy.warmup * spec.proxy.steps), spec.proxy.steps)
     curve: list = []
     window: list[float] = []
@@ -75,20 +85,30 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     def timed_evaluate() -> dict:
         nonlocal eval_time
         e0 = time.perf_counter()
-        metrics = evaluate(model, data["eval"], spec.num_labels, batch_size=max(32, spec.proxy.batch_size * 2), skip=skip)
+        with placement.autocast():
+            metrics = evaluate(model, data["eval"], spec.num_labels, batch_size=max(32, spec.proxy.batch_size * 2),
+                               skip=skip)
         eval_time += time.perf_counter() - e0
         return metrics
 
     for step in range(1, spec.proxy.steps + 1):
-        if ist is not None:
-            ist.before_step(step, lambda batch: _forward(model, batch, skip))
-        loss = _forward(model, next(batches), skip).loss
+        with placement.autocast():
+            if ist is not None:
+                ist.before_step(step, lambda batch: _forward(model, batch, skip))
+            loss = _forward(model, next(batches), skip).loss
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrialFailure(f"non-finite loss ({value}) at step {step}")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            scaler.step(optimizer)
+            scaler.update()
         scheduler.step()
         method.on_step(model, step)
         optimizer.zero_grad(set_to_none=True)
@@ -105,6 +125,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
                     status="pruned", metrics=rung_metrics, curve=curve, trainable_params=n_trainable,
                     train_time=time.perf_counter() - t0 - eval_time, setup_time=setup_time, eval_time=eval_time,
                     wall_time=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(), extras={"fidelity": step},
+                    **_memory(placement),
                 )
     train_time = time.perf_counter() - t0 - eval_time  # rung evaluations are evaluation, not training
     extras = method.summary(model)
@@ -125,7 +146,27 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         wall_time=time.perf_counter() - started,
         peak_rss_mb=peak_rss_mb(),
         extras=extras,
+        **_memory(placement),
     )
+
+
+def _memory(placement) -> dict:
+    peak, kind = placement.peak_memory_mb()
+    return {"peak_memory_mb": peak, "memory_kind": kind, "device": placement.device}
+
+
+def _enable_gradient_checkpointing(model) -> None:
+    """Recompute each layer's activations in the backward pass (transformers' own mechanism).
+
+    Non-reentrant checkpointing needs no input that requires grad, so it works with frozen
+    embeddings under peft; decoders must not build a KV cache while training.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise TrialFailure(f"gradient checkpointing: {type(model).__name__} does not support it; "
+                           "set proxy.gradient_checkpointing: false")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False
 
 
 def _stack(model):
@@ -181,9 +222,17 @@ def _relative(model, base, path: str) -> str:
 
 
 def _forward(model, batch: dict, skip):
+    """The model's output on ``batch``, moved to the model's device first (CPU, CUDA or MPS:
+    one code path; splits stay in host memory, one batch at a time goes to the device)."""
+    device = _device_of(model)
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     if skip is not None:
         skip.current = batch.pop("prefix_hidden")
     return model(**batch)
+
+
+def _device_of(model):
+    return next(model.parameters()).device
 
 
 def _load_base_model(spec: TrialSpec):
@@ -253,7 +302,7 @@ def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=Non
             batch = _trim({k: v[rows] for k, v in split.items()})
             out = _forward(model, batch, skip)
             losses.append(float(out.loss) * len(batch["labels"]))
-            preds.append(out.logits.argmax(dim=-1))
+            preds.append(out.logits.argmax(dim=-1).cpu())
     model.train()
     pred = torch.empty_like(split["labels"])
     pred[order] = torch.cat(preds)

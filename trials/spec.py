@@ -38,6 +38,11 @@ class ProxySpec:
         ist: IST sparse tuning for LoRA-family methods (None = off).
         rungs: Steps at which a trial is judged against the others (multi-fidelity).
         eta: At each rung, the best 1/eta of the trials there (by non-dominated sorting) go on.
+        device: Where trials run: ``auto`` (CUDA, else MPS, else CPU; resolved in the trial
+            process), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``trials.device``).
+        precision: ``fp32``, ``bf16`` or ``fp16`` autocast (weights stay fp32).
+        gradient_checkpointing: Recompute activations in the backward pass: less memory,
+            about a third more compute.
     """
 
     train_examples: int = 800
@@ -55,6 +60,9 @@ class ProxySpec:
     ist: IstSpec | None = None
     rungs: tuple[int, ...] = ()
     eta: int = 3
+    device: str = "auto"
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
 
 
 
@@ -124,6 +132,9 @@ class TrialResult:
         eval_time: Seconds evaluating on the validation split (at rungs and at the end).
         wall_time: Seconds from process start to result.
         peak_rss_mb: Peak resident memory of the trial process, MiB.
+        peak_memory_mb: Peak memory of the device the trial ran on, MiB (``memory_kind`` says
+            which figure: ``cpu_peak_rss``, ``cuda_max_allocated``, ``mps_current_allocated``).
+        device: The device the trial ran on (``cpu``, ``cuda:0``, ``mps``).
         error: Why a failed trial failed (one line).
         extras: Method-specific records (e.g. AdaLoRA's final rank allocation).
     """
@@ -137,6 +148,9 @@ class TrialResult:
     eval_time: float = 0.0
     wall_time: float = 0.0
     peak_rss_mb: float = 0.0
+    peak_memory_mb: float = 0.0
+    memory_kind: str = "cpu_peak_rss"
+    device: str = "cpu"
     error: str | None = None
     extras: dict = field(default_factory=dict)
 

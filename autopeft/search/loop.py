@@ -287,7 +287,8 @@ def _one_trial(prep, store, study, ostudy, records, runner, events) -> TrialReco
         values=values,
         curve=result.curve,
         resources={"wall_time": result.wall_time, "train_time": result.train_time, "setup_time": result.setup_time,
-                   "eval_time": result.eval_time, "peak_rss_mb": result.peak_rss_mb},
+                   "eval_time": result.eval_time, "peak_rss_mb": result.peak_rss_mb,
+                   "peak_memory_mb": result.peak_memory_mb, "memory_kind": result.memory_kind, "device": result.device},
         extras={**_with_importance(result.extras, prep), **({"rungs": rungs} if rungs else {})},
         error=result.error if status == "failed" else None,
         finished_at=utcnow(),
@@ -316,7 +317,7 @@ def objective_values(study: StudyRecord, result: TrialResult, trainable_params: 
 
     source = {
         "trainable_params": trainable_params,
-        "peak_memory": result.peak_rss_mb,
+        "peak_memory": result.peak_memory_mb or result.peak_rss_mb,  # the device's own figure
         "train_time": result.train_time,
         **result.metrics,
     }

@@ -96,6 +96,34 @@ def trial_spec(prep: PreparedSearch, candidate, peft_config: dict, *, study: str
     return TrialSpec(**{**fixed, **{k: v for k, v in overrides.items() if k in spec_fields}})
 
 
+def check_placement(space: SearchSpace) -> None:
+    """``SpaceError`` at ``proxy.device`` / ``proxy.precision`` when this machine cannot run
+    trials there: the one-line answer comes before any trial, never a silent CPU fall-back.
+
+    Workers on other hosts check again when they prepare the study (their devices differ).
+    """
+    from autopeft.errors import SpaceError
+    from trials.device import DeviceUnavailable, check
+
+    try:
+        check(space.proxy.device, space.proxy.precision)
+    except DeviceUnavailable as e:
+        key = "proxy.precision" if str(e).startswith("precision") else "proxy.device"
+        raise SpaceError(space.source, key, str(e)) from e
+
+
+def check_gradient_checkpointing(space: SearchSpace, model_ref, arch: ModelInfo) -> None:
+    """``SpaceError`` at ``proxy.gradient_checkpointing`` for a model transformers cannot checkpoint."""
+    from autopeft.assets.architecture import build_on_meta
+    from autopeft.errors import SpaceError
+
+    model = build_on_meta(model_ref, arch.num_labels, arch.task)
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise SpaceError(space.source, "proxy.gradient_checkpointing",
+                         f"model '{model_ref.name}' ({type(model).__name__}) does not support gradient checkpointing; "
+                         "set it to false")
+
+
 def _module_info(arch: ModelInfo) -> dict:
     return {"module_order": tuple(s.name for s in arch.linears),
             "module_sizes": {s.name: s.in_features + s.out_features for s in arch.linears}}
@@ -109,6 +137,7 @@ def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSea
     from autopeft.space.check import check_against_model, drop_refused_methods
 
     quiet_transformers()
+    check_placement(space)
     model = resolve_model(space.model)
     dataset = resolve_dataset(space.task.dataset)
     if with_data:
@@ -123,4 +152,6 @@ def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSea
     if dropped:
         encoding = SpaceEncoding(space.space, arch.num_layers, **_module_info(arch))
     params = check_against_model(space, arch, encoding)
+    if space.proxy.gradient_checkpointing:
+        check_gradient_checkpointing(space, model, arch)
     return PreparedSearch(space, model, dataset, data, arch, encoding, params, dropped)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import yaml
 
 from autopeft.errors import SpaceError
+from trials.device import DEVICES, PRECISIONS
 from autopeft.space.schema import (
     COST_OBJECTIVES,
     TASK_METRICS,
@@ -296,6 +297,13 @@ def _objectives(node: _Node, metric: str) -> tuple[Objective, ...]:
     return tuple(out)
 
 
+def _device(node: _Node) -> str:
+    value = node.str()
+    if value in DEVICES or re.fullmatch(r"cuda:\d+", value):
+        return value
+    raise node.fail(f"expected one of {', '.join(DEVICES)} or cuda:N, got '{value}'")
+
+
 def _dataclass_from(node: _Node, cls: type, readers: dict[str, Callable[[_Node], Any]]):
     keys = node.mapping(set(readers))
     return cls(**{k: readers[k](n) for k, n in keys.items()})
@@ -416,6 +424,9 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             "prefix_cache": lambda n: n.bool(),
             "rungs": _rungs,
             "eta": lambda n: n.int(low=2),
+            "device": _device,
+            "precision": lambda n: n.str(PRECISIONS),
+            "gradient_checkpointing": lambda n: n.bool(),
             "ist": lambda n: None if n.value is None else _dataclass_from(
                 n, IstSpec, {"active_fraction": lambda m: m.number(low=0.01, high=1.0), "every": lambda m: m.int(low=1)}
             ),
@@ -530,6 +541,9 @@ def space_hash(space: SearchSpace) -> str:
     """A stable hash of what changes results (ignores the trial count, which may grow)."""
     doc = json.loads(json.dumps(space.document))
     (doc.get("search") or {}).pop("trials", None)
+    # Where trials run is not what is searched: a study started on a laptop's CPU can be
+    # resumed by GPU workers (--set proxy.device=cuda) without becoming another study.
+    (doc.get("proxy") or {}).pop("device", None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
