@@ -136,10 +136,6 @@ def _convert_into(src: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    def fail(e: BaseException):
-        reason = str(e).splitlines()[0][:300] if str(e) else "no detail"
-        return AssetError(f"{src}: transformers cannot convert this GGUF file ({type(e).__name__}: {reason})")
-
     kwargs = {"gguf_file": src.name, "local_files_only": True}
     try:
         loaded = AutoModelForCausalLM.from_pretrained(str(src.parent), **kwargs)
@@ -147,7 +143,7 @@ def _convert_into(src: Path, out: Path) -> None:
     except (ValueError, KeyError, IndexError, TypeError, OSError, NotImplementedError, RuntimeError, EOFError) as e:
         # A corrupt file, an architecture transformers has no GGUF mapping for, a
         # quantisation it cannot de-quantise: all mean "cannot use this file".
-        raise fail(e) from None
+        raise AssetError(f"{src}: {_diagnose(src, e)}") from None
     # A GGUF-loaded model refuses save_pretrained (it carries a gguf quantization_config):
     # rebuild it from a clean config on the meta device, then adopt the de-quantised
     # tensors (no second copy of the weights in memory).
@@ -173,6 +169,25 @@ def _convert_into(src: Path, out: Path) -> None:
     os.chmod(out, 0o755)
     for f in out.iterdir():
         os.chmod(f, 0o644)
+
+
+def _diagnose(src: Path, error: BaseException) -> str:
+    """Why transformers failed: the file itself is damaged, or transformers cannot use it.
+
+    Only on the failure path: parsing the file apart costs ~2 s (the vocabulary metadata).
+    """
+    import gguf
+
+    try:
+        gguf.GGUFReader(str(src))
+    except Exception as e:  # any parse failure at all means the file is damaged
+        return f"corrupt or truncated GGUF file ({_one_line(e)})"
+    return f"transformers cannot convert this GGUF file ({_one_line(error)})"
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0][:300] if str(e).strip() else "no detail"
+    return f"{type(e).__name__}: {text}"
 
 
 def _materialise_buffers(model, loaded) -> None:

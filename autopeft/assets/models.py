@@ -111,7 +111,7 @@ def resolve_model(spec: ModelSpec) -> ModelRef:
         return _local(name, path, spec)
     if name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1 or name.endswith(".gguf"):
         raise AssetError(
-            f"model '{name}': no such file or directory. Give a local Hugging Face model directory, "
+            f"model '{name}': no such directory or .gguf file. Give a local Hugging Face model directory, "
             f"a .gguf file, a hub id like 'org/name', or an alias ({', '.join(BUNDLED_MODELS)})"
         )
     return _hub(name, spec)
