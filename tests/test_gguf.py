@@ -256,6 +256,22 @@ def test_a_directory_without_the_marker_is_not_trusted(tmp_path, cache, monkeypa
     assert json.loads((final / "config.json").read_text())["who"] == "us"
 
 
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, cache, monkeypatch):
+    import errno
+
+    src = fake_gguf(tmp_path / "mine.gguf")
+
+    def disk_full(source, out):
+        (out / "model.safetensors").write_bytes(b"part")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(gguf_mod, "_convert_into", disk_full)
+    with pytest.raises(AssetError) as e:
+        gguf_mod.convert_gguf(src)
+    assert_one_line(e, str(src), str(cache / "models"), os.strerror(errno.ENOSPC), "AUTOPEFT_CACHE")
+    assert not gguf_mod.converted_path(src).exists() and not temporaries(cache)
+
+
 def test_the_fingerprint_follows_the_content(tmp_path):
     a = fake_gguf(tmp_path / "a.gguf", b"one")
     b = fake_gguf(tmp_path / "b.gguf", b"two")

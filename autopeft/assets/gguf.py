@@ -98,27 +98,37 @@ def convert_gguf(gguf_path: str | os.PathLike, fingerprint: str | None = None) -
         return final
     if importlib.util.find_spec(GGUF_MODULE) is None:
         raise AssetError(f"{src}: reading a GGUF file needs the package gguf: pip install 'gguf>=0.10'")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(final.parent / f".{final.name}.lock"):
-        if is_converted(final):  # another process finished while we waited for the lock
-            return final
-        _sweep_dead_temporaries(final)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_owner()}.", suffix=".tmp", dir=final.parent))
-        try:
-            started = time.perf_counter()
-            _convert_into(src, tmp)
-            (tmp / MARKER).write_text(json.dumps({
-                "source": str(src),
-                "source_bytes": src.stat().st_size,
-                "fingerprint": final.name.rsplit("-", 1)[-1],
-                "convert_version": CONVERT_VERSION,
-                "seconds": round(time.perf_counter() - started, 1),
-            }, indent=1))
-            _publish(tmp, final)
-        finally:
-            if tmp.exists():  # failed, or lost the race: the temporary goes
-                shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with _lock(final.parent / f".{final.name}.lock"):
+            if is_converted(final):  # another process finished while we waited for the lock
+                return final
+            _sweep_dead_temporaries(final)
+            _convert_and_publish(src, final)
+    except OSError as e:  # disk full, read-only cache: the user can fix it, so no traceback
+        raise AssetError(
+            f"{src}: cannot write its converted model into {final.parent} ({e.strerror or e}); "
+            "free some space (fp32 weights: 4-8x the GGUF file) or point AUTOPEFT_CACHE elsewhere"
+        ) from None
     return final
+
+
+def _convert_and_publish(src: Path, final: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_owner()}.", suffix=".tmp", dir=final.parent))
+    try:
+        started = time.perf_counter()
+        _convert_into(src, tmp)
+        (tmp / MARKER).write_text(json.dumps({
+            "source": str(src),
+            "source_bytes": src.stat().st_size,
+            "fingerprint": final.name.rsplit("-", 1)[-1],
+            "convert_version": CONVERT_VERSION,
+            "seconds": round(time.perf_counter() - started, 1),
+        }, indent=1))
+        _publish(tmp, final)
+    finally:
+        if tmp.exists():  # failed, or lost the race: the temporary goes
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _check_magic(src: Path) -> None:
