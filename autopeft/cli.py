@@ -344,7 +344,7 @@ def dashboard(
     read_only: bool = typer.Option(False, "--read-only", help="Hide the New search page."),
 ) -> None:
     """Open the Streamlit dashboard on the same database."""
-    from dashboard.launch import launch
+    from autopeft.dashboard.launch import launch
 
     raise typer.Exit(launch(_storage(storage), host=host, port=port, read_only=read_only))
 

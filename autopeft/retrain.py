@@ -147,8 +147,8 @@ def baseline_learning_rate(chosen: TrialRecord, records, metric: str) -> tuple[f
 
 def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:
     from autopeft.methods import BuildContext, get_method
-    from trials.executor import run_isolated
-    from trials.spec import TrialSpec
+    from autopeft.trials.executor import run_isolated
+    from autopeft.trials.spec import TrialSpec
 
     method = get_method(cand.method)
     config = method.config_json(method.build(cand, BuildContext(prep.arch, protocol.steps, base_model=prep.model.location)))

@@ -3,8 +3,8 @@
 AdamW with linear warm-up and decay, gradient clipping at 1.0, the method's per-step hook
 (AdaLoRA's ``update_and_allocate``), a learning curve, then accuracy, macro-F1 and loss on
 the validation split (loss and perplexity for causal LM). A non-finite loss ends the trial
-as failed. Optional: the frozen-prefix cache (``trials.prefix_cache``), IST sparse tuning
-(``trials.ist``) and multi-fidelity rungs at which the parent may stop the trial.
+as failed. Optional: the frozen-prefix cache (``autopeft.trials.prefix_cache``), IST sparse tuning
+(``autopeft.trials.ist``) and multi-fidelity rungs at which the parent may stop the trial.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import resource
 import time
 from typing import Callable
 
-from trials.spec import TrialResult, TrialSpec
+from autopeft.trials.spec import TrialResult, TrialSpec
 
 Emit = Callable[[dict], None]
 #: Asked at each rung with (step, validation metrics): go on training?
@@ -137,7 +137,7 @@ def _stack(model):
 def _make_ist(model, spec: TrialSpec, data: dict):
     """IST for LoRA-family trials when the spec asks for it; the probe batch is held out
     from the training stream (the last ``batch_size`` training examples)."""
-    from trials.ist import IST, LORA_FAMILY
+    from autopeft.trials.ist import IST, LORA_FAMILY
 
     if not spec.ist or spec.method not in LORA_FAMILY:
         return None
@@ -157,7 +157,7 @@ def _use_prefix_cache(model, spec: TrialSpec, data: dict):
     the model skip the layers below it; ``None`` when the candidate cannot skip any."""
     from pathlib import Path
 
-    from trials.prefix_cache import SkipPrefix, cache_path, prefix_states, skippable_prefix
+    from autopeft.trials.prefix_cache import SkipPrefix, cache_path, prefix_states, skippable_prefix
 
     found = skippable_prefix(model)
     if found is None:

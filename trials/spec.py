@@ -52,10 +52,10 @@ class TrialSpec:
     trust_remote_code: bool = False
     revision: str | None = None
     save_dir: str | None = None  # write the trained adapter here (safetensors), e.g. for export --train
-    prefix_cache: bool = True  # skip frozen layers below the lowest adapter (trials.prefix_cache)
+    prefix_cache: bool = True  # skip frozen layers below the lowest adapter (autopeft.trials.prefix_cache)
     task: str = "classification"  # autopeft.tasks: the head the model gets and how it is scored
     rungs: tuple[int, ...] = ()  # steps at which the trial is evaluated and may be stopped (multi-fidelity)
-    ist: dict | None = None  # {"active_fraction": f, "every": n}: IST sparse tuning (trials.ist)
+    ist: dict | None = None  # {"active_fraction": f, "every": n}: IST sparse tuning (autopeft.trials.ist)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
