@@ -145,9 +145,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     started = time.perf_counter()
 
-    sys.path.insert(0, str(ROOT))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "PYTHONWARNINGS": "ignore", "COLUMNS": "160"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "160"}
     overrides = [f"proxy.threads={args.threads}"]
     if args.quick:
         overrides += ["proxy.steps=8", "search.trials=3", "search.startup_trials=3"]
