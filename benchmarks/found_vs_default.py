@@ -67,7 +67,7 @@ def cli(args: list[str], env: dict) -> float:
     """Run ``autopeft ARGS`` (the console script's own entry point) and return its wall seconds."""
     print(f"$ autopeft {shlex.join(args)}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "autopeft.cli", *args], cwd=ROOT, env=env)
+    proc = subprocess.run([sys.executable, "-m", "autopeft", *args], cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"autopeft {args[0]} exited {proc.returncode}")
     return time.perf_counter() - t0
