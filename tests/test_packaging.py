@@ -50,12 +50,12 @@ def unpacked(wheel, tmp_path_factory) -> Path:
     return root
 
 
-def run_isolated(code: str, site: Path, cwd: Path) -> subprocess.CompletedProcess:
+def run_isolated(code: str, site: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """``python -c code`` that imports autopeft from ``site`` only: the dev venv's editable
     finder (which maps autopeft.* onto this checkout) is taken off ``sys.meta_path`` first."""
     prelude = ("import sys\n"
                "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]\n")
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    env = {**os.environ, **env, "PYTHONPATH": str(site)}
     return subprocess.run([sys.executable, "-c", prelude + code], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=120)
 
@@ -102,6 +102,23 @@ def test_installed_wheel_imports_under_autopeft_only_and_lists_the_shipped_space
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     shipped = sorted(p.name for p in (REPO / "search_spaces").glob("*.y*ml"))
     assert result.stdout.strip() == str(shipped)
+
+
+def test_installed_wheel_dashboard_offers_the_shipped_spaces_on_new_search(unpacked, tmp_path):
+    code = (
+        "from streamlit.testing.v1 import AppTest\n"
+        "from autopeft.dashboard.launch import APP\n"
+        "at = AppTest.from_file(str(APP), default_timeout=120)\n"
+        "at.session_state['page'] = 'New search'\n"
+        "at.run()\n"
+        "assert not at.exception, [e.value for e in at.exception]\n"
+        "assert at.selectbox(key='space_template').options[0] == 'quickstart.yaml'\n"
+        "assert 'study: quickstart' in at.text_area(key='space_yaml').value\n"
+        "print(APP)\n"
+    )
+    result = run_isolated(code, unpacked, cwd=tmp_path, AUTOPEFT_DASHBOARD_STORAGE=f"sqlite:///{tmp_path}/new.db")
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert result.stdout.strip() == str(unpacked / "autopeft" / "dashboard" / "app.py")
 
 
 def test_installed_wheel_runs_python_m_autopeft(unpacked, tmp_path):
