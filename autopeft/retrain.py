@@ -148,7 +148,7 @@ def baseline_learning_rate(chosen: TrialRecord, records, metric: str) -> tuple[f
 def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:
     from autopeft.methods import BuildContext, get_method
     from autopeft.search.prepare import trial_spec
-    from trials.executor import run_isolated
+    from autopeft.trials.executor import run_isolated
 
     method = get_method(cand.method)
     config = method.config_json(method.build(cand, BuildContext(prep.arch, protocol.steps, base_model=prep.model.location)))

@@ -19,10 +19,7 @@ import sys
 import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "dashboard" / "app.py"
 MODULES = ("query", "key", "value", "dense")
 
 
@@ -95,6 +92,8 @@ def render_page(url: str, page: str, study: str | None = None, timeout: float = 
     from streamlit.testing.v1 import AppTest
 
     os.environ["AUTOPEFT_DASHBOARD_STORAGE"] = url
+    from autopeft.dashboard.launch import APP  # the installed app script `autopeft dashboard` runs
+
     at = AppTest.from_file(str(APP), default_timeout=timeout)
     at.session_state["page"] = page
     if study:
@@ -107,7 +106,6 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from autopeft.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -67,7 +67,7 @@ def cli(args: list[str], env: dict) -> float:
     """Run ``autopeft ARGS`` (the console script's own entry point) and return its wall seconds."""
     print(f"$ autopeft {shlex.join(args)}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "autopeft.cli", *args], cwd=ROOT, env=env)
+    proc = subprocess.run([sys.executable, "-m", "autopeft", *args], cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"autopeft {args[0]} exited {proc.returncode}")
     return time.perf_counter() - t0
@@ -145,9 +145,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     started = time.perf_counter()
 
-    sys.path.insert(0, str(ROOT))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "PYTHONWARNINGS": "ignore", "COLUMNS": "160"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "160"}
     overrides = [f"proxy.threads={args.threads}"]
     if args.quick:
         overrides += ["proxy.steps=8", "search.trials=3", "search.startup_trials=3"]

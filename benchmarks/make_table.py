@@ -5,7 +5,7 @@ rank x targets x top-k placement on ``minilm-l6`` + ``tweet-sentiment``), with f
 method ignores collapsed (IA3 has no rank, so it contributes targets x top-k points only).
 Each point goes through our own code path, exactly as a search would run it:
 ``prepare_search`` -> ``SpaceEncoding.decode`` -> ``Method.build`` / ``config_json`` /
-``count_trainable`` -> ``TrialSpec`` -> ``trials.executor.run_isolated`` (one thread).
+``count_trainable`` -> ``TrialSpec`` -> ``autopeft.trials.executor.run_isolated`` (one thread).
 
 A second training seed (same data split, other adapter initialisation and data order) is
 run for every ``--repeat-every``-th point, so that the benchmark can report the
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
-    from trials.executor import run_isolated
+    from autopeft.trials.executor import run_isolated
 
     started = time.perf_counter()
     space = load_space(args.space)

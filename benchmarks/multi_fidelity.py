@@ -159,7 +159,7 @@ class Box:
 def cpu_seconds() -> float:
     """CPU seconds of this process plus every reaped trial process so far.
 
-    Trial processes are children of multiprocessing's forkserver (``trials.executor``), so
+    Trial processes are children of multiprocessing's forkserver (``autopeft.trials.executor``), so
     their CPU shows up in the forkserver's ``cutime + cstime`` once it reaps them (as in
     ``overhead.py``). NaN when the forkserver is not running.
     """
@@ -188,8 +188,8 @@ def warm_up(prep, space_path: str, overrides: tuple, workdir: Path) -> float:
     from autopeft.search.loop import run_search
     from autopeft.space import load_space
     from autopeft.store import Store
-    from trials.prefix_cache import cache_path, prefix_states
-    from trials.proxy import load_base_model
+    from autopeft.trials.prefix_cache import cache_path, prefix_states
+    from autopeft.trials.proxy import load_base_model
 
     t0 = time.perf_counter()
     if prep.space.proxy.prefix_cache:

@@ -1,6 +1,6 @@
 """Overheads at the quickstart proxy size: the trial runner, and the sampler.
 
-1. Runner overhead = trial wall time through ``trials.executor.run_isolated`` (fork from the
+1. Runner overhead = trial wall time through ``autopeft.trials.executor.run_isolated`` (fork from the
    forkserver, model load, peft wrap, training, evaluation, result over the pipe; timed in
    this process) / (steps x bare peft step time). The bare step time is measured in this
    same run with a plain in-process loop on the same peft config, data, batch size and
@@ -56,7 +56,7 @@ def _forkserver_children_cpu() -> float:
 
 def timed_trial(spec):
     """``run_isolated(spec)`` with its wall seconds (this process) and the trial process's CPU seconds."""
-    from trials.executor import run_isolated
+    from autopeft.trials.executor import run_isolated
 
     before = _forkserver_children_cpu()
     t0 = time.perf_counter()
@@ -86,7 +86,7 @@ def bare_step_time(spec, steps: int, warmup: int = 2) -> tuple[float, float]:
     import torch
 
     from autopeft.methods import get_method
-    from trials.proxy import _batches, _load_base_model, _load_split
+    from autopeft.trials.proxy import _batches, _load_base_model, _load_split
 
     torch.set_num_threads(spec.proxy.threads or 1)
     torch.manual_seed(spec.proxy.seed)
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
 
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
-    from trials.executor import run_isolated
+    from autopeft.trials.executor import run_isolated
 
     space = load_space(args.space)
     prep = prepare_search(space)

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> int:
@@ -37,7 +36,7 @@ def main() -> int:
 
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
-    from trials.executor import run_isolated
+    from autopeft.trials.executor import run_isolated
 
     steps = args.steps or (6 if args.quick else 30)
     space = load_space(ROOT / "search_spaces" / "quickstart.yaml", ["space.method=lora", "space.rank=8", "space.targets=[query, value]"])

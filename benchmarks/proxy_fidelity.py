@@ -4,7 +4,7 @@
 AdaLoRA, ranks, targets, top-k) on ``minilm-l6`` + ``tweet-sentiment``: first the points
 the tabular benchmark trained at two seeds, then a fixed random sample. Each is trained
 through our own code path (``Method.build`` -> ``TrialSpec`` ->
-``trials.executor.run_isolated``, one thread), with the space's data split, batch size,
+``autopeft.trials.executor.run_isolated``, one thread), with the space's data split, batch size,
 max length and learning rate, at:
 
 * the reference budget: ``--ref-steps`` optimiser steps (10x the main proxy);
@@ -85,10 +85,9 @@ def main(argv=None) -> int:
     from autopeft.methods import BuildContext, get_method
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
-    from trials.executor import run_isolated
+    from autopeft.trials.executor import run_isolated
     from autopeft.search.prepare import trial_spec
 
-    sys.path.insert(0, str(HERE))
     from make_table import grid_params, point_key, schedule
 
     base = load_space(args.space, overrides)

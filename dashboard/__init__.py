@@ -1,4 +1,4 @@
 """The autopeft Streamlit dashboard: ``data`` loads, ``render`` draws, ``app`` wires them.
 
-Start it with ``autopeft dashboard`` (see ``dashboard.launch``).
+Start it with ``autopeft dashboard`` (see ``autopeft.dashboard.launch``).
 """

@@ -1,9 +1,9 @@
-"""The autopeft dashboard: a thin Streamlit entry wiring ``dashboard.data`` to ``dashboard.render``.
+"""The autopeft dashboard: a thin Streamlit entry wiring ``autopeft.dashboard.data`` to ``render``.
 
-Started by ``autopeft dashboard`` (``dashboard.launch``) as
-``streamlit run app.py -- --storage URL [--read-only]``. The storage URL can also come
-from ``$AUTOPEFT_DASHBOARD_STORAGE`` / ``$AUTOPEFT_STORAGE`` (tests, ``streamlit run`` by
-hand). Every error a user can cause is shown as one message in the page, never a traceback.
+Started by ``autopeft dashboard`` (``autopeft.dashboard.launch``) as ``streamlit run
+.../autopeft/dashboard/app.py -- --storage URL [--read-only]`` on the installed file. The
+storage URL can also come from ``$AUTOPEFT_DASHBOARD_STORAGE`` / ``$AUTOPEFT_STORAGE``
+(tests, ``streamlit run`` by hand). Every error a user can cause is shown as one message in the page, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,17 +12,14 @@ import argparse
 import contextlib
 import os
 import sys
-from pathlib import Path
 
-# `streamlit run dashboard/app.py` puts dashboard/ first on sys.path, not the repository root.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from autopeft.errors import AutoPeftError  # noqa: E402
-from dashboard import data, render  # noqa: E402
+# Absolute imports of the installed package: `streamlit run` executes this file as a script
+# (with its own folder on sys.path), never as autopeft.dashboard.app.
+from autopeft.dashboard import data, render
+from autopeft.errors import AutoPeftError
+from autopeft.space import shipped_spaces
 
 PAGES = ["Studies", "Pareto front", "Hypervolume", "Trials", "Importance", "Compare", "Export", "New search"]
 CACHE_TTL = 2  # seconds: short, so live refresh and new trials from workers show up
@@ -249,7 +246,7 @@ def page_new_search(url: str, display_url: str) -> None:
     st.header("New search")
     st.caption("Paste or upload a search-space YAML, or start from a bundled one. Submitting creates the study "
                "in this database for workers to run; existing studies are never modified.")
-    spaces = data.bundled_spaces()
+    spaces = shipped_spaces()
 
     def use_template():
         st.session_state["space_yaml"] = spaces.get(st.session_state["space_template"], "")

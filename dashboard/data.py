@@ -17,8 +17,6 @@ from typing import Sequence
 from autopeft.errors import AutoPeftError, StoreError
 from autopeft.store import StudyRecord, TrialRecord
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
-
 
 # ---------------------------------------------------------------------- store
 def open_store(url: str, *, create: bool = False, read_only: bool = False):
@@ -305,15 +303,6 @@ def export_command(study: str, display_url: str, how: str) -> str:
 
 
 # ---------------------------------------------------------------------- new search
-def bundled_spaces() -> dict[str, str]:
-    """``{file name: YAML text}`` of the spaces shipped in ``search_spaces/``."""
-    if not SPACES_DIR.is_dir():
-        return {}
-    # The quickstart first: it is the one a new user should start from.
-    paths = sorted(SPACES_DIR.glob("*.y*ml"), key=lambda p: (p.stem != "quickstart", p.name))
-    return {p.name: p.read_text(encoding="utf-8") for p in paths}
-
-
 def validate_space(text: str):
     """``(space, None)`` or ``(None, message)``: the CLI's key-path message on error."""
     from autopeft.space.loader import load_space_text

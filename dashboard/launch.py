@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+#: The installed app script, beside this module (``autopeft/dashboard/app.py``); it imports
+#: ``autopeft.*`` absolutely, so it runs from any working directory.
 APP = Path(__file__).resolve().parent / "app.py"
 
 

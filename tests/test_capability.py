@@ -104,8 +104,8 @@ def test_prefix_trains_one_step_on_a_model_that_supports_it(lm_prep):
 
 @pytest.mark.slow
 def test_a_real_proxy_trial_of_prefix_completes_where_peft_supports_it(lm_prep):
-    from trials.executor import run_isolated
-    from trials.spec import ProxySpec, TrialSpec
+    from autopeft.trials.executor import run_isolated
+    from autopeft.trials.spec import ProxySpec, TrialSpec
 
     method = get_method("prefix")
     config = method.config_json(method.build(cand("prefix"), BuildContext(lm_prep.arch, 2)))

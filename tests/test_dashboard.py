@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autopeft.dashboard import launch
+
 ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "dashboard" / "app.py")
+APP = str(launch.APP)  # the file `autopeft dashboard` runs
 PAGES = ["Studies", "Pareto front", "Hypervolume", "Trials", "Importance", "Compare", "Export", "New search"]
 
 TINY_SPACE = """
@@ -174,7 +176,7 @@ def test_every_page_renders_1000_trials(app, synthetic_url, page):
 
 
 def test_pareto_figure_marks_front_and_baseline(app, synthetic_url):
-    from dashboard import data, render
+    from autopeft.dashboard import data, render
     from autopeft.store import Store
 
     store = Store(synthetic_url)
@@ -327,8 +329,6 @@ def test_new_search_starts_from_a_bundled_space(app, tmp_path):
 # ---------------------------------------------------------------------- launch and hypervolume
 def test_launch_binds_localhost_and_never_prints_the_password(monkeypatch, capsys):
     import subprocess
-
-    from dashboard import launch
 
     seen = {}
 

@@ -19,9 +19,9 @@ from autopeft.space.encoding import Candidate
 from autopeft.space.schema import ModelSpec, ProxySpec, TaskSpec, Targets
 from conftest import REPO
 from test_cli import autopeft, one_line_error
-from trials.device import DeviceUnavailable, assign_gpus, check, resolve
-from trials.executor import describe_failure, run_isolated
-from trials.spec import TrialSpec
+from autopeft.trials.device import DeviceUnavailable, assign_gpus, check, resolve
+from autopeft.trials.executor import describe_failure, run_isolated
+from autopeft.trials.spec import TrialSpec
 
 
 def lora_spec(dataset: str, max_length: int, batch_size: int, steps: int, **proxy) -> TrialSpec:

@@ -13,8 +13,8 @@ from autopeft.assets.models import resolve_model
 from autopeft.methods import BuildContext, config_to_json, get_method
 from autopeft.space.encoding import Candidate
 from autopeft.space.schema import ModelSpec, ProxySpec, TaskSpec, Targets
-from trials.executor import run_isolated
-from trials.spec import TrialSpec
+from autopeft.trials.executor import run_isolated
+from autopeft.trials.spec import TrialSpec
 
 
 @pytest.fixture(scope="module")

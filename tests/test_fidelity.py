@@ -12,7 +12,7 @@ from autopeft.search.pareto import pareto_front
 from autopeft.search.prepare import prepare_search
 from autopeft.space import load_space_text
 from autopeft.store import Store, TrialRecord
-from trials.spec import TrialResult
+from autopeft.trials.spec import TrialResult
 
 OBJ = (("accuracy", "max"), ("trainable_params", "min"))
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -77,8 +77,8 @@ def test_the_trial_process_stops_at_a_rung_when_told(go_on):
     from autopeft.methods import BuildContext, get_method
     from autopeft.space.encoding import Candidate
     from autopeft.space.schema import ModelSpec, ProxySpec, TaskSpec, Targets
-    from trials.executor import run_isolated
-    from trials.spec import TrialSpec
+    from autopeft.trials.executor import run_isolated
+    from autopeft.trials.spec import TrialSpec
 
     model = resolve_model(ModelSpec("minilm-l6"))
     proxy = ProxySpec(train_examples=32, eval_examples=16, max_length=16)

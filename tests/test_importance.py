@@ -58,12 +58,12 @@ def test_spt_is_computed_once_stored_and_drives_top_k_placement(spt_study, monke
         k = len(r.candidate["layers"])
         assert sorted(r.candidate["layers"]) == sorted(order[:k])  # the k most sensitive layers
 
-    import trials.importance
+    import autopeft.trials.importance
 
     def boom(*a, **k):
         raise AssertionError("SPT must not run again for a study that has its map")
 
-    monkeypatch.setattr(trials.importance, "spt_sensitivity", boom)
+    monkeypatch.setattr(autopeft.trials.importance, "spt_sensitivity", boom)
     assert study_importance(store, study, prep) == imap
 
 

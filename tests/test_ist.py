@@ -12,8 +12,8 @@ from autopeft.importance import ImportanceMap
 from autopeft.methods import BuildContext, get_method
 from autopeft.space.encoding import Candidate
 from autopeft.space.schema import IstSpec, ModelSpec, ProxySpec, TaskSpec, Targets
-from trials.executor import run_isolated
-from trials.spec import TrialSpec
+from autopeft.trials.executor import run_isolated
+from autopeft.trials.spec import TrialSpec
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,8 @@ def test_ist_selects_layers_by_requires_grad(spec):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from trials.ist import IST
-    from trials.proxy import _load_split, _trim
+    from autopeft.trials.ist import IST
+    from autopeft.trials.proxy import _load_split, _trim
 
     base = AutoModelForSequenceClassification.from_pretrained(spec.model, num_labels=spec.num_labels)
     model = get_method("lora").wrap(base, spec.peft_config)

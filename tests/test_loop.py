@@ -10,7 +10,7 @@ from autopeft.search.loop import run_search
 from autopeft.search.prepare import prepare_search
 from autopeft.space import load_space_text
 from autopeft.store import Store
-from trials.spec import TrialResult
+from autopeft.trials.spec import TrialResult
 
 SPACE = """
 study: loop

@@ -302,8 +302,8 @@ def trial_data(model_ref):
 @pytest.mark.parametrize("name", NEW)
 def test_a_real_proxy_trial_completes(name, model_ref, trial_data, refused_on_bundled):
     from autopeft.assets.architecture import inspect_model
-    from trials.executor import run_isolated
-    from trials.spec import ProxySpec, TrialSpec
+    from autopeft.trials.executor import run_isolated
+    from autopeft.trials.spec import ProxySpec, TrialSpec
 
     arch = inspect_model(model_ref, trial_data.num_labels)
     cand = candidate(name, 4, ("query", "value"), (4, 5))

@@ -12,9 +12,9 @@ from autopeft.assets.models import resolve_model
 from autopeft.methods import BuildContext, get_method, method_names
 from autopeft.space.encoding import Candidate
 from autopeft.space.schema import ModelSpec, ProxySpec, TaskSpec, Targets
-from trials.prefix_cache import skippable_prefix
-from trials.proxy import _forward, _load_split, _trim, _use_prefix_cache
-from trials.spec import TrialSpec
+from autopeft.trials.prefix_cache import skippable_prefix
+from autopeft.trials.proxy import _forward, _load_split, _trim, _use_prefix_cache
+from autopeft.trials.spec import TrialSpec
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ def test_export_train_builds_its_trials_with_the_search_s_builder_revision_inclu
     import autopeft.retrain as retrain
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
-    from trials.spec import TrialResult
+    from autopeft.trials.spec import TrialResult
 
     space = load_space(REPO / "search_spaces" / "quickstart.yaml",
                        ["proxy.train_examples=32", "proxy.eval_examples=16", "proxy.max_length=16"])
@@ -83,7 +83,7 @@ def test_export_train_builds_its_trials_with_the_search_s_builder_revision_inclu
         seen.append(spec)
         return TrialResult(status="complete", metrics={"accuracy": 0.5}, trainable_params=10)
 
-    monkeypatch.setattr("trials.executor.run_isolated", fake_run)
+    monkeypatch.setattr("autopeft.trials.executor.run_isolated", fake_run)
     protocol = retrain.Protocol(7, 8, 16, 32, 16, (0, 1), "accuracy")
     retrain._train_all("chosen", cand, prep, protocol, tmp_path / "out", keep=False, on_progress=None)
     assert [s.revision for s in seen] == ["0123abcd", "0123abcd"]
@@ -95,7 +95,7 @@ def test_trial_spec_carries_the_proxy_nested_and_resolves_threads(monkeypatch):
     from autopeft.search.prepare import prepare_search, trial_spec
     from autopeft.space import load_space
     from autopeft.space.encoding import Candidate
-    from trials.spec import TrialSpec
+    from autopeft.trials.spec import TrialSpec
 
     space = load_space(REPO / "search_spaces" / "quickstart.yaml",
                        ["proxy.train_examples=32", "proxy.eval_examples=16", "proxy.max_length=16",

@@ -127,7 +127,7 @@ def test_export_train_saves_the_best_seed_whose_weights_reproduce_its_metric(sea
     from transformers import AutoModelForSequenceClassification
 
     from autopeft.assets.datasets import prepare_data
-    from trials.proxy import _load_split, evaluate
+    from autopeft.trials.proxy import _load_split, evaluate
 
     proxy = dataclasses.replace(prep.space.proxy, train_examples=48)
     data = prepare_data(prep.model, prep.dataset, prep.space.task, proxy)

@@ -37,8 +37,7 @@ proxy: {{train_examples: 64, eval_examples: 32, steps: {steps}, batch_size: 8, m
 search: {{sampler: random, trials: {trials}, seed: 0}}
 """
 
-# ``python -m autopeft.cli`` would load the CLI twice (as __main__ and as autopeft.cli) and
-# the worker commands would register on the other copy: call the console entry point instead.
+# The console script's own entry point (``autopeft.cli:run``), no reliance on PATH.
 CLI = [sys.executable, "-c", "from autopeft.cli import run; run()"]
 
 

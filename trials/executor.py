@@ -18,9 +18,9 @@ import threading
 import time
 from typing import Callable
 
-from trials.spec import TrialResult, TrialSpec
+from autopeft.trials.spec import TrialResult, TrialSpec
 
-_PRELOAD = ["torch", "transformers", "peft", "trials.proxy", "autopeft.methods"]
+_PRELOAD = ["torch", "transformers", "peft", "autopeft.trials.proxy", "autopeft.methods"]
 _context = None
 _context_lock = threading.Lock()
 
@@ -128,7 +128,7 @@ def _child(spec_json: str, sender, ask_at_rungs: bool = False) -> None:
     try:
         if spec.proxy.memory_limit_mb:
             _limit_memory(spec.proxy.memory_limit_mb)
-        from trials.proxy import run_proxy
+        from autopeft.trials.proxy import run_proxy
 
         result = run_proxy(spec, emit, decide if ask_at_rungs else None)
     except BaseException as e:  # noqa: BLE001 - every failure becomes data, never a lost worker
@@ -160,7 +160,7 @@ def describe_failure(e: BaseException) -> str:
         return f"out of memory (mps): {text}"[:500]
     if isinstance(e, MemoryError) or "can't allocate memory" in lowered or "out of memory" in lowered:
         return f"out of memory: {text or 'MemoryError'}"[:500]
-    from trials.proxy import TrialFailure
+    from autopeft.trials.proxy import TrialFailure
 
     if isinstance(e, TrialFailure):
         return text

@@ -19,7 +19,7 @@ def spt_sensitivity(model_location: str, num_labels: int, data_path: str, layers
     import torch
 
     from autopeft.importance import ImportanceMap
-    from trials.proxy import _batches, _load_split, load_base_model
+    from autopeft.trials.proxy import _batches, _load_split, load_base_model
 
     torch.manual_seed(seed)
     torch.set_num_threads(os.cpu_count() or 1)

@@ -3,8 +3,8 @@
 AdamW with linear warm-up and decay, gradient clipping at 1.0, the method's per-step hook
 (AdaLoRA's ``update_and_allocate``), a learning curve, then accuracy, macro-F1 and loss on
 the validation split (loss and perplexity for causal LM). A non-finite loss ends the trial
-as failed. Optional: the frozen-prefix cache (``trials.prefix_cache``), IST sparse tuning
-(``trials.ist``) and multi-fidelity rungs at which the parent may stop the trial.
+as failed. Optional: the frozen-prefix cache (``autopeft.trials.prefix_cache``), IST sparse tuning
+(``autopeft.trials.ist``) and multi-fidelity rungs at which the parent may stop the trial.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import resource
 import time
 from typing import Callable
 
-from trials.spec import TrialResult, TrialSpec
+from autopeft.trials.spec import TrialResult, TrialSpec
 
 Emit = Callable[[dict], None]
 #: Asked at each rung with (step, validation metrics): go on training?
@@ -45,7 +45,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
 
     from autopeft.assets.models import quiet_transformers
     from autopeft.methods import get_method
-    from trials.device import DeviceUnavailable, resolve
+    from autopeft.trials.device import DeviceUnavailable, resolve
 
     quiet_transformers()
     # The spec carries the thread count (autopeft.search.prepare.trial_spec resolves it).
@@ -179,7 +179,7 @@ def _make_ist(model, spec: TrialSpec, data: dict):
     """IST for LoRA-family trials when the spec asks for it; the probe batch is held out
     from the training stream (the last ``batch_size`` training examples)."""
     from autopeft.methods import get_method
-    from trials.ist import IST
+    from autopeft.trials.ist import IST
 
     if not spec.proxy.ist or not get_method(spec.method).supports_ist:
         return None
@@ -199,7 +199,7 @@ def _use_prefix_cache(model, spec: TrialSpec, data: dict):
     the model skip the layers below it; ``None`` when the candidate cannot skip any."""
     from pathlib import Path
 
-    from trials.prefix_cache import SkipPrefix, cache_path, prefix_states, skippable_prefix
+    from autopeft.trials.prefix_cache import SkipPrefix, cache_path, prefix_states, skippable_prefix
 
     found = skippable_prefix(model)
     if found is None:

@@ -39,7 +39,7 @@ class ProxySpec:
         rungs: Steps at which a trial is judged against the others (multi-fidelity).
         eta: At each rung, the best 1/eta of the trials there (by non-dominated sorting) go on.
         device: Where trials run: ``auto`` (CUDA, else MPS, else CPU; resolved in the trial
-            process), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``trials.device``).
+            process), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``autopeft.trials.device``).
         precision: ``fp32``, ``bf16`` or ``fp16`` autocast (weights stay fp32).
         gradient_checkpointing: Recompute activations in the backward pass: less memory,
             about a third more compute.

@@ -24,7 +24,7 @@ def schedule(steps: int) -> dict:
 class AdaLoRA(MethodBase):
     name = "adalora"
     uses = frozenset({"rank", "alpha", "dropout", "targets", "layers"})
-    supports_ist = True  # its adapter is the identity when its parameters are zero (trials.ist)
+    supports_ist = True  # its adapter is the identity when its parameters are zero (autopeft.trials.ist)
 
     def build(self, cand, ctx: BuildContext):
         from peft import AdaLoraConfig

@@ -38,7 +38,7 @@ class Method(Protocol):
     name: str
     #: Candidate fields the method reads; the others are ignored for it.
     uses: frozenset[str]
-    #: Whether IST sparse tuning (``proxy.ist``, ``trials.ist``) can switch its layers off:
+    #: Whether IST sparse tuning (``proxy.ist``, ``autopeft.trials.ist``) can switch its layers off:
     #: true for adapters that vanish when their parameters are zero (LoRA family), not for
     #: IA3's scaling vectors or prefix tokens.
     supports_ist: bool

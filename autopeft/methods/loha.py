@@ -15,7 +15,7 @@ from autopeft.methods.base import BuildContext, MethodBase, lycoris_config, sele
 class LoHa(MethodBase):
     name = "loha"
     uses = frozenset({"rank", "alpha", "dropout", "targets", "layers"})
-    supports_ist = True  # its adapter is the identity when its parameters are zero (trials.ist)
+    supports_ist = True  # its adapter is the identity when its parameters are zero (autopeft.trials.ist)
 
     def build(self, cand, ctx: BuildContext):
         from peft import LoHaConfig

@@ -50,7 +50,7 @@ def lokr_params(in_features: int, out_features: int, r: int) -> int:
 class LoKr(MethodBase):
     name = "lokr"
     uses = frozenset({"rank", "alpha", "dropout", "targets", "layers"})
-    supports_ist = True  # its adapter is the identity when its parameters are zero (trials.ist)
+    supports_ist = True  # its adapter is the identity when its parameters are zero (autopeft.trials.ist)
 
     def build(self, cand, ctx: BuildContext):
         from peft import LoKrConfig

@@ -8,7 +8,7 @@ from autopeft.methods.base import BuildContext, MethodBase, rank_patterns, selec
 class LoRA(MethodBase):
     name = "lora"
     uses = frozenset({"rank", "alpha", "dropout", "targets", "layers", "dora", "rslora"})
-    supports_ist = True  # its adapter is the identity when its parameters are zero (trials.ist)
+    supports_ist = True  # its adapter is the identity when its parameters are zero (autopeft.trials.ist)
 
     def build(self, cand, ctx: BuildContext):
         from peft import LoraConfig

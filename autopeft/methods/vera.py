@@ -27,7 +27,7 @@ from autopeft.methods.base import BuildContext, MethodBase, selected_modules, ta
 class VeRA(MethodBase):
     name = "vera"
     uses = frozenset({"rank", "dropout", "targets", "layers"})
-    supports_ist = True  # its adapter is the identity when its parameters are zero (trials.ist)
+    supports_ist = True  # its adapter is the identity when its parameters are zero (autopeft.trials.ist)
 
     def build(self, cand, ctx: BuildContext):
         from peft import VeraConfig

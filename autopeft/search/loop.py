@@ -17,7 +17,7 @@ from autopeft.errors import MethodError, StoreError
 from autopeft.search.prepare import PreparedSearch, trial_spec
 from autopeft.search.scales import scaled
 from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
-from trials.spec import TrialResult, TrialSpec
+from autopeft.trials.spec import TrialResult, TrialSpec
 
 Runner = Callable[[TrialSpec], TrialResult]
 BUDGET_CONSTRAINT = "trainable_params_over_budget"
@@ -122,7 +122,7 @@ def study_importance(store: Store, study: StudyRecord, prep: PreparedSearch):
 
     if study.importance:
         return ImportanceMap.from_json(study.importance)
-    from trials.importance import spt_sensitivity
+    from autopeft.trials.importance import spt_sensitivity
 
     importance = spt_sensitivity(
         prep.model.location, prep.data.num_labels, prep.data.path, prep.arch.layers_path,
@@ -172,7 +172,7 @@ def run_search(
     from autopeft.search.samplers import make_sampler
 
     if runner is None:
-        from trials.executor import run_isolated as runner
+        from autopeft.trials.executor import run_isolated as runner
     events = events or _Silent()
     study = open_study(store, prep, trials)
     prep = prep.with_importance(study_importance(store, study, prep)) if prep.space.importance != "none" else prep

@@ -16,7 +16,7 @@ from autopeft.assets.models import ModelRef
 from autopeft.space.check import ParamRange
 from autopeft.space.encoding import SpaceEncoding
 from autopeft.space.schema import SearchSpace
-from trials.spec import ProxySpec, TrialSpec
+from autopeft.trials.spec import ProxySpec, TrialSpec
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def check_placement(space: SearchSpace) -> None:
     Workers on other hosts check again when they prepare the study (their devices differ).
     """
     from autopeft.errors import SpaceError
-    from trials.device import DeviceUnavailable, check
+    from autopeft.trials.device import DeviceUnavailable, check
 
     try:
         check(space.proxy.device, space.proxy.precision)

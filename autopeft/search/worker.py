@@ -267,7 +267,7 @@ class Worker:
         store: The shared database.
         max_trials: Stop after training this many trials (None: no limit).
         timeout: Start no new trial after this many seconds (None: no limit).
-        runner: Runs one ``TrialSpec`` (default: ``trials.executor.run_isolated``).
+        runner: Runs one ``TrialSpec`` (default: ``autopeft.trials.executor.run_isolated``).
         log: Where progress lines go.
         heartbeat: Seconds between heartbeats of the running trial (whole seconds, >= 1).
         grace: Seconds without a heartbeat after which a trial's worker counts as dead.
@@ -300,7 +300,7 @@ class Worker:
         self._samplers: dict = {}
         self._broken: set[str] = set()
         if runner is None:
-            from trials.executor import run_isolated as runner
+            from autopeft.trials.executor import run_isolated as runner
         self._runner = runner
         _open_optuna_storage(store, heartbeat=heartbeat, grace=grace, retries=retries)
         # optuna expects heartbeats with Study.optimize and warns at every ask(); the loop

@@ -2,5 +2,8 @@
 
 from autopeft.space.loader import apply_overrides, load_space, load_space_text, parse_space, space_hash
 from autopeft.space.schema import SearchSpace
+from autopeft.space.shipped import shipped_spaces
 
-__all__ = ["SearchSpace", "apply_overrides", "load_space", "load_space_text", "parse_space", "space_hash"]
+__all__ = [
+    "SearchSpace", "apply_overrides", "load_space", "load_space_text", "parse_space", "shipped_spaces", "space_hash",
+]

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import yaml
 
 from autopeft.errors import SpaceError
-from trials.device import DEVICES, PRECISIONS
+from autopeft.trials.device import DEVICES, PRECISIONS
 from autopeft.space.schema import (
     COST_OBJECTIVES,
     TASK_METRICS,

@@ -14,7 +14,7 @@ Scalar = Union[int, float, str, bool]
 from autopeft.tasks import METRIC_DIRECTIONS
 # The proxy settings are the trial's contract (they travel inside every TrialSpec): defined
 # there, re-exported here because a space's ``proxy:`` section compiles to them.
-from trials.spec import IstSpec, ProxySpec  # noqa: F401
+from autopeft.trials.spec import IstSpec, ProxySpec  # noqa: F401
 
 TASK_METRICS = tuple(METRIC_DIRECTIONS)
 #: Objective name -> the only direction that makes sense for it.

@@ -1,7 +1,6 @@
-"""CLI commands for many workers sharing one database: ``worker`` and ``db``.
+"""Commands for many workers sharing one database: ``worker`` and ``db upgrade`` / ``db current``.
 
-Imported at the bottom of ``autopeft.cli``, after ``app`` exists, so the commands here
-register on the same Typer app.
+Plain functions: ``autopeft.cli`` registers them on its app (``db`` as a group with ``DB_HELP``).
 """
 
 from __future__ import annotations
@@ -10,16 +9,11 @@ from typing import Optional
 
 import typer
 
-from autopeft.cli import STORAGE, _storage, app
+from autopeft.cli._common import STORAGE, storage_url
 
-db_app = typer.Typer(
-    no_args_is_help=True,
-    help="autopeft's own tables in the database (optuna migrates its tables itself).",
-)
-app.add_typer(db_app, name="db")
+DB_HELP = "autopeft's own tables in the database (optuna migrates its tables itself)."
 
 
-@db_app.command("upgrade")
 def db_upgrade(storage: Optional[str] = STORAGE) -> None:
     """Create or migrate autopeft's tables to the newest revision (safe to rerun).
 
@@ -29,7 +23,7 @@ def db_upgrade(storage: Optional[str] = STORAGE) -> None:
     from autopeft.store import Store
     from autopeft.store.store import schema_revision
 
-    url = _storage(storage)
+    url = storage_url(storage)
     before = schema_revision(url)
     store = Store(url)  # opening a store migrates autopeft's tables to head
     try:
@@ -45,13 +39,12 @@ def db_upgrade(storage: Optional[str] = STORAGE) -> None:
         store.close()
 
 
-@db_app.command("current")
 def db_current(storage: Optional[str] = STORAGE) -> None:
     """Print the revision of autopeft's tables, without changing anything."""
     from autopeft.store import mask_url
     from autopeft.store.store import head_revision, schema_revision
 
-    url = _storage(storage)
+    url = storage_url(storage)
     rev = schema_revision(url)
     head = head_revision()
     state = "not created (run: autopeft db upgrade)" if rev is None else (
@@ -59,7 +52,6 @@ def db_current(storage: Optional[str] = STORAGE) -> None:
     typer.echo(f"autopeft tables in {mask_url(url)}: {state}")
 
 
-@app.command()
 def worker(
     study: Optional[str] = typer.Argument(None, help="Study to join (default: serve every study with trials left)."),
     storage: Optional[str] = STORAGE,
@@ -82,7 +74,7 @@ def worker(
     from autopeft.search.worker import Worker
     from autopeft.store import Store
 
-    store = Store(_storage(storage))
+    store = Store(storage_url(storage))
     try:
         w = Worker(store, max_trials=trials, timeout=timeout, heartbeat=heartbeat, grace=grace, retries=retries,
                    poll=poll)

