@@ -5,6 +5,7 @@ Plain functions: ``autopeft.cli`` registers them on its app.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import List, Optional
 
@@ -61,6 +62,9 @@ def search(
     set_: Optional[List[str]] = SET,
     submit_only: bool = typer.Option(False, "--submit-only", help="Create the study and leave its trials to `autopeft worker`."),
     workers: int = typer.Option(1, "--workers", min=1, help="Run the trials in N local worker processes (cores shared)."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="CUDA devices for the workers, e.g. 0,2,5 (default: all visible); "
+                                       "worker i gets GPU i mod G."),
+    per_gpu: int = typer.Option(1, "--per-gpu", min=1, help="Workers allowed on one GPU (default 1: never two trials on one GPU)."),
 ) -> None:
     """Run (or resume) a search and print its Pareto front."""
     from autopeft.progress import RichEvents
@@ -79,10 +83,13 @@ def search(
         console.print(f"submitted study {study.name} ({study.trials_target} trials) to {store.display_url}; run it with:\n"
                       f"  autopeft worker {study.name}{flag}")
         return
+    gpu_of = _gpu_assignment(sp.proxy.device, workers, gpus, per_gpu)
     prep = _warn(prepare_search(sp))
     if workers > 1:
-        outcome = _run_workers(console, store, prep, trials, workers)
+        outcome = _run_workers(console, store, prep, trials, workers, gpu_of)
     else:
+        if gpu_of[0] is not None:  # before the first trial starts the forkserver, which inherits it
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu_of[0]
         with RichEvents() as events:
             outcome = run_search(prep, store, trials=trials, events=events)
     _print_front(console, outcome.study, outcome.records)
@@ -97,9 +104,35 @@ def search(
         raise typer.Exit(130)
 
 
-def _run_workers(console, store, prep, trials, workers: int):
-    """N local ``autopeft worker`` processes on the study, each with cores / N torch threads."""
-    import os
+def _gpu_assignment(device: str, workers: int, gpus: Optional[str], per_gpu: int) -> list:
+    """``CUDA_VISIBLE_DEVICES`` per local worker (None: leave it alone).
+
+    A study that may use CUDA (device auto / cuda) spreads its workers over the visible GPUs,
+    or over ``--gpus``; asking for GPUs where CUDA is absent is an error, never a CPU run.
+    """
+    from autopeft.trials.device import DeviceUnavailable, assign_gpus, check, visible_gpus
+
+    try:
+        if gpus is not None:
+            try:
+                check("cuda", "fp32")  # the trials must not run on the CPU instead
+            except DeviceUnavailable as e:
+                raise DeviceUnavailable(f"--gpus {gpus}: {str(e).split(';')[0]}; leave out --gpus") from e
+            chosen = tuple(g.strip() for g in gpus.split(",") if g.strip())
+            if not chosen:
+                raise DeviceUnavailable(f"--gpus: expected device numbers like 0,2,5, got '{gpus}'")
+        elif device == "auto" or device == "cuda":
+            chosen = visible_gpus()
+        else:  # cpu, mps, or one named cuda:N device: the space decides
+            chosen = ()
+        return assign_gpus(workers, chosen, per_gpu)
+    except DeviceUnavailable as e:
+        raise AutoPeftError(str(e)) from e
+
+
+def _run_workers(console, store, prep, trials, workers: int, gpu_of: list):
+    """N local ``autopeft worker`` processes on the study, each with cores / N torch threads and
+    its own GPU when there are GPUs (``CUDA_VISIBLE_DEVICES``; its trials see it as cuda:0)."""
     import subprocess
 
     from autopeft.search.loop import SearchOutcome, open_study
@@ -115,8 +148,9 @@ def _run_workers(console, store, prep, trials, workers: int):
     env = {**os.environ, "AUTOPEFT_STORAGE": store.url,  # the URL (and any password) stays off the command line
            "AUTOPEFT_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
     cmd = [sys.executable, "-c", "from autopeft.cli import run; run()", "worker", study.name]
-    console.print(f"running study {study.name} with {workers} workers ({env['AUTOPEFT_THREADS']} threads each)")
-    procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
+    on_gpus = f", GPUs {','.join(g for g in gpu_of)}" if gpu_of[0] is not None else ""
+    console.print(f"running study {study.name} with {workers} workers ({env['AUTOPEFT_THREADS']} threads each{on_gpus})")
+    procs = [subprocess.Popen(cmd, env=env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}) for gpu in gpu_of]
     interrupted = False
     try:
         codes = [p.wait() for p in procs]
