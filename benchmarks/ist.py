@@ -35,6 +35,7 @@ def main() -> int:
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
     from autopeft.trials.executor import run_isolated
+    from autopeft.trials.spec import IstSpec
 
     steps = args.steps or (6 if args.quick else 30)
     seeds = 1 if args.quick else args.seeds
@@ -46,9 +47,9 @@ def main() -> int:
     rows = {"plain": [], "ist": []}
     for seed in range(seeds):
         _, spec = make_spec(prep, {}, steps, threads=os.cpu_count() or 1)
-        spec = dataclasses.replace(spec, seed=seed, prefix_cache=False)
-        for name, ist in (("plain", None), ("ist", {"active_fraction": 0.25, "every": 10})):
-            result = run_isolated(dataclasses.replace(spec, ist=ist))
+        spec = dataclasses.replace(spec, proxy=dataclasses.replace(spec.proxy, seed=seed, prefix_cache=False))
+        for name, ist in (("plain", None), ("ist", IstSpec(active_fraction=0.25, every=10))):
+            result = run_isolated(dataclasses.replace(spec, proxy=dataclasses.replace(spec.proxy, ist=ist)))
             if result.status != "complete":
                 raise SystemExit(f"{name} seed {seed} failed: {result.error}")
             rows[name].append((result.train_time / steps, result.metrics[metric]))

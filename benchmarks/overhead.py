@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     params = {"method": "lora", "rank": 2, "targets": "query+value", "top_k": 6, "learning_rate": 1e-3}
     params = {k: v for k, v in params.items() if k in prep.encoding.distributions}
     cand, spec = make_spec(prep, params, steps, args.threads)
-    run_isolated(dataclasses.replace(spec, steps=1))  # start the forkserver outside the timing
+    run_isolated(dataclasses.replace(spec, proxy=dataclasses.replace(spec.proxy, steps=1)))  # start the forkserver outside the timing
 
     rows, parts = [], []
     for r in range(args.repeats):

@@ -48,7 +48,7 @@ def main() -> int:
     def trial(k: int, cache: bool) -> float:
         params = {**lr_param, "top_k": k}
         _, spec = make_spec(prep, params, steps, threads=os.cpu_count() or 1)
-        result = run_isolated(dataclasses.replace(spec, prefix_cache=cache))
+        result = run_isolated(dataclasses.replace(spec, proxy=dataclasses.replace(spec.proxy, prefix_cache=cache)))
         if result.status != "complete":
             raise SystemExit(f"trial failed: {result.error}")
         return result.wall_time

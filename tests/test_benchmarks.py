@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ("sampler_quality.py", "overhead.py", "proxy_fidelity.py", "multi_fidelity.py", "found_vs_default.py")
+SCRIPTS = ("sampler_quality.py", "overhead.py", "proxy_fidelity.py", "multi_fidelity.py", "found_vs_default.py",
+           "devices.py")
 TIMEOUT = 900  # five quick runs share the cores: 521 s measured under a load average of ~5
 
 
@@ -91,3 +92,22 @@ def test_found_vs_default_quick_prints_its_table_and_summary(quick_runs):
     assert "found:" in out and "default:" in out and "mean ± sd" in out and "parameters found / default" in out
     assert "wall time" in out
     assert last_line(out).startswith("SUMMARY found_vs_default:")
+
+
+@pytest.mark.slow
+def test_devices_quick_prints_its_table_and_summary(quick_runs):
+    out = output(quick_runs, "devices.py")
+    for setting in ("fp32", "bf16", "fp32+ckpt", "bf16+ckpt"):
+        assert f"encoder  {setting}" in out
+    assert last_line(out).startswith("SUMMARY: encoder: bf16 time x")
+
+
+def test_the_gpu_check_fails_loudly_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.fail("this machine has a GPU: run benchmarks/gpu_check.sh itself instead")
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert last_line(proc.stdout) == "SUMMARY: gpu_check FAILED: no CUDA GPU on this host"
+    assert "no CUDA GPU visible to torch" in proc.stdout
