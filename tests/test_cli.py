@@ -162,3 +162,13 @@ def test_assets_lists_the_bundled_model_and_data(tmp_path):
     for alias in ("minilm-l6", "tweet-sentiment", "bbc-news"):
         assert alias in result.stdout
     assert "not installed" not in result.stdout  # the bundled extras are installed here
+
+
+def test_debug_shows_the_traceback_and_its_cause_above_the_one_line(tmp_path):
+    missing = tmp_path / "missing.yaml"
+    assert "Traceback" not in autopeft("validate", missing, cwd=tmp_path).stderr
+    for result in (autopeft("validate", missing, "--debug", cwd=tmp_path),
+                   autopeft("--debug", "validate", missing, cwd=tmp_path)):
+        assert result.returncode == 2
+        assert "Traceback (most recent call last)" in result.stderr and "SpaceError" in result.stderr
+        assert result.stderr.strip().splitlines()[-1] == f"autopeft: error: {missing}: no such file"

@@ -35,17 +35,30 @@ app.add_typer(_db, name="db")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: one line and exit 2 for any user error."""
+    """Console-script entry point: one line and exit 2 for any user error.
+
+    ``--debug`` anywhere on the command line (or ``AUTOPEFT_DEBUG=1``) prints the traceback
+    and its causes above that line, for reporting a bug.
+    """
+    import os
+
     # typer >= 0.26 vendors its own click (typer._click); older ones use click itself.
     try:
         from typer._click.exceptions import ClickException
     except ImportError:  # pragma: no cover - depends on the typer version
         from click import ClickException
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("AUTOPEFT_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     try:
         result = app(args=argv, standalone_mode=False, prog_name="autopeft")
         return int(result or 0)
     except AutoPeftError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"autopeft: error: {e}", file=sys.stderr)
         return 2
     except typer.Exit as e:
