@@ -5,8 +5,11 @@ trained on all the training data (unless limited) for each seed, in the same iso
 trial process as the search, and the adapter of the best seed is saved with peft
 (``adapter_model.safetensors``). A model card reports the metric mean ± sd over seeds.
 ``--baseline`` trains default LoRA (r=8, alpha 16, query/value, all layers) under the same
-protocol, so the card can say whether the search beat the guess; its learning rate is a
-LoRA rate (``baseline_learning_rate``), not a different method's.
+protocol, so the card can say whether the search beat the guess. The baseline gets its own
+learning rate, from a sweep over standard LoRA rates (``BASELINE_RATES``, one seed each on
+validation): borrowed rates made it diverge twice (an IA3 trial's 2e-2, a LoRA trial's
+1.2e-2 on another subset of layers), and a diverged run is never a comparison: every run is
+checked (``autopeft.search.divergence``) and the card says so instead of claiming a win.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from autopeft.errors import ExportError
 from autopeft.store import StudyRecord, TrialRecord
 
 BASELINE = {"method": "lora", "rank": 8, "alpha": 16.0, "targets": ["query", "value"]}
+#: The baseline's learning-rate sweep: standard LoRA rates, one seed each, best on validation.
+BASELINE_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class SeedRun:
     metrics: dict
     trainable_params: int
     train_time: float
+    diverged: str | None = None  # why the run counts as diverged (autopeft.search.divergence)
 
 
 @dataclass(frozen=True)
@@ -71,14 +77,35 @@ class ConfigReport:
     def trainable_params(self) -> int:
         return self.runs[0].trainable_params
 
+    @property
+    def diverged(self) -> str | None:
+        """Why some seed diverged (the first such seed), or None."""
+        return next((f"seed {r.seed}: {r.diverged}" for r in self.runs if r.diverged), None)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The baseline's learning-rate sweep: ``(rate, metric value or None, divergence)`` per rate."""
+
+    rows: tuple[tuple[float, float | None, str | None], ...]
+    chosen: float
+
+    def describe(self, metric: str) -> str:
+        parts = []
+        for lr, value, why in self.rows:
+            score = "failed" if value is None else f"{value:.4f}"
+            parts.append(f"{lr:g}: {score}{' (diverged)' if why else ''}{' <- used' if lr == self.chosen else ''}")
+        return f"learning rate from a sweep (seed 0, {metric} on validation): " + ", ".join(parts)
+
 
 def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 3, steps: int | None = None,
             epochs: float | None = None, train_examples: int | None = None, baseline: bool = False,
-            records=(), on_progress=None) -> tuple[Protocol, ConfigReport, ConfigReport | None]:
+            baseline_rates: tuple[float, ...] = BASELINE_RATES,
+            on_progress=None) -> tuple[Protocol, ConfigReport, ConfigReport | None]:
     """Train ``record``'s configuration per seed, keep the best seed's adapter in ``out``.
 
-    ``records``: the study's trials, where the baseline's learning rate comes from
-    (``baseline_learning_rate``)."""
+    With ``baseline``, default LoRA is trained under the same protocol at the best of
+    ``baseline_rates`` (a one-seed sweep on validation, ``sweep_baseline``)."""
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space_text
     from autopeft.space.encoding import Candidate
@@ -100,11 +127,12 @@ def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 
     chosen = _train_all("chosen", Candidate.from_json(record.candidate), prep, protocol, out, keep=True, on_progress=on_progress)
     base = note = None
     if baseline:
-        lr, why = baseline_learning_rate(record, records, protocol.metric)
-        cand = baseline_candidate(record.candidate, prep.arch.num_layers, learning_rate=lr)
+        sweep = sweep_baseline(record.candidate, prep, protocol, baseline_rates, on_progress=on_progress)
+        cand = baseline_candidate(record.candidate, prep.arch.num_layers, learning_rate=sweep.chosen)
         base = _train_all("baseline", cand, prep, protocol, out, keep=False, on_progress=on_progress)
         note = (f"Baseline: default LoRA (r={BASELINE['rank']}, alpha {BASELINE['alpha']:g}, "
-                f"{'/'.join(BASELINE['targets'])}, all layers) at learning rate {lr:.3g}, {why}.")
+                f"{'/'.join(BASELINE['targets'])}, all layers) at learning rate {sweep.chosen:g}; "
+                f"{sweep.describe(protocol.metric)}.")
     (out / "README.md").write_text(model_card(study, record, protocol, chosen, base, prep.data.num_labels, note))
     return protocol, chosen, base
 
@@ -123,50 +151,46 @@ def baseline_candidate(candidate: dict, num_layers: int, learning_rate: float | 
                                 "rslora": False, "layer_ranks": None, **lr})
 
 
-def baseline_learning_rate(chosen: TrialRecord, records, metric: str) -> tuple[float, str]:
-    """The default-LoRA baseline's learning rate, and where it came from (for the model card).
+def sweep_baseline(candidate: dict, prep, protocol: Protocol, rates: tuple[float, ...], *, on_progress=None) -> Sweep:
+    """Train default LoRA once (seed 0) at each of ``rates`` and pick the best on validation.
 
-    Good learning rates are method-specific (IA3's are about ten times LoRA's): default LoRA
-    trained at an IA3 trial's rate can diverge, which would make any search "beat" it. So:
-    the chosen trial's rate when it is a LoRA trial; otherwise the rate of the study's best
-    complete LoRA trial (the rate the search found for LoRA); with no such trial, the chosen
-    trial's.
+    A run that diverges or fails (a non-finite loss) is recorded, never chosen while another
+    rate trained; if every rate diverged, the best of them is used and the card says so.
     """
-    from autopeft.tasks import METRIC_DIRECTIONS
+    single = dataclasses.replace(protocol, seeds=(0,))
+    rows = []
+    for lr in rates:
+        cand = baseline_candidate(candidate, prep.arch.num_layers, learning_rate=lr)
+        result = _train_one("baseline sweep", cand, prep, single, 0, None, on_progress, note=f"learning rate {lr:g}")
+        if result.status != "complete":
+            rows.append((lr, None, f"failed: {result.error}"))
+            continue
+        from autopeft.search.divergence import divergence
 
-    if chosen.candidate["method"] == "lora":
-        return chosen.candidate["learning_rate"], f"the chosen trial {chosen.number}'s"
-    lora = [r for r in records if r.status == "complete" and r.candidate.get("method") == "lora" and metric in r.metrics]
-    if not lora:
-        return (chosen.candidate["learning_rate"],
-                f"the chosen {chosen.candidate['method']} trial {chosen.number}'s (the study has no complete LoRA trial)")
-    sign = 1 if METRIC_DIRECTIONS[metric] == "max" else -1
-    best = max(lora, key=lambda r: (sign * r.metrics[metric], -r.number))
-    return best.candidate["learning_rate"], f"that of trial {best.number}, the study's best LoRA trial ({metric} {best.metrics[metric]:.4f})"
+        rows.append((lr, result.metrics[protocol.metric], divergence(result.metrics, result.extras, result.curve)))
+    trained = [r for r in rows if r[1] is not None]
+    if not trained:
+        raise ExportError(f"the baseline failed at every learning rate of the sweep: {rows[0][2]}")
+    healthy = [r for r in trained if r[2] is None] or trained
+    best = healthy[0]
+    for row in healthy[1:]:
+        if protocol.better(row[1], best[1]):
+            best = row
+    return Sweep(tuple(rows), best[0])
 
 
 def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:
-    from autopeft.methods import BuildContext, get_method
-    from autopeft.search.prepare import trial_spec
-    from autopeft.trials.executor import run_isolated
+    from autopeft.search.divergence import divergence
 
-    method = get_method(cand.method)
-    config = method.config_json(method.build(cand, BuildContext(prep.arch, protocol.steps, base_model=prep.model.location)))
     runs, best = [], None
     with tempfile.TemporaryDirectory(prefix="autopeft-train-") as tmp:
         for seed in protocol.seeds:
-            if on_progress:
-                on_progress(f"{name}: seed {seed}, {protocol.steps} steps")
             save = Path(tmp) / f"seed{seed}"
-            spec = trial_spec(
-                prep, cand, config, study="export", trial=seed, steps=protocol.steps, batch_size=protocol.batch_size,
-                seed=seed, log_every=max(1, protocol.steps // 20), timeout=max(prep.space.proxy.timeout, 24 * 3600.0),
-                rungs=(), save_dir=str(save) if keep else None,
-            )
-            result = run_isolated(spec)
+            result = _train_one(name, cand, prep, protocol, seed, save if keep else None, on_progress)
             if result.status != "complete":
                 raise ExportError(f"{name} training with seed {seed} failed: {result.error}")
-            run = SeedRun(seed, result.metrics, result.trainable_params, result.train_time)
+            run = SeedRun(seed, result.metrics, result.trainable_params, result.train_time,
+                          divergence(result.metrics, result.extras, result.curve))
             runs.append(run)
             if best is None or protocol.better(run.metrics[protocol.metric], best.metrics[protocol.metric]):
                 best = run
@@ -175,6 +199,24 @@ def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, o
             for f in (Path(tmp) / f"seed{best.seed}").iterdir():
                 shutil.copy2(f, out / f.name)
     return ConfigReport(name, cand.to_json(), tuple(runs))
+
+
+def _train_one(name, cand, prep, protocol: Protocol, seed: int, save: Path | None, on_progress, note: str = ""):
+    """One isolated training run of ``cand`` under ``protocol`` with ``seed`` (a TrialResult)."""
+    from autopeft.methods import BuildContext, get_method
+    from autopeft.search.prepare import trial_spec
+    from autopeft.trials.executor import run_isolated
+
+    if on_progress:
+        on_progress(f"{name}: {note + ', ' if note else ''}seed {seed}, {protocol.steps} steps")
+    method = get_method(cand.method)
+    config = method.config_json(method.build(cand, BuildContext(prep.arch, protocol.steps, base_model=prep.model.location)))
+    spec = trial_spec(
+        prep, cand, config, study="export", trial=seed, steps=protocol.steps, batch_size=protocol.batch_size,
+        seed=seed, log_every=max(1, protocol.steps // 20), timeout=max(prep.space.proxy.timeout, 24 * 3600.0),
+        rungs=(), save_dir=str(save) if save is not None else None,
+    )
+    return run_isolated(spec)
 
 
 def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: ConfigReport, base: ConfigReport | None,
@@ -201,6 +243,8 @@ def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: Con
         lines.append(_row(base, m))
     if baseline_note:
         lines += ["", baseline_note]
+    if base is not None:
+        lines += ["", comparison(chosen, base, m, p)]
     lines += [
         "",
         f"The weights here are those of the best seed ({best_seed}). Candidate: `{chosen.candidate}`.",
@@ -217,7 +261,26 @@ def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: Con
     return "\n".join(lines)
 
 
+def comparison(chosen: ConfigReport, base: ConfigReport, metric: str, p: Protocol) -> str:
+    """One sentence comparing the chosen configuration with the baseline — or saying why it cannot."""
+    if base.diverged:
+        return f"**Baseline diverged — not a comparison** ({base.diverged})."
+    if chosen.diverged:
+        return f"**The chosen configuration diverged — not a comparison** ({chosen.diverged})."
+    (cm, csd), (bm, bsd) = chosen.mean_sd(metric), base.mean_sd(metric)
+    noise = max(csd, bsd)
+    ratio = chosen.trainable_params / base.trainable_params
+    if abs(cm - bm) <= noise:
+        verdict = f"within one sd ({noise:.4f}) of default LoRA"
+    else:
+        verdict = "better than" if p.better(cm, bm) else "worse than"
+        verdict = f"{verdict} default LoRA by {abs(cm - bm):.4f} (more than one sd, {noise:.4f})"
+    return f"Chosen vs baseline: {metric} {cm:.4f} vs {bm:.4f}, {verdict}, at {ratio:.1%} of its trainable parameters."
+
+
 def _row(report: ConfigReport, metric: str) -> str:
     mean, sd = report.mean_sd(metric)
     per_seed = ", ".join(f"{v:.4f}" for v in report.values(metric))
-    return f"| {report.name} | {report.candidate['method']} | {report.trainable_params:,} | {mean:.4f} ± {sd:.4f} | {per_seed} |"
+    flag = " **diverged**" if report.diverged else ""
+    return (f"| {report.name}{flag} | {report.candidate['method']} | {report.trainable_params:,} | "
+            f"{mean:.4f} ± {sd:.4f} | {per_seed} |")

@@ -85,14 +85,16 @@ def read_card(path: Path) -> dict:
             "metric": m[6], "eval_examples": int(m[7].replace(",", "")), "rows": {}}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 5 and cells[0] in ("chosen", "baseline"):
-            card["rows"][cells[0]] = {
+        name = cells[0].replace("**diverged**", "").strip()
+        if len(cells) == 5 and name in ("chosen", "baseline"):
+            card["rows"][name] = {
+                "diverged": "**diverged**" in cells[0],
                 "method": cells[1],
                 "params": int(cells[2].replace(",", "")),
                 "values": [float(v) for v in cells[4].split(",")],
             }
-    note = re.search(r"^Baseline: .* at learning rate ([0-9.e+-]+), (.*)\.$", text, re.M)
-    card["baseline_lr"] = (float(note[1]), note[2]) if note else None  # written since 39e502b
+    note = re.search(r"^Baseline: .* at learning rate ([0-9.e+-]+); (.*)\.$", text, re.M)
+    card["baseline_lr"] = (float(note[1]), note[2]) if note else None  # the sweep's choice and its figures
     if set(card["rows"]) != {"chosen", "baseline"}:
         raise SystemExit(f"{path}: expected 'chosen' and 'baseline' rows, found {sorted(card['rows'])}")
     return card
@@ -180,7 +182,9 @@ def main(argv=None) -> int:
     diff = f_mean - d_mean
     tolerance = max(math.sqrt((f_sd ** 2 + d_sd ** 2) / 2), 1 / card["eval_examples"])
     ratio = found["params"] / default["params"]
-    within = diff >= -tolerance
+    # A diverged run is never a comparison (autopeft.search.divergence): neither side "wins".
+    broken = [name for name, row in (("baseline", default), ("found", found)) if row["diverged"]]
+    within = diff >= -tolerance and not broken
     met = within and ratio <= TARGET_RATIO
     cand = provenance["candidate"]
     # What --baseline trained (default LoRA on every layer of the model), for the table's label.
@@ -206,8 +210,10 @@ def main(argv=None) -> int:
     print(f"parameters found / default: {found['params']:,} / {default['params']:,} = {ratio:.3f}")
     print(f"wall: search {search_s:.0f}s, export --train {export_s:.0f}s")
     print(f"wall time {time.perf_counter() - started:.1f}s")
+    verdict = f"{' and '.join(broken)} diverged — not a comparison" if broken else \
+        ("within noise or better" if within else "worse")
     print(f"SUMMARY found_vs_default: found {f_mean:.4f} ± {f_sd:.4f} vs default LoRA {d_mean:.4f} ± {d_sd:.4f} "
-          f"({diff * 100:+.2f} pt, tolerance {tolerance * 100:.2f} pt: {'within noise or better' if within else 'worse'}) "
+          f"({diff * 100:+.2f} pt, tolerance {tolerance * 100:.2f} pt: {verdict}) "
           f"at {ratio * 100:.1f}% of its parameters (target: within noise or better at <= 50%: "
           f"{'MET' if met else 'MISSED'})" + (" (quick run)" if args.quick else ""))
     return 0

@@ -41,23 +41,58 @@ def _trial(number, method, lr, accuracy, status="complete"):
                        started_at=datetime.now(timezone.utc), metrics={"accuracy": accuracy} if accuracy else {})
 
 
-def test_the_baseline_learning_rate_is_a_lora_rate_not_the_chosen_ia3_trials():
-    from autopeft.retrain import baseline_learning_rate
+def _report(name, method, values, params, diverged=None):
+    from autopeft.retrain import ConfigReport, SeedRun
 
-    ia3 = _trial(4, "ia3", 2e-2, 0.89)
-    records = [_trial(0, "lora", 1e-3, 0.80), ia3, _trial(2, "lora", 5e-3, 0.93), _trial(3, "lora", 9e-3, 0.93),
-               _trial(5, "lora", 3e-3, None, status="failed"), _trial(6, "adalora", 7e-3, 0.95)]
-    lr, why = baseline_learning_rate(ia3, records, "accuracy")
-    assert lr == 5e-3 and "trial 2" in why  # the best complete LoRA trial; ties to the lower number
+    runs = tuple(SeedRun(i, {"accuracy": v}, params, 1.0, diverged if i == 0 else None) for i, v in enumerate(values))
+    return ConfigReport(name, {"method": method}, runs)
 
-    chosen_lora = records[3]
-    assert baseline_learning_rate(chosen_lora, records, "accuracy")[0] == 9e-3  # a LoRA pick keeps its own rate
-    lr, why = baseline_learning_rate(ia3, [ia3, records[-1]], "accuracy")
-    assert lr == 2e-2 and "no complete LoRA trial" in why
-    # A minimised metric picks the lowest.
-    lm = [_trial(0, "lora", 1e-3, None), _trial(1, "lora", 4e-3, None)]
-    lm[0].metrics["eval_loss"], lm[1].metrics["eval_loss"] = 2.5, 2.1
-    assert baseline_learning_rate(ia3, lm, "eval_loss")[0] == 4e-3
+
+def test_a_diverged_baseline_is_never_shown_as_beaten():
+    """The case seen on a new data set: default LoRA at a borrowed rate predicted one class in
+    every seed (0.503 ± 0.000) and the card read as a 25-point win for the chosen IA3 point."""
+    from autopeft.retrain import Protocol, comparison
+
+    p = Protocol(180, 16, 64, 2000, 400, (0, 1, 2), "accuracy")
+    chosen = _report("chosen", "ia3", [0.75, 0.77, 0.76], 5_000)
+    broken = _report("baseline", "lora", [0.503, 0.503, 0.503], 75_000, diverged="predicts a single class")
+    line = comparison(chosen, broken, "accuracy", p)
+    assert line.startswith("**Baseline diverged — not a comparison**") and "better" not in line
+    healthy = _report("baseline", "lora", [0.76, 0.77, 0.765], 75_000)
+    assert "within one sd" in comparison(chosen, healthy, "accuracy", p)
+    assert "better than default LoRA" in comparison(_report("chosen", "ia3", [0.85, 0.86, 0.85], 5_000), healthy,
+                                                     "accuracy", p)
+
+
+def test_divergence_is_read_from_what_the_trial_reports():
+    from autopeft.search.divergence import divergence
+
+    assert divergence({"accuracy": 0.5}, {"predicted_classes": 1, "majority_rate": 0.5}, []) == "predicts a single class"
+    assert "majority class" in divergence({"accuracy": 0.40}, {"predicted_classes": 3, "majority_rate": 0.42}, [])
+    assert divergence({"accuracy": 0.66}, {"predicted_classes": 3, "majority_rate": 0.42}, []) is None
+    assert "did not fall" in divergence({"eval_loss": 3.0}, {}, [[1, 2.0], [5, 2.4]])
+    assert divergence({"eval_loss": 3.0}, {}, [[1, 2.4], [5, 2.0]]) is None
+
+
+@pytest.mark.slow
+def test_the_baseline_sweeps_its_own_learning_rate_and_flags_the_rate_where_it_diverges():
+    import dataclasses
+
+    from autopeft.retrain import Protocol, sweep_baseline
+    from autopeft.search.prepare import prepare_search
+    from autopeft.space import load_space
+
+    space = load_space(REPO / "search_spaces" / "quickstart.yaml",
+                       ["proxy.train_examples=160", "proxy.eval_examples=90", "proxy.max_length=32"])
+    prep = prepare_search(space)
+    protocol = Protocol(24, 16, 32, prep.data.n_train, prep.data.n_eval, (0,), "accuracy")
+    chosen = {"method": "ia3", "rank": 8, "alpha": 16.0, "dropout": 0.0, "targets": ["query", "key", "value"],
+              "layers": [3, 4, 5], "learning_rate": 2e-2, "dora": False, "rslora": False}
+    sweep = sweep_baseline(chosen, dataclasses.replace(prep), protocol, (2e-3, 1.0))
+    (good_lr, good, good_why), (bad_lr, bad, bad_why) = sweep.rows
+    assert bad_why is not None, f"LoRA at learning rate 1.0 should collapse; it scored {bad}"
+    assert good_why is None and sweep.chosen == 2e-3
+    assert "1: " in sweep.describe("accuracy") and "(diverged)" in sweep.describe("accuracy")
 
 
 def test_export_train_builds_its_trials_with_the_search_s_builder_revision_included(tmp_path, monkeypatch):

@@ -82,12 +82,14 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     setup_time = t0 - started
     eval_time = 0.0
 
+    diagnostics: dict = {}
+
     def timed_evaluate() -> dict:
         nonlocal eval_time
         e0 = time.perf_counter()
         with placement.autocast():
             metrics = evaluate(model, data["eval"], spec.num_labels, batch_size=max(32, spec.proxy.batch_size * 2),
-                               skip=skip)
+                               skip=skip, diagnostics=diagnostics)
         eval_time += time.perf_counter() - e0
         return metrics
 
@@ -133,6 +135,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         ist.finish()
         extras = {**extras, "importance": ist.importance(len(_stack(model))), "ist_active_steps": ist.active_counts}
     metrics = timed_evaluate()
+    extras = {**extras, **diagnostics}
     if spec.save_dir:
         method.save_weights(model, spec.save_dir)
     return TrialResult(
@@ -281,10 +284,14 @@ def _trim(batch: dict) -> dict:
     return {k: (v[:, :length] if v.dim() >= 2 else v) for k, v in batch.items()}
 
 
-def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=None) -> dict:
+def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=None, diagnostics: dict | None = None) -> dict:
     """Accuracy, macro-F1 (mean over classes of F1, 0 for a class never predicted nor
     present) and mean cross-entropy on ``split``; for language modelling (2-D labels), the
-    token-weighted loss and its perplexity."""
+    token-weighted loss and its perplexity.
+
+    ``diagnostics``, if given, receives ``predicted_classes`` (how many classes the model
+    predicts at all) and ``majority_rate`` (the accuracy of always answering the most frequent
+    class): a run that predicts one class has collapsed, whatever its accuracy looks like."""
     import torch
 
     if split["labels"].dim() == 2:
@@ -307,6 +314,9 @@ def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=Non
     pred = torch.empty_like(split["labels"])
     pred[order] = torch.cat(preds)
     gold = split["labels"]
+    if diagnostics is not None:
+        diagnostics["predicted_classes"] = int(pred.unique().numel())
+        diagnostics["majority_rate"] = float(torch.bincount(gold).max()) / max(len(gold), 1)
     return {
         "accuracy": float((pred == gold).float().mean()),
         "macro_f1": macro_f1(pred.tolist(), gold.tolist(), num_labels),

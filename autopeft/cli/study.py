@@ -294,7 +294,7 @@ def export(
     if train:
         if as_:
             raise AutoPeftError("--train with --as is not supported: train the AdaLoRA trial, or export --as lora alone")
-        _train(console, s, record, path, seeds, steps, epochs, train_examples, baseline, store.trials(s.name))
+        _train(console, s, record, path, seeds, steps, epochs, train_examples, baseline)
         return
     console.print(f"trial {record.number} ({how}) -> {path}; load it with:")
     console.print(_load_snippet(s, record, path, weights=False), markup=False, highlight=False)
@@ -308,19 +308,24 @@ def _load_snippet(study, record, path, weights: bool) -> str:
     return get_method(record.candidate["method"]).load_snippet(str(path), task, num_labels, weights)
 
 
-def _train(console, study, record, path, seeds, steps, epochs, train_examples, baseline, records) -> None:
+def _train(console, study, record, path, seeds, steps, epochs, train_examples, baseline) -> None:
     from pathlib import Path
 
     from autopeft.retrain import retrain
 
     protocol, chosen, base = retrain(study, record, Path(path), seeds=seeds, steps=steps, epochs=epochs,
-                                     train_examples=train_examples, baseline=baseline, records=records,
+                                     train_examples=train_examples, baseline=baseline,
                                      on_progress=lambda msg: console.print(f"  training {msg}"))
     m = protocol.metric
     for report in (chosen, base):
         if report is not None:
             mean, sd = report.mean_sd(m)
             console.print(f"{report.name:9s} {report.candidate['method']:8s} {report.trainable_params:>10,} params  "
-                          f"{m} {mean:.4f} ± {sd:.4f} over {len(report.runs)} seeds")
+                          f"{m} {mean:.4f} ± {sd:.4f} over {len(report.runs)} seeds"
+                          + (f"  [red]diverged[/]: {report.diverged}" if report.diverged else ""))
+    if base is not None:
+        from autopeft.retrain import comparison
+
+        console.print(comparison(chosen, base, m, protocol).replace("**", ""))
     console.print(f"adapter (best seed) + model card -> {path}; load it with:")
     console.print(_load_snippet(study, record, path, weights=True), markup=False, highlight=False)

@@ -1,0 +1,28 @@
+"""Whether a run diverged: a collapsed run is never a point to compare against.
+
+A short proxy at a learning rate on the edge of stability can collapse to predicting one
+class; its accuracy is then the share of that class, and a comparison with it reads as a
+win that is not one (twice seen in this project: a default-LoRA baseline at an IA3 learning
+rate, 0.45 and 0.503 accuracy against 0.76-0.96). So every run is checked the same way,
+from what the trial reports (``autopeft.trials.proxy.evaluate``'s diagnostics):
+
+- classification: it predicts a single class, or scores no better than always answering
+  the most frequent class of the validation split;
+- language modelling: its training loss did not fall.
+"""
+
+from __future__ import annotations
+
+
+def divergence(metrics: dict, extras: dict, curve: list) -> str | None:
+    """Why the run counts as diverged, in a few words; None when it does not."""
+    if "accuracy" in metrics or "macro_f1" in metrics:
+        if extras.get("predicted_classes") == 1:
+            return "predicts a single class"
+        rate, accuracy = extras.get("majority_rate"), metrics.get("accuracy")
+        if rate is not None and accuracy is not None and accuracy <= rate + 1e-9:
+            return f"accuracy {accuracy:.3f} is no better than the majority class ({rate:.3f})"
+        return None
+    if len(curve) >= 2 and curve[-1][1] >= curve[0][1]:
+        return f"training loss did not fall ({curve[0][1]:.3f} -> {curve[-1][1]:.3f})"
+    return None
