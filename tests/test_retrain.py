@@ -147,3 +147,14 @@ def test_trial_spec_carries_the_proxy_nested_and_resolves_threads(monkeypatch):
     assert trial_spec(prep, cand, {}, study="s", trial=4).proxy.threads is None
     with pytest.raises(TypeError, match="stepz"):
         trial_spec(prep, cand, {}, study="s", trial=4, stepz=8)
+
+
+def test_show_flags_a_collapsed_proxy_trial_as_diverged():
+    from autopeft.cli.study import _note
+
+    collapsed = _trial(3, "lora", 1e-2, 0.42)
+    collapsed.extras.update({"predicted_classes": 1, "majority_rate": 0.42})
+    assert _note(collapsed) == "diverged: predicts a single class"
+    healthy = _trial(4, "lora", 1e-3, 0.66)
+    healthy.extras.update({"predicted_classes": 3, "majority_rate": 0.42})
+    assert _note(healthy) == ""

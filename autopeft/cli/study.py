@@ -224,6 +224,7 @@ def _print_importance(console, study) -> None:
 def _print_trials(console, study, records, only_front: bool = False) -> None:
     from rich.table import Table
 
+    from autopeft.methods import get_method
     from autopeft.progress import fmt
     from autopeft.search.pareto import pareto_front
 
@@ -245,14 +246,19 @@ def _print_trials(console, study, records, only_front: bool = False) -> None:
             if "trainable_params" in names:
                 cells[names.index("trainable_params")] = fmt("trainable_params", r.trainable_params)
         table.add_row("★" if r.number in front else "", str(r.number), r.status, c["method"],
-                      str(c["rank"]) if c["method"] != "ia3" else "-", targets, _layers(c["layers"]),
+                      str(c["rank"]) if "rank" in get_method(c["method"]).uses else "-", targets, _layers(c["layers"]),
                       f"{c['learning_rate']:.1e}", *cells, _note(r))
     console.print(table)
 
 
 def _note(r) -> str:
+    from autopeft.search.divergence import divergence
+
     if r.status == "pruned":
         return f"stopped at step {r.extras.get('fidelity')}: {r.metrics}"[:60]
+    if r.status == "complete":
+        why = divergence(r.metrics, r.extras, r.curve)
+        return f"diverged: {why}"[:60] if why else ""
     return (r.error or "")[:60]
 
 
