@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, inspect, text
 from autopeft.cli import main
 from test_store_contract import BACKENDS, backend_url, study_record
 
-OURS = {"autopeft_studies", "autopeft_trials", "autopeft_alembic_version"}
+OURS = {"autopeft_studies", "autopeft_trials", "autopeft_verifications", "autopeft_alembic_version"}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -149,3 +149,29 @@ def test_upgrade_of_an_unreachable_database_is_one_clear_line(capsys):
     assert main(["db", "upgrade", "--storage", url]) == 2
     err = capsys.readouterr().err
     assert err.startswith("autopeft: error:") and err.count("\n") == 1 and SECRET not in err
+
+
+def test_a_database_at_0001_upgrades_to_verifications_keeping_its_studies(url, capsys):
+    """Databases made before ``autopeft verify`` existed (revision 0001) gain its table and lose nothing."""
+    import dataclasses
+
+    from alembic import command
+    from alembic.config import Config
+
+    from autopeft.store.store import _MIGRATIONS
+    from autopeft.store.tables import studies
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "0001")
+        row = dataclasses.asdict(study_record("old"))
+        row["objectives"] = [list(o) for o in row["objectives"]]
+        connection.execute(studies.insert().values(**row))
+    engine.dispose()
+    assert "autopeft_verifications" not in tables(url)
+    assert f"-> {head()} (head)" in db(capsys, "upgrade", "--storage", url)
+    assert head() == "0002" and "autopeft_verifications" in tables(url)
+    assert scalar_rows(url, "SELECT name FROM autopeft_studies") == ["old"]

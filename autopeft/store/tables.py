@@ -53,3 +53,29 @@ trials = Table(
     Column("sampler_time", Float, nullable=True),
     UniqueConstraint("study_id", "number", name="uq_autopeft_trials_study_number"),
 )
+
+verifications = Table(
+    "autopeft_verifications",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_id", Integer, ForeignKey("autopeft_studies.id", ondelete="CASCADE"), nullable=False),
+    # "trial:12" (a searched trial's configuration) or "baseline" (default LoRA)
+    Column("subject", String(32), nullable=False),
+    Column("trial_number", Integer, nullable=True),
+    Column("seed", Integer, nullable=False),
+    Column("protocol_key", String(32), nullable=False),
+    Column("protocol", JSON, nullable=False),
+    Column("candidate", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | running | complete | failed
+    Column("metrics", JSON, nullable=False),  # validation split
+    Column("test_metrics", JSON, nullable=False),  # the test split the search never read
+    Column("trainable_params", Integer, nullable=True),
+    Column("curve", JSON, nullable=False),
+    Column("extras", JSON, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("worker", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("study_id", "subject", "seed", "protocol_key", name="uq_autopeft_verifications_job"),
+)

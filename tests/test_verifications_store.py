@@ -1,0 +1,71 @@
+"""The verification rows on SQLite and PostgreSQL: created once, claimed by one process, resumable."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+
+from autopeft.store import Store
+from autopeft.store.verifications import VerificationRecord, Verifications
+from test_store_contract import BACKENDS, backend_url, study_record
+
+PROTOCOL = {"steps": 120, "batch_size": 16, "train_examples": 2000}
+
+
+@pytest.fixture(params=BACKENDS)
+def runs(request, tmp_path):
+    with backend_url(request.param, tmp_path, "verify") as url:
+        store = Store(url)
+        store.add_study(study_record("s"))
+        yield Verifications(store)
+        store.close()
+
+
+def job(subject: str, seed: int, protocol=PROTOCOL) -> VerificationRecord:
+    number = int(subject.split(":")[1]) if subject.startswith("trial:") else None
+    return VerificationRecord(study="s", subject=subject, seed=seed, protocol=protocol,
+                              candidate={"method": "lora"}, trial_number=number)
+
+
+def test_creating_the_same_runs_twice_is_a_no_op(runs):
+    jobs = [job("trial:3", s) for s in range(3)] + [job("baseline", 0)]
+    assert runs.add(jobs) == 4
+    assert runs.add(jobs) == 0
+    assert runs.add([job("trial:3", 0, {**PROTOCOL, "steps": 240})]) == 1  # another protocol is another run
+    assert [r.status for r in runs.of("s")] == ["pending"] * 5
+
+
+def test_claims_go_oldest_first_and_never_twice(runs):
+    runs.add([job(f"trial:{n}", 0) for n in range(6)])
+    claimed, lock = [], threading.Lock()
+
+    def claimer(name):
+        while (r := runs.claim("s", name)) is not None:
+            with lock:
+                claimed.append(r.subject)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(f"trial:{n}" for n in range(6))  # each exactly once
+    assert all(r.status == "running" and r.worker for r in runs.of("s"))
+
+
+def test_a_finished_run_keeps_both_splits_and_a_dead_one_is_queued_again(runs):
+    runs.add([job("trial:1", 0), job("trial:1", 1)])
+    first = runs.claim("s", "me")
+    runs.finish(dataclasses.replace(first, status="complete", metrics={"accuracy": 0.7}, test_metrics={"accuracy": 0.68},
+                                    trainable_params=5000))
+    runs.claim("s", "dies")  # its process is killed: the row stays running
+    assert runs.requeue_stale("s", grace=3600) == 0  # not stale yet
+    assert runs.requeue_stale("s", grace=-1) == 1
+    done, again = runs.of("s")
+    assert done.status == "complete" and done.test_metrics == {"accuracy": 0.68} and done.metrics == {"accuracy": 0.7}
+    assert again.status == "pending" and again.worker is None
+    failed = runs.claim("s", "me")
+    runs.finish(dataclasses.replace(failed, status="failed", error="out of memory"))
+    assert runs.retry_failed("s") == 1 and runs.of("s")[1].status == "pending"
