@@ -33,6 +33,12 @@ class AssetError(AutoPeftError):
     """A model or data set could not be found, read or understood."""
 
 
+class DataError(AssetError):
+    """A row of a data set cannot serve the task as declared (an empty completion, an answer
+    outside ``task.choices``, a malformed chat). The message names the data set, the row
+    (counting data rows from 1, header excluded), the column and the fix."""
+
+
 class StoreError(AutoPeftError):
     """The database could not be reached or does not hold what was asked for."""
 

@@ -2,8 +2,11 @@
 
 ``classification``: a sequence-classification head (peft trains it in full as
 ``modules_to_save``), scored by accuracy or macro-F1 (higher is better). ``causal_lm``: the
-model's own LM head, trained on text (or on the completion of prompt/completion pairs),
-scored by validation loss or perplexity (lower is better). Nothing here imports torch.
+model's own LM head, trained on text (or on the completion of prompt/completion pairs or
+chat messages), scored by validation loss or perplexity (lower is better) or, for
+instruction data, by ``choice_accuracy`` (the allowed answer with the highest
+log-likelihood after the prompt is the prediction: no sampling) or ``exact_match`` (greedy
+decoding, compared after strip + casefold); both higher is better. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -38,8 +41,16 @@ TASKS = {
     "classification": TaskKind("classification", "AutoModelForSequenceClassification", "SEQ_CLS",
                                {"accuracy": "max", "macro_f1": "max"}, "accuracy", True),
     "causal_lm": TaskKind("causal_lm", "AutoModelForCausalLM", "CAUSAL_LM",
-                          {"eval_loss": "min", "perplexity": "min"}, "eval_loss", False),
+                          {"eval_loss": "min", "perplexity": "min", "choice_accuracy": "max", "exact_match": "max"},
+                          "eval_loss", False),
 }
+
+#: Metrics that score an answer after a prompt: they need instruction data
+#: (``text: [prompt, completion]`` or ``messages: COLUMN``), not a plain corpus.
+INSTRUCTION_METRICS = ("choice_accuracy", "exact_match")
+#: Chat rendering of instruction data: ``chat`` (the tokenizer's chat template) or ``plain``
+#: (prompt and completion concatenated, an end-of-sequence token after the completion).
+TEMPLATES = ("chat", "plain")
 
 #: Every task metric -> its only sensible direction.
 METRIC_DIRECTIONS = {m: d for kind in TASKS.values() for m, d in kind.metrics.items()}

@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     met = within and ratio <= TARGET_RATIO
     cand = provenance["candidate"]
     # What --baseline trained (default LoRA on every layer of the model), for the table's label.
-    baseline = baseline_candidate(cand, prepare_search(space, with_data=False).arch.num_layers).to_json()
+    baseline = baseline_candidate(cand, prepare_search(space, with_data=False).arch).to_json()
     base_lr, base_lr_why = card["baseline_lr"] or (cand["learning_rate"], "the chosen trial's")
     m = card["metric"]
 

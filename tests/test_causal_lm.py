@@ -67,13 +67,15 @@ def test_tiny_random_gpt2_search_minimises_loss_and_exports_a_loadable_lm_adapte
 
 
 def test_prompt_tokens_are_not_targets(tiny_random_gpt2):
-    from autopeft.assets.datasets import _lm_arrays, load_tokenizer
+    from autopeft.assets.datasets import load_tokenizer
+    from autopeft.assets.instruct import pack, render
     from autopeft.assets.models import resolve_model
     from autopeft.space.schema import ModelSpec
 
     tokenizer = load_tokenizer(resolve_model(ModelSpec(str(tiny_random_gpt2 / "model"))))
-    ids, mask, labels = _lm_arrays(tokenizer, [["the film was"], [" good"]], 16)
+    ids, mask, labels, prompt_len, kept = pack(render(tokenizer, "plain", ["the film was"], [" good"]), 16, 0)
     n_prompt = len(tokenizer("the film was")["input_ids"])
+    assert kept == [0] and prompt_len[0] == n_prompt
     n_total = int(mask[0].sum())
     assert (labels[0, :n_prompt] == -100).all()
     assert (labels[0, n_prompt:n_total] == ids[0, n_prompt:n_total]).all()

@@ -17,7 +17,7 @@ def test_the_baseline_drops_the_chosen_trials_per_layer_ranks(model_info, layers
     # A trial of a `rank: {per_layer: ...}` space (search_spaces/per-layer-rank.yaml).
     chosen = {"method": "lora", "rank": max(ranks), "alpha": 4.0, "dropout": 0.1, "targets": "all-linear",
               "layers": layers, "learning_rate": 3e-3, "dora": True, "rslora": True, "layer_ranks": ranks}
-    base = baseline_candidate(chosen, model_info.num_layers)
+    base = baseline_candidate(chosen, model_info)
     assert (base.method, base.rank, base.alpha, base.targets.modules) == ("lora", 8, 16.0, ("query", "value"))
     assert base.layers == tuple(range(model_info.num_layers)) and base.layer_ranks is None
     assert (base.dora, base.rslora, base.learning_rate) == (False, False, 3e-3)

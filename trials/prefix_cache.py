@@ -14,6 +14,7 @@ eval-mode model within 1e-5. The cache is bounded: ``AUTOPEFT_PREFIX_CACHE_MB`` 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -111,11 +112,31 @@ class SkipPrefix:
     def __init__(self, model, layers_path: str, layer: int) -> None:
         stack = model.get_submodule(layers_path)
         self.current = None
+        self._stack = stack
+        self._skipped = {i: stack[i] for i in range(layer)}
+        self._active = True
         for i in range(layer):
             stack[i] = _pass_through()
         stack[layer].register_forward_pre_hook(self._feed, with_kwargs=True)
 
+    @contextlib.contextmanager
+    def full_stack(self):
+        """Run every layer again for the duration: for sequences the cache does not hold
+        (answers scored after a prompt, greedy decoding). The prefix is frozen, so the model
+        computes what it computed when the cache was filled."""
+        for i, layer in self._skipped.items():
+            self._stack[i] = layer
+        self._active = False
+        try:
+            yield
+        finally:
+            for i in self._skipped:
+                self._stack[i] = _pass_through()
+            self._active = True
+
     def _feed(self, _module, args, kwargs):
+        if not self._active:
+            return None
         if self.current is None:
             raise RuntimeError("SkipPrefix: no cached states set for this batch")
         states, self.current = self.current, None

@@ -9,6 +9,7 @@ as failed. Optional: the frozen-prefix cache (``autopeft.trials.prefix_cache``),
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import resource
@@ -83,13 +84,23 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     eval_time = 0.0
 
     diagnostics: dict = {}
+    from autopeft.trials.generative import generative_metrics, load_gen
+
+    gen = load_gen(spec.data_path) if spec.task == "causal_lm" else {}
 
     def timed_evaluate() -> dict:
         nonlocal eval_time
         e0 = time.perf_counter()
         with placement.autocast():
-            metrics = evaluate(model, data["eval"], spec.num_labels, batch_size=max(32, spec.proxy.batch_size * 2),
-                               skip=skip, diagnostics=diagnostics)
+            metrics = generative_metrics(
+                model, data["eval"], gen, metric=spec.metric, max_new_tokens=spec.max_new_tokens,
+                tokenizer_location=spec.model, batch_size=max(16, spec.proxy.batch_size),
+                full_stack=skip.full_stack if skip is not None else contextlib.nullcontext,
+            )
+            if "eval_loss" not in metrics:  # answer scoring did not yield it: one pass of its own
+                metrics.update(evaluate(model, data["eval"], spec.num_labels,
+                                        batch_size=max(32, spec.proxy.batch_size * 2), skip=skip,
+                                        diagnostics=diagnostics))
         eval_time += time.perf_counter() - e0
         return metrics
 
@@ -263,7 +274,8 @@ def _load_split(path: str) -> dict:
     out: dict = {"train": {}, "eval": {}}
     for key, value in tensors.items():
         split, name = key.split(".", 1)
-        out[split][name] = value
+        if split in out:  # gen.*: what generative metrics need (autopeft.trials.generative.load_gen)
+            out[split][name] = value
     return out
 
 

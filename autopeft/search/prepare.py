@@ -37,11 +37,16 @@ class PreparedSearch:
         """One line per thing the user should know before the search starts."""
         from autopeft.methods.capability import installed_versions
 
-        return tuple(
+        lines = tuple(
             f"{self.space.source}: space.method: dropped '{r.method}': model '{self.model.name}' "
             f"({self.arch.model_type}) cannot take it under {installed_versions()}: {r.reason}"
             for r in self.dropped
         )
+        if self.data is not None and self.data.too_long:
+            lines += (f"{self.space.source}: proxy.max_length: skipped {self.data.too_long} drawn examples whose "
+                      f"completion alone fills {self.space.proxy.max_length} tokens (prompts are cut from the left, "
+                      "completions never); raise proxy.max_length to keep them",)
+        return lines
 
     @property
     def budget_limit(self) -> int | None:
@@ -92,6 +97,7 @@ def trial_spec(prep: PreparedSearch, candidate, peft_config: dict, *, study: str
         num_labels=prep.data.num_labels, data_path=prep.data.path, peft_config=peft_config,
         learning_rate=candidate.learning_rate, proxy=proxy, metric=prep.space.task.metric,
         task=prep.space.task.type, trust_remote_code=prep.model.trust_remote_code, revision=prep.model.revision,
+        max_new_tokens=prep.space.task.max_new_tokens,
     )
     return TrialSpec(**{**fixed, **{k: v for k, v in overrides.items() if k in spec_fields}})
 
@@ -124,6 +130,20 @@ def check_gradient_checkpointing(space: SearchSpace, model_ref, arch: ModelInfo)
                          "set it to false")
 
 
+def _with_template(space: SearchSpace, model: ModelRef) -> SearchSpace:
+    """``space`` with ``task.template`` decided (``chat`` when the tokenizer has one), so that
+    every consumer (the prepared data's key, the trials, export) sees the same rendering.
+
+    Raises:
+        SpaceError: ``template: chat`` or a messages column for a model without a chat template.
+    """
+    from autopeft.assets.datasets import load_tokenizer
+    from autopeft.assets.instruct import resolve_template
+
+    template = resolve_template(space.task, load_tokenizer(model), model.name, space.source)
+    return replace(space, task=replace(space.task, template=template))
+
+
 def _module_info(arch: ModelInfo) -> dict:
     return {"module_order": tuple(s.name for s in arch.linears),
             "module_sizes": {s.name: s.in_features + s.out_features for s in arch.linears}}
@@ -140,6 +160,8 @@ def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSea
     check_placement(space)
     model = resolve_model(space.model)
     dataset = resolve_dataset(space.task.dataset)
+    if space.task.instruction:
+        space = _with_template(space, model)
     if with_data:
         data = prepare_data(model, dataset, space.task, space.proxy)
         num_labels = data.num_labels

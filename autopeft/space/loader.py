@@ -309,6 +309,84 @@ def _dataclass_from(node: _Node, cls: type, readers: dict[str, Callable[[_Node],
     return cls(**{k: readers[k](n) for k, n in keys.items()})
 
 
+_TASK_KEYS = {"type", "dataset", "text", "label", "metric", "template", "choices", "max_new_tokens", "messages"}
+_INSTRUCTION_KEYS = ("template", "choices", "max_new_tokens", "messages")
+
+
+def _task(node: _Node) -> TaskSpec:
+    from autopeft.tasks import INSTRUCTION_METRICS, TASKS, TEMPLATES
+
+    tk = node.mapping(_TASK_KEYS, required={"dataset"})
+    kind = TASKS[tk["type"].str(tuple(TASKS)) if "type" in tk else "classification"]
+    if "label" in tk and not kind.labelled:
+        raise tk["label"].fail(f"a {kind.name} task has no label column; expected text: column or [prompt, completion]")
+    if kind.name != "causal_lm":
+        for key in _INSTRUCTION_KEYS:
+            if key in tk:
+                raise tk[key].fail(f"only a causal_lm task has '{key}' (instruction data); add type: causal_lm or drop it")
+    if "messages" in tk and "text" in tk:
+        raise tk["messages"].fail("give the chat column (messages) or the text columns (text), not both")
+    messages = tk["messages"].str() if "messages" in tk else None
+    if "text" in tk and isinstance(tk["text"].value, list):
+        text = tuple(n.str() for n in tk["text"].list())
+        if len(text) > 2:
+            raise tk["text"].fail("expected one text column or a pair of them")
+        if len(set(text)) != len(text):
+            raise tk["text"].fail(f"expected two different columns, got {list(text)}")
+    elif messages is not None:
+        text = ()
+    else:
+        text = (tk["text"].str(),) if "text" in tk else ("text",)
+    metric = tk["metric"].str(tuple(kind.metrics)) if "metric" in tk else kind.default_metric
+    instruction = kind.name == "causal_lm" and (messages is not None or len(text) == 2)
+    if not instruction:
+        if metric in INSTRUCTION_METRICS:
+            raise tk["metric"].fail(f"{metric} scores an answer after a prompt: it needs instruction data, "
+                                    "text: [prompt, completion] or messages: COLUMN")
+        for key in ("template", "choices", "max_new_tokens"):
+            if key in tk:
+                raise tk[key].fail(f"'{key}' applies to instruction data (text: [prompt, completion] or "
+                                   "messages: COLUMN); a single text column is a plain corpus")
+    template = tk["template"].str(TEMPLATES) if "template" in tk else None
+    if messages is not None and template == "plain":
+        raise tk["template"].fail("a messages column is rendered with the chat template; use template: chat "
+                                  "or give text: [prompt, completion]")
+    choices: tuple[str, ...] = ()
+    if "choices" in tk:
+        items = tk["choices"].list()
+        choices = tuple(_answer(n) for n in items)
+        normal = [c.strip().casefold() for c in choices]
+        if any(not c for c in normal):
+            raise tk["choices"].fail(f"expected non-blank answers, got {list(choices)!r}")
+        if len(set(normal)) != len(normal):
+            raise tk["choices"].fail(f"expected distinct answers (compared after strip + casefold), got {list(choices)!r}")
+        if len(choices) < 2:
+            raise tk["choices"].fail(f"expected at least two answers to choose among, got {list(choices)!r}")
+    return TaskSpec(
+        dataset=tk["dataset"].str(),
+        text=text,
+        label=tk["label"].str() if "label" in tk else "label",
+        metric=metric,
+        type=kind.name,
+        template=template,
+        choices=choices,
+        max_new_tokens=tk["max_new_tokens"].int(low=1, high=1024) if "max_new_tokens" in tk else 16,
+        messages=messages,
+    )
+
+
+def _answer(node: _Node) -> str:
+    """An allowed answer: a string, or an integer (``choices: [1, 2, 3]`` means the strings)."""
+    value = node.value
+    if isinstance(value, bool):  # YAML 1.1 reads yes/no/on/off as booleans: the user meant the word
+        raise node.fail(f"YAML read this answer as the boolean {value}; quote it, e.g. 'yes'")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value:
+        return value
+    raise node.fail(f"expected an answer (a string; quote numbers other than integers), got {_show(value)}")
+
+
 # ---------------------------------------------------------------------------- the document
 
 _TOP = {"study", "model", "task", "objectives", "budget", "space", "proxy", "search", "importance"}
@@ -341,30 +419,14 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             revision=mk["revision"].str() if "revision" in mk else None,
         )
 
-    from autopeft.tasks import TASKS
+    from autopeft.tasks import METRIC_DIRECTIONS
 
-    tk = top["task"].mapping({"type", "dataset", "text", "label", "metric"}, required={"dataset"})
-    kind = TASKS[tk["type"].str(tuple(TASKS)) if "type" in tk else "classification"]
-    if "label" in tk and not kind.labelled:
-        raise tk["label"].fail(f"a {kind.name} task has no label column; expected text: column or [prompt, completion]")
-    if "text" in tk and isinstance(tk["text"].value, list):
-        text = tuple(n.str() for n in tk["text"].list())
-        if len(text) > 2:
-            raise tk["text"].fail("expected one text column or a pair of them")
-    else:
-        text = (tk["text"].str(),) if "text" in tk else ("text",)
-    task = TaskSpec(
-        dataset=tk["dataset"].str(),
-        text=text,
-        label=tk["label"].str() if "label" in tk else "label",
-        metric=tk["metric"].str(tuple(kind.metrics)) if "metric" in tk else kind.default_metric,
-        type=kind.name,
-    )
+    task = _task(top["task"])
 
     objectives = (
         _objectives(top["objectives"], task.metric)
         if "objectives" in top
-        else (Objective(task.metric, kind.metrics[task.metric]), Objective("trainable_params", "min"))
+        else (Objective(task.metric, METRIC_DIRECTIONS[task.metric]), Objective("trainable_params", "min"))
     )
     budget = _budget(top["budget"]) if "budget" in top else Budget()
 

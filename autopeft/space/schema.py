@@ -101,13 +101,39 @@ class ModelSpec:
 @dataclass(frozen=True)
 class TaskSpec:
     """The task: ``classification`` (text -> label) or ``causal_lm`` (text, or a
-    [prompt, completion] pair whose completion alone is scored)."""
+    [prompt, completion] pair or a chat whose completion alone is scored).
+
+    Attributes:
+        dataset: Bundled alias, local file or hub id.
+        text: Text columns: one (classification, or a plain LM corpus), a pair (sentence
+            pairs, or prompt and completion). Empty when ``messages`` names the column.
+        label: The label column (classification).
+        metric: The task metric (``autopeft.tasks``).
+        type: ``classification`` or ``causal_lm``.
+        template: Instruction data only: ``chat`` renders prompt and completion with the
+            tokenizer's chat template, ``plain`` concatenates them. None: ``chat`` when the
+            tokenizer has a template, else ``plain`` (``prepare_search`` decides).
+        choices: Instruction data only: the allowed answers (``choice_accuracy`` picks among
+            them; every completion must be one). Empty: derived from the data's completions.
+        max_new_tokens: Greedy-decoding cap for ``exact_match``.
+        messages: Instruction data only: a column of chats (lists of ``{role, content}``);
+            the last message (the assistant's) is the completion.
+    """
 
     dataset: str
     text: tuple[str, ...]
     label: str
     metric: str = "accuracy"
     type: str = "classification"
+    template: str | None = None
+    choices: tuple[str, ...] = ()
+    max_new_tokens: int = 16
+    messages: str | None = None
+
+    @property
+    def instruction(self) -> bool:
+        """Prompt/completion pairs or chats: a completion is what is scored."""
+        return self.type == "causal_lm" and (self.messages is not None or len(self.text) == 2)
 
 
 @dataclass(frozen=True)
