@@ -22,21 +22,24 @@ import contextlib
 import json
 
 
-def load_gen(path: str) -> dict:
-    """The ``gen.*`` arrays of a prepared split with its metadata (gold texts, stop ids, pad id)."""
+def load_gen(path: str, split: str = "eval") -> dict:
+    """The generative-metric arrays of a prepared split (``gen.*`` for validation, ``gentest.*``
+    for test) with their metadata (gold texts, stop ids, pad id); the answer set is shared."""
     from safetensors import safe_open
 
+    own = "gen." if split == "eval" else "gentest."
     out = {}
     with safe_open(path, "pt") as f:
         meta = json.loads(f.metadata()["autopeft"])
         for key in f.keys():
-            if key.startswith("gen."):
-                out[key[4:]] = f.get_tensor(key)
-    if not out:
+            if key.startswith(own) or (key.startswith("gen.choice_") and split != "eval"):
+                out[key.split(".", 1)[1]] = f.get_tensor(key)
+    if "prompt_len" not in out:
         return {}
-    return {**out, "gold_texts": meta.get("gold", []), "stop_ids": meta.get("stop_ids", []),
+    gold = meta.get("gold", []) if split == "eval" else meta.get("gold_test", [])
+    return {**out, "gold_texts": gold, "stop_ids": meta.get("stop_ids", []),
             "pad_id": meta.get("pad_id", 0), "choices": meta.get("choices", []),
-            "loss_from_choices": bool(meta.get("loss_from_choices"))}
+            "loss_from_choices": bool(meta.get("loss_from_choices")) and split == "eval"}
 
 
 def _base(model):

@@ -65,6 +65,8 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = int(sum(p.numel() for p in trainable))
     data = _load_split(spec.data_path)
+    if not spec.test_split:
+        data.pop("test", None)  # the search never reads it (nor caches states for it)
     ist = _make_ist(model, spec, data)
     # IST changes which layers train step by step, so no layer is reliably frozen below.
     skip = _use_prefix_cache(model, spec, data) if spec.proxy.prefix_cache and ist is None else None
@@ -86,21 +88,21 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     diagnostics: dict = {}
     from autopeft.trials.generative import generative_metrics, load_gen
 
-    gen = load_gen(spec.data_path) if spec.task == "causal_lm" else {}
+    gens = {split: load_gen(spec.data_path, split) if spec.task == "causal_lm" else {} for split in data if split != "train"}
 
-    def timed_evaluate() -> dict:
+    def timed_evaluate(split: str = "eval") -> dict:
         nonlocal eval_time
         e0 = time.perf_counter()
         with placement.autocast():
             metrics = generative_metrics(
-                model, data["eval"], gen, metric=spec.metric, max_new_tokens=spec.max_new_tokens,
+                model, data[split], gens[split], metric=spec.metric, max_new_tokens=spec.max_new_tokens,
                 tokenizer_location=spec.model, batch_size=max(16, spec.proxy.batch_size),
                 full_stack=skip.full_stack if skip is not None else contextlib.nullcontext,
             )
             if "eval_loss" not in metrics:  # answer scoring did not yield it: one pass of its own
-                metrics.update(evaluate(model, data["eval"], spec.num_labels,
+                metrics.update(evaluate(model, data[split], spec.num_labels,
                                         batch_size=max(32, spec.proxy.batch_size * 2), skip=skip,
-                                        diagnostics=diagnostics))
+                                        diagnostics=diagnostics if split == "eval" else None))
         eval_time += time.perf_counter() - e0
         return metrics
 
@@ -147,6 +149,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         extras = {**extras, "importance": ist.importance(len(_stack(model))), "ist_active_steps": ist.active_counts}
     metrics = timed_evaluate()
     extras = {**extras, **diagnostics}
+    test_metrics = timed_evaluate("test") if "test" in data else {}
     if spec.save_dir:
         method.save_weights(model, spec.save_dir)
     return TrialResult(
@@ -160,6 +163,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         wall_time=time.perf_counter() - started,
         peak_rss_mb=peak_rss_mb(),
         extras=extras,
+        test_metrics=test_metrics,
         **_memory(placement),
     )
 
@@ -271,11 +275,13 @@ def _load_split(path: str) -> dict:
     from safetensors.torch import load_file
 
     tensors = load_file(path)
-    out: dict = {"train": {}, "eval": {}}
+    out: dict = {"train": {}, "eval": {}, "test": {}}
     for key, value in tensors.items():
         split, name = key.split(".", 1)
-        if split in out:  # gen.*: what generative metrics need (autopeft.trials.generative.load_gen)
+        if split in out:  # gen.*, gentest.*: what generative metrics need (autopeft.trials.generative.load_gen)
             out[split][name] = value
+    if not out["test"]:
+        del out["test"]  # data prepared without a test split
     return out
 
 

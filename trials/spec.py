@@ -70,7 +70,7 @@ class ProxySpec:
 class TrialSpec:
     """Everything a proxy fine-tune needs, with no reference to the search that made it.
 
-    Built by ``autopeft.search.trial_spec.trial_spec`` (the one place that maps a prepared
+    Built by ``autopeft.search.prepare.trial_spec`` (the one place that maps a prepared
     search and a candidate to a trial); the proxy settings travel as one nested ``ProxySpec``.
 
     Attributes:
@@ -90,6 +90,7 @@ class TrialSpec:
         revision: The model revision (hub models pinned by the space).
         save_dir: Write the trained adapter here (safetensors), e.g. for ``export --train``.
         max_new_tokens: Greedy-decoding cap of ``exact_match`` (instruction data).
+        test_split: Also score the held-out test split (``autopeft verify``; a search never does).
     """
 
     study: str
@@ -107,6 +108,7 @@ class TrialSpec:
     revision: str | None = None
     save_dir: str | None = None
     max_new_tokens: int = 16
+    test_split: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -127,6 +129,7 @@ class TrialResult:
     Attributes:
         status: ``complete`` or ``failed``.
         metrics: ``accuracy``, ``macro_f1``, ``eval_loss`` on the validation split.
+        test_metrics: The same on the held-out test split, when the spec asked for it.
         curve: ``[step, mean training loss over the last log_every steps]`` points.
         trainable_params: As reported by peft after ``get_peft_model``.
         train_time: Seconds in the training loop (no model load, no evaluation).
@@ -150,6 +153,7 @@ class TrialResult:
     eval_time: float = 0.0
     wall_time: float = 0.0
     peak_rss_mb: float = 0.0
+    test_metrics: dict = field(default_factory=dict)
     peak_memory_mb: float = 0.0
     memory_kind: str = "cpu_peak_rss"
     device: str = "cpu"

@@ -22,7 +22,7 @@ from autopeft.errors import AssetError
 from autopeft.space.schema import ProxySpec, TaskSpec
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-_PREPARED_VERSION = 2  # 2: instruction data (left-truncated prompts, gen.* arrays)
+_PREPARED_VERSION = 3  # 2: instruction data (left-truncated prompts, gen.* arrays); 3: a test split
 
 
 @dataclass(frozen=True)
@@ -260,6 +260,33 @@ def _natural(name: str):
     return (0, int(name), "") if name.lstrip("-").isdigit() else (1, 0, name)
 
 
+def three_way_split(labels: np.ndarray, n_train: int, n_eval: int, n_test: int, seed: int):
+    """``(train, eval, test)`` indices: the test split is carved first, stratified by ``seed``.
+
+    Carving it first makes it depend only on the data, ``n_test`` and the seed: every proxy
+    size of a study, and every verification of it, sees the same test examples, and no
+    training or validation example is ever among them. ``n_test`` is at most a third of the rows.
+    """
+    if n_test <= 0:
+        train, evals = stratified_split(labels, n_train, n_eval, seed)
+        return train, evals, np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng([seed, 7])  # its own stream: the test carve never shifts with the other sizes
+    classes = np.unique(labels)
+    pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    take = _apportion({c: len(p) for c, p in pools.items()}, min(n_test, len(labels) // 3))
+    test = np.sort(np.concatenate([pools[c][: take[c]] for c in classes]))
+    rest = np.setdiff1d(np.arange(len(labels)), test)
+    train, evals = stratified_split(labels[rest], n_train, n_eval, seed)
+    return rest[train], rest[evals], test
+
+
+def test_size(n_rows: int, test_examples) -> int:
+    """How many rows the test split takes: an int, or a fraction of the rows (``0.2``)."""
+    if isinstance(test_examples, float):
+        return int(round(test_examples * n_rows))
+    return int(test_examples)
+
+
 def stratified_split(labels: np.ndarray, n_train: int, n_eval: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified split: the same labels and seed give the same indices.
 
@@ -314,10 +341,16 @@ class PreparedData:
     choices: tuple[str, ...] = ()
     too_long: int = 0
     template: str | None = None
+    n_test: int = 0  # the held-out test split (``autopeft verify`` only)
 
 
-def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: ProxySpec) -> PreparedData:
+def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: ProxySpec,
+                 test_examples: int | float = 0, test_cap: int = 2000) -> PreparedData:
     """Split and tokenise once per (model, data, split, max length); reuse the file afterwards.
+
+    Three splits: ``train`` and ``eval`` (validation: what the search selects on) as big as
+    ``proxy`` asks, and ``test`` (``test_examples`` rows or that fraction of them, at most
+    ``test_cap``), which only ``autopeft verify`` reads (``three_way_split``).
 
     Instruction data also gets, for the validation split, what generative metrics need
     (``gen.*``: each prompt's length, the gold answer's index, the answers' token ids).
@@ -334,7 +367,7 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
         task = replace(task, template=resolve_template(task, tokenizer, model.name, "task"))
     key = json.dumps(
         [_PREPARED_VERSION, model.fingerprint, dataset.fingerprint, task.type, task.text, task.label,
-         proxy.train_examples, proxy.eval_examples, proxy.max_length, proxy.seed]
+         proxy.train_examples, proxy.eval_examples, proxy.max_length, proxy.seed, test_examples, test_cap]
         + ([task.messages, task.template, list(task.choices)] if task.instruction else [])
     )
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -346,18 +379,23 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
             meta = json.loads(f.metadata()["autopeft"])
         return PreparedData(str(path), len(meta["label_names"]), tuple(meta["label_names"]),
                             meta["n_train"], meta["n_eval"], meta["skipped"], fingerprint,
-                            tuple(meta.get("choices", ())), meta.get("too_long", 0), meta.get("template"))
+                            tuple(meta.get("choices", ())), meta.get("too_long", 0), meta.get("template"),
+                            meta.get("n_test", 0))
 
     table = load_table(dataset, task)
-    train_idx, eval_idx = stratified_split(table.labels, proxy.train_examples, proxy.eval_examples, proxy.seed)
+    n_test = min(test_size(len(table.labels), test_examples), test_cap)
+    train_idx, eval_idx, test_idx = three_way_split(table.labels, proxy.train_examples, proxy.eval_examples, n_test,
+                                                    proxy.seed)
     tokenizer = tokenizer or load_tokenizer(model)
     arrays = {}
     meta: dict = {"label_names": list(table.label_names), "skipped": table.skipped}
     if task.instruction:
-        sizes = _instruction_arrays(arrays, meta, tokenizer, task.template, table, train_idx, eval_idx, proxy.max_length)
+        sizes = _instruction_arrays(arrays, meta, tokenizer, task.template, table, train_idx, eval_idx, proxy.max_length,
+                                    test_idx)
     else:
-        sizes = {"train": len(train_idx), "eval": len(eval_idx)}
-    for split, idx in (() if task.instruction else (("train", train_idx), ("eval", eval_idx))):
+        sizes = {"train": len(train_idx), "eval": len(eval_idx), "test": len(test_idx)}
+    splits = (("train", train_idx), ("eval", eval_idx)) + ((("test", test_idx),) if len(test_idx) else ())
+    for split, idx in (() if task.instruction else splits):
         columns = [[col[i] for i in idx] for col in table.texts]
         if task.type == "classification":
             enc = tokenizer(*columns, truncation=True, max_length=proxy.max_length, padding="max_length", return_tensors="np")
@@ -369,7 +407,7 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
         else:
             ids, mask, labels = _lm_arrays(tokenizer, columns[0], proxy.max_length)
             arrays.update({f"{split}.input_ids": ids, f"{split}.attention_mask": mask, f"{split}.labels": labels})
-    meta.update(n_train=sizes["train"], n_eval=sizes["eval"])
+    meta.update(n_train=sizes["train"], n_eval=sizes["eval"], n_test=sizes.get("test", 0))
     if sizes["eval"] < 1 or sizes["train"] < 1:
         raise AssetError(f"dataset '{dataset.name}': no drawn example fits proxy.max_length={proxy.max_length} "
                          f"({meta.get('too_long', 0)} completions alone are that long); raise proxy.max_length")
@@ -381,24 +419,30 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
     tmp.replace(path)  # atomic: concurrent workers never read a half-written file
     return PreparedData(str(path), len(table.label_names), table.label_names, sizes["train"], sizes["eval"],
                         table.skipped, fingerprint, tuple(meta.get("choices", ())), meta.get("too_long", 0),
-                        meta.get("template"))
+                        meta.get("template"), sizes.get("test", 0))
 
 
 def _instruction_arrays(arrays: dict, meta: dict, tokenizer, template: str, table: LabelledTable,
-                        train_idx, eval_idx, max_length: int) -> dict:
-    """Fill ``arrays`` (train/eval sequences, ``gen.*``) and ``meta`` for instruction data;
-    return the number of examples per split that fit ``max_length``."""
+                        train_idx, eval_idx, max_length: int, test_idx=()) -> dict:
+    """Fill ``arrays`` (train/eval/test sequences, ``gen.*`` for validation and ``gentest.*``
+    for test) and ``meta`` for instruction data; return the number of examples per split
+    that fit ``max_length``."""
     from autopeft.assets.instruct import choice_arrays, pack, render, stop_ids
 
     prompts, completions = table.texts
     pad = _pad_id(tokenizer)
     sizes, too_long = {}, 0
-    for split, idx in (("train", train_idx), ("eval", eval_idx)):
+    for split, idx in (("train", train_idx), ("eval", eval_idx)) + ((("test", test_idx),) if len(test_idx) else ()):
         rendered = render(tokenizer, template, [prompts[i] for i in idx], [completions[i] for i in idx])
         ids, mask, labels, prompt_len, kept = pack(rendered, max_length, pad)
         arrays.update({f"{split}.input_ids": ids, f"{split}.attention_mask": mask, f"{split}.labels": labels})
         sizes[split] = len(kept)
         too_long += len(idx) - len(kept)
+        if split == "test":  # what choice_accuracy / exact_match need on the test split
+            rows = [int(idx[k]) for k in kept]
+            arrays["gentest.prompt_len"] = prompt_len
+            arrays["gentest.gold"] = table.labels[rows] if table.choices else np.full(len(rows), -1, dtype=np.int64)
+            meta["gold_test"] = [completions[i] for i in rows]
         if split == "eval":
             rows = [int(idx[k]) for k in kept]
             arrays["gen.prompt_len"] = prompt_len

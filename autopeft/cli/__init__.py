@@ -1,6 +1,6 @@
 """The ``autopeft`` command line (console script ``autopeft.cli:run``; also ``python -m autopeft``).
 
-The commands are plain functions in one module per group (``study``, ``assets``,
+The commands are plain functions in one module per group (``study``, ``verify``, ``assets``,
 ``dashboard``, ``workers``); this module alone builds the Typer app and registers them, so
 the modules never import it back. Every error a user can cause ends as one line on stderr
 and exit code 2; Ctrl-C ends a search cleanly with exit code 130 after recording the
@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from autopeft.cli import assets, dashboard, study, workers
+from autopeft.cli import assets, dashboard, study, verify, workers
 from autopeft.errors import AutoPeftError
 
 __all__ = ["app", "main", "run"]
@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Search PEFT configurations (method, rank, placement, budget) with multi-objective BO.",
 )
-for _command in (study.validate, study.search, study.studies, study.show, study.export, assets.assets,
+for _command in (study.validate, study.search, study.studies, study.show, study.export, verify.verify, assets.assets,
                  dashboard.dashboard, workers.worker):
     app.command()(_command)
 

@@ -187,8 +187,10 @@ def show(
     study: str = typer.Argument(...),
     storage: Optional[str] = STORAGE,
     importance: bool = typer.Option(False, "--importance", help="Print the study's layer x module importance map."),
+    proxy: bool = typer.Option(False, "--proxy", help="Mark the proxy front even when verified means exist."),
 ) -> None:
-    """The trials of a study; Pareto-optimal rows are marked with ★."""
+    """The trials of a study; Pareto-optimal rows are marked with ★ (on verified means once
+    `autopeft verify` has run, unless --proxy)."""
     from autopeft.store import Store
 
     store = Store(storage_url(storage))
@@ -197,7 +199,26 @@ def show(
         _print_importance(make_console(), s)
         return
     records = store.trials(study)
-    _print_trials(make_console(), s, records)
+    verified = _verified(store, s)
+    console = make_console()
+    _print_trials(console, s, records, verified=verified, front_on_verified=bool(verified) and not proxy)
+    if verified:
+        from autopeft.cli.verify import print_verification
+
+        print_verification(console, store, study)
+
+
+def _verified(store, study) -> dict:
+    """``{trial number: Verified}`` of the study's verified trials (empty before ``autopeft verify``)."""
+    from autopeft.search.trust import summarize
+    from autopeft.space import load_space_text
+    from autopeft.store.verifications import Verifications
+
+    runs = Verifications(store).of(study.name)
+    if not runs:
+        return {}
+    metric = load_space_text(study.space_yaml, f"study '{study.name}'").task.metric
+    return {v.trial_number: v for v in summarize(runs, metric) if v.trial_number is not None}
 
 
 def _print_importance(console, study) -> None:
@@ -221,20 +242,34 @@ def _print_importance(console, study) -> None:
     console.print(f"layers by importance: {', '.join(map(str, imap.layer_order()))}")
 
 
-def _print_trials(console, study, records, only_front: bool = False) -> None:
+def _print_trials(console, study, records, only_front: bool = False, verified: dict | None = None,
+                  front_on_verified: bool = False) -> None:
     from rich.table import Table
 
     from autopeft.methods import get_method
     from autopeft.progress import fmt
     from autopeft.search.pareto import pareto_front
 
-    front = {r.number for r in pareto_front(records, study.objectives)}
+    verified = verified or {}
+    if front_on_verified:  # the front of what held up at full fidelity, on the held-out test split
+        from autopeft.search.trust import verified_records
+        from autopeft.space import load_space_text
+
+        metric = load_space_text(study.space_yaml, f"study '{study.name}'").task.metric
+        front = {r.number for r in pareto_front(verified_records(study, records, list(verified.values()), metric),
+                                                 study.objectives)}
+        kind = "verified Pareto-optimal (test means)"
+    else:
+        front = {r.number for r in pareto_front(records, study.objectives)}
+        kind = "Pareto-optimal on the proxy"
     rows = [r for r in records if r.number in front] if only_front else records
-    table = Table(title=f"{study.name}: {'Pareto front' if only_front else 'trials'} (★ = Pareto-optimal)", title_justify="left")
+    table = Table(title=f"{study.name}: {'Pareto front' if only_front else 'trials'} (★ = {kind})", title_justify="left")
     for col in ("", "#", "status", "method", "rank", "targets", "layers", "lr"):
         table.add_column(col)
     for name, direction in study.objectives:
         table.add_column(f"{name} ({direction})", justify="right")
+    if verified:
+        table.add_column("verified test", justify="right")  # mean ± sd, seeds
     table.add_column("note")
     for r in rows:
         c = r.candidate
@@ -245,9 +280,12 @@ def _print_trials(console, study, records, only_front: bool = False) -> None:
             names = [n for n, _ in study.objectives]
             if "trainable_params" in names:
                 cells[names.index("trainable_params")] = fmt("trainable_params", r.trainable_params)
+        v = verified.get(r.number)
+        check = [f"{v.test[0]:.4f} ± {v.test[1]:.4f}, {len(v.seeds)}" + (" diverged" if v.diverged else "")
+                 if v else ""] if verified else []
         table.add_row("★" if r.number in front else "", str(r.number), r.status, c["method"],
                       str(c["rank"]) if "rank" in get_method(c["method"]).uses else "-", targets, _layers(c["layers"]),
-                      f"{c['learning_rate']:.1e}", *cells, _note(r))
+                      f"{c['learning_rate']:.1e}", *cells, *check, _note(r))
     console.print(table)
 
 
@@ -266,6 +304,32 @@ def _layers(layers: list) -> str:
     if layers and layers == list(range(layers[0], layers[-1] + 1)) and len(layers) > 2:
         return f"{layers[0]}-{layers[-1]}"
     return ",".join(map(str, layers))
+
+
+def _select_verified(store, study: str, trial: Optional[int], pick: Optional[str]):
+    """Like ``select_trial``, among the verified points and on their verified test means."""
+    from autopeft.errors import ExportError
+    from autopeft.search.pareto import pick as pick_trial
+    from autopeft.search.pareto import trial_by_number
+    from autopeft.search.trust import verified_records
+    from autopeft.space import load_space_text
+
+    if (trial is None) == (pick is None):
+        raise ExportError("give exactly one of --trial N or --pick (knee | best:OBJECTIVE | budget:PARAMS)")
+    s = store.get_study(study)
+    verified = _verified(store, s)
+    if not verified:
+        raise ExportError(f"study '{study}' has no verified point; run `autopeft verify {study}` first")
+    metric = load_space_text(s.space_yaml, f"study '{study}'").task.metric
+    records = store.trials(study)
+    candidates = verified_records(s, records, list(verified.values()), metric)
+    if trial is not None:
+        if trial not in verified:
+            raise ExportError(f"trial {trial} was not verified; verified: {sorted(verified)}")
+        chosen, how = trial_by_number(candidates, trial), f"trial:{trial} (verified)"
+    else:
+        chosen, how = pick_trial(s, candidates, pick), f"{pick} among verified points (test means)"
+    return s, trial_by_number(records, chosen.number), how
 
 
 def _print_front(console, study, records) -> None:
@@ -288,13 +352,15 @@ def export(
     epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="With --train: epochs over the training data."),
     train_examples: Optional[int] = typer.Option(None, "--train-examples", min=2, help="With --train: limit the training data."),
     baseline: bool = typer.Option(False, "--baseline", help="With --train: also train default LoRA (r=8, q/v, all layers)."),
+    verified: bool = typer.Option(False, "--verified", help="Pick among the points `autopeft verify` re-trained, "
+                                  "on their verified test means."),
 ) -> None:
     """Write a trial's peft adapter_config.json (loadable with PeftConfig.from_pretrained)."""
     from autopeft.export import export_trial, select_trial
     from autopeft.store import Store
 
     store = Store(storage_url(storage))
-    s, record, how = select_trial(store, study, trial, pick)
+    s, record, how = (_select_verified if verified else select_trial)(store, study, trial, pick)
     path = export_trial(s, record, out, picked_by=how, as_=as_)
     console = make_console()
     if train:

@@ -163,7 +163,8 @@ def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSea
     if space.task.instruction:
         space = _with_template(space, model)
     if with_data:
-        data = prepare_data(model, dataset, space.task, space.proxy)
+        data = prepare_data(model, dataset, space.task, space.proxy, space.verify.test_examples,
+                            space.verify.max_test_examples)
         num_labels = data.num_labels
     else:
         data = None

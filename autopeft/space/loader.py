@@ -37,6 +37,7 @@ from autopeft.space.schema import (
     SpaceSpec,
     Targets,
     TaskSpec,
+    VerifySpec,
 )
 
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -277,6 +278,21 @@ def _budget(node: _Node) -> Budget:
     return Budget(max_params=n.int(low=1))
 
 
+def _test_examples(node: _Node) -> int | float:
+    """A count of rows, or a fraction written as a percentage (``20%``) or a number below 1."""
+    v = node.value
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*%\s*", v)
+        if not m or not 0 <= float(m.group(1)) <= 50:
+            raise node.fail(f"expected a count (2000) or a percentage of the rows up to 50% (20%), got {v!r}")
+        return float(m.group(1)) / 100
+    if isinstance(v, float) and not isinstance(v, bool):
+        if not 0 <= v <= 0.5:
+            raise node.fail(f"expected a fraction of the rows in [0, 0.5] or a count, got {v}")
+        return v
+    return node.int(low=0)
+
+
 def _objectives(node: _Node, metric: str) -> tuple[Objective, ...]:
     from autopeft.tasks import METRIC_DIRECTIONS
 
@@ -389,7 +405,7 @@ def _answer(node: _Node) -> str:
 
 # ---------------------------------------------------------------------------- the document
 
-_TOP = {"study", "model", "task", "objectives", "budget", "space", "proxy", "search", "importance"}
+_TOP = {"study", "model", "task", "objectives", "budget", "space", "proxy", "search", "importance", "verify"}
 
 
 def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
@@ -429,6 +445,12 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
         else (Objective(task.metric, METRIC_DIRECTIONS[task.metric]), Objective("trainable_params", "min"))
     )
     budget = _budget(top["budget"]) if "budget" in top else Budget()
+    verify = _dataclass_from(
+        top["verify"] if "verify" in top else _Node({}, "verify", source),
+        VerifySpec,
+        {"test_examples": _test_examples, "max_test_examples": lambda n: n.int(low=0),
+         "seeds": lambda n: n.int(low=1, high=100)},
+    )
 
     sp = top["space"].mapping(
         {"method", "rank", "alpha", "targets", "layers", "learning_rate", "dropout", "dora", "rslora"},
@@ -522,6 +544,7 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
         proxy=proxy,
         search=search,
         importance=importance,
+        verify=verify,
         source=source,
         document=document,
     )

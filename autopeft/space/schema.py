@@ -188,6 +188,22 @@ class SearchSpec:
 
 
 @dataclass(frozen=True)
+class VerifySpec:
+    """The held-out test split and how ``autopeft verify`` re-trains front points.
+
+    Attributes:
+        test_examples: Rows carved out of the data set before anything else, never read by
+            the search: a count, or a fraction of the rows (``0.2``, written ``20%``).
+        max_test_examples: At most this many, whatever the fraction gives.
+        seeds: Training seeds per verified point (``verify --seeds`` overrides).
+    """
+
+    test_examples: int | float = 0.2
+    max_test_examples: int = 2000
+    seeds: int = 3
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     """A whole, validated search space: what to search, on what, and how."""
 
@@ -200,6 +216,7 @@ class SearchSpace:
     proxy: ProxySpec
     search: SearchSpec
     importance: str = "none"
+    verify: VerifySpec = field(default_factory=VerifySpec)
     source: str = "<memory>"
     document: dict = field(default_factory=dict, compare=False, hash=False)
 

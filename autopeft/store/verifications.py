@@ -118,6 +118,15 @@ class Verifications:
                 return self.get(row.id)
         return None
 
+    def claim_id(self, run_id: int, worker: str) -> VerificationRecord | None:
+        """Run ``run_id``, now ``running`` for ``worker``, if it was still ``pending`` (else None)."""
+        from autopeft.store.tables import verifications as v
+
+        with self._begin() as c:
+            won = c.execute(v.update().where((v.c.id == run_id) & (v.c.status == "pending"))
+                            .values(status="running", worker=worker, started_at=utcnow())).rowcount
+        return self.get(run_id) if won else None
+
     def finish(self, record: VerificationRecord) -> None:
         """Record the outcome of a claimed run (``complete`` or ``failed``)."""
         from autopeft.store.tables import verifications as v

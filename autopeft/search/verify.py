@@ -1,0 +1,209 @@
+"""``autopeft verify``: re-train chosen points at full fidelity over seeds, on validation and test.
+
+A search selects on one short proxy run per point, scored on the validation split it
+selects on. Verification re-trains the chosen points — the whole proxy front, or the K
+points nearest the knee — on all the training rows for an epoch (or ``--steps``), once per
+seed, and scores each run on validation *and* on the test split that no trial ever read
+(``autopeft.assets.datasets.three_way_split``). With ``--baseline``, default LoRA is verified
+under the same protocol, at the learning rate its own sweep picks (``autopeft.retrain``).
+
+Runs are rows in the database (``autopeft.store.verifications``): planning creates them
+(idempotently), any process runs them (``run_pending``: this command, or ``autopeft worker``),
+so a killed ``verify`` resumes where it stopped and many machines can share the work.
+Nothing here changes a trial's proxy record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+from dataclasses import dataclass
+from typing import Callable
+
+from autopeft.errors import AutoPeftError
+from autopeft.store import Store, StudyRecord, TrialRecord
+from autopeft.store.verifications import VerificationRecord, Verifications
+
+#: A running verification older than this is taken to belong to a dead process (seconds).
+STALE_AFTER = 6 * 3600.0
+
+
+class VerifyError(AutoPeftError):
+    """A verification cannot be planned as asked (one line, exit 2 in the CLI)."""
+
+
+@dataclass(frozen=True)
+class VerifyPlan:
+    """What ``verify`` will train.
+
+    Attributes:
+        study: The study.
+        trials: The trials whose configurations are verified.
+        seeds: Seeds per configuration.
+        protocol: Steps, batch size and the split sizes (the same for every run).
+        baseline: Whether default LoRA is verified too.
+    """
+
+    study: StudyRecord
+    trials: tuple[TrialRecord, ...]
+    seeds: tuple[int, ...]
+    protocol: dict
+    baseline: bool
+
+
+def full_fidelity(study: StudyRecord):
+    """The study's search prepared for verification: all training rows (``train_examples`` lifted)."""
+    from autopeft.search.prepare import prepare_search
+    from autopeft.space import load_space_text
+
+    space = load_space_text(study.space_yaml, f"study '{study.name}' (stored space)")
+    space = dataclasses.replace(space, proxy=dataclasses.replace(space.proxy, train_examples=10**9))
+    return prepare_search(space)
+
+
+def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None = None, steps: int | None = None,
+         epochs: float | None = None, baseline: bool = False, prep=None) -> tuple[VerifyPlan, object]:
+    """Choose the points and the protocol; check everything a user can get wrong first.
+
+    Returns:
+        ``(plan, prep)``: ``prep`` is the full-fidelity ``PreparedSearch`` the runs use.
+
+    Raises:
+        VerifyError: no completed trial, ``top`` < 1, both ``steps`` and ``epochs``, or a test
+            split too small for the task's classes.
+    """
+    from autopeft.search.pareto import knee, pareto_front
+
+    study = store.get_study(name)  # StoreError naming the studies if missing
+    if top is not None and top < 1:
+        raise VerifyError(f"--top must be at least 1, got {top}")
+    if steps is not None and epochs is not None:
+        raise VerifyError("give --steps or --epochs, not both")
+    records = store.trials(name)
+    front = pareto_front(records, study.objectives)
+    if not front:
+        raise VerifyError(f"study '{name}' has no completed trial to verify; run `autopeft search` first")
+    if top is not None and top < len(front):
+        front = sorted(_nearest_knee(front, knee(front, study.objectives), study)[:top], key=lambda r: r.number)
+    prep = prep or full_fidelity(study)
+    space = prep.space
+    if prep.data.n_test < 1:
+        raise VerifyError(f"study '{name}' has no test split (verify.test_examples is 0): nothing held out to verify on")
+    if space.task.type == "classification" and prep.data.n_test < prep.data.num_labels:
+        raise VerifyError(f"the test split has {prep.data.n_test} examples for {prep.data.num_labels} classes; "
+                          "raise verify.test_examples")
+    if steps is None:
+        steps = max(1, math.ceil((epochs or 1.0) * prep.data.n_train / space.proxy.batch_size))
+    n_seeds = seeds or space.verify.seeds
+    protocol = {"steps": steps, "batch_size": space.proxy.batch_size, "max_length": space.proxy.max_length,
+                "train_examples": prep.data.n_train, "eval_examples": prep.data.n_eval, "test_examples": prep.data.n_test}
+    return VerifyPlan(study, tuple(front), tuple(range(n_seeds)), protocol, baseline), prep
+
+
+def _nearest_knee(front: list[TrialRecord], k: TrialRecord, study: StudyRecord) -> list[TrialRecord]:
+    """``front`` ordered by distance to the knee ``k`` in the knee's own normalised space."""
+    import numpy as np
+
+    from autopeft.search.pareto import _losses
+
+    losses = _losses(front, study.objectives)
+    span = np.ptp(losses, axis=0)
+    span[span == 0] = 1.0
+    norm = (losses - losses.min(axis=0)) / span
+    at = norm[[r.number for r in front].index(k.number)]
+    order = np.argsort(np.linalg.norm(norm - at, axis=1), kind="stable")
+    return [front[i] for i in order]
+
+
+def jobs(p: VerifyPlan) -> list[VerificationRecord]:
+    """The verification rows of the searched points (the baseline's come after its sweep)."""
+    return [VerificationRecord(study=p.study.name, subject=f"trial:{r.number}", seed=s, protocol=p.protocol,
+                               candidate=r.candidate, trial_number=r.number)
+            for r in p.trials for s in p.seeds]
+
+
+def baseline_jobs(p: VerifyPlan, prep, *, rates=None, log: Callable[[str], None] = lambda line: None,
+                  runs: Verifications | None = None, worker: str | None = None) -> list[VerificationRecord]:
+    """Default LoRA's rows at the learning rate its own sweep picked (one seed per rate, on
+    validation, each sweep run stored as subject ``sweep:<rate>`` and reused on a rerun)."""
+    from autopeft.retrain import BASELINE_RATES, baseline_candidate
+    from autopeft.search.divergence import divergence
+    from autopeft.tasks import METRIC_DIRECTIONS
+
+    rates = rates or BASELINE_RATES
+    metric = prep.space.task.metric
+    chosen = p.trials[0].candidate
+    sweep = [VerificationRecord(study=p.study.name, subject=f"sweep:{lr:g}", seed=0, protocol=p.protocol,
+                                candidate=baseline_candidate(chosen, prep.arch, learning_rate=lr).to_json())
+             for lr in rates]
+    runs.add(sweep)
+    run_pending(runs, p.study.name, prep, worker=worker, log=log, subjects={s.subject for s in sweep})
+    done = {r.subject: r for r in runs.of(p.study.name) if r.subject.startswith("sweep:") and r.status == "complete"
+            and r.protocol_key == sweep[0].protocol_key}
+    scored = [(float(s.subject.split(":", 1)[1]), done[s.subject]) for s in sweep if s.subject in done]
+    if not scored:
+        raise VerifyError("default LoRA failed at every learning rate of its sweep; see `autopeft show --verified`")
+    healthy = [(lr, r) for lr, r in scored if divergence(r.metrics, r.extras, r.curve) is None] or scored
+    sign = 1 if METRIC_DIRECTIONS[metric] == "max" else -1
+    lr, _ = max(healthy, key=lambda item: sign * item[1].metrics[metric])
+    log(f"baseline learning rate {lr:g} (sweep: " + ", ".join(
+        f"{rate:g} {r.metrics[metric]:.4f}" for rate, r in scored) + ")")
+    cand = baseline_candidate(chosen, prep.arch, learning_rate=lr).to_json()
+    return [VerificationRecord(study=p.study.name, subject="baseline", seed=s, protocol=p.protocol, candidate=cand)
+            for s in p.seeds]
+
+
+def run_pending(runs: Verifications, name: str, prep, *, worker: str | None = None,
+                log: Callable[[str], None] = lambda line: None, subjects: set[str] | None = None,
+                limit: int | None = None) -> int:
+    """Claim and train the study's pending runs (oldest first) until none is left; returns how many ran.
+
+    Other processes may be claiming too: each run is trained once. ``subjects`` limits this
+    process to those rows (it then leaves the others for later).
+    """
+    worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+    runs.requeue_stale(name, STALE_AFTER)
+    done = 0
+    while limit is None or done < limit:
+        record = runs.claim(name, worker) if subjects is None else _claim_among(runs, name, worker, subjects)
+        if record is None:
+            return done
+        log(f"verify {name}: {record.subject} seed {record.seed}, {record.protocol['steps']} steps")
+        runs.finish(train(record, prep))
+        done += 1
+    return done
+
+
+def _claim_among(runs: Verifications, name: str, worker: str, subjects: set[str]) -> VerificationRecord | None:
+    pending = [r for r in runs.of(name) if r.status == "pending" and r.subject in subjects]
+    for r in pending:
+        claimed = runs.claim_id(r.id, worker)
+        if claimed is not None:
+            return claimed
+    return None
+
+
+def train(record: VerificationRecord, prep) -> VerificationRecord:
+    """Train one claimed run in an isolated trial process; its record with the outcome."""
+    from autopeft.methods import BuildContext, get_method
+    from autopeft.search.prepare import trial_spec
+    from autopeft.space.encoding import Candidate
+    from autopeft.trials.executor import run_isolated
+
+    steps = record.protocol["steps"]
+    cand = Candidate.from_json(record.candidate)
+    method = get_method(cand.method)
+    try:
+        config = method.config_json(method.build(cand, BuildContext(prep.arch, steps, base_model=prep.model.location)))
+    except AutoPeftError as e:
+        return dataclasses.replace(record, status="failed", error=str(e))
+    spec = trial_spec(prep, cand, config, study=record.study, trial=record.trial_number or 0, steps=steps,
+                      batch_size=record.protocol["batch_size"], seed=record.seed, log_every=max(1, steps // 20),
+                      timeout=max(prep.space.proxy.timeout, 24 * 3600.0), rungs=(), test_split=True)
+    result = run_isolated(spec)
+    if result.status != "complete":
+        return dataclasses.replace(record, status="failed", error=result.error, curve=result.curve)
+    return dataclasses.replace(record, status="complete", metrics=result.metrics, test_metrics=result.test_metrics,
+                               trainable_params=result.trainable_params, curve=result.curve, extras=result.extras)
