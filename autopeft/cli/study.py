@@ -267,21 +267,22 @@ def export(
 
 
 def _load_snippet(study, record, path, weights: bool) -> str:
-    from autopeft.export import study_task
-    from autopeft.methods import get_method
+    from autopeft.export import load_snippet, study_task
 
     task, num_labels = study_task(study)
-    return get_method(record.candidate["method"]).load_snippet(str(path), task, num_labels, weights)
+    return load_snippet(study, record.candidate["method"], str(path), task, num_labels, weights=weights)
 
 
 def _train(console, study, record, path, seeds, steps, epochs, train_examples, baseline, records) -> None:
     from pathlib import Path
 
+    from autopeft.export import make_portable
     from autopeft.retrain import retrain
 
     protocol, chosen, base = retrain(study, record, Path(path), seeds=seeds, steps=steps, epochs=epochs,
                                      train_examples=train_examples, baseline=baseline, records=records,
                                      on_progress=lambda msg: console.print(f"  training {msg}"))
+    make_portable(path, study)  # peft saved the weights with the local path of the base model
     m = protocol.metric
     for report in (chosen, base):
         if report is not None:

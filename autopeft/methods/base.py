@@ -61,8 +61,12 @@ class Method(Protocol):
     def save_weights(self, model, out_dir: str) -> None:
         """Save the trained adapter (and its config) of ``model`` into ``out_dir``, as safetensors."""
 
-    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool) -> str:
-        """Python that loads what ``export`` (and, with ``weights``, ``save_weights``) wrote."""
+    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool, base_expr: str | None = None) -> str:
+        """Python that loads what ``export`` (and, with ``weights``, ``save_weights``) wrote.
+
+        ``base_expr``: the Python expression the base model is loaded from (default: the
+        model the exported config names, e.g. ``config.base_model_name_or_path``).
+        """
 
     def on_step(self, model, step: int) -> None:
         """Called after every optimiser step, before gradients are zeroed."""
@@ -98,7 +102,7 @@ class MethodBase:
         # the trained task head is part of it (modules_to_save).
         model.save_pretrained(out_dir, safe_serialization=True)
 
-    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool) -> str:
+    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool, base_expr: str | None = None) -> str:
         from autopeft.tasks import task_kind
 
         kind = task_kind(task)
@@ -107,7 +111,7 @@ class MethodBase:
             f"from transformers import {kind.auto_class}",
             "",
             f"config = PeftConfig.from_pretrained({out_dir!r})",
-            kind.from_pretrained_line("config.base_model_name_or_path", num_labels),
+            kind.from_pretrained_line(base_expr or "config.base_model_name_or_path", num_labels),
         ]
         if weights:
             return "\n".join(head + [f"model = PeftModel.from_pretrained(base, {out_dir!r})  # the trained head comes with it"])

@@ -240,7 +240,7 @@ class Bottleneck(MethodBase):
             f.write("\n")
         return [CONFIG_FILE]
 
-    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool) -> str:
+    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool, base_expr: str | None = None) -> str:
         from autopeft.tasks import task_kind
 
         kind = task_kind(task)
@@ -250,7 +250,7 @@ class Bottleneck(MethodBase):
             "from autopeft.methods.bottleneck import apply",
             "",
             f"config = json.load(open(os.path.join({out_dir!r}, {CONFIG_FILE!r})))",
-            kind.from_pretrained_line("config['base_model']", num_labels),
+            kind.from_pretrained_line(base_expr or "config['base_model']", num_labels),
             "model = apply(base, config)",
         ]
         if weights:
