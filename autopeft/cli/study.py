@@ -61,8 +61,10 @@ def search(
     set_: Optional[List[str]] = SET,
     submit_only: bool = typer.Option(False, "--submit-only", help="Create the study and leave its trials to `autopeft worker`."),
     workers: int = typer.Option(1, "--workers", min=1, help="Run the trials in N local worker processes (cores shared)."),
+    log_to: Optional[str] = typer.Option(None, "--log-to", help="mlflow or mlflow:TRACKING_URI: also log every trial as an MLflow run."),
 ) -> None:
     """Run (or resume) a search and print its Pareto front."""
+    from autopeft.events import Tee, log_to_events
     from autopeft.progress import RichEvents
     from autopeft.search.loop import open_study, run_search
     from autopeft.search.prepare import prepare_search
@@ -70,6 +72,9 @@ def search(
     from autopeft.store import Store
 
     sp = load_space(space, set_ or ())
+    if log_to and submit_only:
+        raise AutoPeftError("--log-to with --submit-only: the trials run in workers; run the search here to log them")
+    logger = log_to_events(log_to)  # before any preparation: a missing mlflow is said at once
     store = Store(storage_url(storage))
     console = make_console()
     console.print(f"preparing [bold]{sp.study}[/]: model {sp.model.name}, data {sp.task.dataset} ...")
@@ -82,9 +87,15 @@ def search(
     prep = _warn(prepare_search(sp))
     if workers > 1:
         outcome = _run_workers(console, store, prep, trials, workers)
+        if logger is not None:  # the workers' trials ran in other processes: log them now
+            logger.log_records(outcome.study, outcome.records)
     else:
         with RichEvents() as events:
-            outcome = run_search(prep, store, trials=trials, events=events)
+            if logger is not None:  # through the bar's console: a raw print would tear the bar
+                logger.warn = lambda msg: events.console.print(f"warning: {msg}", markup=False, highlight=False)
+            outcome = run_search(prep, store, trials=trials, events=Tee(events, logger))
+    if logger is not None:
+        console.print(f"trials logged to MLflow at {logger.tracking_uri}, experiment '{outcome.study.name}'")
     _print_front(console, outcome.study, outcome.records)
     url = store.display_url
     flag = "" if url == "sqlite:///autopeft.db" else f" --storage '{url}'"
