@@ -151,3 +151,19 @@ def test_a_refused_tracking_store_is_said_before_any_trial(tmp_path, monkeypatch
     with pytest.raises(AutoPeftError, match="cannot use the tracking URI") as e:
         MlflowEvents(f"file://{tmp_path}/mlruns")
     assert "\n" not in str(e.value)
+
+
+def test_python_api_log_to(tmp_path, monkeypatch):
+    import functools
+
+    from autopeft import search
+    from autopeft.search import loop
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(loop, "run_search", functools.partial(loop.run_search, runner=fake_runner))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    space = tmp_path / "logged.yaml"
+    space.write_text(SPACE)
+    result = search(str(space), storage=f"sqlite:///{tmp_path}/api.db", trials=2, log_to=f"mlflow:{uri}")
+    _, runs = _runs(uri)
+    assert set(runs) == {r.number for r in result.records}
