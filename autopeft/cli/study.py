@@ -201,6 +201,7 @@ def _print_importance(console, study) -> None:
 def _print_trials(console, study, records, only_front: bool = False) -> None:
     from rich.table import Table
 
+    from autopeft.methods.fields import used_config
     from autopeft.progress import fmt
     from autopeft.search.pareto import pareto_front
 
@@ -214,6 +215,7 @@ def _print_trials(console, study, records, only_front: bool = False) -> None:
     table.add_column("note")
     for r in rows:
         c = r.candidate
+        used = used_config(c)  # '-' for what the method ignores (IA3's rank, prefix tuning's placement)
         targets = c["targets"] if isinstance(c["targets"], str) else "+".join(c["targets"])
         values = r.values or [None] * len(study.objectives)
         cells = [fmt(n, v) for (n, _), v in zip(study.objectives, values)]
@@ -222,7 +224,8 @@ def _print_trials(console, study, records, only_front: bool = False) -> None:
             if "trainable_params" in names:
                 cells[names.index("trainable_params")] = fmt("trainable_params", r.trainable_params)
         table.add_row("★" if r.number in front else "", str(r.number), r.status, c["method"],
-                      str(c["rank"]) if c["method"] != "ia3" else "-", targets, _layers(c["layers"]),
+                      str(c["rank"]) if "rank" in used else "-", targets if "targets" in used else "-",
+                      _layers(c["layers"]) if "layers" in used else "-",
                       f"{c['learning_rate']:.1e}", *cells, _note(r))
     console.print(table)
 

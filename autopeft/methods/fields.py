@@ -42,7 +42,7 @@ def used_config(candidate: dict, uses: Collection[str] | None = None) -> dict:
     candidate = candidate or {}
     if uses is None:
         uses = method_uses(candidate.get("method", ""))
-    used = set(uses) | ALWAYS_USED
+    used = (set(uses) | ALWAYS_USED) - {"layer_ranks"}
     if "rank" in used and candidate.get("layer_ranks") is not None:
         used.add("layer_ranks")
     return {k: candidate[k] for k in FIELD_ORDER if k in used and k in candidate}
