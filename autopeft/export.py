@@ -3,6 +3,12 @@
 ``adapter_config.json`` is written by peft itself (``PeftConfig.save_pretrained``), so it
 loads with ``PeftConfig.from_pretrained(DIR)`` and nothing from autopeft. Beside it,
 ``autopeft.json`` records where it came from: study, trial, metrics, space hash, versions.
+
+Exports travel: trials record the base model where this machine had it (a directory in
+site-packages for a bundled model, in the cache for a converted GGUF). An adapter that
+names that path loads nowhere else, so the exported config names the model's hub id when
+known (``BundledModel.canonical_id``), else the name the user gave; the local directory
+stays in ``autopeft.json``, and ``load_snippet`` shows how to load the bundled copy offline.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ def export_trial(study: StudyRecord, record: TrialRecord, out: str | Path, *, pi
     method, config = record.candidate["method"], record.peft_config
     if as_ is not None:
         method, config = _convert(record, as_)
+    location = base_model_of(config)
+    config = with_base_model(config, portable_model_id(study.model))
     out_dir = Path(out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir} exists and is not a directory")
@@ -50,6 +58,8 @@ def export_trial(study: StudyRecord, record: TrialRecord, out: str | Path, *, pi
             "objectives": {name: v for (name, _), v in zip(study.objectives, record.values or [])},
             "trainable_params": record.trainable_params,
             "model": study.model,
+            "base_model_name_or_path": portable_model_id(study.model),
+            "model_location": location,  # where the search read it on this machine
             "model_fingerprint": study.model_fingerprint,
             "dataset": study.dataset,
             "data_fingerprint": study.data_fingerprint,
@@ -60,6 +70,73 @@ def export_trial(study: StudyRecord, record: TrialRecord, out: str | Path, *, pi
     except OSError as e:
         raise ExportError(f"cannot write to --out {out_dir}: {e.strerror or e}") from None
     return out_dir
+
+
+#: The keys a method's exported config names its base model under (peft's; the bottleneck module's).
+_BASE_KEYS = ("base_model_name_or_path", "base_model")
+
+
+def portable_model_id(model: str) -> str:
+    """What an exported config should name as its base model: the hub id a bundled alias is a
+    copy of (``minilm-l6`` -> ``sentence-transformers/all-MiniLM-L6-v2``), else ``model`` as
+    the user gave it (a hub id, or their own path)."""
+    from autopeft.assets.models import BUNDLED_MODELS
+
+    bundled = BUNDLED_MODELS.get(model)
+    return (bundled.canonical_id or model) if bundled else model
+
+
+def base_model_of(config: dict | None) -> str | None:
+    """The base model ``config`` names (None if none)."""
+    return next((config[k] for k in _BASE_KEYS if (config or {}).get(k)), None)
+
+
+def with_base_model(config: dict, model_id: str) -> dict:
+    """``config`` naming ``model_id`` as its base model, under whichever key it uses."""
+    keys = [k for k in _BASE_KEYS if k in config] or ["base_model_name_or_path"]
+    return {**config, **{k: model_id for k in keys}}
+
+
+def make_portable(out_dir: str | Path, study: StudyRecord) -> None:
+    """Rewrite the base model named by the config files in ``out_dir`` (``export --train``:
+    peft's ``save_pretrained`` writes the path the model was loaded from)."""
+    model_id = portable_model_id(study.model)
+    for name in ("adapter_config.json", "bottleneck_config.json"):
+        path = Path(out_dir) / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+            path.write_text(json.dumps(with_base_model(data, model_id), indent=2, sort_keys=True) + "\n")
+        except OSError as e:
+            raise ExportError(f"cannot rewrite {path}: {e.strerror or e}") from None
+
+
+def load_snippet(study: StudyRecord, method: str, out_dir: str, task: str, num_labels: int, *, weights: bool) -> str:
+    """Python that loads the export in ``out_dir``; for a bundled model, from autopeft's local
+    copy (``resolve_model``), so it runs offline — the config itself names the hub id."""
+    from autopeft.assets.models import BUNDLED_MODELS, base_model_lines
+    from autopeft.methods import get_method
+
+    bundled = BUNDLED_MODELS.get(study.model)
+    if bundled is None:
+        gguf = base_model_lines(study.model)  # a user's own .gguf: its converted copy in the cache
+        if gguf is None:
+            return get_method(method).load_snippet(out_dir, task, num_labels, weights)
+        setup, expr = gguf
+        lines = get_method(method).load_snippet(out_dir, task, num_labels, weights, base_expr=expr).splitlines()
+        split = lines.index("") if "" in lines else 0
+        return "\n".join([*lines[:split], *setup, *lines[split:]])
+    lines = get_method(method).load_snippet(out_dir, task, num_labels, weights, base_expr="base_dir").splitlines()
+    split = lines.index("") if "" in lines else 0
+    copy_of = f"the local copy of {bundled.canonical_id}" if bundled.canonical_id else "the bundled model"
+    return "\n".join([
+        "from autopeft.assets.models import resolve_model",
+        "from autopeft.space.schema import ModelSpec",
+        *lines[:split], "",
+        f"base_dir = resolve_model(ModelSpec({study.model!r})).location  # {copy_of}: no network needed",
+        *lines[split + 1:],
+    ])
 
 
 def _convert(record: TrialRecord, as_: str) -> tuple[str, dict]:

@@ -262,7 +262,7 @@ def _train_one(name, cand, prep, protocol: Protocol, seed: int, save: Path | Non
 
 def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: ConfigReport, base: ConfigReport | None,
                num_labels: int, baseline_note: str | None = None) -> str:
-    from autopeft.methods import get_method
+    from autopeft.export import load_snippet
 
     m = p.metric
     best_seed = chosen.runs[0].seed
@@ -295,7 +295,7 @@ def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: Con
         "## Load it",
         "",
         "```python",
-        get_method(chosen.candidate["method"]).load_snippet(".", p.task, num_labels, weights=True, model=study.model),
+        load_snippet(study, chosen.candidate["method"], ".", p.task, num_labels, weights=True),
         "```",
         "",
     ]

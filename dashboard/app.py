@@ -22,6 +22,9 @@ from autopeft.errors import AutoPeftError
 from autopeft.space import shipped_spaces
 
 PAGES = ["Studies", "Pareto front", "Hypervolume", "Trials", "Importance", "Compare", "Export", "New search"]
+#: The page's name in the URL (``?page=pareto&study=NAME``): short, and no space to escape.
+SLUGS = {"Studies": "studies", "Pareto front": "pareto", "Hypervolume": "hypervolume", "Trials": "trials",
+         "Importance": "importance", "Compare": "compare", "Export": "export", "New search": "new"}
 CACHE_TTL = 2  # seconds: short, so live refresh and new trials from workers show up
 
 
@@ -85,7 +88,8 @@ def _no_completed(sd: data.StudyData) -> None:
 def page_studies(url: str, names: list[str]) -> None:
     st.header("Studies")
     frame = data.studies_frame([_study(url, n) for n in names])
-    event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="single-row", key="studies_table")
+    event = st.dataframe(render.table(frame), hide_index=True, on_select="rerun", selection_mode="single-row",
+                         key="studies_table", placeholder="-")
     st.caption("Select a row to open the study's Pareto front.")
     rows = getattr(getattr(event, "selection", None), "rows", None) or []
     if rows:
@@ -113,7 +117,7 @@ def page_pareto(url: str, sd: data.StudyData) -> None:
     st.plotly_chart(render.pareto_figure(points, x, y, z=z, metrics=metrics), key="pareto_chart")
     front = frame[frame["pareto"]]
     st.caption(f"{len(front)} Pareto-optimal of {len(points)} completed trials (outlined); dominated trials faded.")
-    st.dataframe(front.drop(columns=["error", "pareto"]), hide_index=True)
+    st.dataframe(render.table(front.drop(columns=["error", "pareto"])), hide_index=True, placeholder="-")
 
 
 def page_hypervolume(url: str, sd: data.StudyData) -> None:
@@ -149,7 +153,8 @@ def page_trials(url: str, sd: data.StudyData) -> None:
         shown = shown[shown["method"].isin(methods)]
     if only_front:
         shown = shown[shown["pareto"]]
-    st.dataframe(shown, hide_index=True, height=320)
+    # placeholder: the grid draws a missing value itself ("None" by default), whatever the Styler says
+    st.dataframe(render.table(shown), hide_index=True, height=320, placeholder="-")
     st.caption(f"{len(shown)} of {len(frame)} trials; click a column header to sort.")
     if shown.empty:
         return st.info("No trial matches the filters.")
@@ -290,9 +295,8 @@ def main() -> None:
     goto = st.session_state.pop("_goto", None)
     if goto:  # set before the widgets exist: Streamlit forbids changing a widget's state after
         st.session_state["page"], st.session_state["study"] = goto
-    elif "page" not in st.session_state:
-        wanted = st.query_params.get("page")
-        st.session_state["page"] = wanted if wanted in pages else pages[0]
+    elif "page" not in st.session_state:  # a new session: open the page the URL names
+        st.session_state["page"] = page_from_url(st.query_params.get("page"), pages)
     if st.session_state["page"] not in pages:
         st.session_state["page"] = pages[0]
 
@@ -303,14 +307,17 @@ def main() -> None:
     try:
         names = _study_names(url)
     except AutoPeftError as e:
+        _set_url(page)
         if page == "New search":
             return page_new_search(url, display_url)
         st.error(f"Cannot open the database: {e}")
         st.info("Check `--storage` (e.g. sqlite:///autopeft.db or postgresql+psycopg://user:pass@host/db).")
         return
     if page == "New search":
+        _set_url(page)
         return page_new_search(url, display_url)
     if not names:
+        _set_url(page)
         st.info(f"No studies in {display_url} yet. Run `autopeft search SPACE.yaml --storage '{display_url}'`"
                 + ("" if read_only else " or create one on the New search page") + ".")
         return
@@ -319,6 +326,7 @@ def main() -> None:
         wanted = st.query_params.get("study")
         st.session_state["study"] = wanted if wanted in names else names[-1]
     study = st.sidebar.selectbox("Study", names, key="study")
+    _set_url(page, study)
     # Live by default while the study has a running trial (a search or workers are at it).
     running = any(r.status == "running" for r in _study(url, study).records)
     live = st.sidebar.toggle("Live refresh", value=running, key="live")
@@ -350,6 +358,24 @@ def main() -> None:
 
     # A fragment re-runs only the page body on a timer; the sidebar keeps its state.
     (st.fragment(run_every=interval)(body) if live else body)()
+
+
+def page_from_url(value: str | None, pages: list[str]) -> str:
+    """The page ``?page=`` names: a slug (``pareto``) or a page's title (``Pareto front``);
+    anything else opens the first page."""
+    if not value:
+        return pages[0]
+    by_slug = {SLUGS[p]: p for p in pages}
+    wanted = by_slug.get(value.strip().lower()) or next((p for p in pages if p.lower() == value.strip().lower()), None)
+    return wanted or pages[0]
+
+
+def _set_url(page: str, study: str | None = None) -> None:
+    """Write where the user is into the URL, so it can be bookmarked, shared or reloaded."""
+    wanted = {"page": SLUGS[page], **({"study": study} if study else {})}
+    current = {k: st.query_params.get(k) for k in ("page", "study")}
+    if {k: v for k, v in current.items() if v is not None} != wanted:  # unchanged: leave the history alone
+        st.query_params.from_dict(wanted)
 
 
 @contextlib.contextmanager

@@ -137,19 +137,27 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
 
     from autopeft.search.pareto import pareto_front
 
+    from autopeft.methods.fields import used_config
+
     front = {r.number for r in pareto_front(records, study.objectives)}
     num_layers = 1 + max((max(r.candidate.get("layers") or [0]) for r in records), default=0)
     rows = []
     for r in records:
         c = r.candidate or {}
         layers = c.get("layers") or []
+        # A field the trial's method ignores (IA3's rank, prefix tuning's placement) is missing,
+        # shown as '-', like `autopeft show`: a number there would read as a setting that mattered.
+        used = used_config(c) if c.get("method") else c
         row = {
-            "number": r.number, "status": r.status, "method": c.get("method", "?"), "rank": c.get("rank"),
-            "layers": layers_text(layers), "n_layers": len(layers), "targets": targets_text(c.get("targets")),
+            "number": r.number, "status": r.status, "method": c.get("method", "?"), "rank": used.get("rank"),
+            "layers": layers_text(layers) if "layers" in used else None,
+            "n_layers": len(layers) if "layers" in used else None,
+            "targets": targets_text(c.get("targets")) if "targets" in used else None,
             "learning_rate": c.get("learning_rate"), "trainable_params": r.trainable_params,
         }
         for i, (name, _) in enumerate(study.objectives):
-            row[name] = r.values[i] if r.values else None
+            # an infeasible trial has no objective values, but its parameter count is known (as in `show`)
+            row[name] = r.values[i] if r.values else row.get(name)
         for k, v in (r.metrics or {}).items():
             row.setdefault(k, v)
         row["wall_time"] = (r.resources or {}).get("wall_time")
@@ -166,6 +174,8 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=head + tail)
+    for col in ("rank", "n_layers"):  # integers with gaps, not floats
+        frame[col] = frame[col].astype("Int64")
     extra = [c for c in frame.columns if c not in head and c not in tail]
     return frame[head + extra + tail]
 

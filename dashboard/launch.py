@@ -18,11 +18,19 @@ from pathlib import Path
 APP = Path(__file__).resolve().parent / "app.py"
 
 
+#: Streamlit's toolbar: "minimal" shows only options set by the app (none), so no Deploy button.
+TOOLBAR = ("--client.toolbarMode", "minimal")
+
+
 def command(*, host: str = "127.0.0.1", port: int = 8501, read_only: bool = False) -> list[str]:
     """The ``streamlit run`` command line for the dashboard (the URL goes in the environment)."""
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
            "--server.address", host, "--server.port", str(port),
-           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--"]
+           "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           # No "Deploy" button or developer menu: the dashboard is a tool here, not an app being
+           # written. A flag rather than .streamlit/config.toml beside app.py, which Streamlit
+           # never reads (it looks in the working directory and ~/.streamlit).
+           *TOOLBAR, "--"]
     return cmd + (["--read-only"] if read_only else [])
 
 

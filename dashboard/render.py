@@ -18,9 +18,65 @@ def method_colours(methods: Sequence[str]) -> dict[str, str]:
     return {m: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(sorted(set(methods)))}
 
 
+def fmt3(v) -> str:
+    """A number for reading: 3 significant digits (``0.000312``, ``0.612``, ``12.3``), whole
+    numbers from 1,000 up with separators (``12,288``: no exponent for a count), '-' for none."""
+    import math
+    import numbers
+
+    if v is None or isinstance(v, bool):
+        return "-" if v is None else str(v)
+    if isinstance(v, numbers.Integral):
+        return f"{int(v):,}"
+    if isinstance(v, numbers.Real):
+        v = float(v)
+        if math.isnan(v):
+            return "-"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+    try:
+        import pandas as pd
+
+        if pd.isna(v):  # pd.NA, NaT
+            return "-"
+    except (TypeError, ValueError):  # lists and other values pandas cannot test
+        pass
+    return str(v)
+
+
+def _count(v) -> str:
+    text = fmt3(v)
+    return f"{float(v):,.0f}" if text not in ("-",) and isinstance(v, float) else text
+
+
+#: Columns that count things (thousands separators, never 3 significant digits).
+_COUNT_COLUMNS = ("trainable_params", "best trainable_params", "target", "front")
+
+
+def table(frame):
+    """``frame`` for ``st.dataframe``, formatted for reading: floats (learning rates, metrics,
+    times) to 3 significant digits, counts with separators, '-' where a field does not apply.
+
+    A pandas ``Styler``: only the display changes, the values stay numbers, so a click on a
+    column header still sorts 1e-4 below 2e-3.
+    """
+    import pandas as pd
+
+    formats = {}
+    for col in frame.columns:
+        if col in _COUNT_COLUMNS:
+            formats[col] = _count
+        elif pd.api.types.is_float_dtype(frame[col]) or pd.api.types.is_integer_dtype(frame[col]):
+            formats[col] = fmt3
+        elif pd.api.types.is_datetime64_any_dtype(frame[col]):
+            formats[col] = lambda v: "-" if pd.isna(v) else f"{v:%Y-%m-%d %H:%M}"
+    if "number" in frame.columns:
+        formats["number"] = str  # a trial number is a name, not a quantity
+    return frame.style.format(formats, na_rep="-")
+
+
 def _hover(frame, metrics: Sequence[str]):
     cols = [c for c in _HOVER_COLUMNS if c in frame.columns] + [m for m in metrics if m in frame.columns]
-    custom = frame[cols].astype(object).where(frame[cols].notna(), "-").to_numpy()
+    custom = frame[cols].astype(object).map(fmt3).to_numpy()
     lines = ["<b>trial %{customdata[0]}</b>"] + [f"{c}: %{{customdata[{i}]}}" for i, c in enumerate(cols) if i]
     return custom, "<br>".join(lines) + "<extra></extra>"
 
@@ -131,11 +187,7 @@ def compare_figure(fronts: dict[str, object], x: str, y: str):
 
 
 def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float) and abs(v) >= 1e4:
-        return f"{v:,.0f}"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return fmt3(v)
 
 
 # ---------------------------------------------------------------------- page pieces

@@ -387,3 +387,101 @@ def test_hypervolume_of_known_points():
     # The reference point lies 10 % of the range beyond the worst value, parameters on log10.
     assert report.reference == pytest.approx((0.45, 10 ** (np.log10(200) + 0.1 * np.log10(2))))
     assert [v for _, v in report.history][0] == pytest.approx(0.1 / 1.1)
+
+
+# ---------------------------------------------------------------------- reading polish
+def _display(element):
+    """The text each cell of an ``st.dataframe`` shows (the Styler's display values)."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    return convert_arrow_bytes_to_pandas_df(element.proto.arrow_data.styler.display_values)
+
+
+def test_tables_show_three_significant_digits_and_dash_for_unused_fields(app, synthetic_url):
+    at = _ok(app(synthetic_url, "Trials", "synthetic"))
+    element = at.dataframe[0]
+    values, shown = element.value, _display(element)
+    assert len(values) == len(shown) == 1000
+    # the values stay numbers (sorting by learning rate is numeric); only the text is rounded
+    assert values["learning_rate"].dtype.kind == "f"
+    for raw, text in zip(values["learning_rate"], shown["learning_rate"]):
+        assert text == f"{raw:.3g}" and float(text) == pytest.approx(raw, rel=5e-3)
+    done = values["accuracy"].notna()
+    assert all(t == f"{v:.3g}" for v, t in zip(values["accuracy"][done], shown["accuracy"][done]))
+    assert (shown["accuracy"][~done] == "-").all()
+    # IA3 uses no rank: '-' as in `autopeft show`; the other methods show theirs
+    ia3 = values["method"] == "ia3"
+    assert ia3.any() and (shown["rank"][ia3] == "-").all() and values["rank"][ia3].isna().all()
+    assert element.proto.placeholder == "-"  # how the grid draws a missing value (else "None")
+    assert shown["rank"][~ia3].isin(["2", "4", "8", "16"]).all()
+    assert all(t == (f"{int(v):,}" if v == v else "-") for v, t in zip(values["trainable_params"], shown["trainable_params"]))
+    assert values["trainable_params"][values["status"] == "infeasible"].notna().all()  # counted, never trained
+    # the Pareto front table and the Studies table too
+    at = _ok(app(synthetic_url, "Pareto front", "synthetic"))
+    shown = _display(at.dataframe[0])
+    assert shown["learning_rate"].str.fullmatch(r"[0-9.e+-]+").all() and shown["learning_rate"].str.len().max() <= 9
+    assert at.dataframe[0].proto.placeholder == "-"
+    at = _ok(app(synthetic_url, "Studies"))
+    shown = _display(at.dataframe[0])
+    assert shown["best accuracy"].str.fullmatch(r"0\.\d{1,3}").all()
+
+
+def test_hover_labels_are_rounded_and_dash_for_unused_fields(synthetic_url):
+    from autopeft.dashboard import data, render
+    from autopeft.store import Store
+
+    sd = data.load_study(Store(synthetic_url), "synthetic")
+    frame = data.trials_frame(sd.study, sd.records)
+    custom, template = render._hover(frame, ["accuracy", "learning_rate"])
+    cols = ["number", "method", "rank", "layers", "targets", "trainable_params", "accuracy", "learning_rate"]
+    rows = [dict(zip(cols, row)) for row in custom]
+    assert all(r["rank"] == "-" for r in rows if r["method"] == "ia3")
+    assert all(len(r["learning_rate"].replace("0.", "").lstrip("0")) <= 3 for r in rows)
+
+
+@pytest.mark.parametrize("query, page", [
+    ({"page": "pareto", "study": "small"}, "Pareto front"),
+    ({"page": "Pareto front", "study": "small"}, "Pareto front"),  # the page's title works too
+    ({"page": "trials", "study": "small"}, "Trials"),
+    ({"page": "no-such-page", "study": "small"}, "Studies"),
+])
+def test_pages_open_from_the_url(synthetic_url, monkeypatch, query, page):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("AUTOPEFT_DASHBOARD_STORAGE", synthetic_url)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(query)
+    _ok(at.run())
+    assert at.sidebar.radio(key="page").value == page and at.sidebar.selectbox(key="study").value == "small"
+    assert at.query_params == {"page": {"Pareto front": "pareto", "Trials": "trials", "Studies": "studies"}[page],
+                               "study": "small"}
+
+
+def test_navigation_writes_the_url(synthetic_url, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("AUTOPEFT_DASHBOARD_STORAGE", synthetic_url)
+    at = _ok(AppTest.from_file(APP, default_timeout=120).run())
+    assert at.query_params == {"page": "studies", "study": "three"}  # the newest study by default
+    at.sidebar.radio(key="page").set_value("Hypervolume").run()
+    assert _ok(at).query_params == {"page": "hypervolume", "study": "three"}
+    at.sidebar.selectbox(key="study").set_value("small").run()
+    assert _ok(at).query_params == {"page": "hypervolume", "study": "small"}
+    assert "Hypervolume vs trials - small" in _text(at)
+    at.sidebar.radio(key="page").set_value("New search").run()
+    assert _ok(at).query_params == {"page": "new"}
+    # A Studies row click opens that study's front, and the URL says so.
+    at.sidebar.radio(key="page").set_value("Studies").run()
+    at.session_state["_goto"] = ("Pareto front", "synthetic")
+    at.run()
+    assert _ok(at).query_params == {"page": "pareto", "study": "synthetic"}
+
+
+def test_launcher_hides_streamlits_deploy_toolbar():
+    from streamlit import config
+
+    cmd = launch.command()
+    i = cmd.index("--client.toolbarMode")
+    assert cmd[i + 1] == "minimal" and i < cmd.index("--")  # a streamlit flag, not an app argument
+    option = config._config_options["client.toolbarMode"]  # a real option of the installed Streamlit
+    assert '"minimal"' in option.description and "deploy" in option.description.lower()

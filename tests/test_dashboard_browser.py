@@ -150,6 +150,9 @@ def test_every_page_in_headless_chromium(server, browser, tmp_path):
     _wait_page(browser, *PAGES["Pareto front"])
     legend = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .legendtext"))
     assert "Pareto front" in legend and "default LoRA" in legend
+    # `autopeft dashboard` runs Streamlit with client.toolbarMode=minimal: no Deploy button
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAppDeployButton"]')
+    assert "page=pareto" in browser.current_url  # the URL names the page by its short name
     _shot(browser, tmp_path, "pareto")
 
     for page, (header, charts) in PAGES.items():
@@ -177,4 +180,8 @@ def test_every_page_in_headless_chromium(server, browser, tmp_path):
     label.click()
     _wait_page(browser, "Hypervolume vs trials", 1)
     assert "reference" in browser.find_element(By.TAG_NAME, "body").text
+    # ... and the URL follows, so the page can be bookmarked or shared
+    WebDriverWait(browser, 30).until(lambda d: "page=hypervolume" in d.current_url and "study=demo" in d.current_url)
+    browser.get(f"{server}/?page=trials&study=baseline")  # a short deep link opens that page
+    _wait_page(browser, "Trials - baseline", 1)
     assert len(list(tmp_path.glob("*.png"))) == len(PAGES) + 1

@@ -1,7 +1,7 @@
 """The ``autopeft`` command line (console script ``autopeft.cli:run``; also ``python -m autopeft``).
 
 The commands are plain functions in one module per group (``study``, ``verify``, ``assets``,
-``dashboard``, ``workers``); this module alone builds the Typer app and registers them, so
+``dashboard``, ``workers``, ``interop``); this module alone builds the Typer app and registers them, so
 the modules never import it back. Every error a user can cause ends as one line on stderr
 and exit code 2; Ctrl-C ends a search cleanly with exit code 130 after recording the
 running trial.
@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from autopeft.cli import assets, dashboard, study, verify, workers
+from autopeft.cli import assets, dashboard, interop, study, verify, workers
 from autopeft.errors import AutoPeftError
 
 __all__ = ["app", "main", "run"]
@@ -31,6 +31,7 @@ for _command in (study.validate, study.search, study.studies, study.show, study.
 _db = typer.Typer(no_args_is_help=True, help=workers.DB_HELP)
 _db.command("upgrade")(workers.db_upgrade)
 _db.command("current")(workers.db_current)
+_db.command("annotate")(interop.db_annotate)
 app.add_typer(_db, name="db")
 
 

@@ -65,8 +65,10 @@ def search(
     gpus: Optional[str] = typer.Option(None, "--gpus", help="CUDA devices for the workers, e.g. 0,2,5 (default: all visible); "
                                        "worker i gets GPU i mod G."),
     per_gpu: int = typer.Option(1, "--per-gpu", min=1, help="Workers allowed on one GPU (default 1: never two trials on one GPU)."),
+    log_to: Optional[str] = typer.Option(None, "--log-to", help="mlflow or mlflow:TRACKING_URI: also log every trial as an MLflow run."),
 ) -> None:
     """Run (or resume) a search and print its Pareto front."""
+    from autopeft.events import Tee, log_to_events
     from autopeft.progress import RichEvents
     from autopeft.search.loop import open_study, run_search
     from autopeft.search.prepare import prepare_search
@@ -74,6 +76,9 @@ def search(
     from autopeft.store import Store
 
     sp = load_space(space, set_ or ())
+    if log_to and submit_only:
+        raise AutoPeftError("--log-to with --submit-only: the trials run in workers; run the search here to log them")
+    logger = log_to_events(log_to)  # before any preparation: a missing mlflow is said at once
     store = Store(storage_url(storage))
     console = make_console()
     console.print(f"preparing [bold]{sp.study}[/]: model {sp.model.name}, data {sp.task.dataset} ...")
@@ -87,11 +92,17 @@ def search(
     prep = _warn(prepare_search(sp))
     if workers > 1:
         outcome = _run_workers(console, store, prep, trials, workers, gpu_of)
+        if logger is not None:  # the workers' trials ran in other processes: log them now
+            logger.log_records(outcome.study, outcome.records)
     else:
         if gpu_of[0] is not None:  # before the first trial starts the forkserver, which inherits it
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu_of[0]
         with RichEvents() as events:
-            outcome = run_search(prep, store, trials=trials, events=events)
+            if logger is not None:  # through the bar's console: a raw print would tear the bar
+                logger.warn = lambda msg: events.console.print(f"warning: {msg}", markup=False, highlight=False)
+            outcome = run_search(prep, store, trials=trials, events=Tee(events, logger))
+    if logger is not None:
+        console.print(f"trials logged to MLflow at {logger.tracking_uri}, experiment '{outcome.study.name}'")
     _print_front(console, outcome.study, outcome.records)
     url = store.display_url
     flag = "" if url == "sqlite:///autopeft.db" else f" --storage '{url}'"
@@ -246,7 +257,7 @@ def _print_trials(console, study, records, only_front: bool = False, verified: d
                   front_on_verified: bool = False) -> None:
     from rich.table import Table
 
-    from autopeft.methods import get_method
+    from autopeft.methods.fields import used_config
     from autopeft.progress import fmt
     from autopeft.search.pareto import pareto_front
 
@@ -273,6 +284,7 @@ def _print_trials(console, study, records, only_front: bool = False, verified: d
     table.add_column("note")
     for r in rows:
         c = r.candidate
+        used = used_config(c)  # '-' for what the method ignores (IA3's rank, prefix tuning's placement)
         targets = c["targets"] if isinstance(c["targets"], str) else "+".join(c["targets"])
         values = r.values or [None] * len(study.objectives)
         cells = [fmt(n, v) for (n, _), v in zip(study.objectives, values)]
@@ -284,7 +296,8 @@ def _print_trials(console, study, records, only_front: bool = False, verified: d
         check = [f"{v.test[0]:.4f} ± {v.test[1]:.4f}, {len(v.seeds)}" + (" diverged" if v.diverged else "")
                  if v else ""] if verified else []
         table.add_row("★" if r.number in front else "", str(r.number), r.status, c["method"],
-                      str(c["rank"]) if "rank" in get_method(c["method"]).uses else "-", targets, _layers(c["layers"]),
+                      str(c["rank"]) if "rank" in used else "-", targets if "targets" in used else "-",
+                      _layers(c["layers"]) if "layers" in used else "-",
                       f"{c['learning_rate']:.1e}", *cells, *check, _note(r))
     console.print(table)
 
@@ -373,21 +386,22 @@ def export(
 
 
 def _load_snippet(study, record, path, weights: bool) -> str:
-    from autopeft.export import study_task
-    from autopeft.methods import get_method
+    from autopeft.export import load_snippet, study_task
 
     task, num_labels = study_task(study)
-    return get_method(record.candidate["method"]).load_snippet(str(path), task, num_labels, weights, model=study.model)
+    return load_snippet(study, record.candidate["method"], str(path), task, num_labels, weights=weights)
 
 
 def _train(console, study, record, path, seeds, steps, epochs, train_examples, baseline) -> None:
     from pathlib import Path
 
+    from autopeft.export import make_portable
     from autopeft.retrain import retrain
 
     protocol, chosen, base = retrain(study, record, Path(path), seeds=seeds, steps=steps, epochs=epochs,
                                      train_examples=train_examples, baseline=baseline,
                                      on_progress=lambda msg: console.print(f"  training {msg}"))
+    make_portable(path, study)  # peft saved the weights with the local path of the base model
     m = protocol.metric
     for report in (chosen, base):
         if report is not None:

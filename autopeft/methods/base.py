@@ -61,11 +61,12 @@ class Method(Protocol):
     def save_weights(self, model, out_dir: str) -> None:
         """Save the trained adapter (and its config) of ``model`` into ``out_dir``, as safetensors."""
 
-    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool, model: str | None = None) -> str:
+    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool, base_expr: str | None = None) -> str:
         """Python that loads what ``export`` (and, with ``weights``, ``save_weights``) wrote.
 
-        ``model``: the base model as the space names it; a GGUF checkpoint's base is then
-        loaded from its converted directory (``autopeft.assets.models.base_model_lines``)."""
+        ``base_expr``: the Python expression the base model is loaded from (default: the
+        model the exported config names, e.g. ``config.base_model_name_or_path``).
+        """
 
     def on_step(self, model, step: int) -> None:
         """Called after every optimiser step, before gradients are zeroed."""
@@ -101,18 +102,16 @@ class MethodBase:
         # the trained task head is part of it (modules_to_save).
         model.save_pretrained(out_dir, safe_serialization=True)
 
-    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool, model: str | None = None) -> str:
+    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool, base_expr: str | None = None) -> str:
         from autopeft.tasks import task_kind
 
         kind = task_kind(task)
-        setup, base = base_lines(model, "config.base_model_name_or_path")
         head = [
             "from peft import PeftConfig, PeftModel, get_peft_model",
             f"from transformers import {kind.auto_class}",
-            *setup,
             "",
             f"config = PeftConfig.from_pretrained({out_dir!r})",
-            kind.from_pretrained_line(base, num_labels),
+            kind.from_pretrained_line(base_expr or "config.base_model_name_or_path", num_labels),
         ]
         if weights:
             return "\n".join(head + [f"model = PeftModel.from_pretrained(base, {out_dir!r})  # the trained head comes with it"])
@@ -123,15 +122,6 @@ class MethodBase:
 
     def summary(self, model) -> dict:
         return {}
-
-
-def base_lines(model: str | None, default: str) -> tuple[list[str], str]:
-    """Setup lines and the expression of the base model's location for a load snippet:
-    ``default`` unless ``model`` is a GGUF checkpoint (then its converted directory)."""
-    from autopeft.assets.models import base_model_lines
-
-    found = base_model_lines(model) if model else None
-    return found if found is not None else ([], default)
 
 
 def selected_modules(cand, arch: ModelInfo) -> tuple[str, ...]:

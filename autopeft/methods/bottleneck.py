@@ -240,20 +240,17 @@ class Bottleneck(MethodBase):
             f.write("\n")
         return [CONFIG_FILE]
 
-    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool, model: str | None = None) -> str:
-        from autopeft.methods.base import base_lines
+    def load_snippet(self, out_dir: str, task: str, num_labels: int, weights: bool, base_expr: str | None = None) -> str:
         from autopeft.tasks import task_kind
 
         kind = task_kind(task)
-        setup, base = base_lines(model, "config['base_model']")
         lines = [
             "import json, os",
             f"from transformers import {kind.auto_class}",
             "from autopeft.methods.bottleneck import apply",
-            *setup,
             "",
             f"config = json.load(open(os.path.join({out_dir!r}, {CONFIG_FILE!r})))",
-            kind.from_pretrained_line(base, num_labels),
+            kind.from_pretrained_line(base_expr or "config['base_model']", num_labels),
             "model = apply(base, config)",
         ]
         if weights:
