@@ -83,15 +83,15 @@ def test_the_baseline_sweeps_its_own_learning_rate_and_flags_the_rate_where_it_d
     from autopeft.space import load_space
 
     space = load_space(REPO / "search_spaces" / "quickstart.yaml",
-                       ["proxy.train_examples=160", "proxy.eval_examples=90", "proxy.max_length=32"])
+                       ["proxy.train_examples=480", "proxy.eval_examples=90", "proxy.max_length=32"])
     prep = prepare_search(space)
-    protocol = Protocol(24, 16, 32, prep.data.n_train, prep.data.n_eval, (0,), "accuracy")
+    protocol = Protocol(60, 16, 32, prep.data.n_train, prep.data.n_eval, (0,), "accuracy")
     chosen = {"method": "ia3", "rank": 8, "alpha": 16.0, "dropout": 0.0, "targets": ["query", "key", "value"],
               "layers": [3, 4, 5], "learning_rate": 2e-2, "dora": False, "rslora": False}
-    sweep = sweep_baseline(chosen, dataclasses.replace(prep), protocol, (2e-3, 1.0))
+    sweep = sweep_baseline(chosen, dataclasses.replace(prep), protocol, (3e-3, 1.0))
     (good_lr, good, good_why), (bad_lr, bad, bad_why) = sweep.rows
     assert bad_why is not None, f"LoRA at learning rate 1.0 should collapse; it scored {bad}"
-    assert good_why is None and sweep.chosen == 2e-3
+    assert good_why is None and sweep.chosen == 3e-3
     assert "1: " in sweep.describe("accuracy") and "(diverged)" in sweep.describe("accuracy")
 
 
