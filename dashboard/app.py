@@ -118,6 +118,19 @@ def page_pareto(url: str, sd: data.StudyData) -> None:
     front = frame[frame["pareto"]]
     st.caption(f"{len(front)} Pareto-optimal of {len(points)} completed trials (outlined); dominated trials faded.")
     st.dataframe(render.table(front.drop(columns=["error", "pareto"])), hide_index=True, placeholder="-")
+    view = data.verified_view(_store(url), sd.study, sd.records)
+    if view is not None:
+        vframe, fid, base = view
+        st.subheader("Proxy vs verified")
+        metric = next(n for n, _ in sd.study.objectives if n not in ("trainable_params", "peak_memory", "train_time"))
+        if not vframe.empty:
+            st.plotly_chart(render.verified_figure(vframe, metric, base), key="verified_chart")
+        st.caption(fid.describe())
+        if fid.advice:
+            st.warning(fid.advice)
+        if base is not None and base.diverged:
+            st.warning(f"Default LoRA diverged ({base.diverged}) — not a comparison.")
+        st.dataframe(render.table(vframe), hide_index=True, placeholder="-")
 
 
 def page_hypervolume(url: str, sd: data.StudyData) -> None:

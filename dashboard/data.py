@@ -138,6 +138,7 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     from autopeft.search.pareto import pareto_front
 
     from autopeft.methods.fields import used_config
+    from autopeft.search.divergence import divergence
 
     front = {r.number for r in pareto_front(records, study.objectives)}
     num_layers = 1 + max((max(r.candidate.get("layers") or [0]) for r in records), default=0)
@@ -166,11 +167,12 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
         row["baseline"] = (c.get("method") == "lora" and c.get("rank") == 8 and c.get("targets") in (["query", "value"], ["value", "query"])
                            and len(layers) == num_layers)
         row["fidelity"] = (r.extras or {}).get("fidelity") or ("full" if r.status == "complete" else None)
+        row["diverged"] = (divergence(r.metrics or {}, r.extras or {}, r.curve or []) or "") if r.status == "complete" else ""
         row["error"] = r.error or ""
         rows.append(row)
     head = ["number", "status", "method", "rank", "layers", "n_layers", "targets", "learning_rate", "trainable_params"]
     head += [n for n, _ in study.objectives if n not in head]  # trainable_params is often an objective too
-    tail = ["wall_time", "peak_rss_mb", "fidelity", "pareto", "baseline", "error"]
+    tail = ["wall_time", "peak_rss_mb", "fidelity", "pareto", "baseline", "diverged", "error"]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=head + tail)
@@ -340,3 +342,43 @@ def create_study(store, space) -> StudyRecord:
 
 def to_json(value) -> str:
     return json.dumps(value, indent=2, default=str)
+
+
+def verified_view(store, study: StudyRecord, records: Sequence[TrialRecord]):
+    """``(frame, fidelity, baseline)`` of ``autopeft verify``'s results, or None before any.
+
+    ``frame``: one row per verified trial with its proxy metric and verified validation/test
+    means and sds; ``fidelity``: ``autopeft.search.trust.Fidelity``; ``baseline``: default LoRA's
+    ``Verified`` (or None).
+    """
+    import pandas as pd
+
+    from autopeft.errors import SpaceError
+    from autopeft.search.trust import fidelity, summarize
+    from autopeft.space import load_space_text
+    from autopeft.space.schema import ProxySpec
+    from autopeft.store.verifications import Verifications
+    from autopeft.tasks import METRIC_DIRECTIONS
+
+    runs = Verifications(store).of(study.name)
+    if not runs:
+        return None
+    metric = next(n for n, _ in study.objectives if n in METRIC_DIRECTIONS)
+    try:  # only for the advice's figures: a study stored by an older autopeft may not parse any more
+        proxy = load_space_text(study.space_yaml, f"study '{study.name}'").proxy
+    except SpaceError:
+        proxy = ProxySpec()
+    verified = summarize(runs, metric)
+    by_number = {r.number: r for r in records}
+    rows = []
+    for v in verified:
+        r = by_number.get(v.trial_number)
+        if r is None:
+            continue
+        rows.append({"number": v.trial_number, "method": v.candidate.get("method"), "trainable_params": v.trainable_params,
+                     "proxy": r.metrics.get(metric), "validation": v.val[0], "validation_sd": v.val[1],
+                     "test": v.test[0], "test_sd": v.test[1], "seeds": len(v.seeds), "diverged": v.diverged or ""})
+    trials_only = [v for v in verified if v.trial_number is not None]
+    fid = fidelity(study, records, trials_only, metric, proxy.steps, proxy.eval_examples)
+    base = next((v for v in verified if v.subject == "baseline"), None)
+    return pd.DataFrame(rows), fid, base

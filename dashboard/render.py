@@ -240,3 +240,28 @@ def show_trial(record, trial_row: dict, curve_fig, importance_fig) -> None:
             st.plotly_chart(importance_fig, key=f"importance-{record.number}")
     st.caption(f"started {record.started_at}, finished {record.finished_at or '-'}, "
                f"train time {_fmt(res.get('train_time'))} s, sampler time {_fmt(record.sampler_time)} s")
+
+
+def verified_figure(frame, metric: str, baseline=None):
+    """Proxy vs verified, side by side: each verified point at its proxy value (open) and at its
+    verified test mean ± sd (filled), joined by a line; default LoRA as a star when verified."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for _, row in frame.iterrows():
+        fig.add_trace(go.Scatter(x=[row["trainable_params"]] * 2, y=[row["proxy"], row["test"]], mode="lines",
+                                 line={"color": "#bbbbbb", "width": 1}, showlegend=False, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=frame["trainable_params"], y=frame["proxy"], mode="markers", name="proxy (one run)",
+                             marker={"symbol": "circle-open", "size": 10},
+                             text=[f"trial {n}" for n in frame["number"]]))
+    fig.add_trace(go.Scatter(x=frame["trainable_params"], y=frame["test"], mode="markers",
+                             name="verified test mean ± sd", error_y={"type": "data", "array": frame["test_sd"]},
+                             marker={"size": 10}, text=[f"trial {n}" for n in frame["number"]]))
+    if baseline is not None:
+        fig.add_trace(go.Scatter(x=[baseline.trainable_params], y=[baseline.test[0]], mode="markers",
+                                 name="default LoRA" + (" (diverged)" if baseline.diverged else ""),
+                                 error_y={"type": "data", "array": [baseline.test[1]]},
+                                 marker={"symbol": "star", "size": 14}))
+    fig.update_layout(xaxis={"title": "trainable parameters", "type": "log"}, yaxis={"title": metric},
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"orientation": "h"})
+    return fig

@@ -485,3 +485,33 @@ def test_launcher_hides_streamlits_deploy_toolbar():
     assert cmd[i + 1] == "minimal" and i < cmd.index("--")  # a streamlit flag, not an app argument
     option = config._config_options["client.toolbarMode"]  # a real option of the installed Streamlit
     assert '"minimal"' in option.description and "deploy" in option.description.lower()
+
+
+def test_the_pareto_page_shows_proxy_vs_verified_with_fidelity_and_a_diverged_baseline(app, tmp_path):
+    import dataclasses
+
+    from autopeft.search.pareto import pareto_front
+    from autopeft.store import Store
+    from autopeft.store.verifications import VerificationRecord, Verifications
+
+    url = f"sqlite:///{tmp_path / 'verified.db'}"
+    store = Store(url)
+    _bench().synthetic_study(store, "vs", 40, seed=5)
+    study, records = store.get_study("vs"), store.trials("vs")
+    front = pareto_front(records, study.objectives)
+    runs = Verifications(store)
+    protocol = {"steps": 100}
+    jobs = [VerificationRecord("vs", f"trial:{r.number}", s, protocol, r.candidate, r.number) for r in front for s in (0, 1)]
+    jobs += [VerificationRecord("vs", "baseline", s, protocol, {"method": "lora"}) for s in (0, 1)]
+    runs.add(jobs)
+    while (job := runs.claim("vs", "test")) is not None:  # stored results of a verification (written, not trained)
+        base = job.subject == "baseline"
+        acc = 0.42 if base else 0.5 + 0.01 * job.seed + 0.001 * (job.trial_number or 0)
+        runs.finish(dataclasses.replace(job, status="complete", metrics={"accuracy": acc}, test_metrics={"accuracy": acc},
+                                        trainable_params=75_000 if base else 5_000,
+                                        extras={"predicted_classes": 1 if base else 3, "majority_rate": 0.42}))
+    at = _ok(app(url, "Pareto front", "vs"))
+    assert "Proxy vs verified" in [h.value for h in at.subheader]
+    assert any("proxy fidelity" in c.value for c in at.caption)
+    assert any("Default LoRA diverged" in w.value and "not a comparison" in w.value for w in at.warning)
+    assert at.dataframe[-1].value["number"].tolist() == sorted(r.number for r in front)
