@@ -9,6 +9,9 @@ the revision and says how to upgrade.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import random
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +36,51 @@ def mask_url(url: str) -> str:
         return head + sep + ("***@" + tail.split("@", 1)[1] if "@" in tail else tail)
 
 
+#: Errors a retry cures: SQLite's writer lock held past the busy timeout by another
+#: process, PostgreSQL's deadlock victim or serialisation failure, a dropped connection.
+_TRANSIENT = ("database is locked", "database table is locked", "deadlock detected", "could not serialize",
+              "server closed the connection", "connection reset")
+
+
+def is_transient(e: BaseException) -> bool:
+    """Would the same database call probably succeed if made again in a moment?"""
+    text = str(getattr(e, "orig", None) or e).lower()
+    return any(t in text for t in _TRANSIENT)
+
+
+def _missing_table(e: BaseException) -> bool:
+    text = str(getattr(e, "orig", None) or e).lower()
+    return "no such table" in text or "does not exist" in text
+
+
+def _transient_retried(method, attempts: int = 6):
+    """Run ``method`` again (with jittered back-off) when the database answers "busy".
+
+    Many processes share one database; with SQLite one writer at a time. A lock held
+    past the busy timeout is not the caller's fault and not worth a failed trial: wait and
+    retry, and only then say so as a ``StoreError`` (never a raw driver traceback).
+    Only for calls that are safe to repeat (reads, and ``save_trial``'s upsert).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        for attempt in range(1, attempts + 1):
+            try:
+                return method(self, *args, **kwargs)
+            except StoreError:
+                raise
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                if attempt == attempts:
+                    raise StoreError(f"{self.display_url} stayed busy over {attempts} attempts: {_first_line(e)}") from None
+                time.sleep(random.uniform(0.05, 0.25) * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+
 class Store:
     """A database holding studies and trials.
 
@@ -53,6 +101,7 @@ class Store:
         self.display_url = mask_url(url)
         self.engine = _engine(url, self.display_url)
         self._optuna_storage = None
+        self._heartbeat_storages: dict[tuple[int, int, int], object] = {}
         if migrate:
             self.upgrade()
         else:
@@ -95,6 +144,75 @@ class Store:
             except Exception as e:
                 raise StoreError(f"cannot open optuna's tables in {self.display_url}: {_first_line(e)}") from None
         return self._optuna_storage
+
+    def optuna_storage_with_heartbeat(self, heartbeat: float, grace: float, retries: int):
+        """optuna's ``RDBStorage`` on the same database, with heartbeats and retries of stale trials.
+
+        A trial whose heartbeat is older than ``grace`` seconds is failed by
+        ``optuna.storages.fail_stale_trials`` and its parameters are queued again (up to
+        ``retries`` times, optuna's ``RetryHeartbeatStaleTrialCallback``). One storage per
+        setting for the store's lifetime; :meth:`close` disposes of it.
+
+        Args:
+            heartbeat: Seconds between heartbeats (optuna keeps whole seconds, at least 1).
+            grace: Seconds without a heartbeat before a trial counts as dead.
+            retries: How often the point of a dead trial is queued again.
+
+        Raises:
+            StoreError: optuna's tables cannot be opened or created.
+        """
+        key = (max(1, round(heartbeat)), max(1, round(grace)), int(retries))
+        if key not in self._heartbeat_storages:
+            self._heartbeat_storages[key] = self._open_heartbeat_storage(*key)
+        return self._heartbeat_storages[key]
+
+    def _open_heartbeat_storage(self, heartbeat: int, grace: int, retries: int, attempts: int = 5):
+        import warnings
+
+        import optuna
+        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+        # Retried: processes started together on a fresh database all find optuna's tables
+        # missing and all create them; on PostgreSQL the losers fail with a duplicate key
+        # (pg_type_typname_nsp_index). Once the winner commits, a retry opens them.
+        for attempt in range(1, attempts + 1):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(
+                        self.url, engine_kwargs=_engine_kwargs(self.url), heartbeat_interval=heartbeat,
+                        grace_period=grace,
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries),
+                    )
+            except Exception as e:
+                if attempt == attempts:
+                    raise StoreError(f"cannot open optuna's tables in {self.display_url}: {_first_line(e)}") from None
+                time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
+
+    def unbeaten_running_trials(self, study: str) -> list[int]:
+        """optuna trial ids of ``study`` that are RUNNING and have never had a heartbeat.
+
+        optuna only calls a trial stale once it has a heartbeat; one created but never
+        beaten (its process died inside ``ask``, or an autopeft before 0.2 ran it, which
+        beat only in workers) would stay RUNNING for ever. The ledger gives such a trial a
+        first beat so that it goes stale ``grace`` seconds later unless its owner beats.
+        Reads optuna's schema (``trials``, ``trial_heartbeats``: unchanged since optuna 2.9).
+        """
+        from sqlalchemy import text
+
+        query = text(
+            "SELECT t.trial_id FROM trials t JOIN studies s ON s.study_id = t.study_id "
+            "LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+            "WHERE s.study_name = :name AND t.state = 'RUNNING' AND h.trial_id IS NULL"
+        )
+        with self._connect() as c:
+            try:
+                return [row[0] for row in c.execute(query, {"name": study})]
+            except Exception as e:
+                if _missing_table(e):  # optuna's tables not created yet: nothing runs
+                    return []
+                raise
 
     # ------------------------------------------------------------------ studies
     def add_study(self, record: StudyRecord) -> StudyRecord:
@@ -147,11 +265,14 @@ class Store:
             c.execute(studies.update().where(studies.c.name == name).values(trials_target=trials))
 
     # ------------------------------------------------------------------ trials
+    @_transient_retried
     def save_trial(self, record: TrialRecord) -> None:
         """Insert or replace the record of (study, number)."""
         from sqlalchemy import select
 
         from autopeft.store.tables import studies, trials
+
+        from sqlalchemy.exc import IntegrityError
 
         row = dataclasses.asdict(record)
         study = row.pop("study")
@@ -160,11 +281,17 @@ class Store:
             if study_id is None:
                 raise StoreError(f"no study '{study}' in {self.display_url}")
             where = (trials.c.study_id == study_id) & (trials.c.number == record.number)
-            if c.execute(select(trials.c.id).where(where)).first() is None:
+            if c.execute(select(trials.c.id).where(where)).first() is not None:
+                c.execute(trials.update().where(where).values(**row))
+                return
+        try:
+            with self._begin() as c:
                 c.execute(trials.insert().values(study_id=study_id, **row))
-            else:
+        except IntegrityError:  # another process inserted the same trial meanwhile: replace its row
+            with self._begin() as c:
                 c.execute(trials.update().where(where).values(**row))
 
+    @_transient_retried
     def trials(self, study: str) -> list[TrialRecord]:
         from sqlalchemy import select
 
@@ -178,8 +305,23 @@ class Store:
         )
         with self._connect() as c:
             rows = c.execute(query).mappings().all()
-        names = {f.name for f in dataclasses.fields(TrialRecord)}
-        return [TrialRecord(**{k: _aware(v) for k, v in r.items() if k in names}) for r in rows]
+        return [_trial(r) for r in rows]
+
+    @_transient_retried
+    def trial(self, study: str, number: int) -> TrialRecord | None:
+        """The record of trial ``number`` of ``study`` (None: none yet)."""
+        from sqlalchemy import select
+
+        from autopeft.store.tables import studies, trials
+
+        query = (
+            select(trials, studies.c.name.label("study"))
+            .join(studies, studies.c.id == trials.c.study_id)
+            .where((studies.c.name == study) & (trials.c.number == number))
+        )
+        with self._connect() as c:
+            row = c.execute(query).mappings().first()
+        return None if row is None else _trial(row)
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self):
@@ -196,14 +338,20 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
-        if self._optuna_storage is not None:
-            self._optuna_storage.remove_session()
-            self._optuna_storage.engine.dispose()
+        for storage in [self._optuna_storage, *self._heartbeat_storages.values()]:
+            if storage is not None:
+                storage.remove_session()
+                storage.engine.dispose()
 
 
 def _aware(value):
     """SQLite keeps no time zone; autopeft writes UTC, so say so (PostgreSQL already does)."""
     return value.replace(tzinfo=timezone.utc) if isinstance(value, datetime) and value.tzinfo is None else value
+
+
+def _trial(row) -> TrialRecord:
+    names = {f.name for f in dataclasses.fields(TrialRecord)}
+    return TrialRecord(**{k: _aware(v) for k, v in row.items() if k in names})
 
 
 def _study(row) -> StudyRecord:
