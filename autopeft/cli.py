@@ -89,9 +89,12 @@ def search(
     set_: Optional[List[str]] = SET,
     submit_only: bool = typer.Option(False, "--submit-only", help="Create the study and leave its trials to `autopeft worker`."),
     workers: int = typer.Option(1, "--workers", min=1, help="Run the trials in N local worker processes (cores shared)."),
+    heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Seconds between heartbeats of the running trial."),
+    grace: int = typer.Option(60, "--grace", min=2, help="Seconds without a heartbeat before a trial counts as lost and is re-run."),
 ) -> None:
     """Run (or resume) a search and print its Pareto front."""
     from autopeft.progress import RichEvents
+    from autopeft.search.ledger import LedgerSettings
     from autopeft.search.loop import open_study, run_search
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
@@ -112,7 +115,7 @@ def search(
         outcome = _run_workers(console, store, prep, trials, workers)
     else:
         with RichEvents() as events:
-            outcome = run_search(prep, store, trials=trials, events=events)
+            outcome = run_search(prep, store, trials=trials, events=events, settings=LedgerSettings(heartbeat, grace))
     _print_front(console, outcome.study, outcome.records)
     url = store.display_url
     flag = "" if url == "sqlite:///autopeft.db" else f" --storage '{url}'"
@@ -122,7 +125,7 @@ def search(
                   f"  export:   autopeft export {outcome.study.name}{flag} --pick knee --out ./{outcome.study.name}-adapter")
     if outcome.interrupted:
         console.print("[yellow]interrupted[/]: the running trial was recorded as failed; run the same command to resume")
-        raise typer.Exit(130)
+        raise typer.Exit(128 + (outcome.signal or 2))  # 130 for Ctrl-C, 143 for SIGTERM
 
 
 def _run_workers(console, store, prep, trials, workers: int):
@@ -130,7 +133,7 @@ def _run_workers(console, store, prep, trials, workers: int):
     import os
     import subprocess
 
-    from autopeft.search.loop import SearchOutcome, open_study
+    from autopeft.search.loop import SearchOutcome, StopSignals, open_study
 
     if store.url.startswith("sqlite") and workers > 4:
         raise AutoPeftError(f"--workers {workers} on SQLite: at most 4 local workers share one SQLite file safely; use PostgreSQL")
@@ -146,8 +149,10 @@ def _run_workers(console, store, prep, trials, workers: int):
     console.print(f"running study {study.name} with {workers} workers ({env['AUTOPEFT_THREADS']} threads each)")
     procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
     interrupted = False
+    stop = StopSignals()  # SIGTERM (Slurm, Kubernetes) stops the workers like Ctrl-C
     try:
-        codes = [p.wait() for p in procs]
+        with stop.installed(), stop.interruptible():
+            codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
         interrupted = True
         for p in procs:
@@ -155,7 +160,7 @@ def _run_workers(console, store, prep, trials, workers: int):
         codes = [p.wait() for p in procs]
     if not interrupted and any(codes):
         raise AutoPeftError(f"a worker exited with code {max(codes)}; `autopeft show {study.name}` lists what was stored")
-    return SearchOutcome(study, store.trials(study.name), interrupted)
+    return SearchOutcome(study, store.trials(study.name), interrupted, stop.signal)
 
 
 @app.command()
