@@ -387,8 +387,12 @@ class Ledger:
         The interruption (Ctrl-C, SIGTERM) then costs the study nothing: the record links to
         the retry (``extras["retried_as"]``) and no longer counts against the budget.
         """
-        record = dataclasses.replace(self.current(number), status="failed", error="interrupted", finished_at=utcnow())
-        final = self.finish(record)
+        current = self._open.get(number) or self.store.trial(self.name, number)
+        if current is None:
+            raise LedgerError(f"study '{self.name}' has no record of trial {number}")
+        if current.status != "running":  # finished already (a repeat, or the stop came during the tell)
+            return current
+        final = self.finish(dataclasses.replace(current, status="failed", error="interrupted", finished_at=utcnow()))
         if final.status == "failed" and final.error == "interrupted":
             self.requeue(number)
             final = self.store.trial(self.name, number) or final
