@@ -255,7 +255,8 @@ def test_a_trial_that_never_beat_is_adopted_then_reaped(store):
     record = _running_record(trial.number, trial.params)
     store.save_trial(record)
     ledger = ledger_of(store)
-    assert ledger.reap() == 0 and store.unbeaten_running_trials("s1") == []  # adopted, not yet stale
+    assert ledger.reap() == 0  # adopted: it has a heartbeat now, and is not yet stale
+    assert [t.heartbeat_age is not None for t in store.live_optuna_trials("s1")] == [True]
     time.sleep(STALE)
     assert ledger.reap() == 1
     assert store.trial("s1", record.number).error.startswith("worker lost")

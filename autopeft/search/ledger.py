@@ -153,7 +153,6 @@ class Heartbeat:
         self._failing_since: float | None = None
 
     def start(self) -> "Heartbeat":
-        self._beat()  # stale-checkable from the first second, before any thread scheduling
         self._thread.start()
         return self
 
@@ -163,6 +162,7 @@ class Heartbeat:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        self._beat()  # at once: optuna cannot call a trial stale before its first beat
         while not self._stop.wait(self.interval):
             self._beat()
 
@@ -189,16 +189,18 @@ def _ledger_call(method):
         if self._depth:
             return method(self, *args, **kwargs)
         self._depth += 1
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             return method(self, *args, **kwargs)
         finally:
             self._depth -= 1
             self._spent += time.perf_counter() - t0
+            self._spent_cpu += time.thread_time() - c0
             if self._finished is not None:  # a trial ended in this call: its overhead is complete
-                self.last_overhead, self._spent = self._spent, 0.0
-                log.debug("study '%s' trial %d: %.1f ms in ledger calls", self.name, self._finished,
-                          1e3 * self.last_overhead)
+                self.last_overhead = (self._spent, self._spent_cpu)
+                self._spent = self._spent_cpu = 0.0
+                log.debug("study '%s' trial %d: %.1f ms in ledger calls (%.1f ms CPU)", self.name, self._finished,
+                          1e3 * self.last_overhead[0], 1e3 * self.last_overhead[1])
                 self._finished = None
 
     return wrapper
@@ -235,12 +237,15 @@ class Ledger:
         self._study_id: int | None = None
         self._beats: dict[int, Heartbeat] = {}
         self._open: dict[int, TrialRecord] = {}  # trials asked here and not yet finished: their latest record
+        self._asked: dict[int, Any] = {}         # their optuna Trial objects (tell by object: one query fewer)
         self._records: list[TrialRecord] = []    # as of the last budget()
         self._depth = 0
         self._spent = 0.0                        # seconds in ledger calls since the last finish
+        self._spent_cpu = 0.0                    # and this thread's CPU seconds in them
         self._finished: int | None = None        # set by finish() for the timing wrapper
-        #: Seconds in ledger calls for the last finished trial (from the budget check before its ask).
-        self.last_overhead: float | None = None
+        #: (wall, CPU) seconds in ledger calls for the last finished trial, from the budget
+        #: check before its ask to its tell; the sampler's time in ask is not counted.
+        self.last_overhead: tuple[float, float] | None = None
 
     # ------------------------------------------------------------------ optuna
     @property
@@ -258,6 +263,8 @@ class Ledger:
         return self._ostudy
 
     def _trial_id(self, number: int) -> int:
+        if number in self._asked:
+            return self._asked[number]._trial_id
         self.ostudy  # noqa: B018 - sets _study_id
         try:
             return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
@@ -282,11 +289,12 @@ class Ledger:
                          self.settings.heartbeat, self.settings.grace).start()
         self._beats[trial.number] = beat
         try:
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.thread_time()
             candidate = suggest(trial)
             t2 = time.perf_counter()
             self._spent -= t2 - t1  # the sampler's time, not the ledger's
-            history = self.storage.get_trial_system_attrs(trial._trial_id).get("retry_history") or []
+            self._spent_cpu -= time.thread_time() - c1
+            history = _system_attrs(self.storage, trial).get("retry_history") or []
             record = TrialRecord(
                 study=self.name, number=trial.number, status="running", candidate=candidate.to_json(),
                 params=dict(trial.params), started_at=utcnow(), sampler_time=(t2 - t0),
@@ -298,6 +306,7 @@ class Ledger:
             self._stop_beat(trial.number)
             raise
         self._open[trial.number] = record
+        self._asked[trial.number] = trial
         return Ticket(trial, candidate, record)
 
     @_ledger_call
@@ -337,23 +346,28 @@ class Ledger:
 
         state = _told_state(record, told)
         trial_id = self._trial_id(record.number)
-        frozen = _retried(lambda: self.storage.get_trial(trial_id))
-        if not frozen.state.is_finished():
-            try:
-                # Write-ahead: if this process dies after the tell, reap() writes this record.
-                self.storage.set_trial_system_attr(trial_id, PENDING, _dump(record, state))
-                if record.error and record.status in ("failed", "infeasible"):
-                    key = "infeasible" if record.status == "infeasible" else "error"
-                    self.storage.set_trial_user_attr(trial_id, key, record.error)
-            except UpdateFinishedTrialError:  # a reaper got there first: settled below
-                pass
-            _retried(lambda: self.ostudy.tell(record.number, None if told is None else list(told), state=state,
-                                              skip_if_finished=True))
+        try:
+            # Write-ahead: if this process dies after the tell, reap() writes this record.
+            _retried(lambda: self.storage.set_trial_system_attr(trial_id, PENDING, _dump(record, state)))
+            if record.error and record.status in ("failed", "infeasible"):
+                key = "infeasible" if record.status == "infeasible" else "error"
+                _retried(lambda: self.storage.set_trial_user_attr(trial_id, key, record.error))
+            # skip_if_finished: a reaper may fail it between the copy and the tell; settled below.
+            frozen = _retried(lambda: self.ostudy.tell(self._asked.get(record.number, record.number),
+                                                       None if told is None else list(told), state=state,
+                                                       skip_if_finished=True))
+            told_here = True
+        except UpdateFinishedTrialError:  # finished already: a repeat, or a reaper got there first
             frozen = _retried(lambda: self.storage.get_trial(trial_id))
+            told_here = False
         self._stop_beat(record.number)
         self._open.pop(record.number, None)
+        self._asked.pop(record.number, None)
         final = self._settle(record, frozen)
-        self._write(final)
+        if told_here and final == record:
+            self.store.save_trial(final)  # the usual case: the store holds the running record
+        else:
+            self._write(final)  # compares first, so that a repeat writes nothing
         self._finished = record.number
         return final
 
@@ -428,12 +442,22 @@ class Ledger:
 
     # ------------------------------------------------------------------ the study
     @_ledger_call
-    def budget(self) -> Budget:
-        """The study's target, its trained trials and the trials being trained now (any process)."""
+    def budget(self, *, reap: bool = False) -> Budget:
+        """The study's target, its trained trials and the trials being trained now (any process).
+
+        Args:
+            reap: First do what :meth:`reap` does (one read of the records serves both):
+                what a search does before it asks for a trial.
+        """
+        live = self._scan() if reap else self.store.live_optuna_trials(self.name)
         target = self.store.get_study(self.name).trials_target  # `search --trials` may have raised it
         records = self.store.trials(self.name)
+        if reap:
+            records = self._reconcile(records, live)[1]
         self._records = records
-        return Budget(target, trained_count(records), len(self._live_running(records)))
+        running = {t.number for t in live if t.state == "RUNNING"}
+        return Budget(target, trained_count(records),
+                      sum(1 for r in records if r.status == "running" and r.number in running))
 
     def records(self) -> list[TrialRecord]:
         """The records as of the last :meth:`budget` (no database read)."""
@@ -446,14 +470,8 @@ class Ledger:
         Returns:
             How many records were brought in line with optuna (lost, or finished elsewhere).
         """
-        import optuna
-
-        for trial_id in self.store.unbeaten_running_trials(self.name):
-            _retried(lambda: self.storage.record_heartbeat(trial_id))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            _retried(lambda: optuna.storages.fail_stale_trials(self.ostudy))
-        return self.reconcile()
+        live = self._scan()
+        return self._reconcile(self.store.trials(self.name), live)[0]
 
     @_ledger_call
     def reconcile(self, *, full: bool = False) -> int:
@@ -468,54 +486,75 @@ class Ledger:
         Returns:
             How many records were written.
         """
-        from optuna.trial import TrialState
-
         records = self.store.trials(self.name)
-        running = [r for r in records if r.status == "running" and r.number not in self._open]
-        unlinked = [r for r in records if r.status == "failed" and r.error == "interrupted"
-                    and r.extras.get("retried_as") is None]
-        if not (running or unlinked or full):
-            return 0
-        states = (TrialState.RUNNING, TrialState.WAITING)
-        every = _retried(lambda: self.ostudy.get_trials(deepcopy=False, states=None if full else states))
-        live = {t.number for t in every if t.state in states}
+        written, records = self._reconcile(records, self.store.live_optuna_trials(self.name))
+        if not (full and self.describe is not None):
+            return written
+        known = {r.number for r in records}
+        every = _retried(lambda: self.ostudy.get_trials(deepcopy=False))
         retries = _retry_links(every, records)
-        written = 0
-        for r in running:
-            if r.number not in live:
-                self._write(self._settle(r, self.storage.get_trial(self._trial_id(r.number)), retries))
-                written += 1
-        for r in unlinked:
-            if r.number in retries:
-                new = retries[r.number]
-                self._write(dataclasses.replace(r, error=f"interrupted; retried as trial {new}",
-                                                extras={**r.extras, "retried_as": new}))
-                written += 1
-        if full and self.describe is not None:
-            known = {r.number for r in records}
-            for t in every:
-                if t.number in known or not t.state.is_finished() or not t.params:
-                    continue
-                try:
-                    candidate = self.describe(dict(t.params))
-                except Exception:  # noqa: BLE001 - parameters drawn in part: nothing to describe
-                    continue
-                stub = TrialRecord(study=self.name, number=t.number, status="running", candidate=candidate,
-                                   params=dict(t.params), started_at=_aware(t.datetime_start) or utcnow())
-                self._write(self._settle(stub, t, retries))
-                written += 1
+        for t in every:
+            if t.number in known or not t.state.is_finished() or not t.params:
+                continue
+            try:
+                candidate = self.describe(dict(t.params))
+            except Exception:  # noqa: BLE001 - parameters drawn in part: nothing to describe
+                continue
+            stub = TrialRecord(study=self.name, number=t.number, status="running", candidate=candidate,
+                               params=dict(t.params), started_at=_aware(t.datetime_start) or utcnow())
+            self._write(self._settle(stub, t, retries))
+            written += 1
         return written
 
     # ------------------------------------------------------------------ internals
-    def _live_running(self, records: Sequence[TrialRecord]) -> set[int]:
-        """Numbers of records ``running`` whose optuna trial is RUNNING (alive, or not yet stale)."""
+    def _scan(self) -> list:
+        """optuna's RUNNING and WAITING trials, after failing those whose process died.
+
+        A dead process's trial is failed by ``optuna.storages.fail_stale_trials``, whose
+        callback queues its point again. A RUNNING trial that never beat (its process died
+        inside ``ask``) gets a first beat here, so that it goes stale ``grace`` seconds later
+        unless its owner beats. optuna is asked to fail trials only when one looks stale, so
+        that the usual step costs one light query.
+        """
+        import optuna
+
+        live = self.store.live_optuna_trials(self.name)
+        for t in live:
+            if t.state == "RUNNING" and t.heartbeat_age is None and t.number not in self._beats:
+                _retried(lambda: self.storage.record_heartbeat(t.trial_id))
+        grace = max(1, round(self.settings.grace))  # what the storage compares with
+        if any(t.state == "RUNNING" and t.heartbeat_age is not None and t.heartbeat_age > grace for t in live):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                _retried(lambda: optuna.storages.fail_stale_trials(self.ostudy))
+            live = self.store.live_optuna_trials(self.name)
+        return live
+
+    def _reconcile(self, records: list[TrialRecord], live: list) -> tuple[int, list[TrialRecord]]:
+        """(records written, the records as they now are), given optuna's RUNNING and WAITING trials."""
         from optuna.trial import TrialState
 
-        candidates = {r.number for r in records if r.status == "running"}
-        if not candidates:
-            return set()
-        running = _retried(lambda: self.ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        return candidates & {t.number for t in running}
+        numbers = {t.number for t in live}
+        running = [r for r in records if r.status == "running" and r.number not in self._open
+                   and r.number not in numbers]
+        unlinked = [r for r in records if r.status == "failed" and r.error == "interrupted"
+                    and r.extras.get("retried_as") is None]
+        if not (running or unlinked):
+            return 0, records
+        # Rare: read optuna's view in full, for the retry histories.
+        states = (TrialState.RUNNING, TrialState.WAITING)
+        retries = _retry_links(_retried(lambda: self.ostudy.get_trials(deepcopy=False, states=states)), records)
+        fixed: dict[int, TrialRecord] = {}
+        for r in running:
+            fixed[r.number] = self._settle(r, self.storage.get_trial(self._trial_id(r.number)), retries)
+        for r in unlinked:
+            if r.number in retries:
+                new = retries[r.number]
+                fixed[r.number] = dataclasses.replace(r, error=f"interrupted; retried as trial {new}",
+                                                      extras={**r.extras, "retried_as": new})
+        for record in fixed.values():
+            self._write(record)
+        return len(fixed), [fixed.get(r.number, r) for r in records]
 
     def _settle(self, record: TrialRecord, frozen, retries: dict[int, int] | None = None) -> TrialRecord:
         """What the record of ``frozen`` must say, given the state optuna holds it in."""
@@ -606,6 +645,12 @@ def _load(text, number: int) -> tuple[TrialRecord, str] | None:
     for key in ("started_at", "finished_at"):
         data[key] = datetime.fromisoformat(data[key]) if data[key] else None
     return TrialRecord(**data), pending["state"]
+
+
+def _system_attrs(storage, trial) -> dict:
+    """The system attributes optuna read when it made ``trial`` (asking again costs a query)."""
+    frozen = getattr(trial, "_cached_frozen_trial", None)  # optuna >= 3.0 keeps it; private, so a fallback
+    return frozen.system_attrs if frozen is not None else storage.get_trial_system_attrs(trial._trial_id)
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -195,8 +195,7 @@ class SearchSession:
         """
         if self.stop.requested:
             return None
-        self.ledger.reap()
-        self.last_budget = budget = self.ledger.budget()
+        self.last_budget = budget = self.ledger.budget(reap=True)
         if budget.left <= 0:
             return None
         ticket = self.ledger.ask(self.prep.encoding.suggest)

@@ -156,9 +156,7 @@ class Worker:
         names = [s.name for s in studies]
         start = names.index(last) + 1 if last in names else 0
         for study in studies[start:] + studies[:start]:
-            ledger = self._ledger(study)
-            ledger.reap()
-            if ledger.budget().left > 0:
+            if self._ledger(study).budget(reap=True).left > 0:
                 return study
         return None
 

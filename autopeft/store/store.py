@@ -19,6 +19,23 @@ from autopeft.errors import StoreError
 from autopeft.store.records import StudyRecord, TrialRecord
 
 DEFAULT_URL = "sqlite:///autopeft.db"
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveTrial:
+    """An optuna trial that is RUNNING or WAITING, as the ledger needs to see it.
+
+    Attributes:
+        trial_id: optuna's trial id (database-wide).
+        number: The trial's number in its study.
+        state: ``"RUNNING"`` or ``"WAITING"``.
+        heartbeat_age: Seconds since its last heartbeat (None: it never had one).
+    """
+
+    trial_id: int
+    number: int
+    state: str
+    heartbeat_age: float | None
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: Where autopeft's alembic revision lives (``migrations/env.py`` says the same); optuna's
 #: own revision stays in ``alembic_version``.
@@ -102,6 +119,7 @@ class Store:
         self.engine = _engine(url, self.display_url)
         self._optuna_storage = None
         self._heartbeat_storages: dict[tuple[int, int, int], object] = {}
+        self._study_ids: dict[str, int] = {}
         if migrate:
             self.upgrade()
         else:
@@ -190,29 +208,38 @@ class Store:
                 time.sleep(0.5 * attempt)
         raise AssertionError("unreachable")
 
-    def unbeaten_running_trials(self, study: str) -> list[int]:
-        """optuna trial ids of ``study`` that are RUNNING and have never had a heartbeat.
+    @_transient_retried
+    def live_optuna_trials(self, study: str) -> list[LiveTrial]:
+        """optuna's RUNNING and WAITING trials of ``study`` with the age of their last heartbeat.
 
-        optuna only calls a trial stale once it has a heartbeat; one created but never
-        beaten (its process died inside ``ask``, or an autopeft before 0.2 ran it, which
-        beat only in workers) would stay RUNNING for ever. The ledger gives such a trial a
-        first beat so that it goes stale ``grace`` seconds later unless its owner beats.
-        Reads optuna's schema (``trials``, ``trial_heartbeats``: unchanged since optuna 2.9).
+        One light query, made before every trial by every process (the ledger counts the
+        budget and looks for dead trials with it); optuna's own ``get_trials`` reads
+        parameters, values and attributes too, several queries each time. Ages are measured
+        on the database's clock, as optuna measures staleness. Reads optuna's schema
+        (``studies``, ``trials``, ``trial_heartbeats``: unchanged since optuna 2.9).
         """
-        from sqlalchemy import text
+        from sqlalchemy import func, select, text
 
         query = text(
-            "SELECT t.trial_id FROM trials t JOIN studies s ON s.study_id = t.study_id "
-            "LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
-            "WHERE s.study_name = :name AND t.state = 'RUNNING' AND h.trial_id IS NULL"
+            "SELECT t.trial_id, t.number, t.state, h.heartbeat FROM trials t "
+            "JOIN studies s ON s.study_id = t.study_id LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+            "WHERE s.study_name = :name AND t.state IN ('RUNNING', 'WAITING')"
         )
         with self._connect() as c:
             try:
-                return [row[0] for row in c.execute(query, {"name": study})]
+                rows = c.execute(query, {"name": study}).all()
             except Exception as e:
                 if _missing_table(e):  # optuna's tables not created yet: nothing runs
                     return []
                 raise
+            now = c.execute(select(func.now())).scalar() if any(r[3] is not None for r in rows) else None
+        if now is not None:
+            # as optuna does: naive on both sides (PostgreSQL answers aware, SQLite a string or naive)
+            now = datetime.fromisoformat(now) if isinstance(now, str) else now
+            now = now.replace(tzinfo=None)
+        return [LiveTrial(trial_id=r[0], number=r[1], state=r[2],
+                          heartbeat_age=None if r[3] is None else (now - _naive(r[3])).total_seconds())
+                for r in rows]
 
     # ------------------------------------------------------------------ studies
     def add_study(self, record: StudyRecord) -> StudyRecord:
@@ -268,21 +295,16 @@ class Store:
     @_transient_retried
     def save_trial(self, record: TrialRecord) -> None:
         """Insert or replace the record of (study, number)."""
-        from sqlalchemy import select
-
-        from autopeft.store.tables import studies, trials
-
         from sqlalchemy.exc import IntegrityError
 
+        from autopeft.store.tables import trials
+
         row = dataclasses.asdict(record)
-        study = row.pop("study")
+        study_id = self._study_id(row.pop("study"))
+        where = (trials.c.study_id == study_id) & (trials.c.number == record.number)
+        # Update first: every trial is saved several times and inserted once.
         with self._begin() as c:
-            study_id = c.execute(select(studies.c.id).where(studies.c.name == study)).scalar_one_or_none()
-            if study_id is None:
-                raise StoreError(f"no study '{study}' in {self.display_url}")
-            where = (trials.c.study_id == study_id) & (trials.c.number == record.number)
-            if c.execute(select(trials.c.id).where(where)).first() is not None:
-                c.execute(trials.update().where(where).values(**row))
+            if c.execute(trials.update().where(where).values(**row)).rowcount:
                 return
         try:
             with self._begin() as c:
@@ -290,6 +312,20 @@ class Store:
         except IntegrityError:  # another process inserted the same trial meanwhile: replace its row
             with self._begin() as c:
                 c.execute(trials.update().where(where).values(**row))
+
+    def _study_id(self, name: str) -> int:
+        """The row id of study ``name`` (cached: a study's id never changes)."""
+        from sqlalchemy import select
+
+        from autopeft.store.tables import studies
+
+        if name not in self._study_ids:
+            with self._connect() as c:
+                study_id = c.execute(select(studies.c.id).where(studies.c.name == name)).scalar_one_or_none()
+            if study_id is None:
+                raise StoreError(f"no study '{name}' in {self.display_url}")
+            self._study_ids[name] = study_id
+        return self._study_ids[name]
 
     @_transient_retried
     def trials(self, study: str) -> list[TrialRecord]:
@@ -347,6 +383,11 @@ class Store:
 def _aware(value):
     """SQLite keeps no time zone; autopeft writes UTC, so say so (PostgreSQL already does)."""
     return value.replace(tzinfo=timezone.utc) if isinstance(value, datetime) and value.tzinfo is None else value
+
+
+def _naive(value) -> datetime:
+    value = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return value.replace(tzinfo=None)
 
 
 def _trial(row) -> TrialRecord:
