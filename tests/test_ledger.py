@@ -325,7 +325,7 @@ def sleepy(spec):  # a trial without the CPU: the budget is under test, not trai
     return ok(spec)
 
 out = run_search(prep(budget="100%", trials={target}, study="shared"), Store({url!r}), runner=sleepy,
-                 settings=LedgerSettings(heartbeat=1, grace=5))
+                 settings=LedgerSettings(heartbeat=1, grace=30))  # nobody dies here: never reap the living
 print("TRAINED-HERE", sum(1 for r in out.records if r.status == "complete"))
 """
 

@@ -46,7 +46,7 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from autopeft.errors import LedgerError
-from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
+from autopeft.store import Store, StudyRecord, TrialRecord, TrialSummary, utcnow
 from autopeft.store.store import is_transient
 
 log = logging.getLogger("autopeft")
@@ -57,14 +57,18 @@ PENDING = "autopeft:record"
 TRAINED = ("complete", "failed", "pruned")
 
 
-def trained_count(records: Sequence[TrialRecord]) -> int:
+def trained_count(records: Sequence[TrialRecord | TrialSummary]) -> int:
     """Trials that count against the study's budget: trained to an end (complete, failed, pruned).
 
     A trial whose process died (no heartbeat) or was interrupted, and whose point was
     queued again, is recorded as failed with ``extras["retried_as"]``: its retry counts
     instead, so that a killed worker or a Ctrl-C costs the study nothing.
     """
-    return sum(1 for r in records if r.status in TRAINED and r.extras.get("retried_as") is None)
+    return sum(1 for r in records if r.status in TRAINED and _retried_as(r) is None)
+
+
+def _retried_as(r: TrialRecord | TrialSummary) -> int | None:
+    return r.retried_as if isinstance(r, TrialSummary) else r.extras.get("retried_as")
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,9 @@ class Budget:
     Attributes:
         target: Trials the study asks for.
         trained: Trials trained to an end (:func:`trained_count`).
-        running: Trials being trained now by any process whose optuna trial is still
-            RUNNING (alive, or dead but not yet ``grace`` seconds silent).
+        running: Trials being trained now by any process: optuna holds them RUNNING (alive,
+            or dead but not yet ``grace`` seconds silent), whether their record says
+            ``running`` yet or not (it is written just after the ask).
     """
 
     target: int
@@ -238,7 +243,7 @@ class Ledger:
         self._beats: dict[int, Heartbeat] = {}
         self._open: dict[int, TrialRecord] = {}  # trials asked here and not yet finished: their latest record
         self._asked: dict[int, Any] = {}         # their optuna Trial objects (tell by object: one query fewer)
-        self._records: list[TrialRecord] = []    # as of the last budget()
+        self._records: list[TrialRecord] | None = None  # full records, read on demand after a budget()
         self._depth = 0
         self._spent = 0.0                        # seconds in ledger calls since the last finish
         self._spent_cpu = 0.0                    # and this thread's CPU seconds in them
@@ -280,6 +285,20 @@ class Ledger:
             suggest: ``optuna.Trial -> Candidate``; the only code that draws parameters.
                 Its time (the sampler's) is the record's ``sampler_time``, not ledger time.
         """
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        for _ in range(3):
+            try:
+                return self._ask(suggest)
+            except UpdateFinishedTrialError as e:
+                # Failed as dead while it was being asked: this process could not beat for
+                # ``grace`` seconds (a starved machine). Its point is queued again; ask anew.
+                log.warning("study '%s': a trial was failed as lost while it was being asked (%s); asking again",
+                            self.name, e)
+        raise LedgerError(f"study '{self.name}': three trials in a row were failed as lost while being asked; "
+                          f"this process cannot keep a heartbeat within --grace {self.settings.grace:g} s")
+
+    def _ask(self, suggest: Callable[[Any], Any]) -> Ticket:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             # optuna expects heartbeats with Study.optimize; ask/tell with our own beat is fine.
@@ -381,7 +400,7 @@ class Ledger:
         """
         from autopeft.search.scales import scaled
 
-        done = [r.values for r in self._records if r.status == "complete" and r.values]
+        done = [r.values for r in self.records() if r.status == "complete" and r.values]
         record = dataclasses.replace(record, status="infeasible", finished_at=utcnow())
         if not done:
             return self.finish(record)
@@ -446,21 +465,25 @@ class Ledger:
         """The study's target, its trained trials and the trials being trained now (any process).
 
         Args:
-            reap: First do what :meth:`reap` does (one read of the records serves both):
-                what a search does before it asks for a trial.
+            reap: First do what :meth:`reap` does (one read serves both): what a search
+                does before it asks for a trial.
         """
         live = self._scan() if reap else self.store.live_optuna_trials(self.name)
         target = self.store.get_study(self.name).trials_target  # `search --trials` may have raised it
-        records = self.store.trials(self.name)
+        summaries = self.store.trial_summaries(self.name)
         if reap:
-            records = self._reconcile(records, live)[1]
-        self._records = records
-        running = {t.number for t in live if t.state == "RUNNING"}
-        return Budget(target, trained_count(records),
-                      sum(1 for r in records if r.status == "running" and r.number in running))
+            summaries = self._reconcile(summaries, live)[1]
+        self._records = None
+        finished = {r.number for r in summaries if r.status != "running"}
+        # A trial asked a moment ago has no record yet: it counts from the ask on, which
+        # narrows the window in which N processes all see one trial left to N asks.
+        running = sum(1 for t in live if t.state == "RUNNING" and t.number not in finished)
+        return Budget(target, trained_count(summaries), running)
 
     def records(self) -> list[TrialRecord]:
-        """The records as of the last :meth:`budget` (no database read)."""
+        """The study's records (read once after each :meth:`budget`, then reused)."""
+        if self._records is None:
+            self._records = self.store.trials(self.name)
         return list(self._records)
 
     @_ledger_call
@@ -471,7 +494,7 @@ class Ledger:
             How many records were brought in line with optuna (lost, or finished elsewhere).
         """
         live = self._scan()
-        return self._reconcile(self.store.trials(self.name), live)[0]
+        return self._reconcile(self.store.trial_summaries(self.name), live)[0]
 
     @_ledger_call
     def reconcile(self, *, full: bool = False) -> int:
@@ -486,10 +509,10 @@ class Ledger:
         Returns:
             How many records were written.
         """
-        records = self.store.trials(self.name)
-        written, records = self._reconcile(records, self.store.live_optuna_trials(self.name))
+        written = self._reconcile(self.store.trial_summaries(self.name), self.store.live_optuna_trials(self.name))[0]
         if not (full and self.describe is not None):
             return written
+        records = self.store.trials(self.name)
         known = {r.number for r in records}
         every = _retried(lambda: self.ostudy.get_trials(deepcopy=False))
         retries = _retry_links(every, records)
@@ -530,31 +553,34 @@ class Ledger:
             live = self.store.live_optuna_trials(self.name)
         return live
 
-    def _reconcile(self, records: list[TrialRecord], live: list) -> tuple[int, list[TrialRecord]]:
-        """(records written, the records as they now are), given optuna's RUNNING and WAITING trials."""
+    def _reconcile(self, summaries: list[TrialSummary], live: list) -> tuple[int, list[TrialSummary]]:
+        """(records written, the summaries as they now are), given optuna's RUNNING and WAITING trials."""
         from optuna.trial import TrialState
 
         numbers = {t.number for t in live}
-        running = [r for r in records if r.status == "running" and r.number not in self._open
+        running = [r.number for r in summaries if r.status == "running" and r.number not in self._open
                    and r.number not in numbers]
-        unlinked = [r for r in records if r.status == "failed" and r.error == "interrupted"
-                    and r.extras.get("retried_as") is None]
+        unlinked = [r.number for r in summaries if r.status == "failed" and r.error == "interrupted"
+                    and r.retried_as is None]
         if not (running or unlinked):
-            return 0, records
-        # Rare: read optuna's view in full, for the retry histories.
+            return 0, summaries
+        # Rare: read the records concerned, and optuna's view in full for the retry histories.
+        records = self.store.trials(self.name)
+        by_number = {r.number: r for r in records}
         states = (TrialState.RUNNING, TrialState.WAITING)
         retries = _retry_links(_retried(lambda: self.ostudy.get_trials(deepcopy=False, states=states)), records)
         fixed: dict[int, TrialRecord] = {}
-        for r in running:
-            fixed[r.number] = self._settle(r, self.storage.get_trial(self._trial_id(r.number)), retries)
-        for r in unlinked:
-            if r.number in retries:
-                new = retries[r.number]
-                fixed[r.number] = dataclasses.replace(r, error=f"interrupted; retried as trial {new}",
-                                                      extras={**r.extras, "retried_as": new})
+        for number in running:
+            fixed[number] = self._settle(by_number[number], self.storage.get_trial(self._trial_id(number)), retries)
+        for number in unlinked:
+            if number in retries:
+                r, new = by_number[number], retries[number]
+                fixed[number] = dataclasses.replace(r, error=f"interrupted; retried as trial {new}",
+                                                    extras={**r.extras, "retried_as": new})
         for record in fixed.values():
             self._write(record)
-        return len(fixed), [fixed.get(r.number, r) for r in records]
+        summary = {n: TrialSummary(n, r.status, r.error, r.extras.get("retried_as")) for n, r in fixed.items()}
+        return len(fixed), [summary.get(r.number, r) for r in summaries]
 
     def _settle(self, record: TrialRecord, frozen, retries: dict[int, int] | None = None) -> TrialRecord:
         """What the record of ``frozen`` must say, given the state optuna holds it in."""
@@ -577,7 +603,7 @@ class Ledger:
         new = retries.get(frozen.number)
         error = f"worker lost: no heartbeat for {self.settings.grace:g} s; " + (
             f"retried as trial {new}" if new is not None else "no retries left")
-        if record.status != "running":
+        if record.status != "running" and record.metrics:  # it trained on, unaware: keep what it measured
             error += f" (it ended {record.status} after that; its results are kept here)"
         extras = {**record.extras, "retried_as": new} if new is not None else record.extras
         return dataclasses.replace(record, status="failed", values=None, error=error, finished_at=finished_at,

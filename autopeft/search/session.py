@@ -198,12 +198,19 @@ class SearchSession:
         self.last_budget = budget = self.ledger.budget(reap=True)
         if budget.left <= 0:
             return None
+        from optuna.exceptions import UpdateFinishedTrialError
+
         ticket = self.ledger.ask(self.prep.encoding.suggest)
         try:
             record = self._train(ticket)
         except KeyboardInterrupt:
             self.stop.request(signal.SIGINT)  # keeps the signal our handler saw; else Ctrl-C
             record = self.ledger.interrupt(ticket.number)
+        except UpdateFinishedTrialError:
+            # Another process failed the trial as dead (this one could not beat for `grace`
+            # seconds) and queued its point again: the ledger records it as lost; go on.
+            record = self.ledger.finish(dataclasses.replace(self.ledger.current(ticket.number), status="failed",
+                                                            error="lost", finished_at=utcnow()))
         except Exception as e:
             self._fail_and_reraise(ticket, e)
         self._dry = 0 if record.status in TRAINED else self._dry + 1

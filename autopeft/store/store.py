@@ -22,6 +22,23 @@ DEFAULT_URL = "sqlite:///autopeft.db"
 
 
 @dataclasses.dataclass(frozen=True)
+class TrialSummary:
+    """What counting a study's budget needs of one record (no JSON columns read but one key).
+
+    Attributes:
+        number: The trial's number.
+        status: Its record's status.
+        error: Its error text (None when none).
+        retried_as: The number of the trial that re-runs its point (None: none does).
+    """
+
+    number: int
+    status: str
+    error: str | None
+    retried_as: int | None
+
+
+@dataclasses.dataclass(frozen=True)
 class LiveTrial:
     """An optuna trial that is RUNNING or WAITING, as the ledger needs to see it.
 
@@ -342,6 +359,27 @@ class Store:
         with self._connect() as c:
             rows = c.execute(query).mappings().all()
         return [_trial(r) for r in rows]
+
+    @_transient_retried
+    def trial_summaries(self, study: str) -> list[TrialSummary]:
+        """Number, status, error and ``extras["retried_as"]`` of every record of ``study``.
+
+        Every process counts the budget before every trial: this reads no curves, metrics
+        or configs (``trials()`` does, and its cost grows with the study).
+        """
+        from sqlalchemy import select
+
+        from autopeft.store.tables import studies, trials
+
+        query = (
+            select(trials.c.number, trials.c.status, trials.c.error, trials.c.extras["retried_as"])
+            .join(studies, studies.c.id == trials.c.study_id)
+            .where(studies.c.name == study)
+            .order_by(trials.c.number)
+        )
+        with self._connect() as c:
+            rows = c.execute(query).all()
+        return [TrialSummary(number=r[0], status=r[1], error=r[2], retried_as=r[3]) for r in rows]
 
     @_transient_retried
     def trial(self, study: str, number: int) -> TrialRecord | None:
