@@ -244,6 +244,28 @@ def test_a_dead_single_process_trial_is_reaped_after_grace_and_its_point_rerun(s
     assert survivor.reap() == 0  # nothing left to reconcile
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_dead_trial_whose_retry_is_not_queued_yet_is_not_written_off(store):
+    """optuna fails a stale trial and queues its retry in two transactions: a reconcile in
+    between must not record "no retries left", which would lose the point's re-run."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    dead = ledger_of(store)
+    ticket = dead.ask(suggest)
+    dead.close()
+    other = ledger_of(store)
+    trial_id = other.storage.get_trial_id_from_study_id_trial_number(other._study_id, ticket.number)
+    other.storage.set_trial_state_values(trial_id, TrialState.FAIL)  # a reaper's first transaction ...
+    assert other.reap() == 0 and store.trial("s1", ticket.number).status == "running"
+    assert other.budget().left == 4  # neither trained nor running: a retry is owed
+    RetryHeartbeatStaleTrialCallback(max_retry=2)(other.ostudy, other.storage.get_trial(trial_id))  # ... its second
+    assert other.reap() == 1
+    lost = store.trial("s1", ticket.number)
+    assert (lost.status, lost.error, lost.extras["retried_as"]) == (
+        "failed", "worker lost: no heartbeat for 2 s; retried as trial 1", 1)
+
+
 def test_a_trial_that_never_beat_is_adopted_then_reaped(store):
     """optuna never calls a trial stale that has no heartbeat (its process died inside ask,
     or an older autopeft ran it without one): the reaper gives it a first beat."""

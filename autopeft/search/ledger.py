@@ -251,6 +251,7 @@ class Ledger:
         #: (wall, CPU) seconds in ledger calls for the last finished trial, from the budget
         #: check before its ask to its tell; the sampler's time in ask is not counted.
         self.last_overhead: tuple[float, float] | None = None
+        self.ostudy  # noqa: B018 - opened now, once: a setup cost, not a per-trial one; errors surface here
 
     # ------------------------------------------------------------------ optuna
     @property
@@ -525,8 +526,10 @@ class Ledger:
                 continue
             stub = TrialRecord(study=self.name, number=t.number, status="running", candidate=candidate,
                                params=dict(t.params), started_at=_aware(t.datetime_start) or utcnow())
-            self._write(self._settle(stub, t, retries))
-            written += 1
+            final = self._settle(stub, t, retries, may_wait=True)
+            if final is not None:
+                self._write(final)
+                written += 1
         return written
 
     # ------------------------------------------------------------------ internals
@@ -555,35 +558,39 @@ class Ledger:
 
     def _reconcile(self, summaries: list[TrialSummary], live: list) -> tuple[int, list[TrialSummary]]:
         """(records written, the summaries as they now are), given optuna's RUNNING and WAITING trials."""
-        from optuna.trial import TrialState
-
         numbers = {t.number for t in live}
+        links = _links(summaries, live)
+        # Running here, finished in optuna: its process died between its tell and its record
+        # (or is writing it right now: then both write the same record).
         running = [r.number for r in summaries if r.status == "running" and r.number not in self._open
                    and r.number not in numbers]
-        unlinked = [r.number for r in summaries if r.status == "failed" and r.error == "interrupted"
-                    and r.retried_as is None]
-        if not (running or unlinked):
-            return 0, summaries
-        # Rare: read the records concerned, and optuna's view in full for the retry histories.
-        records = self.store.trials(self.name)
-        by_number = {r.number: r for r in records}
-        states = (TrialState.RUNNING, TrialState.WAITING)
-        retries = _retry_links(_retried(lambda: self.ostudy.get_trials(deepcopy=False, states=states)), records)
+        # Failed, and its point re-run by a trial queued after the record was written.
+        unlinked = [r.number for r in summaries if r.status == "failed" and r.retried_as is None and r.number in links
+                    and (r.error or "").startswith(("interrupted", "worker lost"))]
         fixed: dict[int, TrialRecord] = {}
         for number in running:
-            fixed[number] = self._settle(by_number[number], self.storage.get_trial(self._trial_id(number)), retries)
+            final = self._settle(self.store.trial(self.name, number),
+                                 self.storage.get_trial(self._trial_id(number)), links, may_wait=True)
+            if final is not None:
+                fixed[number] = final
         for number in unlinked:
-            if number in retries:
-                r, new = by_number[number], retries[number]
-                fixed[number] = dataclasses.replace(r, error=f"interrupted; retried as trial {new}",
-                                                    extras={**r.extras, "retried_as": new})
+            record, new = self.store.trial(self.name, number), links[number]
+            fixed[number] = dataclasses.replace(record, error=f"{record.error.split(';')[0]}; retried as trial {new}",
+                                                extras={**record.extras, "retried_as": new})
         for record in fixed.values():
             self._write(record)
-        summary = {n: TrialSummary(n, r.status, r.error, r.extras.get("retried_as")) for n, r in fixed.items()}
+        summary = {n: TrialSummary(n, r.status, r.error, r.extras.get("retried_as"), r.extras.get("retry_of"))
+                   for n, r in fixed.items()}
         return len(fixed), [summary.get(r.number, r) for r in summaries]
 
-    def _settle(self, record: TrialRecord, frozen, retries: dict[int, int] | None = None) -> TrialRecord:
-        """What the record of ``frozen`` must say, given the state optuna holds it in."""
+    def _settle(self, record: TrialRecord, frozen, links: dict[int, int] | None = None, *,
+                may_wait: bool = False) -> TrialRecord | None:
+        """What the record of ``frozen`` must say, given the state optuna holds it in.
+
+        With ``may_wait``: None while a dead trial's retry is still due from the process
+        that failed it (it queues the retry just after the FAIL, in another transaction):
+        writing "no retries left" in that moment would lose the point's re-run.
+        """
         from optuna.trial import TrialState
 
         from autopeft.search.scales import unscaled
@@ -598,11 +605,17 @@ class Ledger:
         if frozen.state == TrialState.PRUNED:
             return dataclasses.replace(record, status="pruned", finished_at=finished_at)
         # FAIL with no outcome of ours: a reaper failed it (no heartbeat for grace seconds).
-        if retries is None:
-            retries = _retry_links(self.ostudy.get_trials(deepcopy=False), self.store.trials(self.name))
-        new = retries.get(frozen.number)
-        error = f"worker lost: no heartbeat for {self.settings.grace:g} s; " + (
-            f"retried as trial {new}" if new is not None else "no retries left")
+        if links is None:
+            links = _links(self.store.trial_summaries(self.name), self.store.live_optuna_trials(self.name))
+        new = links.get(frozen.number)
+        due = len(frozen.system_attrs.get("retry_history", [])) < self.settings.retries
+        if new is None and due and may_wait and _age(frozen.datetime_complete) < max(300.0, 4 * self.settings.grace):
+            return None
+        error = f"worker lost: no heartbeat for {self.settings.grace:g} s"
+        if new is not None:
+            error += f"; retried as trial {new}"
+        elif not due:
+            error += "; no retries left"
         if record.status != "running" and record.metrics:  # it trained on, unaware: keep what it measured
             error += f" (it ended {record.status} after that; its results are kept here)"
         extras = {**record.extras, "retried_as": new} if new is not None else record.extras
@@ -639,6 +652,20 @@ def _told_state(record: TrialRecord, told):
     if record.status == "pruned":
         return TrialState.PRUNED
     raise LedgerError(f"trial {record.number}: cannot finish a trial as '{record.status}'")
+
+
+def _links(summaries: Sequence[TrialSummary], live: Sequence) -> dict[int, int]:
+    """``{failed trial number: number of its retry}`` from records and optuna's live trials (light reads)."""
+    links = {r.retry_of: r.number for r in summaries if r.retry_of is not None}
+    for t in live:
+        if t.retry_of is not None:
+            links.setdefault(t.retry_of, t.number)
+    return links
+
+
+def _age(stamp: datetime | None) -> float:
+    """Seconds since optuna's local, naive ``stamp`` (infinite when there is none)."""
+    return float("inf") if stamp is None else (datetime.now() - stamp.replace(tzinfo=None)).total_seconds()
 
 
 def _retry_links(trials, records: Sequence[TrialRecord]) -> dict[int, int]:

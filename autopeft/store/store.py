@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import random
 import time
 from datetime import datetime, timezone
@@ -30,12 +31,14 @@ class TrialSummary:
         status: Its record's status.
         error: Its error text (None when none).
         retried_as: The number of the trial that re-runs its point (None: none does).
+        retry_of: The number of the trial whose point it re-runs (None: it is no retry).
     """
 
     number: int
     status: str
     error: str | None
     retried_as: int | None
+    retry_of: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +50,14 @@ class LiveTrial:
         number: The trial's number in its study.
         state: ``"RUNNING"`` or ``"WAITING"``.
         heartbeat_age: Seconds since its last heartbeat (None: it never had one).
+        retry_of: The trial whose point it re-runs (the end of optuna's ``retry_history``).
     """
 
     trial_id: int
     number: int
     state: str
     heartbeat_age: float | None
+    retry_of: int | None = None
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: Where autopeft's alembic revision lives (``migrations/env.py`` says the same); optuna's
 #: own revision stays in ``alembic_version``.
@@ -227,19 +232,21 @@ class Store:
 
     @_transient_retried
     def live_optuna_trials(self, study: str) -> list[LiveTrial]:
-        """optuna's RUNNING and WAITING trials of ``study`` with the age of their last heartbeat.
+        """optuna's RUNNING and WAITING trials of ``study``: heartbeat age, and what they retry.
 
         One light query, made before every trial by every process (the ledger counts the
         budget and looks for dead trials with it); optuna's own ``get_trials`` reads
         parameters, values and attributes too, several queries each time. Ages are measured
         on the database's clock, as optuna measures staleness. Reads optuna's schema
-        (``studies``, ``trials``, ``trial_heartbeats``: unchanged since optuna 2.9).
+        (``studies``, ``trials``, ``trial_heartbeats``, ``trial_system_attributes``: unchanged
+        since optuna 2.9).
         """
         from sqlalchemy import func, select, text
 
         query = text(
-            "SELECT t.trial_id, t.number, t.state, h.heartbeat FROM trials t "
+            "SELECT t.trial_id, t.number, t.state, h.heartbeat, a.value_json FROM trials t "
             "JOIN studies s ON s.study_id = t.study_id LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+            "LEFT JOIN trial_system_attributes a ON a.trial_id = t.trial_id AND a.key = 'retry_history' "
             "WHERE s.study_name = :name AND t.state IN ('RUNNING', 'WAITING')"
         )
         with self._connect() as c:
@@ -255,7 +262,8 @@ class Store:
             now = datetime.fromisoformat(now) if isinstance(now, str) else now
             now = now.replace(tzinfo=None)
         return [LiveTrial(trial_id=r[0], number=r[1], state=r[2],
-                          heartbeat_age=None if r[3] is None else (now - _naive(r[3])).total_seconds())
+                          heartbeat_age=None if r[3] is None else (now - _naive(r[3])).total_seconds(),
+                          retry_of=(json.loads(r[4]) or [None])[-1] if r[4] else None)
                 for r in rows]
 
     # ------------------------------------------------------------------ studies
@@ -372,14 +380,15 @@ class Store:
         from autopeft.store.tables import studies, trials
 
         query = (
-            select(trials.c.number, trials.c.status, trials.c.error, trials.c.extras["retried_as"])
+            select(trials.c.number, trials.c.status, trials.c.error, trials.c.extras["retried_as"],
+                   trials.c.extras["retry_of"])
             .join(studies, studies.c.id == trials.c.study_id)
             .where(studies.c.name == study)
             .order_by(trials.c.number)
         )
         with self._connect() as c:
             rows = c.execute(query).all()
-        return [TrialSummary(number=r[0], status=r[1], error=r[2], retried_as=r[3]) for r in rows]
+        return [TrialSummary(number=r[0], status=r[1], error=r[2], retried_as=r[3], retry_of=r[4]) for r in rows]
 
     @_transient_retried
     def trial(self, study: str, number: int) -> TrialRecord | None:
