@@ -197,12 +197,17 @@ def audit(url: str, target: int, grace: int) -> dict:
     state = {"complete": "COMPLETE", "failed": "FAIL", "pruned": "PRUNED", "infeasible": ("COMPLETE", "FAIL")}
     disagree = [t.number for t in trials if t.number in by_number
                 and t.state.name not in state.get(by_number[t.number].status, ())]
-    orphans = [t.number for t in trials if t.number not in by_number and t.params]
+    waiting = {t.number for t in trials if t.state.name == "WAITING"}
+    orphans = [t.number for t in trials if t.number not in by_number and t.params and t.number not in waiting]
 
     def ends_complete(r) -> bool:
+        """Its retry chain ends in a completed trial, or in a retry still queued in optuna (the
+        budget was met before anyone needed it: the next run of the study trains it first)."""
         seen = set()
         while r is not None and r.extras.get("retried_as") is not None and r.number not in seen:
             seen.add(r.number)
+            if r.extras["retried_as"] in waiting:
+                return True
             r = by_number.get(r.extras["retried_as"])
         return r is not None and r.status == "complete"
 
@@ -303,7 +308,7 @@ def main() -> int:
     os.environ["SOAK_MARKERS"] = str(markers)  # inherited by the forkserver, so by every worker
     print(f"ledger soak: {args.workers} workers, {args.trials} trials, {args.kills} kill -9 + {args.terms} SIGTERM "
           f"mid-trial; heartbeat {args.heartbeat} s, grace {args.grace} s, retries {args.retries}")
-    print(f"database {mask_url(url)}; worker logs in {logs}")
+    print(f"database {mask_url(url)}; worker logs in {logs}; load average {os.getloadavg()[0]:.1f} at the start")
     try:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
@@ -353,13 +358,15 @@ def main() -> int:
         ("reaped (worker lost, re-run)", f"{result['reaped']} (of them still alive, heartbeat starved: "
                                          f"{max(0, result['reaped'] - kinds['kill'])}; ended after that: {result['late']})"),
         ("interrupted (SIGTERM, re-run)", f"{result['interrupted']}"),
-        ("records / optuna trials", f"{result['records']} / {result['optuna_trials']} ({result['waiting']} waiting)"),
+        ("records / optuna trials", f"{result['records']} / {result['optuna_trials']} ({result['waiting']} retries still "
+                                    "queued: the budget was met before anyone needed them)"),
         ("heartbeat warnings logged", f"{heartbeat_warnings}"),
         ("ledger overhead per trial, wall", f"median {statistics.median(ms):.1f} ms, p95 {percentile(ms, 0.95):.1f} ms, "
                                             f"max {max(ms):.1f} ms (n = {len(ms)})" if ms else "no data"),
         ("ledger overhead per trial, CPU", f"median {statistics.median(cpu):.1f} ms, p95 {percentile(cpu, 0.95):.1f} ms "
                                            "(the worker's own CPU time in those calls)" if cpu else "no data"),
-        ("study wall time", f"{elapsed:.1f} s" + (" (TIMED OUT)" if timed_out else "")),
+        ("study wall time", f"{elapsed:.1f} s" + (" (TIMED OUT)" if timed_out else "")
+                            + f"; load average {os.getloadavg()[0]:.1f} at the end (2 cores)"),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
