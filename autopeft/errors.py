@@ -43,6 +43,11 @@ class StoreError(AutoPeftError):
     """The database could not be reached or does not hold what was asked for."""
 
 
+class LedgerError(StoreError):
+    """The trial ledger cannot do what was asked: settings under which live trials would be
+    failed as dead, or a trial it does not know."""
+
+
 class MethodError(AutoPeftError):
     """A PEFT method could not be built from a candidate."""
 

@@ -4,7 +4,8 @@ Only that they ran: the figures themselves are the benchmarks' business (and are
 too noisy at quick sizes to assert on). The sampler benchmark reads the committed table
 (``benchmarks/data/tabular_tweet.jsonl``), so it trains nothing. The quick runs
 are started together (they are mostly waiting on process start-up and model loads), so
-the module takes as long as the slowest of them.
+the module takes as long as the slowest of them. The ledger soak needs PostgreSQL and
+starts only with its own test; its checks (nothing lost or left running) are asserted.
 """
 
 from __future__ import annotations
@@ -37,6 +38,22 @@ def quick_runs():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def soak_run():
+    """The ledger soak's quick run: PostgreSQL only, so started by its own (postgres) test alone."""
+    from test_store_contract import postgres_admin_url
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "benchmarks" / "ledger_soak.py"), "--quick", "--storage", postgres_admin_url()],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    yield {"ledger_soak.py": proc}
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def output(procs, script: str) -> str:
@@ -111,3 +128,14 @@ def test_the_gpu_check_fails_loudly_without_a_gpu():
     assert proc.returncode == 1
     assert last_line(proc.stdout) == "SUMMARY: gpu_check FAILED: no CUDA GPU on this host"
     assert "no CUDA GPU visible to torch" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_ledger_soak_quick_loses_nothing(soak_run):
+    # Unlike the figures above, what the soak checks is not noise: nothing lost, nothing
+    # duplicated, nothing left running, the overshoot within workers - 1.
+    out = output(soak_run, "ledger_soak.py")
+    assert "lost" in out and "budget overshoot" in out and "ledger overhead per trial" in out
+    assert "wall time" in out
+    assert last_line(out).startswith("SUMMARY ledger_soak:") and last_line(out).endswith("PASS"), out[-3000:]

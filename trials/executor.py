@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Callable
@@ -109,11 +110,18 @@ def _kill(process) -> None:
 
 def _child(spec_json: str, sender, ask_at_rungs: bool = False) -> None:
     """Entry point of the trial process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a trial stops
+    # The parent decides when a trial stops: Ctrl-C reaches the whole process group and
+    # Slurm signals every process of a job, but the search records the trial and kills it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent()
     spec = TrialSpec.from_json(spec_json)
 
     def send(message: dict) -> None:
-        sender.send_bytes(json.dumps(message).encode())
+        try:
+            sender.send_bytes(json.dumps(message).encode())
+        except (BrokenPipeError, ConnectionResetError):  # the search is gone: nobody to report to
+            os._exit(1)
 
     curve: list = []
 
@@ -136,6 +144,43 @@ def _child(spec_json: str, sender, ask_at_rungs: bool = False) -> None:
     send({"kind": "result", "result": json.loads(result.to_json())})
     sender.close()
     os._exit(0)  # skip interpreter teardown: torch's atexit work is pointless in a finished trial
+
+
+def die_with_parent() -> None:
+    """End this trial process as soon as the search that started it is gone.
+
+    A search killed with ``kill -9`` (or by the OOM killer, or a lost node) cannot kill its
+    trial, which would otherwise train to its end for nobody. Two guards:
+
+    - A watchdog thread waits on ``multiprocessing.parent_process().sentinel``, a pipe whose
+      other end only the search process holds: it reads end-of-file the moment the search
+      dies, however it died, on any platform. The thread then ends the process at once.
+    - On Linux, ``prctl(PR_SET_PDEATHSIG, SIGKILL)``: the kernel kills the trial when its
+      parent dies. Its parent is the forkserver, not the search: this covers the forkserver
+      being killed (a process-group kill, the OOM killer), which leaves the watchdog nothing
+      to wait for if the search survives.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            forkserver = os.getppid()
+            if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0 and os.getppid() != forkserver:  # 1: PR_SET_PDEATHSIG
+                os._exit(1)  # the parent died before the guard was set
+        except (OSError, AttributeError):  # no prctl here: the watchdog alone guards
+            pass
+    parent = multiprocessing.parent_process()
+    if parent is None:  # run in-process (tests): nothing to watch
+        return
+
+    def watch() -> None:
+        from multiprocessing.connection import wait
+
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def _limit_memory(extra_mb: int) -> None:

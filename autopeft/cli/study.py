@@ -66,10 +66,13 @@ def search(
                                        "worker i gets GPU i mod G."),
     per_gpu: int = typer.Option(1, "--per-gpu", min=1, help="Workers allowed on one GPU (default 1: never two trials on one GPU)."),
     log_to: Optional[str] = typer.Option(None, "--log-to", help="mlflow or mlflow:TRACKING_URI: also log every trial as an MLflow run."),
+    heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Seconds between heartbeats of the running trial."),
+    grace: int = typer.Option(60, "--grace", min=2, help="Seconds without a heartbeat before a trial counts as lost and is re-run."),
 ) -> None:
     """Run (or resume) a search and print its Pareto front."""
     from autopeft.events import Tee, log_to_events
     from autopeft.progress import RichEvents
+    from autopeft.search.ledger import LedgerSettings
     from autopeft.search.loop import open_study, run_search
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
@@ -100,7 +103,8 @@ def search(
         with RichEvents() as events:
             if logger is not None:  # through the bar's console: a raw print would tear the bar
                 logger.warn = lambda msg: events.console.print(f"warning: {msg}", markup=False, highlight=False)
-            outcome = run_search(prep, store, trials=trials, events=Tee(events, logger))
+            outcome = run_search(prep, store, trials=trials, events=Tee(events, logger),
+                                 settings=LedgerSettings(heartbeat, grace))
     if logger is not None:
         console.print(f"trials logged to MLflow at {logger.tracking_uri}, experiment '{outcome.study.name}'")
     _print_front(console, outcome.study, outcome.records)
@@ -112,7 +116,7 @@ def search(
                   f"  export:   autopeft export {outcome.study.name}{flag} --pick knee --out ./{outcome.study.name}-adapter")
     if outcome.interrupted:
         console.print("[yellow]interrupted[/]: the running trial was recorded as failed; run the same command to resume")
-        raise typer.Exit(130)
+        raise typer.Exit(128 + (outcome.signal or 2))  # 130 for Ctrl-C, 143 for SIGTERM
 
 
 def _gpu_assignment(device: str, workers: int, gpus: Optional[str], per_gpu: int) -> list:
@@ -146,7 +150,7 @@ def _run_workers(console, store, prep, trials, workers: int, gpu_of: list):
     its own GPU when there are GPUs (``CUDA_VISIBLE_DEVICES``; its trials see it as cuda:0)."""
     import subprocess
 
-    from autopeft.search.loop import SearchOutcome, open_study
+    from autopeft.search.loop import SearchOutcome, StopSignals, open_study
 
     if store.url.startswith("sqlite") and workers > 4:
         raise AutoPeftError(f"--workers {workers} on SQLite: at most 4 local workers share one SQLite file safely; use PostgreSQL")
@@ -163,8 +167,10 @@ def _run_workers(console, store, prep, trials, workers: int, gpu_of: list):
     console.print(f"running study {study.name} with {workers} workers ({env['AUTOPEFT_THREADS']} threads each{on_gpus})")
     procs = [subprocess.Popen(cmd, env=env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}) for gpu in gpu_of]
     interrupted = False
+    stop = StopSignals()  # SIGTERM (Slurm, Kubernetes) stops the workers like Ctrl-C
     try:
-        codes = [p.wait() for p in procs]
+        with stop.installed(), stop.interruptible():
+            codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
         interrupted = True
         for p in procs:
@@ -172,7 +178,7 @@ def _run_workers(console, store, prep, trials, workers: int, gpu_of: list):
         codes = [p.wait() for p in procs]
     if not interrupted and any(codes):
         raise AutoPeftError(f"a worker exited with code {max(codes)}; `autopeft show {study.name}` lists what was stored")
-    return SearchOutcome(study, store.trials(study.name), interrupted)
+    return SearchOutcome(study, store.trials(study.name), interrupted, stop.signal)
 
 
 def studies(storage: Optional[str] = STORAGE) -> None:

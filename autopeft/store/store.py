@@ -9,6 +9,10 @@ the revision and says how to upgrade.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import random
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,6 +20,44 @@ from autopeft.errors import StoreError
 from autopeft.store.records import StudyRecord, TrialRecord
 
 DEFAULT_URL = "sqlite:///autopeft.db"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSummary:
+    """What counting a study's budget needs of one record (no JSON columns read but one key).
+
+    Attributes:
+        number: The trial's number.
+        status: Its record's status.
+        error: Its error text (None when none).
+        retried_as: The number of the trial that re-runs its point (None: none does).
+        retry_of: The number of the trial whose point it re-runs (None: it is no retry).
+    """
+
+    number: int
+    status: str
+    error: str | None
+    retried_as: int | None
+    retry_of: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveTrial:
+    """An optuna trial that is RUNNING or WAITING, as the ledger needs to see it.
+
+    Attributes:
+        trial_id: optuna's trial id (database-wide).
+        number: The trial's number in its study.
+        state: ``"RUNNING"`` or ``"WAITING"``.
+        heartbeat_age: Seconds since its last heartbeat (None: it never had one).
+        retry_of: The trial whose point it re-runs (the end of optuna's ``retry_history``).
+    """
+
+    trial_id: int
+    number: int
+    state: str
+    heartbeat_age: float | None
+    retry_of: int | None = None
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: Where autopeft's alembic revision lives (``migrations/env.py`` says the same); optuna's
 #: own revision stays in ``alembic_version``.
@@ -32,6 +74,51 @@ def mask_url(url: str) -> str:
     except (ArgumentError, ValueError):  # not parseable: hide everything between '://' and '@'
         head, sep, tail = url.partition("://")
         return head + sep + ("***@" + tail.split("@", 1)[1] if "@" in tail else tail)
+
+
+#: Errors a retry cures: SQLite's writer lock held past the busy timeout by another
+#: process, PostgreSQL's deadlock victim or serialisation failure, a dropped connection.
+_TRANSIENT = ("database is locked", "database table is locked", "deadlock detected", "could not serialize",
+              "server closed the connection", "connection reset")
+
+
+def is_transient(e: BaseException) -> bool:
+    """Would the same database call probably succeed if made again in a moment?"""
+    text = str(getattr(e, "orig", None) or e).lower()
+    return any(t in text for t in _TRANSIENT)
+
+
+def _missing_table(e: BaseException) -> bool:
+    text = str(getattr(e, "orig", None) or e).lower()
+    return "no such table" in text or "does not exist" in text
+
+
+def _transient_retried(method, attempts: int = 6):
+    """Run ``method`` again (with jittered back-off) when the database answers "busy".
+
+    Many processes share one database; with SQLite one writer at a time. A lock held
+    past the busy timeout is not the caller's fault and not worth a failed trial: wait and
+    retry, and only then say so as a ``StoreError`` (never a raw driver traceback).
+    Only for calls that are safe to repeat (reads, and ``save_trial``'s upsert).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        for attempt in range(1, attempts + 1):
+            try:
+                return method(self, *args, **kwargs)
+            except StoreError:
+                raise
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                if attempt == attempts:
+                    raise StoreError(f"{self.display_url} stayed busy over {attempts} attempts: {_first_line(e)}") from None
+                time.sleep(random.uniform(0.05, 0.25) * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
 
 
 class Store:
@@ -54,6 +141,8 @@ class Store:
         self.display_url = mask_url(url)
         self.engine = _engine(url, self.display_url)
         self._optuna_storage = None
+        self._heartbeat_storages: dict[tuple[int, int, int], object] = {}
+        self._study_ids: dict[str, int] = {}
         if migrate:
             self.upgrade()
         else:
@@ -101,6 +190,87 @@ class Store:
                 # RuntimeError: optuna's "incompatible schema version" check
                 raise StoreError(f"cannot open optuna's tables in {self.display_url}: {_first_line(e)}") from e
         return self._optuna_storage
+
+    def optuna_storage_with_heartbeat(self, heartbeat: float, grace: float, retries: int):
+        """optuna's ``RDBStorage`` on the same database, with heartbeats and retries of stale trials.
+
+        A trial whose heartbeat is older than ``grace`` seconds is failed by
+        ``optuna.storages.fail_stale_trials`` and its parameters are queued again (up to
+        ``retries`` times, optuna's ``RetryHeartbeatStaleTrialCallback``). One storage per
+        setting for the store's lifetime; :meth:`close` disposes of it.
+
+        Args:
+            heartbeat: Seconds between heartbeats (optuna keeps whole seconds, at least 1).
+            grace: Seconds without a heartbeat before a trial counts as dead.
+            retries: How often the point of a dead trial is queued again.
+
+        Raises:
+            StoreError: optuna's tables cannot be opened or created.
+        """
+        key = (max(1, round(heartbeat)), max(1, round(grace)), int(retries))
+        if key not in self._heartbeat_storages:
+            self._heartbeat_storages[key] = self._open_heartbeat_storage(*key)
+        return self._heartbeat_storages[key]
+
+    def _open_heartbeat_storage(self, heartbeat: int, grace: int, retries: int, attempts: int = 5):
+        import warnings
+
+        import optuna
+        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+        # Retried: processes started together on a fresh database all find optuna's tables
+        # missing and all create them; on PostgreSQL the losers fail with a duplicate key
+        # (pg_type_typname_nsp_index). Once the winner commits, a retry opens them.
+        for attempt in range(1, attempts + 1):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(
+                        self.url, engine_kwargs=_engine_kwargs(self.url), heartbeat_interval=heartbeat,
+                        grace_period=grace,
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries),
+                    )
+            except Exception as e:
+                if attempt == attempts:
+                    raise StoreError(f"cannot open optuna's tables in {self.display_url}: {_first_line(e)}") from None
+                time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
+
+    @_transient_retried
+    def live_optuna_trials(self, study: str) -> list[LiveTrial]:
+        """optuna's RUNNING and WAITING trials of ``study``: heartbeat age, and what they retry.
+
+        One light query, made before every trial by every process (the ledger counts the
+        budget and looks for dead trials with it); optuna's own ``get_trials`` reads
+        parameters, values and attributes too, several queries each time. Ages are measured
+        on the database's clock, as optuna measures staleness. Reads optuna's schema
+        (``studies``, ``trials``, ``trial_heartbeats``, ``trial_system_attributes``: unchanged
+        since optuna 2.9).
+        """
+        from sqlalchemy import func, select, text
+
+        query = text(
+            "SELECT t.trial_id, t.number, t.state, h.heartbeat, a.value_json FROM trials t "
+            "JOIN studies s ON s.study_id = t.study_id LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+            "LEFT JOIN trial_system_attributes a ON a.trial_id = t.trial_id AND a.key = 'retry_history' "
+            "WHERE s.study_name = :name AND t.state IN ('RUNNING', 'WAITING')"
+        )
+        with self._connect() as c:
+            try:
+                rows = c.execute(query, {"name": study}).all()
+            except Exception as e:
+                if _missing_table(e):  # optuna's tables not created yet: nothing runs
+                    return []
+                raise
+            now = c.execute(select(func.now())).scalar() if any(r[3] is not None for r in rows) else None
+        if now is not None:
+            # as optuna does: naive on both sides (PostgreSQL answers aware, SQLite a string or naive)
+            now = datetime.fromisoformat(now) if isinstance(now, str) else now
+            now = now.replace(tzinfo=None)
+        return [LiveTrial(trial_id=r[0], number=r[1], state=r[2],
+                          heartbeat_age=None if r[3] is None else (now - _naive(r[3])).total_seconds(),
+                          retry_of=(json.loads(r[4]) or [None])[-1] if r[4] else None)
+                for r in rows]
 
     # ------------------------------------------------------------------ studies
     def add_study(self, record: StudyRecord) -> StudyRecord:
@@ -153,24 +323,42 @@ class Store:
             c.execute(studies.update().where(studies.c.name == name).values(trials_target=trials))
 
     # ------------------------------------------------------------------ trials
+    @_transient_retried
     def save_trial(self, record: TrialRecord) -> None:
         """Insert or replace the record of (study, number)."""
-        from sqlalchemy import select
+        from sqlalchemy.exc import IntegrityError
 
-        from autopeft.store.tables import studies, trials
+        from autopeft.store.tables import trials
 
         row = dataclasses.asdict(record)
-        study = row.pop("study")
+        study_id = self._study_id(row.pop("study"))
+        where = (trials.c.study_id == study_id) & (trials.c.number == record.number)
+        # Update first: every trial is saved several times and inserted once.
         with self._begin() as c:
-            study_id = c.execute(select(studies.c.id).where(studies.c.name == study)).scalar_one_or_none()
-            if study_id is None:
-                raise StoreError(f"no study '{study}' in {self.display_url}")
-            where = (trials.c.study_id == study_id) & (trials.c.number == record.number)
-            if c.execute(select(trials.c.id).where(where)).first() is None:
+            if c.execute(trials.update().where(where).values(**row)).rowcount:
+                return
+        try:
+            with self._begin() as c:
                 c.execute(trials.insert().values(study_id=study_id, **row))
-            else:
+        except IntegrityError:  # another process inserted the same trial meanwhile: replace its row
+            with self._begin() as c:
                 c.execute(trials.update().where(where).values(**row))
 
+    def _study_id(self, name: str) -> int:
+        """The row id of study ``name`` (cached: a study's id never changes)."""
+        from sqlalchemy import select
+
+        from autopeft.store.tables import studies
+
+        if name not in self._study_ids:
+            with self._connect() as c:
+                study_id = c.execute(select(studies.c.id).where(studies.c.name == name)).scalar_one_or_none()
+            if study_id is None:
+                raise StoreError(f"no study '{name}' in {self.display_url}")
+            self._study_ids[name] = study_id
+        return self._study_ids[name]
+
+    @_transient_retried
     def trials(self, study: str) -> list[TrialRecord]:
         from sqlalchemy import select
 
@@ -184,8 +372,45 @@ class Store:
         )
         with self._connect() as c:
             rows = c.execute(query).mappings().all()
-        names = {f.name for f in dataclasses.fields(TrialRecord)}
-        return [TrialRecord(**{k: _aware(v) for k, v in r.items() if k in names}) for r in rows]
+        return [_trial(r) for r in rows]
+
+    @_transient_retried
+    def trial_summaries(self, study: str) -> list[TrialSummary]:
+        """Number, status, error and ``extras["retried_as"]`` of every record of ``study``.
+
+        Every process counts the budget before every trial: this reads no curves, metrics
+        or configs (``trials()`` does, and its cost grows with the study).
+        """
+        from sqlalchemy import select
+
+        from autopeft.store.tables import studies, trials
+
+        query = (
+            select(trials.c.number, trials.c.status, trials.c.error, trials.c.extras["retried_as"],
+                   trials.c.extras["retry_of"])
+            .join(studies, studies.c.id == trials.c.study_id)
+            .where(studies.c.name == study)
+            .order_by(trials.c.number)
+        )
+        with self._connect() as c:
+            rows = c.execute(query).all()
+        return [TrialSummary(number=r[0], status=r[1], error=r[2], retried_as=r[3], retry_of=r[4]) for r in rows]
+
+    @_transient_retried
+    def trial(self, study: str, number: int) -> TrialRecord | None:
+        """The record of trial ``number`` of ``study`` (None: none yet)."""
+        from sqlalchemy import select
+
+        from autopeft.store.tables import studies, trials
+
+        query = (
+            select(trials, studies.c.name.label("study"))
+            .join(studies, studies.c.id == trials.c.study_id)
+            .where((studies.c.name == study) & (trials.c.number == number))
+        )
+        with self._connect() as c:
+            row = c.execute(query).mappings().first()
+        return None if row is None else _trial(row)
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self):
@@ -206,14 +431,25 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
-        if self._optuna_storage is not None:
-            self._optuna_storage.remove_session()
-            self._optuna_storage.engine.dispose()
+        for storage in [self._optuna_storage, *self._heartbeat_storages.values()]:
+            if storage is not None:
+                storage.remove_session()
+                storage.engine.dispose()
 
 
 def _aware(value):
     """SQLite keeps no time zone; autopeft writes UTC, so say so (PostgreSQL already does)."""
     return value.replace(tzinfo=timezone.utc) if isinstance(value, datetime) and value.tzinfo is None else value
+
+
+def _naive(value) -> datetime:
+    value = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return value.replace(tzinfo=None)
+
+
+def _trial(row) -> TrialRecord:
+    names = {f.name for f in dataclasses.fields(TrialRecord)}
+    return TrialRecord(**{k: _aware(v) for k, v in row.items() if k in names})
 
 
 def _study(row) -> StudyRecord:

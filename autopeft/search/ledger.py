@@ -1,0 +1,734 @@
+"""The ledger: the one owner of the pairing of an optuna trial with its autopeft record.
+
+optuna's tables say which trials exist and in which state (the samplers read them);
+``autopeft_trials`` holds what autopeft knows of each (candidate, peft config, metrics,
+curve, error). Every write that keeps the two in step goes through :class:`Ledger`:
+
+- :meth:`Ledger.ask`: optuna's ask, the trial's heartbeat started, its record ``running``.
+- :meth:`Ledger.finish` (and :meth:`~Ledger.infeasible`, :meth:`~Ledger.interrupt`): optuna's
+  tell and the final record, as one operation that is safe to repeat. It is idempotent on
+  the trial number: the first outcome told wins, and a repeat is a no-op (never a second
+  record, never an exception).
+- :meth:`Ledger.budget`: trained trials plus trials being trained right now by any process,
+  against the study's target, for every way a study is run (one ``autopeft search``, two of
+  them at once, N workers): N processes overshoot the target by at most N - 1.
+- :meth:`Ledger.reap`: trials whose process died (no heartbeat for ``grace`` seconds) are
+  failed, their points queued again, and records are brought in line with optuna.
+
+Crash safety. The two writes of a finish are two transactions in two sets of tables, so
+``finish`` writes ahead: the final record rides in the optuna trial's system attributes
+(``autopeft:record``) before the tell. A process that dies between the tell and its own
+record write leaves a record ``running`` whose optuna trial is finished; the next
+:meth:`~Ledger.reap`, by any process, writes the final record from that copy. A process that
+dies before the tell leaves a RUNNING trial without heartbeat: reaped after ``grace``.
+
+Heartbeats. A :class:`Heartbeat` beats from a background thread from ask to finish, in a
+single ``autopeft search`` as in a worker. optuna only calls a trial stale once it has
+beaten at all, so :meth:`~Ledger.reap` gives a never-beaten RUNNING trial (its process died
+inside ``ask``) a first beat: it goes stale ``grace`` seconds later unless its owner beats.
+
+Failed as dead but alive (its heartbeat could not reach the database for ``grace``
+seconds): its point has been queued again, so when it ends its record says so ("worker
+lost ... retried as trial N", metrics kept) and only the retry counts against the budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Sequence
+
+from autopeft.errors import LedgerError
+from autopeft.store import Store, StudyRecord, TrialRecord, TrialSummary, utcnow
+from autopeft.store.store import is_transient
+
+log = logging.getLogger("autopeft")
+
+#: optuna system attribute holding the final record while it is being told (write-ahead copy).
+PENDING = "autopeft:record"
+#: Statuses that count against the budget once trained to an end.
+TRAINED = ("complete", "failed", "pruned")
+
+
+def trained_count(records: Sequence[TrialRecord | TrialSummary]) -> int:
+    """Trials that count against the study's budget: trained to an end (complete, failed, pruned).
+
+    A trial whose process died (no heartbeat) or was interrupted, and whose point was
+    queued again, is recorded as failed with ``extras["retried_as"]``: its retry counts
+    instead, so that a killed worker or a Ctrl-C costs the study nothing.
+    """
+    return sum(1 for r in records if r.status in TRAINED and _retried_as(r) is None)
+
+
+def _retried_as(r: TrialRecord | TrialSummary) -> int | None:
+    return r.retried_as if isinstance(r, TrialSummary) else r.extras.get("retried_as")
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """How dead processes are told from slow ones.
+
+    Attributes:
+        heartbeat: Seconds between heartbeats of a running trial (optuna keeps whole
+            seconds, at least 1).
+        grace: Seconds without a heartbeat after which a trial's process counts as dead:
+            its trial is failed and its point queued again.
+        retries: How often one point is queued again (after a dead process or an interrupt).
+    """
+
+    heartbeat: float = 10.0
+    grace: float = 60.0
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.heartbeat:
+            raise LedgerError(f"heartbeat must be at least 1 s (optuna keeps whole seconds), got {self.heartbeat:g}")
+        if round(self.grace) <= round(self.heartbeat):
+            raise LedgerError(f"--grace ({self.grace:g} s) must be longer than --heartbeat ({self.heartbeat:g} s), "
+                              "or live trials would be failed as dead")
+        if self.retries < 0:
+            raise LedgerError(f"retries must be 0 or more, got {self.retries}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Where a study stands against its target (read at one moment; other processes move it).
+
+    Attributes:
+        target: Trials the study asks for.
+        trained: Trials trained to an end (:func:`trained_count`).
+        running: Trials being trained now by any process: optuna holds them RUNNING (alive,
+            or dead but not yet ``grace`` seconds silent), whether their record says
+            ``running`` yet or not (it is written just after the ask).
+    """
+
+    target: int
+    trained: int
+    running: int
+
+    @property
+    def left(self) -> int:
+        """Trials still to start; 0 or less: the budget is met or will be by those running."""
+        return self.target - self.trained - self.running
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """An asked trial.
+
+    Attributes:
+        trial: optuna's live ``Trial`` (for ``set_constraint`` and user attributes).
+        candidate: What ``suggest`` made of it (a ``Candidate``).
+        record: The record it started as (status ``running``).
+    """
+
+    trial: Any
+    candidate: Any
+    record: TrialRecord
+
+    @property
+    def number(self) -> int:
+        return self.record.number
+
+
+class Heartbeat:
+    """Records a trial's heartbeat every ``interval`` seconds from a daemon thread until stopped.
+
+    The trial trains in a child process, so this process is mostly idle and the beat is
+    steady. A beat that fails (a database blip) is logged on the ``autopeft`` logger and
+    tried again at the next interval; after ``grace`` seconds of failures other processes
+    will treat the trial as lost, which is what the warning says.
+    """
+
+    def __init__(self, storage, trial_id: int, label: str, interval: float, grace: float) -> None:
+        self.storage = storage
+        self.trial_id = trial_id
+        self.label = label
+        self.interval = interval
+        self.grace = grace
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{label}", daemon=True)
+        self._failing_since: float | None = None
+
+    def start(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        self._beat()  # at once: optuna cannot call a trial stale before its first beat
+        while not self._stop.wait(self.interval):
+            self._beat()
+
+    def _beat(self) -> None:
+        try:
+            self.storage.record_heartbeat(self.trial_id)
+        except Exception as e:  # noqa: BLE001 - the next beat may succeed; say so, never crash the trial
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+                log.warning("heartbeat of %s failed (%s: %s); retrying every %g s — after %g s without one, "
+                            "other processes will fail the trial as lost", self.label, type(e).__name__,
+                            str(e).splitlines()[0][:200] if str(e) else "", self.interval, self.grace)
+            return
+        if self._failing_since is not None:
+            log.warning("heartbeat of %s recovered after %.0f s", self.label, time.monotonic() - self._failing_since)
+            self._failing_since = None
+
+
+def _ledger_call(method):
+    """Count the time spent in ledger calls (the coordination overhead of a trial)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self._depth:
+            return method(self, *args, **kwargs)
+        self._depth += 1
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._depth -= 1
+            self._spent += time.perf_counter() - t0
+            self._spent_cpu += time.thread_time() - c0
+            if self._finished is not None:  # a trial ended in this call: its overhead is complete
+                self.last_overhead = (self._spent, self._spent_cpu)
+                self._spent = self._spent_cpu = 0.0
+                log.debug("study '%s' trial %d: %.1f ms in ledger calls (%.1f ms CPU)", self.name, self._finished,
+                          1e3 * self.last_overhead[0], 1e3 * self.last_overhead[1])
+                self._finished = None
+
+    return wrapper
+
+
+class Ledger:
+    """The trials of one study, as optuna and autopeft each record them, kept in step.
+
+    Args:
+        store: The database (optuna's tables and autopeft's).
+        study: The study, already in the store (``open_study``).
+        sampler: The optuna sampler ``ask`` uses (None: random; enough for a ledger that
+            only counts, reaps and reconciles).
+        settings: Heartbeat, grace and retries.
+        describe: ``params -> candidate JSON``, to write a record for a trial whose process
+            died after its parameters were drawn but before its record existed (None: such
+            trials keep no record; their point is retried all the same).
+
+    Raises:
+        StoreError: optuna's tables cannot be opened.
+    """
+
+    def __init__(self, store: Store, study: StudyRecord, *, sampler=None, settings: LedgerSettings | None = None,
+                 describe: Callable[[dict], dict] | None = None) -> None:
+        self.store = store
+        self.study = study
+        self.name = study.name
+        self.settings = settings or LedgerSettings()
+        self.describe = describe
+        self.storage = store.optuna_storage_with_heartbeat(self.settings.heartbeat, self.settings.grace,
+                                                           self.settings.retries)
+        self._sampler = sampler
+        self._ostudy = None
+        self._study_id: int | None = None
+        self._beats: dict[int, Heartbeat] = {}
+        self._open: dict[int, TrialRecord] = {}  # trials asked here and not yet finished: their latest record
+        self._asked: dict[int, Any] = {}         # their optuna Trial objects (tell by object: one query fewer)
+        self._records: list[TrialRecord] | None = None  # full records, read on demand after a budget()
+        self._depth = 0
+        self._spent = 0.0                        # seconds in ledger calls since the last finish
+        self._spent_cpu = 0.0                    # and this thread's CPU seconds in them
+        self._finished: int | None = None        # set by finish() for the timing wrapper
+        #: (wall, CPU) seconds in ledger calls for the last finished trial, from the budget
+        #: check before its ask to its tell; the sampler's time in ask is not counted.
+        self.last_overhead: tuple[float, float] | None = None
+        self.ostudy  # noqa: B018 - opened now, once: a setup cost, not a per-trial one; errors surface here
+
+    # ------------------------------------------------------------------ optuna
+    @property
+    def ostudy(self):
+        """optuna's study (created on first use, or loaded: every process opens the same one)."""
+        if self._ostudy is None:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            self._ostudy = _retried(lambda: optuna.create_study(
+                study_name=self.name, storage=self.storage, sampler=self._sampler or optuna.samplers.RandomSampler(),
+                directions=["maximize" if d == "max" else "minimize" for _, d in self.study.objectives],
+                load_if_exists=True))
+            self._study_id = self.storage.get_study_id_from_name(self.name)
+        return self._ostudy
+
+    def _trial_id(self, number: int) -> int:
+        if number in self._asked:
+            return self._asked[number]._trial_id
+        self.ostudy  # noqa: B018 - sets _study_id
+        try:
+            return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+        except KeyError:
+            raise LedgerError(f"study '{self.name}' has no trial {number} in {self.store.display_url}") from None
+
+    # ------------------------------------------------------------------ one trial
+    @_ledger_call
+    def ask(self, suggest: Callable[[Any], Any]) -> Ticket:
+        """Ask optuna for a trial (a queued retry first), start its heartbeat, record it ``running``.
+
+        Args:
+            suggest: ``optuna.Trial -> Candidate``; the only code that draws parameters.
+                Its time (the sampler's) is the record's ``sampler_time``, not ledger time.
+        """
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        for _ in range(3):
+            try:
+                return self._ask(suggest)
+            except UpdateFinishedTrialError as e:
+                # Failed as dead while it was being asked: this process could not beat for
+                # ``grace`` seconds (a starved machine). Its point is queued again; ask anew.
+                log.warning("study '%s': a trial was failed as lost while it was being asked (%s); asking again",
+                            self.name, e)
+        raise LedgerError(f"study '{self.name}': three trials in a row were failed as lost while being asked; "
+                          f"this process cannot keep a heartbeat within --grace {self.settings.grace:g} s")
+
+    def _ask(self, suggest: Callable[[Any], Any]) -> Ticket:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            # optuna expects heartbeats with Study.optimize; ask/tell with our own beat is fine.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            trial = _retried(self.ostudy.ask)
+        beat = Heartbeat(self.storage, trial._trial_id, f"study '{self.name}' trial {trial.number}",
+                         self.settings.heartbeat, self.settings.grace).start()
+        self._beats[trial.number] = beat
+        try:
+            t1, c1 = time.perf_counter(), time.thread_time()
+            candidate = suggest(trial)
+            t2 = time.perf_counter()
+            self._spent -= t2 - t1  # the sampler's time, not the ledger's
+            self._spent_cpu -= time.thread_time() - c1
+            history = _system_attrs(self.storage, trial).get("retry_history") or []
+            record = TrialRecord(
+                study=self.name, number=trial.number, status="running", candidate=candidate.to_json(),
+                params=dict(trial.params), started_at=utcnow(), sampler_time=(t2 - t0),
+                extras={"retry_of": history[-1]} if history else {},
+            )
+            self.store.save_trial(record)
+        except BaseException:
+            # Not recorded: stop beating so that the trial goes stale and its point is retried.
+            self._stop_beat(trial.number)
+            raise
+        self._open[trial.number] = record
+        self._asked[trial.number] = trial
+        return Ticket(trial, candidate, record)
+
+    @_ledger_call
+    def update(self, record: TrialRecord) -> TrialRecord:
+        """Save a running trial's record again (its peft config, its rungs so far)."""
+        if record.status != "running":
+            raise LedgerError(f"update() saves running trials; trial {record.number} is {record.status}: use finish()")
+        self.store.save_trial(record)
+        self._open[record.number] = record
+        return record
+
+    def current(self, number: int) -> TrialRecord:
+        """The latest record of a trial asked here and not yet finished."""
+        try:
+            return self._open[number]
+        except KeyError:
+            raise LedgerError(f"trial {number} of study '{self.name}' is not open in this process") from None
+
+    @_ledger_call
+    def finish(self, record: TrialRecord, told: Sequence[float] | None = None) -> TrialRecord:
+        """Tell optuna the trial's outcome and write its final record, as one operation.
+
+        Idempotent on ``record.number``: if the trial was already finished through a
+        ledger, that first outcome stands and is returned (nothing is written twice). If
+        optuna already holds it as FAIL without an outcome of ours, a reaper failed it as
+        lost; the record then says so, keeping this outcome's metrics as data.
+
+        Args:
+            record: The final record: complete, failed, pruned or infeasible.
+            told: The values optuna is told, on the sampler's scale (required when
+                complete; for an infeasible trial, imputed values, or None to tell FAIL).
+
+        Returns:
+            The record as stored.
+        """
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        state = _told_state(record, told)
+        trial_id = self._trial_id(record.number)
+        try:
+            # Write-ahead: if this process dies after the tell, reap() writes this record.
+            _retried(lambda: self.storage.set_trial_system_attr(trial_id, PENDING, _dump(record, state)))
+            if record.error and record.status in ("failed", "infeasible"):
+                key = "infeasible" if record.status == "infeasible" else "error"
+                _retried(lambda: self.storage.set_trial_user_attr(trial_id, key, record.error))
+            # skip_if_finished: a reaper may fail it between the copy and the tell; settled below.
+            frozen = _retried(lambda: self.ostudy.tell(self._asked.get(record.number, record.number),
+                                                       None if told is None else list(told), state=state,
+                                                       skip_if_finished=True))
+            told_here = True
+        except UpdateFinishedTrialError:  # finished already: a repeat, or a reaper got there first
+            frozen = _retried(lambda: self.storage.get_trial(trial_id))
+            told_here = False
+        self._stop_beat(record.number)
+        self._open.pop(record.number, None)
+        self._asked.pop(record.number, None)
+        final = self._settle(record, frozen)
+        if told_here and final == record:
+            self.store.save_trial(final)  # the usual case: the store holds the running record
+        else:
+            self._write(final)  # compares first, so that a repeat writes nothing
+        self._finished = record.number
+        return final
+
+    @_ledger_call
+    def infeasible(self, record: TrialRecord) -> TrialRecord:
+        """Finish an untrained candidate (over budget, or not buildable) as infeasible.
+
+        optuna is told the worst values seen so far as stand-ins, so that the
+        constraint-aware samplers learn where the budget boundary is. Before any trial has
+        completed there is nothing to impute from: it is told as FAIL (samplers skip it).
+        """
+        from autopeft.search.scales import scaled
+
+        done = [r.values for r in self.records() if r.status == "complete" and r.values]
+        record = dataclasses.replace(record, status="infeasible", finished_at=utcnow())
+        if not done:
+            return self.finish(record)
+        imputed = []
+        for i, (name, direction) in enumerate(self.study.objectives):
+            if name == "trainable_params" and record.trainable_params is not None:
+                imputed.append(float(record.trainable_params))
+            else:
+                column = [v[i] for v in done]
+                imputed.append(min(column) if direction == "max" else max(column))
+        return self.finish(record, scaled(self.study.objectives, imputed))
+
+    @_ledger_call
+    def interrupt(self, number: int) -> TrialRecord:
+        """Finish an open trial as failed ("interrupted") and queue its point again.
+
+        The interruption (Ctrl-C, SIGTERM) then costs the study nothing: the record links to
+        the retry (``extras["retried_as"]``) and no longer counts against the budget.
+        """
+        current = self._open.get(number) or self.store.trial(self.name, number)
+        if current is None:
+            raise LedgerError(f"study '{self.name}' has no record of trial {number}")
+        if current.status != "running":  # finished already (a repeat, or the stop came during the tell)
+            return current
+        final = self.finish(dataclasses.replace(current, status="failed", error="interrupted", finished_at=utcnow()))
+        if final.status == "failed" and final.error == "interrupted":
+            self.requeue(number)
+            final = self.store.trial(self.name, number) or final
+        return final
+
+    @_ledger_call
+    def requeue(self, number: int) -> int | None:
+        """Queue the point of failed trial ``number`` again, at most ``retries`` times per point.
+
+        Returns:
+            The number of the queued trial (None if out of retries, or not failed).
+        """
+        import optuna
+        from optuna.trial import TrialState
+
+        frozen = self.storage.get_trial(self._trial_id(number))
+        record = self.store.trial(self.name, number)
+        if frozen.state != TrialState.FAIL or record is None or record.extras.get("retried_as") is not None:
+            return None
+        history = [*frozen.system_attrs.get("retry_history", []), number]
+        if len(history) > self.settings.retries:
+            self._write(dataclasses.replace(record, error=f"{record.error}; no retries left"))
+            return None
+        system_attrs = {k: v for k, v in frozen.system_attrs.items() if k != PENDING}
+        system_attrs.update(failed_trial=frozen.system_attrs.get("failed_trial", number), retry_history=history)
+        template = optuna.trial.create_trial(state=TrialState.WAITING, params=frozen.params,
+                                             distributions=frozen.distributions, user_attrs=frozen.user_attrs,
+                                             system_attrs=system_attrs)
+        new = self.storage.get_trial_number_from_id(self.storage.create_new_trial(self._study_id, template_trial=template))
+        self._write(dataclasses.replace(record, error=f"{record.error}; retried as trial {new}",
+                                        extras={**record.extras, "retried_as": new}))
+        return new
+
+    # ------------------------------------------------------------------ the study
+    @_ledger_call
+    def budget(self, *, reap: bool = False) -> Budget:
+        """The study's target, its trained trials and the trials being trained now (any process).
+
+        Args:
+            reap: First do what :meth:`reap` does (one read serves both): what a search
+                does before it asks for a trial.
+        """
+        live = self._scan() if reap else self.store.live_optuna_trials(self.name)
+        target = self.store.get_study(self.name).trials_target  # `search --trials` may have raised it
+        summaries = self.store.trial_summaries(self.name)
+        if reap:
+            summaries = self._reconcile(summaries, live)[1]
+        self._records = None
+        finished = {r.number for r in summaries if r.status != "running"}
+        # A trial asked a moment ago has no record yet: it counts from the ask on, which
+        # narrows the window in which N processes all see one trial left to N asks.
+        running = sum(1 for t in live if t.state == "RUNNING" and t.number not in finished)
+        return Budget(target, trained_count(summaries), running)
+
+    def records(self) -> list[TrialRecord]:
+        """The study's records (read once after each :meth:`budget`, then reused)."""
+        if self._records is None:
+            self._records = self.store.trials(self.name)
+        return list(self._records)
+
+    @_ledger_call
+    def reap(self) -> int:
+        """Fail trials of dead processes (their points are queued again) and reconcile records.
+
+        Returns:
+            How many records were brought in line with optuna (lost, or finished elsewhere).
+        """
+        live = self._scan()
+        return self._reconcile(self.store.trial_summaries(self.name), live)[0]
+
+    @_ledger_call
+    def reconcile(self, *, full: bool = False) -> int:
+        """Bring records in line with optuna's states.
+
+        A record ``running`` whose optuna trial has finished gets its final state: the
+        write-ahead copy if its process told it, else "worker lost" (failed by a reaper). A
+        failed, interrupted record whose point was queued again is linked to the retry.
+        With ``full``, also write records for finished optuna trials that have none (their
+        process died between drawing the parameters and writing the record).
+
+        Returns:
+            How many records were written.
+        """
+        written = self._reconcile(self.store.trial_summaries(self.name), self.store.live_optuna_trials(self.name))[0]
+        if not (full and self.describe is not None):
+            return written
+        records = self.store.trials(self.name)
+        known = {r.number for r in records}
+        every = _retried(lambda: self.ostudy.get_trials(deepcopy=False))
+        retries = _retry_links(every, records)
+        for t in every:
+            if t.number in known or not t.state.is_finished() or not t.params:
+                continue
+            try:
+                candidate = self.describe(dict(t.params))
+            except Exception:  # noqa: BLE001 - parameters drawn in part: nothing to describe
+                continue
+            stub = TrialRecord(study=self.name, number=t.number, status="running", candidate=candidate,
+                               params=dict(t.params), started_at=_aware(t.datetime_start) or utcnow())
+            final = self._settle(stub, t, retries, may_wait=True)
+            if final is not None:
+                self._write(final)
+                written += 1
+        return written
+
+    # ------------------------------------------------------------------ internals
+    def _scan(self) -> list:
+        """optuna's RUNNING and WAITING trials, after failing those whose process died.
+
+        A dead process's trial is failed by ``optuna.storages.fail_stale_trials``, whose
+        callback queues its point again. A RUNNING trial that never beat (its process died
+        inside ``ask``) gets a first beat here, so that it goes stale ``grace`` seconds later
+        unless its owner beats. optuna is asked to fail trials only when one looks stale, so
+        that the usual step costs one light query.
+        """
+        import optuna
+
+        live = self.store.live_optuna_trials(self.name)
+        for t in live:
+            if t.state == "RUNNING" and t.heartbeat_age is None and t.number not in self._beats:
+                _retried(lambda: self.storage.record_heartbeat(t.trial_id))
+        grace = max(1, round(self.settings.grace))  # what the storage compares with
+        if any(t.state == "RUNNING" and t.heartbeat_age is not None and t.heartbeat_age > grace for t in live):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                _retried(lambda: optuna.storages.fail_stale_trials(self.ostudy))
+            live = self.store.live_optuna_trials(self.name)
+        return live
+
+    def _reconcile(self, summaries: list[TrialSummary], live: list) -> tuple[int, list[TrialSummary]]:
+        """(records written, the summaries as they now are), given optuna's RUNNING and WAITING trials."""
+        numbers = {t.number for t in live}
+        links = _links(summaries, live)
+        # Running here, finished in optuna: its process died between its tell and its record
+        # (or is writing it right now: then both write the same record).
+        running = [r.number for r in summaries if r.status == "running" and r.number not in self._open
+                   and r.number not in numbers]
+        # Failed, and its point re-run by a trial queued after the record was written.
+        unlinked = [r.number for r in summaries if r.status == "failed" and r.retried_as is None and r.number in links
+                    and (r.error or "").startswith(("interrupted", "worker lost"))]
+        fixed: dict[int, TrialRecord] = {}
+        for number in running:
+            final = self._settle(self.store.trial(self.name, number),
+                                 self.storage.get_trial(self._trial_id(number)), links, may_wait=True)
+            if final is not None:
+                fixed[number] = final
+        for number in unlinked:
+            record, new = self.store.trial(self.name, number), links[number]
+            fixed[number] = dataclasses.replace(record, error=f"{record.error.split(';')[0]}; retried as trial {new}",
+                                                extras={**record.extras, "retried_as": new})
+        for record in fixed.values():
+            self._write(record)
+        summary = {n: TrialSummary(n, r.status, r.error, r.extras.get("retried_as"), r.extras.get("retry_of"))
+                   for n, r in fixed.items()}
+        return len(fixed), [summary.get(r.number, r) for r in summaries]
+
+    def _settle(self, record: TrialRecord, frozen, links: dict[int, int] | None = None, *,
+                may_wait: bool = False) -> TrialRecord | None:
+        """What the record of ``frozen`` must say, given the state optuna holds it in.
+
+        With ``may_wait``: None while a dead trial's retry is still due from the process
+        that failed it (it queues the retry just after the FAIL, in another transaction):
+        writing "no retries left" in that moment would lose the point's re-run.
+        """
+        from optuna.trial import TrialState
+
+        from autopeft.search.scales import unscaled
+
+        pending = _load(frozen.system_attrs.get(PENDING), frozen.number)
+        if pending is not None and pending[1] == frozen.state.name:
+            return pending[0]  # finished through a ledger: that first outcome stands
+        finished_at = record.finished_at or _aware(frozen.datetime_complete) or utcnow()
+        if frozen.state == TrialState.COMPLETE:  # told by code that kept no copy (autopeft < 0.2)
+            values = unscaled(self.study.objectives, frozen.values)
+            return dataclasses.replace(record, status="complete", values=values, finished_at=finished_at)
+        if frozen.state == TrialState.PRUNED:
+            return dataclasses.replace(record, status="pruned", finished_at=finished_at)
+        # FAIL with no outcome of ours: a reaper failed it (no heartbeat for grace seconds).
+        if links is None:
+            links = _links(self.store.trial_summaries(self.name), self.store.live_optuna_trials(self.name))
+        new = links.get(frozen.number)
+        due = len(frozen.system_attrs.get("retry_history", [])) < self.settings.retries
+        if new is None and due and may_wait and _age(frozen.datetime_complete) < max(300.0, 4 * self.settings.grace):
+            return None
+        error = f"worker lost: no heartbeat for {self.settings.grace:g} s"
+        if new is not None:
+            error += f"; retried as trial {new}"
+        elif not due:
+            error += "; no retries left"
+        if record.status != "running" and record.metrics:  # it trained on, unaware: keep what it measured
+            error += f" (it ended {record.status} after that; its results are kept here)"
+        extras = {**record.extras, "retried_as": new} if new is not None else record.extras
+        return dataclasses.replace(record, status="failed", values=None, error=error, finished_at=finished_at,
+                                   extras=extras)
+
+    def _write(self, record: TrialRecord) -> None:
+        """Save ``record`` unless the store already holds exactly it (so repeats write nothing)."""
+        if self.store.trial(self.name, record.number) != record:
+            self.store.save_trial(record)
+
+    def _stop_beat(self, number: int) -> None:
+        beat = self._beats.pop(number, None)
+        if beat is not None:
+            beat.stop()
+
+    def close(self) -> None:
+        """Stop every heartbeat this ledger runs (their trials then go stale and are retried)."""
+        for number in list(self._beats):
+            self._stop_beat(number)
+
+
+def _told_state(record: TrialRecord, told):
+    from optuna.trial import TrialState
+
+    if record.status == "complete":
+        if told is None:
+            raise LedgerError(f"trial {record.number} is complete: optuna must be told its objective values")
+        return TrialState.COMPLETE
+    if record.status == "infeasible":
+        return TrialState.FAIL if told is None else TrialState.COMPLETE
+    if record.status == "failed":
+        return TrialState.FAIL
+    if record.status == "pruned":
+        return TrialState.PRUNED
+    raise LedgerError(f"trial {record.number}: cannot finish a trial as '{record.status}'")
+
+
+def _links(summaries: Sequence[TrialSummary], live: Sequence) -> dict[int, int]:
+    """``{failed trial number: number of its retry}`` from records and optuna's live trials (light reads)."""
+    links = {r.retry_of: r.number for r in summaries if r.retry_of is not None}
+    for t in live:
+        if t.retry_of is not None:
+            links.setdefault(t.retry_of, t.number)
+    return links
+
+
+def _age(stamp: datetime | None) -> float:
+    """Seconds since optuna's local, naive ``stamp`` (infinite when there is none)."""
+    return float("inf") if stamp is None else (datetime.now() - stamp.replace(tzinfo=None)).total_seconds()
+
+
+def _retry_links(trials, records: Sequence[TrialRecord]) -> dict[int, int]:
+    """``{failed trial number: number of its retry}``, from optuna's retry histories and records."""
+    links = {r.extras["retry_of"]: r.number for r in records if r.extras.get("retry_of") is not None}
+    for t in trials:
+        history = t.system_attrs.get("retry_history")
+        if history:
+            links.setdefault(history[-1], t.number)  # the history ends with the trial it replaces
+    return links
+
+
+def _dump(record: TrialRecord, state) -> str:
+    """The write-ahead copy: the final record and the optuna state it is told as."""
+    data = dataclasses.asdict(record)
+    for key in ("started_at", "finished_at"):
+        data[key] = data[key].isoformat() if data[key] is not None else None
+    return json.dumps({"state": state.name, "record": data})
+
+
+def _load(text, number: int) -> tuple[TrialRecord, str] | None:
+    """(record, optuna state name) written ahead for trial ``number``; None when absent, or
+    when it is a retry's copy of its original's (optuna copies system attributes to a retry)."""
+    if not text:
+        return None
+    pending = json.loads(text)
+    data = pending["record"]
+    if data.get("number") != number:
+        return None
+    for key in ("started_at", "finished_at"):
+        data[key] = datetime.fromisoformat(data[key]) if data[key] else None
+    return TrialRecord(**data), pending["state"]
+
+
+def _system_attrs(storage, trial) -> dict:
+    """The system attributes optuna read when it made ``trial`` (asking again costs a query)."""
+    frozen = getattr(trial, "_cached_frozen_trial", None)  # optuna >= 3.0 keeps it; private, so a fallback
+    return frozen.system_attrs if frozen is not None else storage.get_trial_system_attrs(trial._trial_id)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """optuna stamps trials with the local naive time of the process that wrote them."""
+    return None if value is None else value.astimezone() if value.tzinfo is None else value
+
+
+def _retried(call: Callable[[], Any], attempts: int = 6):
+    """``call()``, again after a pause when the database was busy (safe: every call here can repeat)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as e:
+            if attempt == attempts or not _transient_chain(e):
+                raise
+            time.sleep(min(5.0, 0.1 * 2 ** attempt))
+    raise AssertionError("unreachable")
+
+
+def _transient_chain(e: BaseException | None) -> bool:
+    # optuna wraps driver errors in StorageInternalError with a generic message: look at the causes.
+    seen = 0
+    while e is not None and seen < 5:
+        if is_transient(e):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False

@@ -1,0 +1,434 @@
+"""A search step as a plain method: sampler proposes, method builds, budget gates, runner trains.
+
+:class:`SearchSession` searches one study from this process. :meth:`SearchSession.step` runs
+one trial (or answers None when the study's budget is met) and :meth:`SearchSession.run`
+steps until the target is reached. ``autopeft search`` runs one session; a worker keeps one
+per study it serves and calls ``step()`` on whichever it serves next. Every write that
+pairs an optuna trial with its record goes through :class:`~autopeft.search.ledger.Ledger`.
+
+Failures are data: a trial that crashes, times out, runs out of memory or hits a
+non-finite loss is told to the study as FAIL and recorded with its reason, and the search
+goes on. Over-budget candidates are never trained: they are told as *infeasible* through
+an optuna constraint, with imputed objective values (the worst seen so far) so that the
+constraint-aware samplers learn where the budget boundary is.
+
+Stopping: SIGTERM or SIGINT (Ctrl-C) during a trial kills the trial process, records the
+trial as failed ("interrupted") and queues its point again, so the interruption costs the
+study nothing; between trials it just stops (:class:`StopSignals`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from autopeft.errors import MethodError, StoreError
+from autopeft.search.ledger import TRAINED, Budget, Ledger, LedgerSettings, Ticket
+from autopeft.search.prepare import PreparedSearch, trial_spec
+from autopeft.search.scales import scaled
+from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
+from autopeft.trials.spec import TrialResult, TrialSpec
+
+Runner = Callable[[TrialSpec], TrialResult]
+BUDGET_CONSTRAINT = "trainable_params_over_budget"
+log = logging.getLogger("autopeft")
+
+
+class SearchEvents(Protocol):
+    """What the session reports as it goes (the CLI draws a progress bar from it)."""
+
+    def started(self, study: StudyRecord, done: int, target: int) -> None: ...
+
+    def trial_started(self, number: int, candidate: dict) -> None: ...
+
+    def trial_finished(self, record: TrialRecord, records: list[TrialRecord]) -> None: ...
+
+
+class _Silent:
+    def started(self, study, done, target): ...
+
+    def trial_started(self, number, candidate): ...
+
+    def trial_finished(self, record, records): ...
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What a search run did.
+
+    Attributes:
+        study: The study (as opened).
+        records: Every record of the study at the end, any process's.
+        interrupted: A stop was requested (Ctrl-C, SIGTERM); the running trial, if any, was
+            recorded as interrupted and its point queued again.
+        signal: The signal that stopped it (None: it ended on its own).
+    """
+
+    study: StudyRecord
+    records: list[TrialRecord]
+    interrupted: bool = False
+    signal: int | None = None
+
+
+class StopSignals:
+    """SIGTERM and SIGINT as a request to stop, answered the way Ctrl-C always was.
+
+    Slurm and Kubernetes stop a job with SIGTERM, so it must lose no more than Ctrl-C. Between
+    trials a signal only sets :attr:`signal`, and the search stops at its next check (never
+    in the middle of a database write). While a trial trains (inside :meth:`interruptible`)
+    it raises ``KeyboardInterrupt``: the runner kills the trial process, and the session
+    records the trial as interrupted and queues its point again. A second signal raises
+    wherever it lands: the way out of a stuck sampler.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._armed = False
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def request(self, signum: int = signal.SIGINT) -> None:
+        """Ask for a stop (the first signal asked for is the one reported)."""
+        if self.signal is None:
+            self.signal = signum
+
+    @contextmanager
+    def installed(self):
+        """Handle SIGTERM and SIGINT inside the block (main thread only; elsewhere a no-op)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextmanager
+    def interruptible(self):
+        """The block (a trial training) is interrupted by a stop, one already requested included."""
+        if self.requested:
+            raise KeyboardInterrupt
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
+
+    def _handle(self, signum, _frame) -> None:
+        again = self.requested
+        self.request(signum)
+        if self._armed or again:
+            raise KeyboardInterrupt
+
+
+class SearchSession:
+    """Searches one study from this process, one trial per :meth:`step`.
+
+    Opening a session creates the study (or resumes it: same space, new target), computes
+    its importance map once, and opens its optuna study through a :class:`Ledger`.
+
+    Args:
+        prep: The prepared search.
+        store: The database.
+        trials: The study's target of trained trials (None: the space's ``search.trials``).
+        sampler: A ready optuna sampler instead of ``make_sampler(space.search, encoding)``
+            (workers seed theirs apart, so that they do not propose the same points).
+        runner: Runs one ``TrialSpec`` (default: ``autopeft.trials.executor.run_isolated``).
+        events: Progress reports.
+        settings: Heartbeat, grace and retries of the ledger.
+        stop: Where stop requests land (shared with a worker serving many studies).
+        poll: Seconds between looks at the database while other processes' trials run
+            (default: the heartbeat, at most 5 s).
+    """
+
+    def __init__(self, prep: PreparedSearch, store: Store, *, trials: int | None = None, sampler=None,
+                 runner: Runner | None = None, events: SearchEvents | None = None,
+                 settings: LedgerSettings | None = None, stop: StopSignals | None = None,
+                 poll: float | None = None) -> None:
+        from autopeft.search.samplers import make_sampler
+
+        if runner is None:
+            from autopeft.trials.executor import run_isolated as runner
+        self.store = store
+        self.runner = runner
+        self.events = events or _Silent()
+        self.stop = stop or StopSignals()
+        self.study = open_study(store, prep, trials)
+        self.prep = prep.with_importance(study_importance(store, self.study, prep)) \
+            if prep.space.importance != "none" else prep
+        self.sampler = sampler if sampler is not None else make_sampler(self.prep.space.search, self.prep.encoding)
+        self.ledger = Ledger(store, self.study, sampler=self.sampler, settings=settings, describe=self._describe)
+        self.poll = poll if poll is not None else min(5.0, self.ledger.settings.heartbeat)
+        #: The budget as the last step saw it.
+        self.last_budget: Budget | None = None
+        self._dry = 0  # trials asked in a row that trained nothing (infeasible)
+
+    # ------------------------------------------------------------------ public
+    @property
+    def exhausted(self) -> bool:
+        """Many candidates in a row were infeasible: a space (almost) wholly over budget must still end."""
+        target = self.last_budget.target if self.last_budget else self.study.trials_target
+        return self._dry >= 5 * target + 20
+
+    def step(self) -> TrialRecord | None:
+        """Run one trial; None when there is none to run.
+
+        Before asking, dead processes' trials are reaped (and their points queued again) and
+        the budget is counted across every process: trained trials plus trials being
+        trained right now. None when that meets the target (or a stop was requested); the
+        trials others are training may still end as lost, so :meth:`run` then waits.
+
+        Returns:
+            The trial's final record: complete, failed, pruned, infeasible, or failed
+            "interrupted" (a stop arrived while it trained; its point is queued again).
+        """
+        if self.stop.requested:
+            return None
+        self.last_budget = budget = self.ledger.budget(reap=True)
+        if budget.left <= 0:
+            return None
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        ticket = self.ledger.ask(self.prep.encoding.suggest)
+        try:
+            record = self._train(ticket)
+        except KeyboardInterrupt:
+            self.stop.request(signal.SIGINT)  # keeps the signal our handler saw; else Ctrl-C
+            record = self.ledger.interrupt(ticket.number)
+        except UpdateFinishedTrialError:
+            # Another process failed the trial as dead (this one could not beat for `grace`
+            # seconds) and queued its point again: the ledger records it as lost; go on.
+            record = self.ledger.finish(dataclasses.replace(self.ledger.current(ticket.number), status="failed",
+                                                            error="lost", finished_at=utcnow()))
+        except Exception as e:
+            self._fail_and_reraise(ticket, e)
+        self._dry = 0 if record.status in TRAINED else self._dry + 1
+        return record
+
+    def run(self) -> SearchOutcome:
+        """Step until the study's target is reached, nothing can be trained, or a stop.
+
+        With the budget met by counting trials other processes are training, wait for
+        them (polling every ``poll`` s): their processes may have died, and a dead
+        process's trial is reaped after ``grace`` seconds and run again here.
+        """
+        try:
+            with self.stop.installed():
+                self.ledger.reconcile(full=True)
+                budget = self.ledger.budget()
+                self.events.started(self.study, budget.trained, budget.target)
+                while not self.stop.requested and not self.exhausted:
+                    record = self.step()
+                    if record is not None:
+                        if not self.stop.requested:
+                            records = [r for r in self.ledger.records() if r.number != record.number] + [record]
+                            self.events.trial_finished(record, records)
+                        continue
+                    if self.stop.requested or self.last_budget is None or self.last_budget.running == 0:
+                        break
+                    self._sleep(self.poll)
+        finally:
+            self.ledger.close()
+        return SearchOutcome(self.study, self.store.trials(self.study.name), self.stop.requested, self.stop.signal)
+
+    # ------------------------------------------------------------------ one trial
+    def _train(self, ticket: Ticket) -> TrialRecord:
+        from autopeft.methods import BuildContext, get_method
+        from autopeft.search.fidelity import promote
+
+        prep, trial, candidate, base = self.prep, ticket.trial, ticket.candidate, ticket.record
+        method = get_method(candidate.method)
+        ctx = BuildContext(prep.arch, prep.space.proxy.steps, base_model=prep.model.location)
+        try:
+            config = method.build(candidate, ctx)
+            count = method.count_trainable(candidate, ctx)
+        except MethodError as e:  # e.g. per-layer bits that switch every layer off
+            _constrain(trial, 1.0)
+            return self.ledger.infeasible(dataclasses.replace(base, error=str(e)))
+        limit = prep.budget_limit
+        _constrain(trial, (count - limit) / limit if limit else -1.0)
+        peft_config = method.config_json(config)
+        if limit is not None and count > limit:
+            reason = f"over budget: {count:,} trainable parameters > {limit:,}"
+            return self.ledger.infeasible(dataclasses.replace(base, peft_config=peft_config, trainable_params=count,
+                                                              error=reason))
+
+        running = self.ledger.update(dataclasses.replace(base, peft_config=peft_config, trainable_params=count))
+        self.events.trial_started(trial.number, candidate.to_json())
+        spec = trial_spec(prep, candidate, peft_config, study=self.study.name, trial=trial.number)
+        rungs: list = []
+
+        def on_rung(step: int, metrics: dict) -> bool:
+            value = metrics[prep.space.task.metric]
+            rungs.append([step, value])
+            self.ledger.update(dataclasses.replace(running, extras={**running.extras, "rungs": list(rungs)}))
+            # Re-read the store: other workers' trials at this rung count too.
+            return promote(self.store.trials(self.study.name), self.study.objectives, trial.number, step, value,
+                           count, prep.space.proxy.eta)
+
+        with self.stop.interruptible():
+            result = self.runner(spec, on_rung=on_rung) if spec.proxy.rungs else self.runner(spec)
+        trainable = result.trainable_params or count
+        values = objective_values(self.study, result, trainable) if result.status == "complete" else None
+        if result.status == "pruned":
+            status = "pruned"  # told PRUNED: see autopeft.search.fidelity
+        elif values is not None:
+            status = "complete"
+        else:
+            status = "failed"
+        record = dataclasses.replace(
+            running,
+            status=status,
+            trainable_params=trainable,
+            metrics=result.metrics,
+            values=values,
+            curve=result.curve,
+            resources={"wall_time": result.wall_time, "train_time": result.train_time, "setup_time": result.setup_time,
+                       "eval_time": result.eval_time, "peak_rss_mb": result.peak_rss_mb,
+                       "peak_memory_mb": result.peak_memory_mb, "memory_kind": result.memory_kind,
+                       "device": result.device},
+            extras={**running.extras, **_with_importance(result.extras, prep), **({"rungs": rungs} if rungs else {})},
+            error=result.error if status == "failed" else None,
+            finished_at=utcnow(),
+        )
+        # The sampler models log10 parameters (autopeft.search.scales); the record keeps counts.
+        return self.ledger.finish(record, scaled(self.study.objectives, values) if values is not None else None)
+
+    def _fail_and_reraise(self, ticket: Ticket, error: Exception):
+        """A bug or a lost database escaped the trial: record it failed (nothing left running), re-raise."""
+        try:
+            current = self.ledger.current(ticket.number)
+            self.ledger.finish(dataclasses.replace(current, status="failed", finished_at=utcnow(),
+                                                   error=f"{type(error).__name__}: {error}"[:500]))
+        except Exception as second:  # noqa: BLE001 - the first error is the one to report
+            log.warning("could not record trial %d as failed (%s); it will be reaped as lost", ticket.number, second)
+        raise error
+
+    def _describe(self, params: dict) -> dict:
+        return self.prep.encoding.decode(params).to_json()
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not self.stop.requested:
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
+
+def _constrain(trial, value: float) -> None:
+    with warnings.catch_warnings():
+        # A re-queued trial carries its original's constraint; the same value is set again.
+        warnings.filterwarnings("ignore", message="The constraint value is ignored because this constraint")
+        trial.set_constraint(BUDGET_CONSTRAINT, value)
+
+
+def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = None) -> StudyRecord:
+    """Create the study, or resume it when it exists with the same space."""
+    import yaml
+
+    from autopeft import __version__
+    from autopeft.space import space_hash
+
+    space = prep.space
+    target = trials_target or space.search.trials
+    digest = space_hash(space)
+    existing = store.find_study(space.study)
+    if existing is not None:
+        if existing.space_hash != digest:
+            raise StoreError(
+                f"study '{space.study}' already exists in {store.display_url} with a different search space; "
+                "resume it with the same YAML, or start a new study (--set study=NEW_NAME)"
+            )
+        if existing.trials_target != target:
+            store.set_trials_target(space.study, target)
+        return store.get_study(space.study)
+    record = StudyRecord(
+        name=space.study,
+        created_at=utcnow(),
+        space_yaml=yaml.safe_dump(space.document, sort_keys=False),
+        space_hash=digest,
+        objectives=tuple((o.name, o.direction) for o in space.objectives),
+        trials_target=target,
+        model=space.model.name,
+        model_fingerprint=prep.model.fingerprint,
+        dataset=space.task.dataset,
+        data_fingerprint=prep.dataset.fingerprint,
+        budget_params=prep.budget_limit,
+        autopeft_version=__version__,
+    )
+    try:
+        return store.add_study(record)
+    except StoreError:
+        if store.find_study(space.study) is not None:  # another worker created it first
+            return store.get_study(space.study)
+        raise
+
+
+def study_importance(store: Store, study: StudyRecord, prep: PreparedSearch):
+    """The study's importance map: computed once (SPT pass) and stored, then reused by every
+    resume and every worker, so all of them rank layers the same way."""
+    from autopeft.importance import ImportanceMap
+
+    if study.importance:
+        return ImportanceMap.from_json(study.importance)
+    from autopeft.trials.importance import spt_sensitivity
+
+    importance = spt_sensitivity(
+        prep.model.location, prep.data.num_labels, prep.data.path, prep.arch.layers_path,
+        tuple(s.name for s in prep.arch.linears), batch_size=prep.space.proxy.batch_size,
+        seed=prep.space.proxy.seed, trust_remote_code=prep.model.trust_remote_code, task=prep.space.task.type,
+    )
+    store.set_importance(study.name, importance.to_json())
+    return importance
+
+
+def optuna_study(store: Store, study: StudyRecord, sampler):
+    """optuna's study of ``study`` (created if missing), without heartbeats: for readers and set-up."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=study.name,
+        storage=store.optuna_storage,
+        directions=["maximize" if d == "max" else "minimize" for _, d in study.objectives],
+        sampler=sampler,
+        load_if_exists=True,
+    )
+
+
+def _with_importance(extras: dict, prep: PreparedSearch) -> dict:
+    """Add the trial's ``ImportanceMap`` when its method measured one (AdaLoRA's final ranks)."""
+    if "rank_allocation" not in extras or "importance" in extras:
+        return extras
+    from autopeft.importance import ImportanceMap
+
+    imap = ImportanceMap.from_named(
+        "adalora", extras["rank_allocation"], prep.arch.layers_path, prep.arch.num_layers,
+        tuple(s.name for s in prep.arch.linears), note="final AdaLoRA rank per matrix",
+    )
+    return {**extras, "importance": imap.to_json()}
+
+
+def objective_values(study: StudyRecord, result: TrialResult, trainable_params: int) -> list[float] | None:
+    """The result's objective values in study order (None if one is missing or not finite)."""
+    import math
+
+    source = {
+        "trainable_params": trainable_params,
+        "peak_memory": result.peak_memory_mb or result.peak_rss_mb,  # the device's own figure
+        "train_time": result.train_time,
+        **result.metrics,
+    }
+    values = [source.get(name) for name, _ in study.objectives]
+    if any(v is None or not math.isfinite(float(v)) for v in values):
+        return None
+    return [float(v) for v in values]
