@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from autopeft.errors import LedgerError
+from autopeft.errors import AutoPeftError, LedgerError
 from autopeft.store import Store, StudyRecord, TrialRecord, TrialSummary, utcnow
 from autopeft.store.store import is_transient
 
@@ -522,7 +522,7 @@ class Ledger:
                 continue
             try:
                 candidate = self.describe(dict(t.params))
-            except Exception:  # noqa: BLE001 - parameters drawn in part: nothing to describe
+            except (KeyError, ValueError, AutoPeftError):  # parameters drawn in part: nothing to describe
                 continue
             stub = TrialRecord(study=self.name, number=t.number, status="running", candidate=candidate,
                                params=dict(t.params), started_at=_aware(t.datetime_start) or utcnow())

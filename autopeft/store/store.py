@@ -217,6 +217,7 @@ class Store:
 
         import optuna
         from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+        from sqlalchemy.exc import SQLAlchemyError
 
         # Retried: processes started together on a fresh database all find optuna's tables
         # missing and all create them; on PostgreSQL the losers fail with a duplicate key
@@ -230,9 +231,9 @@ class Store:
                         grace_period=grace,
                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries),
                     )
-            except Exception as e:
+            except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
                 if attempt == attempts:
-                    raise StoreError(f"cannot open optuna's tables in {self.display_url}: {_first_line(e)}") from None
+                    raise StoreError(f"cannot open optuna's tables in {self.display_url}: {_first_line(e)}") from e
                 time.sleep(0.5 * attempt)
         raise AssertionError("unreachable")
 
