@@ -430,3 +430,58 @@ def test_adalora_on_the_decoder_exports_its_learned_ranks_as_a_lora_rank_pattern
     ranks = {re.sub(r"(\.lora_\w+)?(\.default)?$", "", name): r for name, r in allocation.items()}
     expected = sum(r * size[module.rsplit(".", 1)[-1]] for module, r in ranks.items())
     assert sum(p.numel() for p in wrapped.parameters() if p.requires_grad) == expected
+
+
+# ------------------------------------------------------------------------------ search, export, export --train
+
+
+@pytest.mark.slow
+def test_a_decoder_search_exports_a_loadable_lora_and_export_train_reproduces_its_choice_accuracy(smollm2, tmp_path,
+                                                                                                   capsys, monkeypatch):
+    import re
+
+    import torch
+    from peft import PeftConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from autopeft.cli import main
+    from autopeft.search.prepare import prepare_search
+    from autopeft.space import load_space
+    from autopeft.store import Store
+    from autopeft.trials.generative import choice_accuracy, load_gen, score_choices
+    from autopeft.trials.proxy import _load_split
+
+    space = tmp_path / "llm.yaml"
+    space.write_text(space_yaml().replace("method: [lora, ia3]", "method: lora\n  dora: [false, true]"))
+    url = f"sqlite:///{tmp_path / 'llm.db'}"
+    assert main(["search", str(space), "--storage", url]) == 0
+    done = [r for r in Store(url).trials("llm-test") if r.status == "complete"]
+    assert len(done) == 2
+    for r in done:
+        assert 0 <= r.metrics["choice_accuracy"] <= 1 and math.isfinite(r.metrics["eval_loss"])
+    trial = done[0]
+
+    out = tmp_path / "adapter"
+    capsys.readouterr()
+    assert main(["export", "llm-test", "--storage", url, "--trial", str(trial.number), "--out", str(out)]) == 0
+    assert f"resolve_model(ModelSpec('{ALIAS}')).location" in capsys.readouterr().out  # the base is the converted GGUF
+    config = PeftConfig.from_pretrained(str(out))
+    assert config.task_type == "CAUSAL_LM"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(smollm2.location), config)
+    assert model.get_nb_trainable_parameters()[0] == trial.trainable_params
+
+    trained = tmp_path / "trained"
+    assert main(["export", "llm-test", "--storage", url, "--trial", str(trial.number), "--out", str(trained), "--train",
+                 "--seeds", "1", "--steps", "2", "--train-examples", "16"]) == 0
+    card = (trained / "README.md").read_text()
+    reported = float(re.search(r"\| chosen \| lora \| [\d,]+ \| ([\d.]+) ±", card).group(1))
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "resolve_model(ModelSpec('smollm2-135m'))" in snippet
+    monkeypatch.chdir(trained)
+    scope: dict = {}
+    exec(snippet, scope)  # the model card's own load code: the base from the converted GGUF, the trained adapter
+    loaded = scope["model"].eval()
+    data = prepare_search(load_space(space, ["proxy.train_examples=16"])).data  # what export --train trained on
+    split, gen = _load_split(data.path)["eval"], load_gen(data.path)
+    torch.set_num_threads(2)
+    assert round(choice_accuracy(score_choices(loaded, split, gen), gen["gold"]), 4) == reported

@@ -65,9 +65,18 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = int(sum(p.numel() for p in trainable))
     data = _load_split(spec.data_path)
+    from autopeft.trials.generative import generative_metrics, load_gen
+
+    gen = load_gen(spec.data_path) if spec.task == "causal_lm" else {}
     ist = _make_ist(model, spec, data)
     # IST changes which layers train step by step, so no layer is reliably frozen below.
-    skip = _use_prefix_cache(model, spec, data) if spec.proxy.prefix_cache and ist is None else None
+    skip = None
+    if spec.proxy.prefix_cache and ist is None:
+        # Answer scoring runs whole sequences the cache does not hold; when it also yields the
+        # validation loss, the validation split's states would never be read: not computed.
+        splits = ("train",) if gen.get("loss_from_choices") else ("train", "eval")
+        with placement.autocast():  # the states the uncached trial's own (autocast) forward computes
+            skip = _use_prefix_cache(model, spec, data, splits)
 
     from transformers import get_linear_schedule_with_warmup
 
@@ -83,17 +92,13 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     setup_time = t0 - started
     eval_time = 0.0
 
-    from autopeft.trials.generative import generative_metrics, load_gen
-
-    gen = load_gen(spec.data_path) if spec.task == "causal_lm" else {}
-
     def timed_evaluate() -> dict:
         nonlocal eval_time
         e0 = time.perf_counter()
         with placement.autocast():
             metrics = generative_metrics(
                 model, data["eval"], gen, metric=spec.metric, max_new_tokens=spec.max_new_tokens,
-                tokenizer_location=spec.model, batch_size=max(16, spec.proxy.batch_size),
+                tokenizer_location=spec.model, batch_size=max(64, spec.proxy.batch_size),
                 full_stack=skip.full_stack if skip is not None else contextlib.nullcontext,
             )
             if "eval_loss" not in metrics:  # answer scoring did not yield it: one pass of its own
@@ -140,6 +145,8 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
                 )
     train_time = time.perf_counter() - t0 - eval_time  # rung evaluations are evaluation, not training
     extras = method.summary(model)
+    if skip is not None:  # recorded: what the trial's forward passes did not recompute
+        extras = {**extras, "prefix_cache_skipped_layers": skip.layer}
     if ist is not None:
         ist.finish()
         extras = {**extras, "importance": ist.importance(len(_stack(model))), "ist_active_steps": ist.active_counts}
@@ -205,8 +212,8 @@ def _make_ist(model, spec: TrialSpec, data: dict):
     return IST(model, layers_path, spec.proxy.ist.active_fraction, spec.proxy.ist.every, probe, seed=spec.proxy.seed)
 
 
-def _use_prefix_cache(model, spec: TrialSpec, data: dict):
-    """Attach the cached states entering the lowest adapted layer to both splits and make
+def _use_prefix_cache(model, spec: TrialSpec, data: dict, splits: tuple[str, ...] = ("train", "eval")):
+    """Attach the cached states entering the lowest adapted layer to ``splits`` and make
     the model skip the layers below it; ``None`` when the candidate cannot skip any."""
     from pathlib import Path
 
@@ -217,9 +224,9 @@ def _use_prefix_cache(model, spec: TrialSpec, data: dict):
         return None
     layers_path, layer = found
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    states = prefix_states(model, _relative(model, base, layers_path), layer, data,
-                           Path(cache_path(spec.model, spec.data_path, layer)))
-    for split in data:
+    states = prefix_states(model, _relative(model, base, layers_path), layer, {s: data[s] for s in splits},
+                           Path(cache_path(spec.model, spec.data_path, layer, splits)))
+    for split in splits:
         data[split]["prefix_hidden"] = states[split]
     return SkipPrefix(model, _relative(model, base, layers_path), layer)
 
