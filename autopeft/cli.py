@@ -100,6 +100,7 @@ def search(
     from autopeft.space import load_space
     from autopeft.store import Store
 
+    settings = LedgerSettings(heartbeat, grace)  # a bad --grace is refused before anything is prepared
     sp = load_space(space, set_ or ())
     store = Store(_storage(storage))
     console = _console()
@@ -115,7 +116,7 @@ def search(
         outcome = _run_workers(console, store, prep, trials, workers)
     else:
         with RichEvents() as events:
-            outcome = run_search(prep, store, trials=trials, events=events, settings=LedgerSettings(heartbeat, grace))
+            outcome = run_search(prep, store, trials=trials, events=events, settings=settings)
     _print_front(console, outcome.study, outcome.records)
     url = store.display_url
     flag = "" if url == "sqlite:///autopeft.db" else f" --storage '{url}'"

@@ -332,6 +332,15 @@ def test_settings_that_would_fail_live_trials_are_refused():
         LedgerSettings(heartbeat=0.2, grace=5)
 
 
+def test_search_refuses_a_grace_shorter_than_its_heartbeat_in_one_line(tmp_path, capsys):
+    from autopeft.cli import main
+
+    code = main(["search", str(REPO / "search_spaces" / "quickstart.yaml"), "--storage", f"sqlite:///{tmp_path}/g.db",
+                 "--heartbeat", "10", "--grace", "5"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--grace (5 s) must be longer than --heartbeat (10 s)" in err
+
+
 # --------------------------------------------------------------------------- budget across processes
 RUN_SEARCH = """
 import random, sys, time
