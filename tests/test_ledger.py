@@ -236,7 +236,7 @@ def test_a_dead_single_process_trial_is_reaped_after_grace_and_its_point_rerun(s
     assert lost.status == "failed" and lost.extras["retried_as"] == 1
     assert lost.error == "worker lost: no heartbeat for 2 s; retried as trial 1"
     budget = survivor.budget()
-    assert (budget.trained, budget.running, budget.left) == (0, 0, 4)
+    assert (budget.trained, budget.running, budget.left) == (0, 0, 4) and survivor.trials_left() == 4
     retry = survivor.ask(suggest)
     assert (retry.number, retry.record.params, retry.record.extras) == (1, ticket.record.params, {"retry_of": 0})
     survivor.finish(*completed(retry))
