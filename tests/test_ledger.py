@@ -236,7 +236,7 @@ def test_a_dead_single_process_trial_is_reaped_after_grace_and_its_point_rerun(s
     assert lost.status == "failed" and lost.extras["retried_as"] == 1
     assert lost.error == "worker lost: no heartbeat for 2 s; retried as trial 1"
     budget = survivor.budget()
-    assert (budget.trained, budget.running, budget.left) == (0, 0, 4)
+    assert (budget.trained, budget.running, budget.left) == (0, 0, 4) and survivor.trials_left() == 4
     retry = survivor.ask(suggest)
     assert (retry.number, retry.record.params, retry.record.extras) == (1, ticket.record.params, {"retry_of": 0})
     survivor.finish(*completed(retry))
@@ -330,6 +330,15 @@ def test_settings_that_would_fail_live_trials_are_refused():
         LedgerSettings(heartbeat=10, grace=10)
     with pytest.raises(LedgerError, match="at least 1 s"):
         LedgerSettings(heartbeat=0.2, grace=5)
+
+
+def test_search_refuses_a_grace_shorter_than_its_heartbeat_in_one_line(tmp_path, capsys):
+    from autopeft.cli import main
+
+    code = main(["search", str(REPO / "search_spaces" / "quickstart.yaml"), "--storage", f"sqlite:///{tmp_path}/g.db",
+                 "--heartbeat", "10", "--grace", "5"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--grace (5 s) must be longer than --heartbeat (10 s)" in err
 
 
 # --------------------------------------------------------------------------- budget across processes

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-from autopeft.errors import DataError, SpaceError
+from autopeft.errors import SpaceError
 from autopeft.space import load_space_text
 
 ALIAS = "smollm2-135m"

@@ -236,6 +236,32 @@ def test_optuna_storage_shares_the_database(store, url):
         again.close()
 
 
+OPEN_TOGETHER = """
+import sys, time
+from autopeft.store import Store
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all at the same moment
+Store(sys.argv[1]).close()
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_processes_opening_a_fresh_database_together_all_succeed(backend, tmp_path):
+    """Two searches (or N workers) started at once on a new database all create the tables."""
+    import subprocess
+    import sys
+    import time
+
+    with backend_url(backend, tmp_path, "together") as url:
+        start = f"{time.time() + 8:.3f}"  # after every interpreter has imported autopeft
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_TOGETHER, url, start], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-2000:]
+        store = Store(url, migrate=False)  # at head, or this refuses
+        store.close()
+
+
 # --------------------------------------------------------------------------- passwords and bad URLs
 SECRET = "pa55-Secr3t-word"
 

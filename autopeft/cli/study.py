@@ -78,6 +78,7 @@ def search(
     from autopeft.space import load_space
     from autopeft.store import Store
 
+    settings = LedgerSettings(heartbeat, grace)  # a bad --grace is refused before anything is prepared
     sp = load_space(space, set_ or ())
     if log_to and submit_only:
         raise AutoPeftError("--log-to with --submit-only: the trials run in workers; run the search here to log them")
@@ -103,8 +104,7 @@ def search(
         with RichEvents() as events:
             if logger is not None:  # through the bar's console: a raw print would tear the bar
                 logger.warn = lambda msg: events.console.print(f"warning: {msg}", markup=False, highlight=False)
-            outcome = run_search(prep, store, trials=trials, events=Tee(events, logger),
-                                 settings=LedgerSettings(heartbeat, grace))
+            outcome = run_search(prep, store, trials=trials, events=Tee(events, logger), settings=settings)
     if logger is not None:
         console.print(f"trials logged to MLflow at {logger.tracking_uri}, experiment '{outcome.study.name}'")
     _print_front(console, outcome.study, outcome.records)

@@ -481,6 +481,11 @@ class Ledger:
         running = sum(1 for t in live if t.state == "RUNNING" and t.number not in finished)
         return Budget(target, trained_count(summaries), running)
 
+    def trials_left(self) -> int:
+        """Trials the study still needs: its target minus trained and live running trials
+        (0 or less: met, or will be by the trials running now)."""
+        return self.budget().left
+
     def records(self) -> list[TrialRecord]:
         """The study's records (read once after each :meth:`budget`, then reused)."""
         if self._records is None:

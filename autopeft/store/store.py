@@ -88,6 +88,11 @@ def is_transient(e: BaseException) -> bool:
     return any(t in text for t in _TRANSIENT)
 
 
+def _created_meanwhile(e: BaseException) -> bool:
+    text = str(getattr(e, "orig", None) or e).lower()
+    return "already exists" in text or "duplicate key" in text or "unique constraint" in text
+
+
 def _missing_table(e: BaseException) -> bool:
     text = str(getattr(e, "orig", None) or e).lower()
     return "no such table" in text or "does not exist" in text
@@ -159,12 +164,20 @@ class Store:
         from alembic.util.exc import CommandError
         from sqlalchemy.exc import SQLAlchemyError
 
-        try:
-            with self.engine.begin() as connection:
-                cfg.attributes["connection"] = connection
-                command.upgrade(cfg, "head")
-        except (SQLAlchemyError, CommandError) as e:  # unreachable server, no permission, a foreign schema
-            raise StoreError(f"cannot prepare the database {self.display_url}: {_first_line(e)}") from e
+        for attempt in range(1, 7):
+            try:
+                with self.engine.begin() as connection:
+                    cfg.attributes["connection"] = connection
+                    command.upgrade(cfg, "head")
+                return
+            except (SQLAlchemyError, CommandError) as e:  # unreachable server, no permission, a foreign schema
+                # Processes opening a fresh database together (two searches, N workers) all
+                # find no tables and all create them; the losers fail (table exists, duplicate
+                # key, locked). Once the winner has committed, a retry finds them at head.
+                if attempt < 6 and (is_transient(e) or _created_meanwhile(e)):
+                    time.sleep(random.uniform(0.1, 0.3) * attempt)
+                    continue
+                raise StoreError(f"cannot prepare the database {self.display_url}: {_first_line(e)}") from e
 
     def revision(self) -> str | None:
         """The alembic revision of autopeft's tables (None: not created), read without changing anything."""
