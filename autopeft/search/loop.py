@@ -25,8 +25,8 @@ from autopeft.search.session import (
 from autopeft.store import Store
 
 __all__ = [
-    "BUDGET_CONSTRAINT", "Runner", "SearchEvents", "SearchOutcome", "objective_values", "open_study", "optuna_study",
-    "run_search", "study_importance", "trained_count",
+    "BUDGET_CONSTRAINT", "LedgerSettings", "Runner", "SearchEvents", "SearchOutcome", "SearchSession", "StopSignals",
+    "objective_values", "open_study", "optuna_study", "run_search", "study_importance", "trained_count",
 ]
 
 
