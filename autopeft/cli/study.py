@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from autopeft.cli._common import SET, STORAGE, make_console, storage_url
+from autopeft.cli._common import SET, STORAGE, make_console, print_verification, storage_url
 from autopeft.errors import AutoPeftError
 
 
@@ -220,8 +220,6 @@ def show(
     console = make_console()
     _print_trials(console, s, records, verified=verified, front_on_verified=bool(verified) and not proxy)
     if verified:
-        from autopeft.cli.verify import print_verification
-
         print_verification(console, store, study)
 
 
