@@ -65,6 +65,7 @@ class QLogNEHVICandidates:
 
     def __call__(self, train_x, train_obj, train_con, bounds, pending_x):
         import torch
+        from botorch.acquisition.multi_objective import logei
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
         from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
         from botorch.optim import optimize_acqf
@@ -85,6 +86,13 @@ class QLogNEHVICandidates:
         x = normalize(train_x, bounds=bounds)
         pending = normalize(pending_x, bounds=bounds) if pending_x is not None else None
         model = self._model(x, train_y)
+        # botorch 0.18 JIT-compiles a C++ kernel (torch cpp_extension, -march=native) the first
+        # time this acquisition is built: tens of seconds in every fresh environment, and a
+        # process killed while it compiles leaves a lock file every later process waits on for
+        # ever (seen here: all BoTorch asks hung after a killed search). Its pure-Python path
+        # computes the same values; tell botorch the compile was already tried.
+        if getattr(logei, "_C", None) is None and hasattr(logei, "_load_attempted"):
+            logei._load_attempted = True
         acqf = qLogNoisyExpectedHypervolumeImprovement(
             model=model,
             ref_point=(train_obj.min(dim=0).values - 1e-8).tolist(),
