@@ -22,12 +22,12 @@ def verify(
     epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Epochs over the training rows per run."),
     baseline: bool = typer.Option(False, "--baseline", help="Also verify default LoRA (r=8 on the query/value "
                                   "projections, all layers) at the learning rate of its own sweep."),
-    plan_only: bool = typer.Option(False, "--plan-only", help="Create the runs and leave them to `autopeft worker`."),
 ) -> None:
     """Re-train the chosen front points at full fidelity over seeds; score them on validation and test.
 
-    Resumable (a killed verify continues where it stopped) and shareable (workers run the
-    same runs). The proxy results of the trials are never changed.
+    Resumable (a killed verify continues where it stopped) and shareable: the same command on
+    other machines (same --storage) claims the runs still pending, each run trained once. The
+    proxy results of the trials are never changed.
     """
     from autopeft.search.verify import VerifyError, baseline_jobs, jobs, plan, run_pending
     from autopeft.store import Store
@@ -46,11 +46,7 @@ def verify(
                   f"rows, scored on {p.protocol['eval_examples']:,} validation and {p.protocol['test_examples']:,} test "
                   f"examples ({new} new run(s))")
     log = lambda line: console.print(f"  {line}", markup=False, highlight=False)  # noqa: E731
-    if plan_only and not baseline:
-        console.print(f"left to workers: autopeft worker {study}")
-        return
     if baseline:
         runs.add(baseline_jobs(p, prep, log=log, runs=runs))
-    if not plan_only:
-        run_pending(runs, study, prep, log=log)
+    run_pending(runs, study, prep, log=log)
     print_verification(console, store, study)
