@@ -130,7 +130,9 @@ def test_export_train_saves_the_best_seed_whose_weights_reproduce_its_metric(sea
     from autopeft.trials.proxy import _load_split, evaluate
 
     proxy = dataclasses.replace(prep.space.proxy, train_examples=48)
-    data = prepare_data(prep.model, prep.dataset, prep.space.task, proxy)
+    # The same three-way split export --train used (its test split carved out first).
+    data = prepare_data(prep.model, prep.dataset, prep.space.task, proxy, prep.space.verify.test_examples,
+                        prep.space.verify.max_test_examples)
     base = AutoModelForSequenceClassification.from_pretrained(prep.model.location, num_labels=data.num_labels)
     model = PeftModel.from_pretrained(base, str(out))
     with torch.no_grad():
