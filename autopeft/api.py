@@ -271,7 +271,8 @@ def _override_items(overrides) -> list[str]:
 
 def _space(space, overrides) -> SearchSpace:
     """The validated space, with overrides; a bad override is reported against ``overrides``."""
-    from autopeft.space import apply_overrides, load_space, parse_space
+    from autopeft.space import load_space
+    from autopeft.space.loader import parse_with_overrides
     from autopeft.space.schema import SearchSpace
 
     items = _override_items(overrides)
@@ -286,14 +287,7 @@ def _space(space, overrides) -> SearchSpace:
             document, source = dict(space), "<dict>"
         else:
             raise SpaceError("space", "", f"expected a YAML path, a dict or a SearchSpace, got {type(space).__name__}")
-        doc = apply_overrides(document, items)
-        try:
-            return parse_space(doc, source)
-        except SpaceError as e:
-            keys = [item.partition("=")[0].strip() for item in items]
-            if any(e.path == k or e.path.startswith((k + ".", k + "[")) for k in keys):
-                raise SpaceError("--set", e.path, e.problem) from None
-            raise
+        return parse_with_overrides(document, source, items)
     except SpaceError as e:
         if e.source == "--set":  # the CLI's name for overrides; here they came from the argument
             raise SpaceError("overrides", e.path, e.problem) from None

@@ -605,13 +605,18 @@ def load_space_text(text: str, source: str = "<text>", overrides: list[str] | tu
         raise SpaceError(source, where, f"not valid YAML: {_first_line(e)}") from None
     if document is None:
         raise SpaceError(source, "", "the file is empty; expected a mapping with study, model, task and space")
+    return parse_with_overrides(document, source, overrides)
+
+
+def parse_with_overrides(document, source: str, overrides=()) -> SearchSpace:
+    """``parse_space`` of ``document`` with ``key.path=value`` overrides applied; a bad value
+    that came from an override is reported against ``--set``, not the file."""
     if not overrides:
         return parse_space(document, source)
     document = apply_overrides(document, overrides)
     try:
         return parse_space(document, source)
     except SpaceError as e:
-        # A bad value that came from --set is reported against --set, not the file.
         paths = [item.partition("=")[0].strip() for item in overrides]
         if any(e.path == p or e.path.startswith((p + ".", p + "[")) for p in paths):
             raise SpaceError("--set", e.path, e.problem) from None
