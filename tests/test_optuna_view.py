@@ -95,6 +95,25 @@ def test_user_attrs_say_why_a_trial_ended():
     assert infeasible["reason"].startswith("over budget") and "peft_config" not in infeasible
 
 
+# ---------------------------------------------------------------------- written as the search tells
+def test_a_searched_study_reads_in_optuna_without_annotating(tmp_path):
+    """The ledger names the metrics when it opens the study and writes each trial's attributes
+    before it tells it: the very attributes ``db annotate`` would write."""
+    import optuna
+
+    study_url = f"sqlite:///{tmp_path}/fresh.db"  # its own study: never annotated by another test
+    run_search(prepare_search(load_space_text(SPACE.replace("trials: 6", "trials: 3"), "view.yaml")),
+               Store(study_url), runner=_runner)
+    ostudy = optuna.load_study(study_name="view", storage=study_url)
+    assert ostudy.metric_names == ["accuracy", "trainable_params_log10"]
+    records = {r.number: r for r in Store(study_url).trials("view")}
+    assert {t.number for t in ostudy.trials} == set(records)
+    for t in ostudy.trials:
+        expected = json.loads(json.dumps(trial_user_attrs(records[t.number])))
+        assert {k: t.user_attrs[k] for k in expected} == expected
+    assert {records[t.number].status for t in ostudy.trials} >= {"complete", "failed"}
+
+
 # ---------------------------------------------------------------------- annotate an existing study
 def test_annotate_names_metrics_and_writes_attrs_idempotently(study_url):
     import optuna

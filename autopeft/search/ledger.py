@@ -266,7 +266,21 @@ class Ledger:
                 directions=["maximize" if d == "max" else "minimize" for _, d in self.study.objectives],
                 load_if_exists=True))
             self._study_id = self.storage.get_study_id_from_name(self.name)
+            self._name_metrics()
         return self._ostudy
+
+    def _name_metrics(self) -> None:
+        """optuna metric names that say each objective's scale (``trainable_params_log10``), so
+        optuna-dashboard reads the study without ``autopeft db annotate``; written once."""
+        import optuna
+
+        from autopeft.search.optuna_view import metric_names
+
+        names = metric_names(self.study.objectives)
+        with warnings.catch_warnings():  # experimental since optuna 3.2; the way optuna-dashboard reads names
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if self._ostudy.metric_names != names:
+                _retried(lambda: self._ostudy.set_metric_names(names))
 
     def _trial_id(self, number: int) -> int:
         if number in self._asked:
@@ -372,6 +386,7 @@ class Ledger:
             if record.error and record.status in ("failed", "infeasible"):
                 key = "infeasible" if record.status == "infeasible" else "error"
                 _retried(lambda: self.storage.set_trial_user_attr(trial_id, key, record.error))
+            self._annotate(trial_id, record)
             # skip_if_finished: a reaper may fail it between the copy and the tell; settled below.
             frozen = _retried(lambda: self.ostudy.tell(self._asked.get(record.number, record.number),
                                                        None if told is None else list(told), state=state,
@@ -390,6 +405,14 @@ class Ledger:
             self._write(final)  # compares first, so that a repeat writes nothing
         self._finished = record.number
         return final
+
+    def _annotate(self, trial_id: int, record: TrialRecord) -> None:
+        """What was trained, as optuna user attributes (``optuna_view.trial_user_attrs``):
+        written before the tell, since optuna refuses to update a finished trial."""
+        from autopeft.search.optuna_view import trial_user_attrs
+
+        for key, value in trial_user_attrs(record).items():
+            _retried(lambda: self.storage.set_trial_user_attr(trial_id, key, value))
 
     @_ledger_call
     def infeasible(self, record: TrialRecord) -> TrialRecord:
