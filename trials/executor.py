@@ -50,7 +50,7 @@ def run_isolated(spec: TrialSpec, on_event: Callable[[dict], None] | None = None
     ctx = _mp_context()
     # Duplex: the child asks at each rung whether to go on, and waits for the answer.
     receiver, sender = ctx.Pipe(duplex=True)
-    process = ctx.Process(target=_child, args=(spec.to_json(), sender, on_rung is not None), daemon=True,
+    process = ctx.Process(target=_child, args=(spec.to_json(), sender, on_rung is not None, os.getcwd()), daemon=True,
                           name=f"trial-{spec.trial}")
     started = time.perf_counter()
     process.start()
@@ -108,13 +108,20 @@ def _kill(process) -> None:
     process.join(timeout=10)
 
 
-def _child(spec_json: str, sender, ask_at_rungs: bool = False) -> None:
-    """Entry point of the trial process."""
+def _child(spec_json: str, sender, ask_at_rungs: bool = False, cwd: str | None = None) -> None:
+    """Entry point of the trial process, in the caller's working directory (a fork of the
+    forkserver starts in the forkserver's): relative paths and a ``proxy.runner`` module next
+    to the user's files resolve as they would in the search process."""
     # The parent decides when a trial stops: Ctrl-C reaches the whole process group and
     # Slurm signals every process of a job, but the search records the trial and kills it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent()
+    if cwd:
+        try:
+            os.chdir(cwd)
+        except OSError:  # the directory is gone: paths relative to it fail loudly by themselves
+            pass
     spec = TrialSpec.from_json(spec_json)
 
     def send(message: dict) -> None:

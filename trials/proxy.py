@@ -67,6 +67,8 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     data = _load_split(spec.data_path)
     if not spec.test_split:
         data.pop("test", None)  # the search never reads it (nor caches states for it)
+    if spec.proxy.runner:  # the user's function trains; everything around it is the same
+        return _run_user(spec, model, placement, data, method, emit, started, n_trainable)
     from autopeft.trials.generative import generative_metrics, load_gen
 
     gens = {split: load_gen(spec.data_path, split) if spec.task == "causal_lm" else {} for split in data if split != "train"}
@@ -172,6 +174,24 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         peak_rss_mb=peak_rss_mb(),
         extras=extras,
         test_metrics=test_metrics,
+        **_memory(placement),
+    )
+
+
+def _run_user(spec: TrialSpec, model, placement, data: dict, method, emit: Emit, started: float,
+              n_trainable: int) -> TrialResult:
+    """The trial trained by ``spec.proxy.runner`` (``autopeft.trials.user_runner``)."""
+    from autopeft.trials.user_runner import run_user
+
+    t0 = time.perf_counter()
+    metrics, test_metrics, curve = run_user(spec, model, placement, data, emit)
+    train_time = time.perf_counter() - t0  # the runner's evaluation included: it is one call
+    if spec.save_dir:
+        method.save_weights(model, spec.save_dir)
+    return TrialResult(
+        status="complete", metrics=metrics, curve=curve, trainable_params=n_trainable, train_time=train_time,
+        setup_time=t0 - started, wall_time=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(),
+        extras={**method.summary(model), "runner": spec.proxy.runner}, test_metrics=test_metrics,
         **_memory(placement),
     )
 

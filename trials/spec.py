@@ -43,6 +43,8 @@ class ProxySpec:
         precision: ``fp32``, ``bf16`` or ``fp16`` autocast (weights stay fp32).
         gradient_checkpointing: Recompute activations in the backward pass: less memory,
             about a third more compute.
+        runner: ``package.module:function`` that trains the trial instead of the built-in
+            loop (``autopeft.trials.user_runner``); None = the built-in trainer.
     """
 
     train_examples: int = 800
@@ -63,7 +65,7 @@ class ProxySpec:
     device: str = "auto"
     precision: str = "fp32"
     gradient_checkpointing: bool = False
-
+    runner: str | None = None
 
 
 @dataclass(frozen=True)

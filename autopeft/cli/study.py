@@ -65,6 +65,8 @@ def search(
     gpus: Optional[str] = typer.Option(None, "--gpus", help="CUDA devices for the workers, e.g. 0,2,5 (default: all visible); "
                                        "worker i gets GPU i mod G."),
     per_gpu: int = typer.Option(1, "--per-gpu", min=1, help="Workers allowed on one GPU (default 1: never two trials on one GPU)."),
+    runner: Optional[str] = typer.Option(None, "--runner", help="package.module:function: your training function trains "
+                                         "each trial (same as --set proxy.runner=...)."),
     log_to: Optional[str] = typer.Option(None, "--log-to", help="mlflow or mlflow:TRACKING_URI: also log every trial as an MLflow run."),
     heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Seconds between heartbeats of the running trial."),
     grace: int = typer.Option(60, "--grace", min=2, help="Seconds without a heartbeat before a trial counts as lost and is re-run."),
@@ -79,7 +81,7 @@ def search(
     from autopeft.store import Store
 
     settings = LedgerSettings(heartbeat, grace)  # a bad --grace is refused before anything is prepared
-    sp = load_space(space, set_ or ())
+    sp = load_space(space, [*(set_ or ()), *([f"proxy.runner={runner}"] if runner else [])])
     if log_to and submit_only:
         raise AutoPeftError("--log-to with --submit-only: the trials run in workers; run the search here to log them")
     logger = log_to_events(log_to)  # before any preparation: a missing mlflow is said at once

@@ -118,6 +118,19 @@ def check_placement(space: SearchSpace) -> None:
         raise SpaceError(space.source, key, str(e)) from e
 
 
+def check_runner(space: SearchSpace) -> None:
+    """``SpaceError`` at ``proxy.runner`` when it names no importable function here (trial
+    processes import it again; a worker on another host checks when it prepares the study)."""
+    from autopeft.errors import SpaceError
+    from autopeft.trials.user_runner import RunnerNotFound, load_runner
+
+    if space.proxy.runner:
+        try:
+            load_runner(space.proxy.runner)
+        except RunnerNotFound as e:
+            raise SpaceError(space.source, "proxy.runner", str(e)) from e
+
+
 def check_gradient_checkpointing(space: SearchSpace, model_ref, arch: ModelInfo) -> None:
     """``SpaceError`` at ``proxy.gradient_checkpointing`` for a model transformers cannot checkpoint."""
     from autopeft.assets.architecture import build_on_meta
@@ -158,6 +171,7 @@ def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSea
 
     quiet_transformers()
     check_placement(space)
+    check_runner(space)
     model = resolve_model(space.model)
     dataset = resolve_dataset(space.task.dataset)
     if space.task.instruction:

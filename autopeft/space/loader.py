@@ -320,6 +320,17 @@ def _device(node: _Node) -> str:
     raise node.fail(f"expected one of {', '.join(DEVICES)} or cuda:N, got '{value}'")
 
 
+def _runner(node: _Node) -> str | None:
+    from autopeft.trials.user_runner import RUNNER_REF
+
+    if node.value is None:
+        return None
+    value = node.str()
+    if not RUNNER_REF.match(value):
+        raise node.fail(f"expected 'package.module:function' (your training function), got '{value}'")
+    return value
+
+
 def _dataclass_from(node: _Node, cls: type, readers: dict[str, Callable[[_Node], Any]]):
     keys = node.mapping(set(readers))
     return cls(**{k: readers[k](n) for k, n in keys.items()})
@@ -511,6 +522,7 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             "device": _device,
             "precision": lambda n: n.str(PRECISIONS),
             "gradient_checkpointing": lambda n: n.bool(),
+            "runner": _runner,
             "ist": lambda n: None if n.value is None else _dataclass_from(
                 n, IstSpec, {"active_fraction": lambda m: m.number(low=0.01, high=1.0), "every": lambda m: m.int(low=1)}
             ),
@@ -526,6 +538,11 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             "seed": lambda n: None if n.value is None else n.int(low=0),
         },
     )
+    if proxy.runner and (proxy.rungs or proxy.ist):
+        # Rungs and IST act inside the built-in training loop, which a runner replaces.
+        key = "proxy.rungs" if proxy.rungs else "proxy.ist"
+        raise SpaceError(source, key, f"proxy.runner ({proxy.runner}) trains the whole trial itself; "
+                                      f"{key} needs the built-in trainer: drop one of them")
     if proxy.rungs and proxy.rungs[-1] > proxy.steps:
         raise SpaceError(source, "proxy.rungs", f"expected rungs at most proxy.steps={proxy.steps}, got {proxy.rungs[-1]}")
     importance = top["importance"].str(_IMPORTANCE) if "importance" in top else "none"
