@@ -105,3 +105,31 @@ def test_two_worker_processes_share_the_queue_and_train_each_run_once(tmp_path, 
     assert said == 4  # each run trained by exactly one worker: none twice, none lost
     assert snapshot(store, "vw2") == before
     store.close()
+
+
+def test_run_one_records_an_exception_as_failed_and_puts_an_interrupted_run_back(tmp_path, monkeypatch):
+    import autopeft.search.verify as verify
+    from test_store_contract import study_record
+    from test_verifications_store import job
+
+    store = Store(f"sqlite:///{tmp_path}/one.db")
+    store.add_study(study_record("s"))
+    runs = Verifications(store)
+    runs.add([job("trial:1", 0), job("trial:1", 1)])
+
+    def boom(record, prep):
+        raise RuntimeError("CUDA error: device-side assert\nmore lines")
+
+    monkeypatch.setattr(verify, "train", boom)
+    done = verify.run_one(runs, runs.claim("s", "w"), prep=None)
+    assert done.status == "failed" and runs.get(done.id).error == "RuntimeError: CUDA error: device-side assert"
+
+    def stopped(record, prep):
+        raise KeyboardInterrupt  # SIGTERM to a worker mid-run
+
+    monkeypatch.setattr(verify, "train", stopped)
+    claimed = runs.claim("s", "w")
+    with pytest.raises(KeyboardInterrupt):
+        verify.run_one(runs, claimed, prep=None)
+    assert runs.get(claimed.id).status == "pending"  # any worker may train it again, now
+    store.close()

@@ -17,6 +17,7 @@ Nothing here changes a trial's proxy record.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -238,16 +239,20 @@ def run_pending(runs: Verifications, name: str, prep, *, worker: str | None = No
     return done
 
 
-def run_one(runs: Verifications, record: VerificationRecord, prep) -> VerificationRecord:
+def run_one(runs: Verifications, record: VerificationRecord, prep, *,
+            interruptible=contextlib.nullcontext) -> VerificationRecord:
     """Train one claimed run and record its outcome; returns the finished record.
 
     A run that fails (a crash, a non-finite loss, a configuration that cannot be built, or
     anything raised here) is recorded as ``failed`` with its reason, never raised: whoever
     runs the queue goes on with the next run. Only an interruption (``KeyboardInterrupt``,
     e.g. SIGTERM to a worker) propagates, with the run put back to ``pending``.
+    ``interruptible()`` wraps the training only (a worker's ``StopSignals.interruptible``),
+    never the database writes.
     """
     try:
-        finished = train(record, prep)
+        with interruptible():
+            finished = train(record, prep)
     except KeyboardInterrupt:
         runs.release(record)
         raise

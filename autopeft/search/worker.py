@@ -197,8 +197,7 @@ class Worker:
             self.log(f"worker {self.name}: study '{name}' verification {record.subject} seed {record.seed} started "
                      f"({record.protocol['steps']} steps)")
             try:
-                with self.stop.interruptible():
-                    done = run_one(runs, record, prep)
+                done = run_one(runs, record, prep, interruptible=self.stop.interruptible)
             except KeyboardInterrupt:  # SIGTERM/SIGINT: run_one put the row back for any worker
                 self.log(f"worker {self.name}: study '{name}' verification {record.subject} seed {record.seed} "
                          "interrupted (queued again)")
