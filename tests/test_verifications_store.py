@@ -69,3 +69,17 @@ def test_a_finished_run_keeps_both_splits_and_a_dead_one_is_queued_again(runs):
     failed = runs.claim("s", "me")
     runs.finish(dataclasses.replace(failed, status="failed", error="out of memory"))
     assert runs.retry_failed("s") == 1 and runs.of("s")[1].status == "pending"
+
+
+def test_pending_studies_oldest_run_first_and_a_released_run_is_pending_again(runs):
+    runs.store.add_study(study_record("t"))
+    runs.add([dataclasses.replace(job("trial:1", 0), study="t")])
+    runs.add([job("trial:2", 0)])
+    assert runs.pending_studies() == ["t", "s"]  # t's run was queued first
+    claimed = runs.claim("t", "w")
+    assert runs.pending_studies() == ["s"]
+    assert runs.release(claimed) and runs.get(claimed.id).status == "pending" and runs.get(claimed.id).worker is None
+    assert not runs.release(claimed)  # only a running row goes back
+    runs.claim("t", "dies")
+    runs.claim("s", "dies")
+    assert runs.requeue_stale(None, grace=-1) == 2  # None: every study's dead runs

@@ -223,6 +223,13 @@ def show(
     _print_trials(console, s, records, verified=verified, front_on_verified=bool(verified) and not proxy)
     if verified:
         print_verification(console, store, study)
+    else:
+        from autopeft.store.verifications import Verifications
+
+        queued = sum(1 for r in Verifications(store).of(study) if r.status in ("pending", "running"))
+        if queued:  # `verify --enqueue-only` before any worker finished a run
+            console.print(f"{queued} verification run(s) pending or running (run `autopeft verify {study}` "
+                          "or `autopeft worker` to finish them)")
 
 
 def _verified(store, study) -> dict:

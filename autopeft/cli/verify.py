@@ -22,14 +22,20 @@ def verify(
     epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Epochs over the training rows per run."),
     baseline: bool = typer.Option(False, "--baseline", help="Also verify default LoRA (r=8 on the query/value "
                                   "projections, all layers) at the learning rate of its own sweep."),
+    enqueue_only: bool = typer.Option(False, "--enqueue-only", help="Only queue the runs in the database and train "
+                                      "nothing here: `autopeft worker` processes (same --storage) train them. "
+                                      "With --baseline the seeds of default LoRA are queued by a rerun once its "
+                                      "sweep is done."),
 ) -> None:
     """Re-train the chosen front points at full fidelity over seeds; score them on validation and test.
 
     Resumable (a killed verify continues where it stopped) and shareable: the same command on
     other machines (same --storage) claims the runs still pending, each run trained once. The
-    proxy results of the trials are never changed.
+    proxy results of the trials are never changed. With --enqueue-only it only queues the runs
+    for `autopeft worker` processes; `autopeft show STUDY` (or this command again) prints what
+    they have verified so far.
     """
-    from autopeft.search.verify import VerifyError, baseline_jobs, jobs, plan, run_pending
+    from autopeft.search.verify import VerifyError, baseline_jobs, enqueue_baseline, jobs, plan, run_pending
     from autopeft.store import Store
     from autopeft.store.verifications import Verifications
 
@@ -46,6 +52,16 @@ def verify(
                   f"rows, scored on {p.protocol['eval_examples']:,} validation and {p.protocol['test_examples']:,} test "
                   f"examples ({new} new run(s))")
     log = lambda line: console.print(f"  {line}", markup=False, highlight=False)  # noqa: E731
+    if enqueue_only:
+        if baseline:
+            enqueue_baseline(p, prep, runs, log=log)
+        stored = runs.of(study)
+        if any(r.status == "complete" for r in stored):
+            print_verification(console, store, study)  # a rerun shows what the workers verified so far
+        pending = sum(1 for r in stored if r.status in ("pending", "running"))
+        console.print(f"queued: {pending} run(s) pending or running in {store.display_url}; start `autopeft worker` "
+                      f"processes on it to train them, then `autopeft show {study}`")
+        return
     if baseline:
         runs.add(baseline_jobs(p, prep, log=log, runs=runs))
     run_pending(runs, study, prep, log=log)

@@ -58,7 +58,8 @@ def worker(
     trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Stop after training this many trials."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="Start no new trial after this many seconds."),
     poll: float = typer.Option(5.0, "--poll", min=0.1, help="Seconds between looks for new work when idle."),
-    exit_when_idle: bool = typer.Option(False, "--exit-when-idle", help="Without STUDY: exit when no study has trials left."),
+    exit_when_idle: bool = typer.Option(False, "--exit-when-idle", help="Without STUDY: exit when no study has trials "
+                                        "or queued verification runs left."),
     heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Seconds between heartbeats of the running trial."),
     grace: int = typer.Option(60, "--grace", min=2, help="Seconds without a heartbeat before a trial's worker counts as dead."),
     retries: int = typer.Option(2, "--retries", min=0, help="How often a dead worker's trial is re-run."),
@@ -70,6 +71,9 @@ def worker(
     for new studies. SIGTERM records the running trial as failed ("interrupted") and exits 143.
     A trial whose worker died (no heartbeat for --grace seconds) is failed and re-run by any
     worker; with STUDY, a worker stays until no other worker's trial is still running.
+
+    Verification runs queued by `autopeft verify` (of STUDY, or of every study) are served
+    first, oldest first, each claimed by one process; --trials counts trials only.
     """
     from autopeft.search.worker import Worker
     from autopeft.store import Store
@@ -83,6 +87,7 @@ def worker(
     finally:
         store.close()
     typer.echo(f"worker {w.name}: trained {outcome.trials} trial(s) of {', '.join(outcome.studies) or 'no study'}"
+               + f"; {outcome.verified} verification run(s)"
                + (f"; stopped by signal {outcome.signal}" if outcome.signal else ""))
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)

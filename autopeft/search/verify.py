@@ -8,17 +8,21 @@ seed, and scores each run on validation *and* on the test split that no trial ev
 under the same protocol, at the learning rate its own sweep picks (``autopeft.retrain``).
 
 Runs are rows in the database (``autopeft.store.verifications``): planning creates them
-(idempotently), any process runs them (``run_pending``: this command, or ``autopeft worker``),
-so a killed ``verify`` resumes where it stopped and many machines can share the work.
+(idempotently), any process runs them (``run_pending`` in this command, or an ``autopeft
+worker``: ``autopeft.search.worker``, through the same ``run_one``/``train``), so a killed
+``verify`` resumes where it stopped, many machines can share the work, and ``verify
+--enqueue-only`` leaves all of it to the workers.
 Nothing here changes a trial's proxy record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -124,35 +128,94 @@ def jobs(p: VerifyPlan) -> list[VerificationRecord]:
             for r in p.trials for s in p.seeds]
 
 
-def baseline_jobs(p: VerifyPlan, prep, *, rates=None, log: Callable[[str], None] = lambda line: None,
-                  runs: Verifications | None = None, worker: str | None = None) -> list[VerificationRecord]:
-    """Default LoRA's rows at the learning rate its own sweep picked (one seed per rate, on
-    validation, each sweep run stored as subject ``sweep:<rate>`` and reused on a rerun)."""
+def sweep_jobs(p: VerifyPlan, prep, *, rates=None) -> list[VerificationRecord]:
+    """Default LoRA's learning-rate sweep: one row per rate (seed 0, subject ``sweep:<rate>``).
+
+    Ordinary verification rows: ``verify`` trains them itself, and a worker may take some."""
     from autopeft.retrain import BASELINE_RATES, baseline_candidate
+
+    chosen = p.trials[0].candidate
+    return [VerificationRecord(study=p.study.name, subject=f"sweep:{lr:g}", seed=0, protocol=p.protocol,
+                               candidate=baseline_candidate(chosen, prep.arch, learning_rate=lr).to_json())
+            for lr in rates or BASELINE_RATES]
+
+
+def baseline_jobs(p: VerifyPlan, prep, *, rates=None, log: Callable[[str], None] = lambda line: None,
+                  runs: Verifications | None = None, worker: str | None = None,
+                  poll: float = 5.0) -> list[VerificationRecord]:
+    """Default LoRA's rows at the learning rate its own sweep picked (one seed per rate, on
+    validation, each sweep run stored as subject ``sweep:<rate>`` and reused on a rerun).
+
+    The sweep's rows are queued like any other, so a worker serving the study may train
+    some of them: this process trains the rest and waits for those before it picks.
+    """
+    sweep = sweep_jobs(p, prep, rates=rates)
+    runs.add(sweep)
+    subjects = {s.subject for s in sweep}
+    waiting = False
+    while True:
+        run_pending(runs, p.study.name, prep, worker=worker, log=log, subjects=subjects)
+        busy = [r for r in _sweep_rows(runs, sweep) if r.status in ("pending", "running")]
+        if not busy:
+            break
+        if not waiting:
+            log(f"waiting for {len(busy)} sweep run(s) another process is training")
+            waiting = True
+        time.sleep(poll)
+    return baseline_rows(p, prep, runs, sweep, log=log)
+
+
+def enqueue_baseline(p: VerifyPlan, prep, runs: Verifications, *,
+                     log: Callable[[str], None] = lambda line: None) -> int:
+    """``verify --baseline --enqueue-only``: queue the sweep for the workers, and the baseline's
+    seeds too once the sweep has finished (its rate is not known before); returns how many
+    rows were new. Nothing is trained here."""
+    sweep = sweep_jobs(p, prep)
+    new = runs.add(sweep)
+    rows = baseline_rows(p, prep, runs, sweep, log=log)
+    if rows is None:
+        left = sum(1 for r in _sweep_rows(runs, sweep) if r.status in ("pending", "running"))
+        log(f"default LoRA: {left} of {len(sweep)} learning-rate sweep run(s) queued or running; its "
+            f"{len(p.seeds)} seed(s) are queued by `autopeft verify {p.study.name} --baseline` once the sweep "
+            "is done (with --enqueue-only again to leave them to the workers)")
+        return new
+    return new + runs.add(rows)
+
+
+def baseline_rows(p: VerifyPlan, prep, runs: Verifications, sweep: list[VerificationRecord], *,
+                  log: Callable[[str], None] = lambda line: None) -> list[VerificationRecord] | None:
+    """The baseline's seeds at the rate the finished ``sweep`` picked; None while a sweep run
+    is still pending or running.
+
+    Raises:
+        VerifyError: every sweep run failed.
+    """
+    from autopeft.retrain import baseline_candidate
     from autopeft.search.divergence import divergence
     from autopeft.tasks import METRIC_DIRECTIONS
 
-    rates = rates or BASELINE_RATES
     metric = prep.space.task.metric
-    chosen = p.trials[0].candidate
-    sweep = [VerificationRecord(study=p.study.name, subject=f"sweep:{lr:g}", seed=0, protocol=p.protocol,
-                                candidate=baseline_candidate(chosen, prep.arch, learning_rate=lr).to_json())
-             for lr in rates]
-    runs.add(sweep)
-    run_pending(runs, p.study.name, prep, worker=worker, log=log, subjects={s.subject for s in sweep})
-    done = {r.subject: r for r in runs.of(p.study.name) if r.subject.startswith("sweep:") and r.status == "complete"
-            and r.protocol_key == sweep[0].protocol_key}
+    rows = {r.subject: r for r in _sweep_rows(runs, sweep)}
+    if any(r.status in ("pending", "running") for r in rows.values()):
+        return None
+    done = {subject: r for subject, r in rows.items() if r.status == "complete"}
     scored = [(float(s.subject.split(":", 1)[1]), done[s.subject]) for s in sweep if s.subject in done]
     if not scored:
-        raise VerifyError("default LoRA failed at every learning rate of its sweep; see `autopeft show --verified`")
+        raise VerifyError(f"default LoRA failed at every learning rate of its sweep; see `autopeft show {p.study.name}`")
     healthy = [(lr, r) for lr, r in scored if divergence(r.metrics, r.extras, r.curve) is None] or scored
     sign = 1 if METRIC_DIRECTIONS[metric] == "max" else -1
     lr, _ = max(healthy, key=lambda item: sign * item[1].metrics[metric])
     log(f"baseline learning rate {lr:g} (sweep: " + ", ".join(
         f"{rate:g} {r.metrics[metric]:.4f}" for rate, r in scored) + ")")
-    cand = baseline_candidate(chosen, prep.arch, learning_rate=lr).to_json()
+    cand = baseline_candidate(p.trials[0].candidate, prep.arch, learning_rate=lr).to_json()
     return [VerificationRecord(study=p.study.name, subject="baseline", seed=s, protocol=p.protocol, candidate=cand)
             for s in p.seeds]
+
+
+def _sweep_rows(runs: Verifications, sweep: list[VerificationRecord]) -> list[VerificationRecord]:
+    """The stored rows of ``sweep`` (same subjects, same protocol)."""
+    subjects, key = {s.subject for s in sweep}, sweep[0].protocol_key
+    return [r for r in runs.of(sweep[0].study) if r.subject in subjects and r.protocol_key == key]
 
 
 def run_pending(runs: Verifications, name: str, prep, *, worker: str | None = None,
@@ -171,9 +234,32 @@ def run_pending(runs: Verifications, name: str, prep, *, worker: str | None = No
         if record is None:
             return done
         log(f"verify {name}: {record.subject} seed {record.seed}, {record.protocol['steps']} steps")
-        runs.finish(train(record, prep))
+        run_one(runs, record, prep)
         done += 1
     return done
+
+
+def run_one(runs: Verifications, record: VerificationRecord, prep, *,
+            interruptible=contextlib.nullcontext) -> VerificationRecord:
+    """Train one claimed run and record its outcome; returns the finished record.
+
+    A run that fails (a crash, a non-finite loss, a configuration that cannot be built, or
+    anything raised here) is recorded as ``failed`` with its reason, never raised: whoever
+    runs the queue goes on with the next run. Only an interruption (``KeyboardInterrupt``,
+    e.g. SIGTERM to a worker) propagates, with the run put back to ``pending``.
+    ``interruptible()`` wraps the training only (a worker's ``StopSignals.interruptible``),
+    never the database writes.
+    """
+    try:
+        with interruptible():
+            finished = train(record, prep)
+    except KeyboardInterrupt:
+        runs.release(record)
+        raise
+    except Exception as e:  # noqa: BLE001 - one bad run must not stop the queue
+        finished = dataclasses.replace(record, status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
+    runs.finish(finished)
+    return finished
 
 
 def _claim_among(runs: Verifications, name: str, worker: str, subjects: set[str]) -> VerificationRecord | None:

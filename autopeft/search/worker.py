@@ -6,6 +6,14 @@ Each worker rebuilds the search from the stored YAML and keeps one
 :class:`~autopeft.search.session.SearchSession` per study; serving a study is calling its
 ``step()`` until the budget (counted across every process) is met.
 
+Verification runs: ``autopeft verify`` queues rows in ``autopeft_verifications`` (with
+``--enqueue-only`` it trains none itself). A worker serves them before new trials, oldest
+first (of its study, or of every study without one): it claims a row atomically
+(``Verifications.claim``), trains it through ``autopeft.search.verify.run_one`` — the code path
+``verify`` uses — on the study's full-fidelity preparation (made once per study and kept), and
+records it ``complete`` or ``failed`` with the reason. A ``running`` row older than
+``verify.STALE_AFTER`` belonged to a dead process and is queued again.
+
 Stopping: SIGTERM (or SIGINT) during a trial kills the trial process, records the trial as
 failed ("interrupted"), queues its point again for any worker (so the interruption costs
 the budget nothing) and ends the worker with 128 + the signal; between trials it just ends.
@@ -42,11 +50,13 @@ class WorkerOutcome:
         trials: Trials this worker trained to an end (complete or failed).
         studies: Names of the studies it served, in the order first served.
         signal: The signal number that stopped it (None when it ended on its own).
+        verified: Verification runs it trained to an end (complete or failed).
     """
 
     trials: int
     studies: tuple[str, ...]
     signal: int | None = None
+    verified: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -59,8 +69,9 @@ class Worker:
 
     Args:
         store: The shared database.
-        max_trials: Stop after training this many trials (None: no limit).
-        timeout: Start no new trial after this many seconds (None: no limit).
+        max_trials: Stop after training this many trials (None: no limit; verification runs
+            do not count).
+        timeout: Start no new trial or verification run after this many seconds (None: no limit).
         runner: Runs one ``TrialSpec`` (default: ``autopeft.trials.executor.run_isolated``).
         log: Where progress lines go.
         heartbeat: Seconds between heartbeats of the running trial (whole seconds, >= 1).
@@ -90,6 +101,9 @@ class Worker:
         self._sessions: dict[str, SearchSession] = {}
         self._ledgers: dict[str, Ledger] = {}  # studies looked at, not (yet) served: counting and reaping
         self._broken: set[str] = set()
+        self.verified = 0
+        self._verify_preps: dict[str, object] = {}  # study -> full-fidelity PreparedSearch
+        self._verify_broken: set[str] = set()
 
     # ------------------------------------------------------------------ public
     def run_study(self, name: str) -> WorkerOutcome:
@@ -106,6 +120,8 @@ class Worker:
                 budget = session.ledger.budget()
                 self.log(f"worker {self.name}: study '{name}': {budget.trained}/{budget.target} trained")
                 while not self._should_stop():
+                    if self._verify_one(name):
+                        continue
                     record = session.step()
                     if record is not None:
                         self._finished(name, record)
@@ -130,6 +146,8 @@ class Worker:
         with self.stop.installed():
             try:
                 while not self._should_stop():
+                    if self._verify_one():
+                        continue
                     study = self._next_study(last)
                     if study is None:
                         if exit_when_idle:
@@ -150,6 +168,64 @@ class Worker:
         return self._outcome()
 
     # ------------------------------------------------------------------ internals
+    def _verify_one(self, study: str | None = None) -> bool:
+        """Claim and train the oldest queued verification run (of ``study``, or of any study);
+        False when there is none.
+
+        Verification runs go before new trials: a user asked for them explicitly, on points
+        the search has already found, and they are a fixed, small queue, while the search's
+        budget goes on after them (at most one run's wait per trial). Trials first would
+        leave verifications waiting behind a whole search budget — hours — for no gain.
+        """
+        from autopeft.search.verify import STALE_AFTER, run_one
+        from autopeft.store.verifications import Verifications
+
+        runs = Verifications(self.store)
+        runs.requeue_stale(study, STALE_AFTER)
+        names = [n for n in runs.pending_studies() if study is None or n == study]
+        for name in names:
+            if self._should_stop():
+                return False
+            prep = self._verify_prep(name)
+            if prep is None:
+                continue
+            record = runs.claim(name, self.name)
+            if record is None:
+                continue  # another worker took the last one
+            if name not in self.served:
+                self.served.append(name)
+            self.log(f"worker {self.name}: study '{name}' verification {record.subject} seed {record.seed} started "
+                     f"({record.protocol['steps']} steps)")
+            try:
+                done = run_one(runs, record, prep, interruptible=self.stop.interruptible)
+            except KeyboardInterrupt:  # SIGTERM/SIGINT: run_one put the row back for any worker
+                self.log(f"worker {self.name}: study '{name}' verification {record.subject} seed {record.seed} "
+                         "interrupted (queued again)")
+                return True
+            self.verified += 1
+            detail = f"test {done.test_metrics}" if done.status == "complete" else (done.error or "")
+            self.log(f"worker {self.name}: study '{name}' verification {record.subject} seed {record.seed} "
+                     f"{done.status} {detail}")
+            return True
+        return False
+
+    def _verify_prep(self, name: str):
+        """The study's full-fidelity preparation for verification runs, made once; None (logged,
+        and the study's runs left to other processes) when this machine cannot prepare it."""
+        if name in self._verify_broken:
+            return None
+        if name not in self._verify_preps:
+            from autopeft.search.verify import full_fidelity
+
+            self.log(f"worker {self.name}: preparing study '{name}' for verification ...")
+            try:
+                self._verify_preps[name] = full_fidelity(self.store.get_study(name))
+            except AutoPeftError as e:
+                self.log(f"worker {self.name}: skipping the verification runs of study '{name}': {e}")
+                self._verify_broken.add(name)
+                return None
+        return self._verify_preps[name]
+
     def _next_study(self, last: str | None) -> StudyRecord | None:
         """The first study after ``last`` (cyclically, oldest first) that has trials left."""
         studies = [s for s in self.store.studies() if s.name not in self._broken]
@@ -230,7 +306,7 @@ class Worker:
             session.ledger.close()
 
     def _outcome(self) -> WorkerOutcome:
-        return WorkerOutcome(self.trained, tuple(self.served), self.stop.signal)
+        return WorkerOutcome(self.trained, tuple(self.served), self.stop.signal, self.verified)
 
 
 class _Events:

@@ -139,17 +139,41 @@ class Verifications:
                 trainable_params=record.trainable_params, curve=record.curve, extras=record.extras,
                 error=record.error, finished_at=utcnow()))
 
-    def requeue_stale(self, study: str, grace: float) -> int:
+    def release(self, record: VerificationRecord) -> bool:
+        """Put a run this process claimed back to ``pending`` (it was interrupted, not failed:
+        any process may train it again). False if the row was no longer ``running``."""
+        from autopeft.store.tables import verifications as v
+
+        with self._begin() as c:
+            return bool(c.execute(v.update().where((v.c.id == record.id) & (v.c.status == "running"))
+                                  .values(status="pending", worker=None, started_at=None)).rowcount)
+
+    def requeue_stale(self, study: str | None, grace: float) -> int:
         """Put ``running`` rows started more than ``grace`` seconds ago back to ``pending``
-        (their process died: a verification takes minutes, never unbounded time)."""
+        (their process died: a verification takes minutes, never unbounded time).
+        ``study=None``: the rows of every study."""
         from autopeft.store.tables import verifications as v
 
         cutoff = utcnow() - timedelta(seconds=grace)
         with self._begin() as c:
-            study_id = self._study_id(c, study)
-            return c.execute(v.update().where((v.c.study_id == study_id) & (v.c.status == "running")
-                                              & (v.c.started_at < cutoff))
-                             .values(status="pending", worker=None, started_at=None)).rowcount
+            stale = (v.c.status == "running") & (v.c.started_at < cutoff)
+            if study is not None:
+                stale = stale & (v.c.study_id == self._study_id(c, study))
+            return c.execute(v.update().where(stale).values(status="pending", worker=None, started_at=None)).rowcount
+
+    def pending_studies(self) -> list[str]:
+        """Names of the studies with ``pending`` runs, the one whose oldest pending run is
+        oldest first (what a worker serving every study claims from next)."""
+        from sqlalchemy import func, select
+
+        from autopeft.store.tables import studies
+        from autopeft.store.tables import verifications as v
+
+        oldest = func.min(v.c.id)
+        query = (select(studies.c.name, oldest.label("oldest")).join(studies, studies.c.id == v.c.study_id)
+                 .where(v.c.status == "pending").group_by(studies.c.name).order_by(oldest))
+        with self._connect() as c:
+            return [row.name for row in c.execute(query).all()]
 
     def retry_failed(self, study: str) -> int:
         """Failed runs back to ``pending`` (a rerun of ``verify`` tries them again)."""
