@@ -145,3 +145,20 @@ def test_search_with_runner_flag_trains_every_trial_with_the_users_function(tmp_
     records = Store(db).trials("runner")
     assert [r.status for r in records] == ["complete", "complete"]
     assert all(r.extras.get("runner") == EXAMPLE and r.metrics["accuracy"] >= 0 for r in records)
+
+
+def test_the_console_script_finds_a_runner_in_the_working_directory_without_sys_path_edits():
+    """The installed ``autopeft`` script has its bin directory, not the working directory, on
+    ``sys.path`` (``python -P`` reproduces that): the runner is still found where the user runs."""
+    import os
+    import subprocess
+    import sys
+
+    from test_cli import ENTRY
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    code = f"import sys; assert '' not in sys.path and {str(REPO)!r} not in sys.path; {ENTRY}"
+    out = subprocess.run([sys.executable, "-P", "-c", code, "validate", "examples/hf-trainer.yaml"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "objectives: accuracy (max), trainable_params (min)" in out.stdout

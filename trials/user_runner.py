@@ -19,14 +19,16 @@ The function's contract:
   crash) and ``trial.optimizer_stepped(step)`` right after each optimiser step, before the
   gradients are cleared (AdaLoRA re-allocates its ranks there; a no-op for other methods).
 
-The module is imported in the trial process; the working directory is on ``sys.path``
-(as uvicorn and gunicorn do), so ``mypackage.train:run`` next to the YAML's working
-directory is found without installing it.
+The module is imported in the trial process, from the installed packages or else from the
+working directory (as uvicorn finds an app), so ``mypackage.train:run`` in the directory the
+search runs in is found without installing it.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import math
 import os
 import re
@@ -50,10 +52,8 @@ def load_runner(ref: str) -> Callable[["RunnerTrial"], dict]:
         raise RunnerNotFound(f"expected 'package.module:function', got {ref!r}")
     module_name, attr = ref.split(":")
     cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
     try:
-        module = importlib.import_module(module_name)
+        module = _import(module_name, cwd)
     except ModuleNotFoundError as e:
         if e.name == module_name or module_name.startswith(f"{e.name}."):  # the module itself, not one it imports
             raise RunnerNotFound(f"cannot import module '{module_name}' (looked in {cwd} and the installed packages)") from e
@@ -66,6 +66,28 @@ def load_runner(ref: str) -> Callable[["RunnerTrial"], dict]:
     if not callable(function):
         raise RunnerNotFound(f"'{ref}' is not a function (it is a {type(function).__name__})")
     return function
+
+
+def _import(module_name: str, directory: str):
+    """``module_name`` from the installed packages, else from ``directory``: only its top-level
+    package is looked up there (``sys.path`` is left alone; its submodules resolve through
+    the package's own ``__path__``), as uvicorn finds an app in the working directory."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        top = module_name.split(".")[0]
+        found = importlib.machinery.PathFinder.find_spec(top, [directory]) if e.name == top else None
+        if found is None:
+            raise
+    module = importlib.util.module_from_spec(found)
+    sys.modules[top] = module
+    try:
+        if found.loader is not None:  # None: a namespace package (a folder without __init__.py)
+            found.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(top, None)
+        raise
+    return importlib.import_module(module_name)
 
 
 @dataclass(frozen=True)
