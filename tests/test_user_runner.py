@@ -80,6 +80,18 @@ def test_a_runner_that_breaks_its_contract_fails_the_trial_with_the_reason(spec,
     assert reason in result.error
 
 
+def test_a_runner_that_hangs_is_killed_at_the_timeout_keeping_its_curve(spec, tmp_path, monkeypatch):
+    ref = write_runner(tmp_path, monkeypatch, """
+        import time
+        def train(trial):
+            trial.report(1, 2.0)
+            time.sleep(600)
+    """)
+    result = run_isolated(dataclasses.replace(spec, proxy=dataclasses.replace(spec.proxy, runner=ref, timeout=20)))
+    assert result.status == "failed" and result.error.startswith("timeout")
+    assert result.curve == [[1, 2.0]]
+
+
 def test_a_runner_gets_the_wrapped_model_tokenizer_spec_and_splits(spec, tmp_path, monkeypatch):
     """What the function receives, as seen from inside the trial process."""
     ref = write_runner(tmp_path, monkeypatch, """
