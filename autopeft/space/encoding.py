@@ -195,7 +195,7 @@ class SpaceEncoding:
                 anything = candidate.rank == 0
                 value = candidate.alpha / candidate.rank if candidate.rank else _any(dim)
             if isinstance(dim, Fixed):
-                if not (nearest or anything or _same(dim.value, value)):
+                if not ((nearest and name != "method") or anything or _same(dim.value, value)):
                     raise NotInSpace(f"{name}: the space fixes it at {dim.value!r}, got {value!r}")
             elif isinstance(dim, Choice) and dim.ordinal:
                 params[name] = _index(dim.values, value, name, nearest)

@@ -524,6 +524,7 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             "trials": lambda n: n.int(low=1),
             "startup_trials": lambda n: n.int(low=1),
             "seed": lambda n: None if n.value is None else n.int(low=0),
+            "baseline": lambda n: n.bool(),
         },
     )
     if proxy.rungs and proxy.rungs[-1] > proxy.steps:

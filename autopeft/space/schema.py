@@ -181,10 +181,18 @@ class SpaceSpec:
 
 @dataclass(frozen=True)
 class SearchSpec:
+    """How the search runs.
+
+    Attributes:
+        baseline: A new study enqueues default LoRA and the space's cheapest point as its
+            first trials (``autopeft.search.baseline``); they count against ``trials``.
+    """
+
     sampler: str = "botorch"
     trials: int = 20
     startup_trials: int = 8
     seed: int | None = 0
+    baseline: bool = True
 
 
 @dataclass(frozen=True)
