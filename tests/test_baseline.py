@@ -57,6 +57,20 @@ def test_a_new_study_trains_default_lora_and_the_cheapest_point_first(tmp_path):
     assert len(calls) == 3 and [s.trial for s in calls] == [0, 1, 2]
 
 
+def test_show_and_the_dashboard_table_mark_them(tmp_path, capsys):
+    from autopeft.cli import main
+    from autopeft.dashboard import data
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    out = run_search(prep(trials=3), Store(url), runner=fake([]))
+    assert main(["show", "refs", "--storage", url]) == 0
+    text = capsys.readouterr().out
+    assert "0 (default LoRA)" in text and "1 (cheapest)" in text
+    frame = data.trials_frame(out.study, out.records).set_index("number")
+    assert list(frame["role"]) == ["default LoRA", "cheapest", ""]
+    assert frame.loc[0, "baseline"] and not frame.loc[1, "baseline"]
+
+
 def test_a_resumed_study_does_not_enqueue_them_again(tmp_path):
     url = f"sqlite:///{tmp_path}/b.db"
     run_search(prep(trials=1), Store(url), runner=fake([]))  # stops after default LoRA; cheapest still queued
