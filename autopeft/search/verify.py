@@ -91,14 +91,17 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
     space = prep.space
     if prep.data.n_test < 1:
         raise VerifyError(f"study '{name}' has no test split (verify.test_examples is 0): nothing held out to verify on")
+    given = prep.data.test_source == "given"
     if space.task.type == "classification" and prep.data.n_test < prep.data.num_labels:
         raise VerifyError(f"the test split has {prep.data.n_test} examples for {prep.data.num_labels} classes; "
-                          "raise verify.test_examples")
+                          + ("give a larger task.test file" if given else "raise verify.test_examples"))
     if steps is None:
         steps = max(1, math.ceil((epochs or 1.0) * prep.data.n_train / space.proxy.batch_size))
     n_seeds = seeds or space.verify.seeds
     protocol = {"steps": steps, "batch_size": space.proxy.batch_size, "max_length": space.proxy.max_length,
                 "train_examples": prep.data.n_train, "eval_examples": prep.data.n_eval, "test_examples": prep.data.n_test}
+    if given:  # the split is the user's file (task.test), not carved (only then: older protocols keep their key)
+        protocol["test_split"] = f"given: {space.task.test}"
     return VerifyPlan(study, tuple(front), tuple(range(n_seeds)), protocol, baseline), prep
 
 

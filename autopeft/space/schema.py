@@ -118,6 +118,10 @@ class TaskSpec:
         max_new_tokens: Greedy-decoding cap for ``exact_match``.
         messages: Instruction data only: a column of chats (lists of ``{role, content}``);
             the last message (the assistant's) is the completion.
+        test: A local file (same formats and columns as ``dataset``) that is the held-out
+            test split; the data set then gives train and validation only, and
+            ``verify.test_examples`` / ``max_test_examples`` are ignored. None: the test
+            split is carved from the data set.
     """
 
     dataset: str
@@ -129,6 +133,7 @@ class TaskSpec:
     choices: tuple[str, ...] = ()
     max_new_tokens: int = 16
     messages: str | None = None
+    test: str | None = None
 
     @property
     def instruction(self) -> bool:
