@@ -332,7 +332,11 @@ def _constrain(trial, value: float) -> None:
 
 
 def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = None) -> StudyRecord:
-    """Create the study, or resume it when it exists with the same space."""
+    """Create the study, or resume it when it exists with the same space.
+
+    Creating it (and only that: not a resume, not a second worker) also enqueues its
+    reference trials when ``search.baseline`` is true (``autopeft.search.baseline``).
+    """
     import yaml
 
     from autopeft import __version__
