@@ -131,7 +131,8 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     """One row per trial: state, candidate, objectives, resources, Pareto membership.
 
     Objective columns are named after the objectives; ``pareto`` marks the front over all
-    objectives; ``baseline`` marks default LoRA (r=8, query/value, every layer).
+    objectives; ``baseline`` marks default LoRA (r=8, query/value, every layer); ``role`` names a
+    reference trial the study enqueued (``default LoRA``, ``cheapest``; ``autopeft.search.baseline``).
     """
     import pandas as pd
 
@@ -164,15 +165,17 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
         row["wall_time"] = (r.resources or {}).get("wall_time")
         row["peak_rss_mb"] = (r.resources or {}).get("peak_rss_mb")
         row["pareto"] = r.number in front
-        row["baseline"] = (c.get("method") == "lora" and c.get("rank") == 8 and c.get("targets") in (["query", "value"], ["value", "query"])
-                           and len(layers) == num_layers)
+        row["role"] = (r.extras or {}).get("baseline") or ""
+        row["baseline"] = row["role"] == "default LoRA" or (
+            c.get("method") == "lora" and c.get("rank") == 8 and c.get("targets") in (["query", "value"], ["value", "query"])
+            and len(layers) == num_layers)
         row["fidelity"] = (r.extras or {}).get("fidelity") or ("full" if r.status == "complete" else None)
         row["diverged"] = (divergence(r.metrics or {}, r.extras or {}, r.curve or []) or "") if r.status == "complete" else ""
         row["error"] = r.error or ""
         rows.append(row)
     head = ["number", "status", "method", "rank", "layers", "n_layers", "targets", "learning_rate", "trainable_params"]
     head += [n for n, _ in study.objectives if n not in head]  # trainable_params is often an objective too
-    tail = ["wall_time", "peak_rss_mb", "fidelity", "pareto", "baseline", "diverged", "error"]
+    tail = ["wall_time", "peak_rss_mb", "fidelity", "pareto", "baseline", "role", "diverged", "error"]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=head + tail)

@@ -298,3 +298,53 @@ def run_trials_on(study, encoding, n):
         seen.append((trial, cand))
         study.tell(trial, [0.5, cand.rank])
     return study, seen
+
+
+# ------------------------------------------------------------------------------ the inverse: candidate -> params
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"alpha": {"ratio": [1, 2, 4]}, "layers": {"per_layer": True}},
+    {"layers": {"range": [1, 4]}, "rank": {"range": [2, 16]}, "alpha": {"log": [4.0, 64.0]}},
+    {"rank": {"per_layer": [0, 2, 8]}, "alpha": {"ratio": 2}, "layers": "all"},
+    {"layers": [1, 3], "method": "lora", "targets": ["query", "value"]},
+])
+def test_encode_inverts_decode(changes):
+    enc = SpaceEncoding(make_space(**changes), NUM_LAYERS)
+    _, seen = run_trials(enc, 12, seed=3)
+    for trial, cand in seen:
+        params = enc.encode(cand)
+        assert _close(enc.decode(params), cand)
+        ordered = {k: v for k, v in trial.params.items()}
+        if "layer_first" in ordered:  # a range decodes its ends sorted; the inverse gives them sorted
+            ordered["layer_first"], ordered["layer_last"] = sorted((ordered["layer_first"], ordered["layer_last"]))
+        assert params.keys() == ordered.keys()
+        assert all(_same_value(params[k], ordered[k]) for k in params), (params, ordered)
+
+
+def _same_value(a, b) -> bool:
+    return a == b if isinstance(a, (str, bool)) or isinstance(b, (str, bool)) else abs(a - b) <= 1e-9 * max(1, abs(b))
+
+
+def _close(a: Candidate, b: Candidate) -> bool:
+    ja, jb = a.to_json(), b.to_json()
+    return ja.keys() == jb.keys() and all(
+        _same_value(ja[k], jb[k]) if isinstance(ja[k], float) else ja[k] == jb[k] for k in ja)
+
+
+def test_encode_refuses_what_the_space_cannot_express_unless_nearest():
+    from autopeft.space.encoding import NotInSpace
+
+    enc = SpaceEncoding(make_space(rank=[2, 64], layers={"top_k": [1, 4]}), NUM_LAYERS)
+    default = Candidate("lora", 8, 16.0, 0.0, Targets(("value", "query")), tuple(range(NUM_LAYERS)), 1e-3, False, False)
+    with pytest.raises(NotInSpace, match="rank"):
+        enc.encode(default)
+    snapped = enc.decode(enc.encode(default, nearest=True))
+    assert snapped.rank == 2                      # 8 is nearer 2 than 64 on a log scale
+    assert snapped.layers == (2, 3, 4, 5)         # as many layers as top_k allows
+    assert snapped.targets == Targets(("query", "value")) and snapped.learning_rate == 1e-3
+    with pytest.raises(NotInSpace, match="targets"):
+        enc.encode(Candidate("lora", 8, 16.0, 0.0, Targets(("key",)), (5,), 1e-3, False, False), nearest=True)
+    with pytest.raises(NotInSpace, match="method"):
+        enc.encode(Candidate("vera", 8, 16.0, 0.0, Targets(()), (5,), 1e-3, False, False), nearest=True)

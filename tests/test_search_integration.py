@@ -69,7 +69,13 @@ def test_search_records_every_trial_in_both_ledgers(searched):
             assert r.curve and r.curve[-1][0] == prep.space.proxy.steps
             assert r.resources["train_time"] > 0 and r.resources["peak_rss_mb"] > 0
             assert r.trainable_params <= prep.budget_limit
-    # The two start-up trials were drawn at random; the third came from BoTorch's model.
+    # The two start-up trials are the study's references (default LoRA as the space has it:
+    # r=8 on query/value of every layer at 1e-3; then the cheapest point); the third came from BoTorch's model.
+    roles = {r.number: r.extras.get("baseline") for r in outcome.records}
+    assert (roles[0], roles[1], roles[2]) == ("default LoRA", "cheapest", None)
+    default = next(r for r in outcome.records if r.number == 0).candidate
+    assert (default["method"], default["rank"], default["targets"], default["layers"], default["learning_rate"]) \
+        == ("lora", 8, ["query", "value"], [0, 1, 2, 3, 4, 5], 1e-3)
     assert sampler.origins == {2: "model"}
     assert outcome.records[-1].sampler_time > 0
 

@@ -59,12 +59,16 @@ def test_verify_stores_a_run_per_point_and_seed_on_validation_and_test(verified_
     by_subject = {}
     for r in runs:
         by_subject.setdefault(r.subject.split(":")[0], []).append(r)
-    assert len(by_subject["trial"]) == 2 and len(by_subject["baseline"]) == 2 and len(by_subject["sweep"]) == 4
+    # --top 1, plus the study's completed reference trials (default LoRA, cheapest point), each x 2 seeds
+    refs = {r.number for r in Store(url).trials("vq") if r.status == "complete" and r.extras.get("baseline")}
+    points = {r.trial_number for r in by_subject["trial"]}
+    assert refs and refs <= points and len(points) <= 1 + len(refs)
+    assert len(by_subject["trial"]) == 2 * len(points) and len(by_subject["baseline"]) == 2 and len(by_subject["sweep"]) == 4
     for r in by_subject["trial"] + by_subject["baseline"]:
         assert r.status == "complete", r.error
         assert 0 <= r.metrics["accuracy"] <= 1 and 0 <= r.test_metrics["accuracy"] <= 1
         assert r.protocol["test_examples"] == 60 and r.protocol["steps"] == 4
-    assert sorted(r.seed for r in by_subject["trial"]) == [0, 1]
+    assert sorted(r.seed for r in by_subject["trial"]) == sorted([0, 1] * len(points))
     base_lr = {r.candidate["learning_rate"] for r in by_subject["baseline"]}
     assert len(base_lr) == 1 and base_lr <= {float(r.subject.split(":")[1]) for r in by_subject["sweep"]}
     # Verification never changes a trial's proxy results.

@@ -200,13 +200,13 @@ class LabelledTable:
     choices: tuple[str, ...] = ()
 
 
-def load_table(ref: DatasetRef, task: TaskSpec) -> LabelledTable:
+def load_table(ref: DatasetRef, task: TaskSpec, *, one_class: bool = False) -> LabelledTable:
     """Rows with non-empty text (and, for classification, a label); the others are counted.
 
     A language-modelling task has no labels: every row gets label 0 and no label names.
     Instruction data (prompt/completion, chats) is checked row by row
     (``autopeft.assets.instruct.check_rows``) and labelled by its answer, so that the split
-    is stratified by answer.
+    is stratified by answer. ``one_class``: a single class is allowed (a given test file).
     """
     ds = load_dataset(ref)
     columns = list(ds.column_names)
@@ -232,7 +232,7 @@ def load_table(ref: DatasetRef, task: TaskSpec) -> LabelledTable:
     if not keep:
         raise AssetError(f"dataset '{ref.name}': no row has both non-empty text and a label")
     names = sorted({str(raw_labels[i]) for i in keep}, key=_natural)
-    if len(names) < 2:
+    if len(names) < 2 and not one_class:
         raise AssetError(f"dataset '{ref.name}': column '{task.label}' has one class ({names[0]!r}); need at least 2")
     index = {n: k for k, n in enumerate(names)}
     return LabelledTable(
@@ -241,6 +241,50 @@ def load_table(ref: DatasetRef, task: TaskSpec) -> LabelledTable:
         label_names=tuple(names),
         skipped=len(raw_labels) - len(keep),
     )
+
+
+class GivenTestError(AssetError):
+    """The file of ``task.test`` cannot be the test split (``prepare_search`` reports it at ``task.test``)."""
+
+
+def resolve_test_file(name: str) -> DatasetRef:
+    """The local file ``name`` of ``task.test`` (relative to the working directory, as a data set's path is)."""
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise GivenTestError(f"no such file '{name}'; expected a local {'/'.join(sorted({*_FILE_BUILDERS}))} file "
+                             "(relative paths start at the working directory, as task.dataset's do)")
+    if path.suffix.lower() not in _FILE_BUILDERS:
+        raise GivenTestError(f"'{name}': unsupported file type '{path.suffix}'; expected one of {sorted(_FILE_BUILDERS)}")
+    return DatasetRef(name, "file", str(path.resolve()), _hash_path(path))
+
+
+def load_test_table(ref: DatasetRef, task: TaskSpec, table: LabelledTable) -> LabelledTable:
+    """The rows of the given test file, labelled in ``table``'s terms (its label names or answers).
+
+    Raises:
+        GivenTestError: the file cannot be read, lacks a column, has no usable row, or has a
+            label (answer) the data set does not have.
+    """
+    try:
+        given = load_table(ref, task, one_class=True)
+    except AssetError as e:
+        raise GivenTestError(str(e)) from e
+    if task.type == "classification":
+        known, theirs, what = table.label_names, given.label_names, "labels"
+    elif table.choices:
+        known, theirs, what = table.choices, given.choices, "answers"
+        if not theirs:
+            raise GivenTestError(f"'{ref.name}': its completions are not an answer set like the data set's "
+                                 f"({list(known)})")
+    else:  # a corpus, or open answers: nothing to map
+        return LabelledTable(given.texts, np.zeros(len(given.labels), dtype=np.int64), table.label_names,
+                             given.skipped, table.choices)
+    unknown = [n for n in theirs if n not in known]
+    if unknown:
+        raise GivenTestError(f"'{ref.name}' has {what} the data set does not have: {unknown} (the data set's: {list(known)})")
+    index = {n: k for k, n in enumerate(known)}
+    labels = np.array([index[theirs[k]] for k in given.labels], dtype=np.int64)
+    return LabelledTable(given.texts, labels, table.label_names, given.skipped, table.choices)
 
 
 def _text_table(ref: DatasetRef, ds, task: TaskSpec, columns: list) -> LabelledTable:
@@ -342,15 +386,22 @@ class PreparedData:
     too_long: int = 0
     template: str | None = None
     n_test: int = 0  # the held-out test split (``autopeft verify`` only)
+    #: ``carved`` from the data set (``verify.test_examples``), or ``given`` (``task.test``).
+    test_source: str = "carved"
 
 
 def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: ProxySpec,
-                 test_examples: int | float = 0, test_cap: int = 2000) -> PreparedData:
+                 test_examples: int | float = 0, test_cap: int = 2000, test: DatasetRef | None = None) -> PreparedData:
     """Split and tokenise once per (model, data, split, max length); reuse the file afterwards.
 
     Three splits: ``train`` and ``eval`` (validation: what the search selects on) as big as
     ``proxy`` asks, and ``test`` (``test_examples`` rows or that fraction of them, at most
-    ``test_cap``), which only ``autopeft verify`` reads (``three_way_split``).
+    ``test_cap``), which only ``autopeft verify`` reads (``three_way_split``). A ``test``
+    file (``task.test``) is the test split instead, whole: train and validation are then drawn
+    from the whole data set, and ``test_examples`` / ``test_cap`` are not used.
+
+    Raises:
+        GivenTestError: the ``test`` file cannot serve (``load_test_table``).
 
     Instruction data also gets, for the validation split, what generative metrics need
     (``gen.*``: each prompt's length, the gold answer's index, the answers' token ids).
@@ -369,6 +420,7 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
         [_PREPARED_VERSION, model.fingerprint, dataset.fingerprint, task.type, task.text, task.label,
          proxy.train_examples, proxy.eval_examples, proxy.max_length, proxy.seed, test_examples, test_cap]
         + ([task.messages, task.template, list(task.choices)] if task.instruction else [])
+        + ([["test", test.fingerprint]] if test is not None else [])
     )
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:20]
     path = cache_dir() / "data" / f"{fingerprint}.safetensors"
@@ -380,15 +432,25 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
         return PreparedData(str(path), len(meta["label_names"]), tuple(meta["label_names"]),
                             meta["n_train"], meta["n_eval"], meta["skipped"], fingerprint,
                             tuple(meta.get("choices", ())), meta.get("too_long", 0), meta.get("template"),
-                            meta.get("n_test", 0))
+                            meta.get("n_test", 0), meta.get("test_source", "carved"))
 
     table = load_table(dataset, task)
-    n_test = min(test_size(len(table.labels), test_examples), test_cap)
-    train_idx, eval_idx, test_idx = three_way_split(table.labels, proxy.train_examples, proxy.eval_examples, n_test,
-                                                    proxy.seed)
+    if test is None:
+        n_test = min(test_size(len(table.labels), test_examples), test_cap)
+        train_idx, eval_idx, test_idx = three_way_split(table.labels, proxy.train_examples, proxy.eval_examples,
+                                                        n_test, proxy.seed)
+    else:  # the given file after the data set's rows: one table, indexed as usual
+        given = load_test_table(test, task, table)
+        n_rows = len(table.labels)
+        train_idx, eval_idx = stratified_split(table.labels, proxy.train_examples, proxy.eval_examples, proxy.seed)
+        test_idx = np.arange(n_rows, n_rows + len(given.labels))
+        table = LabelledTable(tuple(a + b for a, b in zip(table.texts, given.texts)),
+                              np.concatenate([table.labels, given.labels]), table.label_names, table.skipped,
+                              table.choices)
     tokenizer = tokenizer or load_tokenizer(model)
     arrays = {}
-    meta: dict = {"label_names": list(table.label_names), "skipped": table.skipped}
+    meta: dict = {"label_names": list(table.label_names), "skipped": table.skipped,
+                  "test_source": "carved" if test is None else "given"}
     if task.instruction:
         sizes = _instruction_arrays(arrays, meta, tokenizer, task.template, table, train_idx, eval_idx, proxy.max_length,
                                     test_idx)
@@ -419,7 +481,7 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
     tmp.replace(path)  # atomic: concurrent workers never read a half-written file
     return PreparedData(str(path), len(table.label_names), table.label_names, sizes["train"], sizes["eval"],
                         table.skipped, fingerprint, tuple(meta.get("choices", ())), meta.get("too_long", 0),
-                        meta.get("template"), sizes.get("test", 0))
+                        meta.get("template"), sizes.get("test", 0), meta["test_source"])
 
 
 def _instruction_arrays(arrays: dict, meta: dict, tokenizer, template: str, table: LabelledTable,

@@ -53,6 +53,8 @@ def print_verification(console, store, study: str) -> None:
                       f"{v.val[0]:.4f} ± {v.val[1]:.4f}", f"{v.test[0]:.4f} ± {v.test[1]:.4f}",
                       f"diverged: {v.diverged}"[:60] if v.diverged else "")
     console.print(table)
+    splits = {r.protocol.get("test_split", "carved from the data set") for r in runs}
+    console.print(f"test split: {', '.join(sorted(splits))}")
     if pending:
         console.print(f"{pending} run(s) still pending or running (run `autopeft verify {study}` or a worker to finish them)")
     for r in failed:

@@ -308,11 +308,17 @@ def _print_trials(console, study, records, only_front: bool = False, verified: d
         v = verified.get(r.number)
         check = [f"{v.test[0]:.4f} ± {v.test[1]:.4f}, {len(v.seeds)}" + (" diverged" if v.diverged else "")
                  if v else ""] if verified else []
-        table.add_row("★" if r.number in front else "", str(r.number), r.status, c["method"],
+        table.add_row("★" if r.number in front else "", _number(r), r.status, c["method"],
                       str(c["rank"]) if "rank" in used else "-", targets if "targets" in used else "-",
                       _layers(c["layers"]) if "layers" in used else "-",
                       f"{c['learning_rate']:.1e}", *cells, *check, _note(r))
     console.print(table)
+
+
+def _number(r) -> str:
+    """The trial number, tagged when the trial is a reference the study enqueued (default LoRA, cheapest)."""
+    role = r.extras.get("baseline")
+    return f"{r.number} ({role})" if role else str(r.number)
 
 
 def _note(r) -> str:

@@ -47,10 +47,12 @@ def verify(
     runs = Verifications(store)
     runs.retry_failed(study)  # a rerun tries failed runs again
     new = runs.add(jobs(p))
-    console.print(f"verifying {len(p.trials)} point(s) of '{study}' (trials {', '.join(str(r.number) for r in p.trials)}) "
+    trials = ", ".join(f"{r.number} ({r.extras['baseline']})" if r.extras.get("baseline") else str(r.number)
+                       for r in p.trials)
+    console.print(f"verifying {len(p.trials)} point(s) of '{study}' (trials {trials}) "
                   f"x {len(p.seeds)} seed(s): {p.protocol['steps']} steps on {p.protocol['train_examples']:,} training "
                   f"rows, scored on {p.protocol['eval_examples']:,} validation and {p.protocol['test_examples']:,} test "
-                  f"examples ({new} new run(s))")
+                  f"examples, {p.protocol.get('test_split', 'carved from the data set')} ({new} new run(s))")
     log = lambda line: console.print(f"  {line}", markup=False, highlight=False)  # noqa: E731
     if enqueue_only:
         if baseline:

@@ -53,6 +53,9 @@ log = logging.getLogger("autopeft")
 
 #: optuna system attribute holding the final record while it is being told (write-ahead copy).
 PENDING = "autopeft:record"
+#: optuna user attribute of an enqueued reference trial (``autopeft.search.baseline``): its
+#: role, which the trial's record keeps as ``extras["baseline"]``.
+ROLE = "autopeft:baseline"
 #: Statuses that count against the budget once trained to an end.
 TRAINED = ("complete", "failed", "pruned")
 
@@ -332,7 +335,7 @@ class Ledger:
             record = TrialRecord(
                 study=self.name, number=trial.number, status="running", candidate=candidate.to_json(),
                 params=dict(trial.params), started_at=utcnow(), sampler_time=(t2 - t0),
-                extras={"retry_of": history[-1]} if history else {},
+                extras={**({"retry_of": history[-1]} if history else {}), **_role(trial.user_attrs)},
             )
             self.store.save_trial(record)
         except BaseException:
@@ -553,7 +556,8 @@ class Ledger:
             except (KeyError, ValueError, AutoPeftError):  # parameters drawn in part: nothing to describe
                 continue
             stub = TrialRecord(study=self.name, number=t.number, status="running", candidate=candidate,
-                               params=dict(t.params), started_at=_aware(t.datetime_start) or utcnow())
+                               params=dict(t.params), started_at=_aware(t.datetime_start) or utcnow(),
+                               extras=_role(t.user_attrs))
             final = self._settle(stub, t, retries, may_wait=True)
             if final is not None:
                 self._write(final)
@@ -664,6 +668,12 @@ class Ledger:
         """Stop every heartbeat this ledger runs (their trials then go stale and are retried)."""
         for number in list(self._beats):
             self._stop_beat(number)
+
+
+def _role(user_attrs: dict) -> dict:
+    """``{"baseline": role}`` for an enqueued reference trial (a retry of one keeps the role)."""
+    role = user_attrs.get(ROLE)
+    return {"baseline": role} if role else {}
 
 
 def _told_state(record: TrialRecord, told):

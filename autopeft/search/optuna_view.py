@@ -124,12 +124,16 @@ def annotate_study(store, study_name: str) -> int:
 
     study = store.get_study(study_name)
     storage = store.optuna_storage
+    unstarted = StoreError(f"study '{study_name}' has no optuna trials in {store.display_url} yet; "
+                           "nothing to annotate until a search or worker has started it")
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
-        raise StoreError(f"study '{study_name}' has no optuna trials in {store.display_url} yet; "
-                         "nothing to annotate until a search or worker has started it") from None
+        raise unstarted from None
     ostudy = optuna.load_study(study_name=study_name, storage=storage)
+    # A submitted study holds only its queued reference trials (autopeft.search.baseline): unstarted too.
+    if all(t.state == optuna.trial.TrialState.WAITING for t in ostudy.get_trials(deepcopy=False)):
+        raise unstarted
     with warnings.catch_warnings():  # experimental since optuna 3.2, and the one way optuna-dashboard reads names
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ostudy.set_metric_names(metric_names(study.objectives))

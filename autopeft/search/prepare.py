@@ -157,6 +157,23 @@ def _with_template(space: SearchSpace, model: ModelRef) -> SearchSpace:
     return replace(space, task=replace(space.task, template=template))
 
 
+def _given_test(space: SearchSpace):
+    """The ``DatasetRef`` of ``task.test`` (None when the test split is carved from the data set).
+
+    Raises:
+        SpaceError: at ``task.test``, for a missing file or one of an unsupported type.
+    """
+    from autopeft.assets.datasets import GivenTestError, resolve_test_file
+    from autopeft.errors import SpaceError
+
+    if space.task.test is None:
+        return None
+    try:
+        return resolve_test_file(space.task.test)
+    except GivenTestError as e:
+        raise SpaceError(space.source, "task.test", str(e)) from None
+
+
 def _module_info(arch: ModelInfo) -> dict:
     return {"module_order": tuple(s.name for s in arch.linears),
             "module_sizes": {s.name: s.in_features + s.out_features for s in arch.linears}}
@@ -165,7 +182,8 @@ def _module_info(arch: ModelInfo) -> dict:
 def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSearch:
     """Resolve and check ``space``. ``with_data=False`` skips tokenising (``validate``)."""
     from autopeft.assets.architecture import inspect_model
-    from autopeft.assets.datasets import load_table, prepare_data, resolve_dataset
+    from autopeft.assets.datasets import GivenTestError, load_table, load_test_table, prepare_data, resolve_dataset
+    from autopeft.errors import SpaceError
     from autopeft.assets.models import quiet_transformers, resolve_model
     from autopeft.space.check import check_against_model, drop_refused_methods
 
@@ -176,13 +194,20 @@ def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSea
     dataset = resolve_dataset(space.task.dataset)
     if space.task.instruction:
         space = _with_template(space, model)
-    if with_data:
-        data = prepare_data(model, dataset, space.task, space.proxy, space.verify.test_examples,
-                            space.verify.max_test_examples)
-        num_labels = data.num_labels
-    else:
-        data = None
-        num_labels = len(load_table(dataset, space.task).label_names)  # also checks the columns
+    test = _given_test(space)
+    try:
+        if with_data:
+            data = prepare_data(model, dataset, space.task, space.proxy, space.verify.test_examples,
+                                space.verify.max_test_examples, test=test)
+            num_labels = data.num_labels
+        else:
+            data = None
+            table = load_table(dataset, space.task)  # also checks the columns
+            num_labels = len(table.label_names)
+            if test is not None:
+                load_test_table(test, space.task, table)
+    except GivenTestError as e:
+        raise SpaceError(space.source, "task.test", str(e)) from None
     arch = inspect_model(model, num_labels, space.task.type)
     encoding = SpaceEncoding(space.space, arch.num_layers, **_module_info(arch))
     space, dropped = drop_refused_methods(space, model, arch, encoding)

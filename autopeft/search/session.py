@@ -332,7 +332,11 @@ def _constrain(trial, value: float) -> None:
 
 
 def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = None) -> StudyRecord:
-    """Create the study, or resume it when it exists with the same space."""
+    """Create the study, or resume it when it exists with the same space.
+
+    Creating it (and only that: not a resume, not a second worker) also enqueues its
+    reference trials when ``search.baseline`` is true (``autopeft.search.baseline``).
+    """
     import yaml
 
     from autopeft import __version__
@@ -366,11 +370,18 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
         autopeft_version=__version__,
     )
     try:
-        return store.add_study(record)
+        created = store.add_study(record)
     except StoreError:
         if store.find_study(space.study) is not None:  # another worker created it first
             return store.get_study(space.study)
         raise
+    if space.search.baseline:
+        # Only the process whose insert created the study gets here: the references are
+        # enqueued once, never again on a resume or by a second worker.
+        from autopeft.search.baseline import enqueue_references
+
+        enqueue_references(optuna_study(store, created, None), prep)
+    return created
 
 
 def study_importance(store: Store, study: StudyRecord, prep: PreparedSearch):
@@ -400,7 +411,7 @@ def optuna_study(store: Store, study: StudyRecord, sampler):
         study_name=study.name,
         storage=store.optuna_storage,
         directions=["maximize" if d == "max" else "minimize" for _, d in study.objectives],
-        sampler=sampler,
+        sampler=sampler if sampler is not None else optuna.samplers.RandomSampler(),
         load_if_exists=True,
     )
 

@@ -4,8 +4,11 @@ A search selects on one short proxy run per point, scored on the validation spli
 selects on. Verification re-trains the chosen points — the whole proxy front, or the K
 points nearest the knee — on all the training rows for an epoch (or ``--steps``), once per
 seed, and scores each run on validation *and* on the test split that no trial ever read
-(``autopeft.assets.datasets.three_way_split``). With ``--baseline``, default LoRA is verified
-under the same protocol, at the learning rate its own sweep picks (``autopeft.retrain``).
+(``autopeft.assets.datasets.three_way_split``, or the file of ``task.test``). The study's
+completed reference trials (default LoRA and the cheapest point, ``autopeft.search.baseline``)
+are always verified with them, so that the verified front shows them too. With
+``--baseline``, default LoRA is also verified under the same protocol at the learning rate
+its own sweep picks (``autopeft.retrain``).
 
 Runs are rows in the database (``autopeft.store.verifications``): planning creates them
 (idempotently), any process runs them (``run_pending`` in this command, or an ``autopeft
@@ -91,18 +94,24 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
         raise VerifyError(f"study '{name}' has no completed trial to verify; run `autopeft search` first")
     if top is not None and top < len(front):
         front = sorted(_nearest_knee(front, knee(front, study.objectives), study)[:top], key=lambda r: r.number)
+    chosen = {r.number for r in front}
+    references = [r for r in records if r.status == "complete" and r.extras.get("baseline") and r.number not in chosen]
+    front = sorted([*front, *references], key=lambda r: r.number)
     prep = prep or full_fidelity(study)
     space = prep.space
     if prep.data.n_test < 1:
         raise VerifyError(f"study '{name}' has no test split (verify.test_examples is 0): nothing held out to verify on")
+    given = prep.data.test_source == "given"
     if space.task.type == "classification" and prep.data.n_test < prep.data.num_labels:
         raise VerifyError(f"the test split has {prep.data.n_test} examples for {prep.data.num_labels} classes; "
-                          "raise verify.test_examples")
+                          + ("give a larger task.test file" if given else "raise verify.test_examples"))
     if steps is None:
         steps = max(1, math.ceil((epochs or 1.0) * prep.data.n_train / space.proxy.batch_size))
     n_seeds = seeds or space.verify.seeds
     protocol = {"steps": steps, "batch_size": space.proxy.batch_size, "max_length": space.proxy.max_length,
                 "train_examples": prep.data.n_train, "eval_examples": prep.data.n_eval, "test_examples": prep.data.n_test}
+    if given:  # the split is the user's file (task.test), not carved (only then: older protocols keep their key)
+        protocol["test_split"] = f"given: {space.task.test}"
     return VerifyPlan(study, tuple(front), tuple(range(n_seeds)), protocol, baseline), prep
 
 

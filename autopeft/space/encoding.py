@@ -10,6 +10,7 @@ lists become an integer *index* so BO sees their order; placement is one integer
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -56,6 +57,10 @@ class Candidate:
 
 
 _SCALARS = ("method", "rank", "alpha", "dropout", "learning_rate", "dora", "rslora")
+
+
+class NotInSpace(ValueError):
+    """A candidate the space cannot express (``SpaceEncoding.encode``); the message names the field."""
 
 
 class SpaceEncoding:
@@ -158,6 +163,92 @@ class SpaceEncoding:
             layer_ranks=layer_ranks,
         )
 
+    def encode(self, candidate: Candidate, *, nearest: bool = False) -> dict[str, Any]:
+        """The optuna parameters that :meth:`decode` maps to ``candidate`` (the inverse direction).
+
+        Target sets compare as sets (``[value, query]`` is ``[query, value]``); a ratio alpha
+        is ``candidate.alpha / candidate.rank``.
+
+        Args:
+            nearest: Numbers the space cannot take exactly snap to the nearest it can (on a
+                log scale for positive values: rank 8 among ``[2, 64]`` is 2; a range clips),
+                a fixed value replaces the candidate's, a layer count is clipped to the
+                placement's bounds, and a ``top_k``-by-importance target set keeps its size.
+                A method, or a set of targets, that is not among the choices is never
+                snapped: it raises.
+
+        Raises:
+            NotInSpace: naming the first field the space cannot express (with ``nearest``:
+                only the method or the targets).
+        """
+        params: dict[str, Any] = {}
+        for name in _SCALARS:
+            dim = getattr(self.space, name)
+            if isinstance(dim, PerLayer):
+                for i in range(self.num_layers):
+                    r = candidate.rank_of(i) if i in candidate.layers else 0
+                    params[f"rank_{i:02d}"] = _index(dim.values, r, f"rank of layer {i}", nearest)
+                continue
+            value = getattr(candidate, name)
+            anything = False  # a ratio alpha of rank 0 (every layer off): every ratio decodes to it
+            if name == "alpha" and self.space.alpha_is_ratio:
+                anything = candidate.rank == 0
+                value = candidate.alpha / candidate.rank if candidate.rank else _any(dim)
+            if isinstance(dim, Fixed):
+                if not ((nearest and name != "method") or anything or _same(dim.value, value)):
+                    raise NotInSpace(f"{name}: the space fixes it at {dim.value!r}, got {value!r}")
+            elif isinstance(dim, Choice) and dim.ordinal:
+                params[name] = _index(dim.values, value, name, nearest)
+            elif isinstance(dim, Choice):
+                match = [v for v in dim.values if _same(v, value)]
+                if not match:
+                    raise NotInSpace(f"{name}: expected one of {list(dim.values)}, got {value!r}")
+                params[name] = match[0]
+            else:  # Range
+                if not dim.low <= value <= dim.high or (dim.integer and value != int(value)):
+                    if not nearest:
+                        raise NotInSpace(f"{name}: expected a value in [{dim.low:g}, {dim.high:g}], got {value!r}")
+                    value = min(max(value, dim.low), dim.high)
+                params[name] = int(round(value)) if dim.integer else float(value)
+        params.update(self._encode_targets(candidate.targets, nearest))
+        if not isinstance(self.space.rank, PerLayer):
+            params.update(self._encode_layers(tuple(sorted(candidate.layers)), nearest))
+        return params
+
+    def _encode_targets(self, targets: Targets, nearest: bool) -> dict[str, Any]:
+        wanted = set(targets.modules)
+        if self.space.targets_top_k:
+            low, high = self.space.targets_top_k
+            k = len(wanted)
+            if not nearest and (not low <= k <= high or wanted != set(self.module_order[:k])):
+                raise NotInSpace(f"targets: the {low}..{high} most important modules cannot be {targets.label}")
+            k = min(max(k, low), high)
+            return {"targets_top_k": k} if low < high else {}
+        match = [t for t in self.space.targets if set(t.modules) == wanted]
+        if not match:
+            raise NotInSpace(f"targets: expected one of {[t.label for t in self.space.targets]}, got {targets.label}")
+        return {"targets": match[0].label} if "targets" in self.distributions else {}
+
+    def _encode_layers(self, layers: tuple[int, ...], nearest: bool) -> dict[str, Any]:
+        p = self.space.layers
+        if p.kind in ("all", "fixed"):
+            expressible = self._layers({})
+            if not nearest and layers != expressible:
+                raise NotInSpace(f"layers: the space places adapters on {list(expressible)}, got {list(layers)}")
+            return {}
+        if p.kind == "top_k":
+            k = len(layers)
+            if not nearest and (not p.low <= k <= p.high or layers != tuple(sorted(self.layer_order[:k]))):
+                raise NotInSpace(f"layers: expected the {p.low}..{p.high} layers first in order "
+                                 f"{list(self.layer_order)}, got {list(layers)}")
+            return {"top_k": min(max(k, p.low), p.high)} if p.low < p.high else {}
+        if p.kind == "range":
+            a, b = (layers[0], layers[-1]) if layers else (p.low, p.low)
+            if not nearest and (layers != tuple(range(a, b + 1)) or a < p.low or b > p.high):
+                raise NotInSpace(f"layers: expected a contiguous block inside [{p.low}, {p.high}], got {list(layers)}")
+            return {"layer_first": min(max(a, p.low), p.high), "layer_last": min(max(b, p.low), p.high)}
+        return {f"layer_{i:02d}": int(i in layers) for i in range(self.num_layers)}
+
     def _value(self, name: str, params: dict[str, Any]):
         dim = getattr(self.space, name)
         if isinstance(dim, Fixed):
@@ -212,3 +303,30 @@ class SpaceEncoding:
         if isinstance(dim, Choice):
             return list(dim.values)
         return [int(dim.low), int(dim.high)] if dim.integer else [dim.low, dim.high]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or isinstance(b, str):
+        return a == b and type(a) is type(b)
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _any(dim: Dimension):
+    return dim.value if isinstance(dim, Fixed) else dim.values[0] if isinstance(dim, Choice) else dim.low
+
+
+def _index(values: Sequence, value, name: str, nearest: bool) -> int:
+    """The index of ``value`` among ordinal ``values``; with ``nearest``, of the closest one
+    (on a log scale when both are positive)."""
+    for i, v in enumerate(values):
+        if _same(v, value):
+            return i
+    if not nearest:
+        raise NotInSpace(f"{name}: expected one of {list(values)}, got {value!r}")
+
+    def distance(v) -> float:
+        if v > 0 and value > 0:
+            return abs(math.log(v) - math.log(value))
+        return abs(v - value)
+
+    return min(range(len(values)), key=lambda i: (distance(values[i]), values[i]))

@@ -336,7 +336,7 @@ def _dataclass_from(node: _Node, cls: type, readers: dict[str, Callable[[_Node],
     return cls(**{k: readers[k](n) for k, n in keys.items()})
 
 
-_TASK_KEYS = {"type", "dataset", "text", "label", "metric", "template", "choices", "max_new_tokens", "messages"}
+_TASK_KEYS = {"type", "dataset", "text", "label", "metric", "template", "choices", "max_new_tokens", "messages", "test"}
 _INSTRUCTION_KEYS = ("template", "choices", "max_new_tokens", "messages")
 
 
@@ -399,6 +399,7 @@ def _task(node: _Node) -> TaskSpec:
         choices=choices,
         max_new_tokens=tk["max_new_tokens"].int(low=1, high=1024) if "max_new_tokens" in tk else 16,
         messages=messages,
+        test=tk["test"].str() if "test" in tk and tk["test"].value is not None else None,
     )
 
 
@@ -536,6 +537,7 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             "trials": lambda n: n.int(low=1),
             "startup_trials": lambda n: n.int(low=1),
             "seed": lambda n: None if n.value is None else n.int(low=0),
+            "baseline": lambda n: n.bool(),
         },
     )
     if proxy.runner and (proxy.rungs or proxy.ist):

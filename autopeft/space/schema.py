@@ -118,6 +118,10 @@ class TaskSpec:
         max_new_tokens: Greedy-decoding cap for ``exact_match``.
         messages: Instruction data only: a column of chats (lists of ``{role, content}``);
             the last message (the assistant's) is the completion.
+        test: A local file (same formats and columns as ``dataset``) that is the held-out
+            test split; the data set then gives train and validation only, and
+            ``verify.test_examples`` / ``max_test_examples`` are ignored. None: the test
+            split is carved from the data set.
     """
 
     dataset: str
@@ -129,6 +133,7 @@ class TaskSpec:
     choices: tuple[str, ...] = ()
     max_new_tokens: int = 16
     messages: str | None = None
+    test: str | None = None
 
     @property
     def instruction(self) -> bool:
@@ -181,10 +186,18 @@ class SpaceSpec:
 
 @dataclass(frozen=True)
 class SearchSpec:
+    """How the search runs.
+
+    Attributes:
+        baseline: A new study enqueues default LoRA and the space's cheapest point as its
+            first trials (``autopeft.search.baseline``); they count against ``trials``.
+    """
+
     sampler: str = "botorch"
     trials: int = 20
     startup_trials: int = 8
     seed: int | None = 0
+    baseline: bool = True
 
 
 @dataclass(frozen=True)
