@@ -89,3 +89,23 @@ def test_task_test_must_be_a_path():
            "space": {"method": "lora"}}
     with pytest.raises(SpaceError, match="task.test"):
         load_space_text(json.dumps(doc), "s.yaml")
+
+
+def test_the_study_records_its_splits_and_show_prints_them(tmp_path, capsys):
+    """Counts, seed, where the test split came from and the prepared data's fingerprint are on
+    the study row; a study submitted without its data gets them when a search prepares it."""
+    from autopeft.search.loop import open_study
+    from autopeft.store import Store
+
+    test = write_csv(tmp_path / "test.csv", rows(5, start=100))
+    sp = load_space_text(space(tmp_path, test).read_text(), "given.yaml")
+    url = f"sqlite:///{tmp_path}/s.db"
+    store = Store(url)
+    assert open_study(store, prepare_search(sp, with_data=False)).splits is None  # --submit-only: no data yet
+    prep = prepare_search(sp)
+    splits = open_study(store, prep).splits
+    assert splits == {"train": 24, "eval": 6, "test": 5, "seed": 0, "test_source": "given",
+                      "fingerprint": prep.data.fingerprint}
+    assert main(["show", "given", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert "splits: 24 train · 6 validation (trials) · 5 test (given, never read by the search) · seed 0" in out

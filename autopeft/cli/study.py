@@ -221,6 +221,11 @@ def show(
     verified = _verified(store, s)
     console = make_console()
     _print_trials(console, s, records, verified=verified, front_on_verified=bool(verified) and not proxy)
+    if s.splits:
+        sp = s.splits
+        console.print(f"splits: {sp['train']:,} train · {sp['eval']:,} validation (trials) · {sp['test']:,} test "
+                      f"({sp['test_source']}, never read by the search) · seed {sp['seed']} · data {sp['fingerprint'][:12]}",
+                      highlight=False)
     if verified:
         print_verification(console, store, study)
     else:

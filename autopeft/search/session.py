@@ -354,6 +354,8 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
             )
         if existing.trials_target != target:
             store.set_trials_target(space.study, target)
+        if existing.splits is None and prep.data is not None:  # submitted without data, or made before 0003
+            store.set_splits(space.study, study_splits(prep))
         return store.get_study(space.study)
     record = StudyRecord(
         name=space.study,
@@ -368,6 +370,7 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
         data_fingerprint=prep.dataset.fingerprint,
         budget_params=prep.budget_limit,
         autopeft_version=__version__,
+        splits=study_splits(prep) if prep.data is not None else None,
     )
     try:
         created = store.add_study(record)
@@ -382,6 +385,14 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
 
         enqueue_references(optuna_study(store, created, None), prep)
     return created
+
+
+def study_splits(prep: PreparedSearch) -> dict:
+    """What ``StudyRecord.splits`` records of the prepared data: the same on every process that
+    prepares the study (the split is a function of the data, the space and its seed)."""
+    data = prep.data
+    return {"train": data.n_train, "eval": data.n_eval, "test": data.n_test, "seed": prep.space.proxy.seed,
+            "test_source": data.test_source, "fingerprint": data.fingerprint}
 
 
 def study_importance(store: Store, study: StudyRecord, prep: PreparedSearch):

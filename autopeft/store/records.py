@@ -14,6 +14,9 @@ class StudyRecord:
         objectives: ``[[name, "max"|"min"], ...]`` in the study's objective order.
         trials_target: Trained trials (complete + failed) the study asks for.
         budget_params: The trainable-parameter cap in parameters (None = none).
+        splits: The data splits trials and ``verify`` use: ``{"train", "eval", "test"}``
+            example counts, ``seed``, ``test_source`` (``carved`` or ``given``) and the
+            prepared data's ``fingerprint``; None until the data is prepared.
     """
 
     name: str
@@ -29,6 +32,7 @@ class StudyRecord:
     budget_params: int | None = None
     importance: dict | None = None
     autopeft_version: str = ""
+    splits: dict | None = None
 
 
 #: complete: trained and evaluated. failed: crashed, timed out, OOM or non-finite loss.

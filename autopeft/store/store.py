@@ -330,6 +330,13 @@ class Store:
         with self._begin() as c:
             c.execute(studies.update().where(studies.c.name == name).values(importance=importance))
 
+    def set_splits(self, name: str, splits: dict) -> None:
+        """Record the study's data splits (``StudyRecord.splits``)."""
+        from autopeft.store.tables import studies
+
+        with self._begin() as c:
+            c.execute(studies.update().where(studies.c.name == name).values(splits=splits))
+
     def set_trials_target(self, name: str, trials: int) -> None:
         from autopeft.store.tables import studies
 

@@ -28,6 +28,7 @@ studies = Table(
     Column("data_fingerprint", String(64), nullable=False),
     Column("budget_params", Integer, nullable=True),
     Column("importance", JSON, nullable=True),
+    Column("splits", JSON, nullable=True),
     Column("autopeft_version", String(32), nullable=False),
 )
 
