@@ -113,7 +113,7 @@ def describe(c: dict) -> str:
     return f"{c['method']}{rank} {targets} {where}"
 
 
-def print_search(url: str, study: str, picked: int) -> None:
+def print_search(url: str, study: str, picked: int, metric: str) -> None:
     """Every trial of the study (from the database), the Pareto front marked."""
     from autopeft.search.pareto import pareto_front
     from autopeft.store import Store
@@ -125,10 +125,10 @@ def print_search(url: str, study: str, picked: int) -> None:
     counts = {st: sum(r.status == st for r in records) for st in sorted({r.status for r in records})}
     print(f"search: {len(records)} trials ({', '.join(f'{n} {st}' for st, n in counts.items())}); * = Pareto front, "
           f"> = the knee picked")
-    print(f"{'':2}{'trial':>5}  {'status':<10}{'configuration':<42}{'lr':>9}{'proxy acc':>10}{'params':>10}")
+    print(f"{'':2}{'trial':>5}  {'status':<10}{'configuration':<42}{'lr':>9}{'proxy':>10}{'params':>10}")
     for r in records:
         mark = (">" if r.number == picked else "") + ("*" if r.number in front else "")
-        acc = r.metrics.get("accuracy")
+        acc = r.metrics.get(metric)  # the task metric: accuracy, choice_accuracy ...
         print(f"{mark:2}{r.number:>5}  {r.status:<10}{describe(r.candidate):<42}{r.candidate['learning_rate']:>9.1e}"
               f"{(f'{acc:.4f}' if acc is not None else '-'):>10}"
               f"{(f'{r.trainable_params:,}' if r.trainable_params is not None else '-'):>10}")
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         provenance = json.loads((out / "autopeft.json").read_text(encoding="utf-8"))
         card = read_card(out / "README.md")
         print()
-        print_search(url, space.study, provenance["trial"])
+        print_search(url, space.study, provenance["trial"], space.task.metric)
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
