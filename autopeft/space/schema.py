@@ -185,6 +185,10 @@ class SearchSpec:
     trials: int = 20
     startup_trials: int = 8
     seed: int | None = 0
+    #: Observation noise sd per objective, on the scale the sampler is told, in objective order
+    #: (``search.noise: {accuracy: 0.05}``; unlisted objectives are exact). Empty: the GP infers
+    #: it (the default). Only the botorch sampler reads it (``autopeft.search.acquisition``).
+    noise: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
