@@ -54,7 +54,26 @@ def dominates(a, b, directions) -> bool:
     return all(better) and any(strictly)
 
 
-def analyse(space_path: str, storage: str, study_name: str | None, start: int | None, lr_factor: float) -> dict:
+def hv_at(trials, n: int, box: tuple[float, float, float, float]) -> float:
+    """Normalised HV of the complete, feasible trials among the first ``n`` (accuracy max, log10 params min)
+    in a fixed box (accuracy low, high, params low, high): the same box for every study compared."""
+    import numpy as np
+
+    from autopeft.search.hypervolume import _compute
+
+    acc_lo, acc_hi, p_lo, p_hi = box
+    pts = [t.values for t in trials[:n] if t.values is not None and t.state.name == "COMPLETE"
+           and all(v <= 0 for v in (t.system_attrs.get("constraints") or [0]))]
+    if not pts:
+        return 0.0
+    v = np.array(pts, float)  # told scale: accuracy, log10 params
+    losses = np.column_stack([(acc_hi - v[:, 0]) / (acc_hi - acc_lo),
+                              (v[:, 1] - math.log10(p_lo)) / (math.log10(p_hi) - math.log10(p_lo))])
+    return _compute(np.clip(losses, 0, 1), np.ones(2))
+
+
+def analyse(space_path: str, storage: str, study_name: str | None, start: int | None, lr_factor: float,
+            box=(0.4, 0.7, 1e3, 1e6)) -> dict:
     import optuna
     from optuna.trial import TrialState
 
@@ -99,7 +118,8 @@ def analyse(space_path: str, storage: str, study_name: str | None, start: int | 
             counted.append((row, family(c)))
     groups = Counter(f for _, f in counted)
     biggest = groups.most_common(1)[0] if groups else (None, 0)
-    return dict(study=study_name, rows=rows, n=len(counted), start=start,
+    hv = {n: hv_at(trials, n, box) for n in (12, 20, len(trials)) if n <= len(trials)}
+    return dict(study=study_name, rows=rows, n=len(counted), start=start, hv=hv, box=box,
                 exact=sum(r["exact"] for r, _ in counted), near=sum(r["near"] for r, _ in counted),
                 family=sum(r["family"] for r, _ in counted), front_near=sum(r["front_near"] for r, _ in counted),
                 biggest=biggest, lr_factor=lr_factor)
@@ -118,10 +138,13 @@ def report(res: dict) -> str:
                      f"{r['lr']:>10.2e}{acc:>8}  {flags}{mark}")
     fam, size = res["biggest"]
     lines.append(f"largest method/targets/placement group among counted trials: {size} of {res['n']} {fam}")
+    lines.append("normalised HV (accuracy {:g}..{:g}, params {:g}..{:g} log10, fixed box): ".format(*res["box"])
+                 + ", ".join(f"HV@{n} {v:.4f}" for n, v in res["hv"].items()))
+    last = max(res["hv"], default=0)
     lines.append(f"SUMMARY near_duplicates: {res['study']} trials #{res['start']}+ ({res['n']}): exact repeats "
                  f"{res['exact']}, near (same config, lr within x{res['lr_factor']:g}) {res['near']}, next to the "
                  f"then-front {res['front_near']}, same method/targets/placement as an earlier trial {res['family']}; "
-                 f"largest group {size}/{res['n']}")
+                 f"largest group {size}/{res['n']}; HV@{last} {res['hv'].get(last, 0.0):.4f}")
     return "\n".join(lines)
 
 
