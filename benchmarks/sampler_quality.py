@@ -36,7 +36,7 @@ same protocol; it is printed beside the results, in accuracy points and as a sha
 the normalised accuracy axis.
 
 Usage:
-    python benchmarks/sampler_quality.py [--seeds 5] [--trials 60] [--cap botorch=20] [--quick] [--png PATH]
+    python benchmarks/sampler_quality.py [--seeds 5] [--trials 60] [--cap botorch=20] [--noise table|SD] [--quick] [--png PATH]
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ class Box:
 
 
 # --------------------------------------------------------------------------- one search
-def run_one(table: Table, box: Box, sampler_name: str, seed: int, trials: int, startup: int) -> tuple[list[float], float]:
+def run_one(table: Table, box: Box, sampler_name: str, seed: int, trials: int, startup: int,
+            noise: float | None = None) -> tuple[list[float], float]:
     """HV after each trial of one seeded search, and the CPU seconds the sampler spent."""
     import optuna
 
@@ -159,8 +160,9 @@ def run_one(table: Table, box: Box, sampler_name: str, seed: int, trials: int, s
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # Exactly what ``autopeft search`` builds: the registry's sampler, deduplicated by the
     # space's configuration key, told the objectives on their comparison scale.
-    sampler = make_sampler(SearchSpec(sampler=sampler_name, trials=trials, startup_trials=startup, seed=seed),
-                           table.encoding)
+    told_noise = () if noise is None else (("accuracy", noise), ("trainable_params", 0.0))  # search.noise
+    sampler = make_sampler(SearchSpec(sampler=sampler_name, trials=trials, startup_trials=startup, seed=seed,
+                                      noise=told_noise), table.encoding)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     seen: list[int] = []
     curve: list[float] = []
@@ -181,7 +183,7 @@ def run_one(table: Table, box: Box, sampler_name: str, seed: int, trials: int, s
 _CACHE: dict = {}
 
 
-def _job(space: str, table_path: str, name: str, seed: int, trials: int, startup: int):
+def _job(space: str, table_path: str, name: str, seed: int, trials: int, startup: int, noise: float | None = None):
     """One (sampler, seed) search in a worker process (``--jobs``)."""
     import torch
 
@@ -193,16 +195,24 @@ def _job(space: str, table_path: str, name: str, seed: int, trials: int, startup
 
         table = Table(Path(table_path), prepare_search(load_space(space), with_data=False).encoding)
         _CACHE["table"], _CACHE["box"] = table, Box(table.values)
-    return run_one(_CACHE["table"], _CACHE["box"], name, seed, trials, startup)
+    return run_one(_CACHE["table"], _CACHE["box"], name, seed, trials, startup, noise)
 
 
 # --------------------------------------------------------------------------- report
+def seed_sd(table: Table) -> float | None:
+    """Per-run accuracy sd from the table's paired seed-0 / seed-1 rows (None without repeats)."""
+    if len(table.pairs) < 2:
+        return None
+    diff = np.array(table.pairs)[:, 0] - np.array(table.pairs)[:, 1]
+    return float(np.std(diff, ddof=1) / math.sqrt(2))  # per-evaluation sd from paired differences
+
+
 def noise_line(table: Table, box: Box) -> str:
     if len(table.pairs) < 2:
         return "noise ceiling: no seed repeats in the table"
     a = np.array(table.pairs)
     diff = a[:, 0] - a[:, 1]
-    sd = float(np.std(diff, ddof=1) / math.sqrt(2))  # per-evaluation sd from paired differences
+    sd = seed_sd(table)
     share = sd / box.scale[0]
     return (f"noise ceiling: {len(a)} points trained with 2 seeds: |acc diff| mean {np.mean(np.abs(diff)) * 100:.1f} pt, "
             f"max {np.max(np.abs(diff)) * 100:.1f} pt, per-run sd {sd * 100:.1f} pt = {share:.2f} of the normalised "
@@ -248,6 +258,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cap", default="", help="per-sampler trial caps for the slow ones, e.g. botorch=20,gp=40 "
                     "(their curves then stop there; the CPU time is stated in the report)")
     ap.add_argument("--jobs", type=int, default=1, help="(sampler, seed) searches run in this many processes")
+    ap.add_argument("--noise", default=None, help="tell BoTorch's GP a fixed accuracy noise (search.noise): an sd "
+                    "in accuracy units, or 'table' for the table's own seed-to-seed sd (default: inferred)")
     ap.add_argument("--png", default=str(PNG))
     ap.add_argument("--json", default=None, help="also write the curves here")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 20 trials, botorch for 10 (a CI smoke run)")
@@ -271,6 +283,9 @@ def main(argv=None) -> int:
     box = Box(table.values)
     table_hv = box.hv(table.values)
     names = [s for s in args.samplers.split(",") if s]
+    noise = seed_sd(table) if args.noise == "table" else (float(args.noise) if args.noise else None)
+    if noise is not None:
+        print(f"botorch told a fixed accuracy noise sd {noise:.4f} (search.noise)")
     caps = {k: int(v) for k, v in (item.split("=") for item in args.cap.split(",") if item)}
     curves: dict[str, np.ndarray] = {}
     times: dict[str, float] = {}
@@ -279,10 +294,10 @@ def main(argv=None) -> int:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(_job, args.space, args.table, name, seed, n, args.startup) for name, seed, n in jobs]
+            futures = [pool.submit(_job, args.space, args.table, name, seed, n, args.startup, noise) for name, seed, n in jobs]
             results = [f.result() for f in futures]
     else:
-        results = [run_one(table, box, name, seed, n, args.startup) for name, seed, n in jobs]
+        results = [run_one(table, box, name, seed, n, args.startup, noise) for name, seed, n in jobs]
     for name in names:
         mine = [r for (nm, _, _), r in zip(jobs, results) if nm == name]
         n = len(mine[0][0])

@@ -255,6 +255,43 @@ def test_botorch_refits_gp_hyperparameters_every_few_trials_and_conditions_on_al
     assert generate.fits == 4
 
 
+def test_search_noise_fixes_the_gp_observation_noise_instead_of_inferring_it():
+    import torch
+    from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
+
+    from autopeft.search.acquisition import QLogNEHVICandidates
+
+    torch.manual_seed(0)
+    x = torch.rand(10, 3, dtype=torch.float64)
+    obj = torch.stack([x.sum(-1), -x[:, 0]], dim=-1)
+    con = x[:, 1:2] - 0.8
+    bounds = torch.tensor([[0.0] * 3, [1.0] * 3], dtype=torch.float64)
+    inferred = QLogNEHVICandidates()._model(x, torch.cat([obj, con], -1))
+    assert isinstance(inferred.likelihood, GaussianLikelihood)
+    assert not isinstance(inferred.likelihood, FixedNoiseGaussianLikelihood)
+    told = QLogNEHVICandidates(noise_sd=(0.05, 0.0))
+    model = told._model(x, torch.cat([obj, con], -1))
+    assert isinstance(model.likelihood, FixedNoiseGaussianLikelihood)
+    # sd**2 for the noisy objective, the floor for the exact one and the constraint, on the
+    # told scale before the GP's outcome standardisation (which divides by each outcome's var)
+    stdvs = model.outcome_transform.stdvs.squeeze(0)
+    raw = model.likelihood.noise * stdvs.unsqueeze(-1) ** 2
+    assert torch.allclose(raw[0], torch.full((10,), 0.05 ** 2, dtype=torch.float64))
+    assert torch.allclose(raw[1:], torch.full((2, 10), 1e-6, dtype=torch.float64))
+    # the hyper-parameters fitted once are still kept between refits (no noise to restore)
+    assert told._model(x, torch.cat([obj, con], -1)) is not None and told.fits == 1
+    assert told(x, obj, con, bounds, None).shape == (1, 3)
+    with pytest.raises(ValueError):
+        QLogNEHVICandidates(noise_sd=(-0.1,))
+
+
+def test_the_botorch_sampler_reads_search_noise():
+    noise = (("accuracy", 0.05), ("trainable_params", 0.0))
+    sampler = make_sampler(SearchSpec(sampler="botorch", trials=5, startup_trials=3, seed=0, noise=noise))
+    assert sampler.base._candidates_func.noise_sd == (0.05, 0.0)
+    assert make_sampler(SearchSpec(sampler="botorch")).base._candidates_func.noise_sd is None
+
+
 def test_botorch_trials_after_startup_sample_nothing_independently():
     # The strongest form of "BO models every dimension": once past the start-up trials,
     # no parameter of a BoTorch trial comes from the independent (random) fallback.

@@ -255,6 +255,15 @@ def test_unknown_sampler(tmp_path):
     assert_names(err, "search.sampler", "'botorch'")
 
 
+def test_search_noise_names_objectives_and_is_kept_in_objective_order(tmp_path):
+    ok = load_space(write(tmp_path, doc(search__noise={"accuracy": 0.05})))
+    assert ok.search.noise == (("accuracy", 0.05), ("trainable_params", 0.0))  # unlisted: exact
+    assert load_space(write(tmp_path, doc(), "plain.yaml")).search.noise == ()  # default: inferred
+    assert_names(load_error(tmp_path, doc(search__noise={"acc": 0.05})), "search.noise.acc", "'accuracy'")
+    assert_names(load_error(tmp_path, doc(search__noise={"accuracy": -0.1})), "search.noise.accuracy", ">= 0")
+    assert_names(load_error(tmp_path, doc(search__noise=0.05)), "search.noise", "mapping")
+
+
 # ------------------------------------------------------------------------------ file errors
 
 

@@ -22,6 +22,13 @@ pruned baseline), and
   samples by acquisition value and returns the first whose rounding is not a trial of the
   study (told or running); ``autopeft.search.dedup`` stays the safety net.
 
+Optionally (``search.noise``, ``noise_sd``), the GP is told each objective's observation
+noise instead of inferring one shared-prior noise per outcome: ``SingleTaskGP(train_Yvar=...)``
+(a ``FixedNoiseGaussianLikelihood``), sd**2 on the scale the objective is told, a floor of
+1e-6 for the exact ones (trainable parameters, the budget constraint). Issue 14 §5 measured
+whether this stops late proposals from re-probing one configuration at nearby learning
+rates; ``benchmarks/README.md`` ("Near-duplicates") has the figures — it is off by default.
+
 ``benchmarks/overhead.py`` measures the sampler's share of a trial and
 ``benchmarks/sampler_quality.py`` its search quality.
 """
@@ -32,6 +39,8 @@ from __future__ import annotations
 REFIT_EVERY = 5
 #: State-dict prefixes of the GP's hyper-parameters; outcome standardisation is data, never kept.
 _HYPER_PARAMETERS = ("likelihood.", "mean_module.", "covar_module.")
+#: Observation variance of an exact outcome when the noise is given (told scale).
+_MIN_YVAR = 1e-6
 
 
 class QLogNEHVICandidates:
@@ -40,10 +49,14 @@ class QLogNEHVICandidates:
     One instance per sampler: it remembers the hyper-parameters of its last GP fit.
     """
 
-    def __init__(self, refit_every: int = REFIT_EVERY) -> None:
+    def __init__(self, refit_every: int = REFIT_EVERY, noise_sd=None) -> None:
         if refit_every < 1:
             raise ValueError("refit_every must be >= 1")
+        if noise_sd is not None and any(sd < 0 for sd in noise_sd):
+            raise ValueError("noise_sd must be >= 0")
         self.refit_every = refit_every
+        #: Per objective (study order), the observation noise sd on the told scale; None: inferred.
+        self.noise_sd = None if noise_sd is None else tuple(float(sd) for sd in noise_sd)
         self._kept: dict | None = None  # hyper-parameters of the last fit
         self._fitted_at = 0  # number of training points at that fit
         self.fits = 0  # how many times the hyper-parameters were fitted (tests and benchmarks read it)
@@ -137,7 +150,13 @@ class QLogNEHVICandidates:
         from botorch.models.transforms.outcome import Standardize
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
-        model = SingleTaskGP(x, train_y, outcome_transform=Standardize(m=train_y.shape[-1]))
+        yvar = None
+        if self.noise_sd is not None:
+            import torch
+
+            sd = list(self.noise_sd) + [0.0] * (train_y.shape[-1] - len(self.noise_sd))  # constraints: exact
+            yvar = (torch.tensor(sd, dtype=train_y.dtype) ** 2).clamp_min(_MIN_YVAR).expand_as(train_y)
+        model = SingleTaskGP(x, train_y, train_Yvar=yvar, outcome_transform=Standardize(m=train_y.shape[-1]))
         restored = self._kept is not None and self._restore(model)
         if not restored or len(x) - self._fitted_at >= self.refit_every:
             fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model),

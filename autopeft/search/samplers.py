@@ -71,7 +71,8 @@ def _botorch(search: SearchSpec, key=None):
             return super().sample_relative(study, trial, search_space)
 
     # consider_running_trials: other workers' running points enter qLogNEHVI as pending.
-    return _BoTorch(candidates_func=QLogNEHVICandidates(), n_startup_trials=search.startup_trials, seed=search.seed,
+    noise = tuple(sd for _, sd in search.noise) or None  # search.noise: told, not inferred
+    return _BoTorch(candidates_func=QLogNEHVICandidates(noise_sd=noise), n_startup_trials=search.startup_trials, seed=search.seed,
                     consider_running_trials=True)
 
 

@@ -331,6 +331,15 @@ def _runner(node: _Node) -> str | None:
     return value
 
 
+def _noise(node: _Node, objectives) -> tuple[tuple[str, float], ...]:
+    """``search.noise``: objective name -> observation sd; every objective in order, unlisted ones 0."""
+    names = [o.name for o in objectives]
+    given = {k: n.number(low=0) for k, n in node.mapping(set(names)).items()}
+    if not given:
+        return ()
+    return tuple((name, given.get(name, 0.0)) for name in names)
+
+
 def _dataclass_from(node: _Node, cls: type, readers: dict[str, Callable[[_Node], Any]]):
     keys = node.mapping(set(readers))
     return cls(**{k: readers[k](n) for k, n in keys.items()})
@@ -538,6 +547,7 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             "startup_trials": lambda n: n.int(low=1),
             "seed": lambda n: None if n.value is None else n.int(low=0),
             "baseline": lambda n: n.bool(),
+            "noise": lambda n: _noise(n, objectives),
         },
     )
     if proxy.runner and (proxy.rungs or proxy.ist):

@@ -198,6 +198,10 @@ class SearchSpec:
     startup_trials: int = 8
     seed: int | None = 0
     baseline: bool = True
+    #: Observation noise sd per objective, on the scale the sampler is told, in objective order
+    #: (``search.noise: {accuracy: 0.05}``; unlisted objectives are exact). Empty: the GP infers
+    #: it (the default). Only the botorch sampler reads it (``autopeft.search.acquisition``).
+    noise: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
