@@ -96,6 +96,27 @@ def test_ask_records_the_trial_running_and_beats(store):
     assert not beat._thread.is_alive() and ledger.budget().running == 0
 
 
+def test_a_waiting_trial_popped_by_two_processes_is_trained_by_the_first_to_record_it(store):
+    """optuna guards popping an enqueued (or re-queued) trial with SELECT ... FOR UPDATE, which
+    SQLite ignores, so two workers can both get it (seen in CI: two workers trained the study's
+    enqueued reference trial twice). Replayed here: A pops and records trial 0; its state is put
+    back to WAITING, as B saw it in that window; B pops it too, finds it recorded, asks again."""
+    from optuna.trial import TrialState
+
+    a, b = ledger_of(store), ledger_of(store)
+    a.ostudy.enqueue_trial({"x": 7})
+    first = a.ask(suggest)
+    assert (first.number, first.candidate.x) == (0, 7)
+    store.optuna_storage.set_trial_state_values(a._trial_id(0), TrialState.WAITING)  # B's view of the race
+    second = b.ask(suggest)
+    assert second.number == 1  # not the trial A owns
+    assert store.trial("s1", 0) == first.record and store.trial("s1", 1).status == "running"
+    assert 0 not in b._beats and 1 in b._beats  # B beats only its own trial
+    a.finish(*completed(first))
+    b.finish(*completed(second))
+    assert [r.status for r in store.trials("s1")] == ["complete", "complete"]
+
+
 def test_finish_is_idempotent_on_the_trial_number(store, monkeypatch):
     from optuna.trial import TrialState
 

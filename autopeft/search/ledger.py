@@ -305,10 +305,17 @@ class Ledger:
         """
         from optuna.exceptions import UpdateFinishedTrialError
 
-        for _ in range(3):
+        lost = 0
+        while True:
             try:
                 return self._ask(suggest)
+            except _TakenElsewhere as e:
+                log.info("study '%s': %s; asking again", self.name, e)
+                continue
             except UpdateFinishedTrialError as e:
+                lost += 1
+                if lost == 3:
+                    break
                 # Failed as dead while it was being asked: this process could not beat for
                 # ``grace`` seconds (a starved machine). Its point is queued again; ask anew.
                 log.warning("study '%s': a trial was failed as lost while it was being asked (%s); asking again",
@@ -337,7 +344,14 @@ class Ledger:
                 params=dict(trial.params), started_at=utcnow(), sampler_time=(t2 - t0),
                 extras={**({"retry_of": history[-1]} if history else {}), **_role(trial.user_attrs)},
             )
-            self.store.save_trial(record)
+            if not self.store.claim_trial(record):
+                # optuna hands a waiting (enqueued or re-queued) trial to whoever pops it first,
+                # guarded by SELECT ... FOR UPDATE, which SQLite ignores: two processes can pop
+                # the same one. The first to record it trains it; the other asks again.
+                raise _TakenElsewhere(f"trial {trial.number} was taken by another process")
+        except _TakenElsewhere:
+            self._stop_beat(trial.number)  # the owner beats it
+            raise
         except BaseException:
             # Not recorded: stop beating so that the trial goes stale and its point is retried.
             self._stop_beat(trial.number)
@@ -674,6 +688,10 @@ def _role(user_attrs: dict) -> dict:
     """``{"baseline": role}`` for an enqueued reference trial (a retry of one keeps the role)."""
     role = user_attrs.get(ROLE)
     return {"baseline": role} if role else {}
+
+
+class _TakenElsewhere(Exception):
+    """The trial optuna handed out was recorded by another process first."""
 
 
 def _told_state(record: TrialRecord, told):

@@ -345,6 +345,22 @@ class Store:
 
     # ------------------------------------------------------------------ trials
     @_transient_retried
+    def claim_trial(self, record: TrialRecord) -> bool:
+        """Insert the first record of (study, number); False when one exists already (another
+        process asked the same optuna trial and recorded it first)."""
+        from sqlalchemy.exc import IntegrityError
+
+        from autopeft.store.tables import trials
+
+        row = dataclasses.asdict(record)
+        study_id = self._study_id(row.pop("study"))
+        try:
+            with self._begin() as c:
+                c.execute(trials.insert().values(study_id=study_id, **row))
+        except IntegrityError:
+            return False
+        return True
+
     def save_trial(self, record: TrialRecord) -> None:
         """Insert or replace the record of (study, number)."""
         from sqlalchemy.exc import IntegrityError
