@@ -25,6 +25,23 @@ def test_the_test_split_is_disjoint_fixed_and_stratified():
     assert not np.array_equal(test, three_way_split(labels, 400, 150, 100, seed=4)[2])
 
 
+def test_only_searched_points_can_dominate_default_lora_not_its_own_sweep():
+    """Found on bbc-news: the baseline's 3e-3 sweep run (one seed, 0.970) was listed among the
+    points that dominate default LoRA (0.967): it is default LoRA."""
+    from autopeft.search.trust import Verified, dominating_baseline
+
+    def point(subject, number, test, params, diverged=None):
+        return Verified(subject, number, (0, 1, 2), (test, 0.0), (test, 0.005), params, diverged, {})
+
+    base = point("baseline", None, 0.967, 75_653)
+    sweep = point("sweep:0.003", None, 0.970, 75_653)
+    small = point("trial:3", 3, 0.972, 7_685)
+    worse = point("trial:9", 9, 0.845, 2_693)
+    broken = point("trial:4", 4, 0.980, 5_000, diverged="seed 1: loss did not fall")
+    assert dominating_baseline(None, [base, sweep, small, worse, broken], "accuracy") == [small]
+    assert dominating_baseline(None, [sweep, small], "accuracy") is None  # no baseline: no comparison
+
+
 def run(capsys, *args) -> tuple[int, str, str]:
     code = main(list(map(str, args)))
     out = capsys.readouterr()

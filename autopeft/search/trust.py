@@ -33,7 +33,8 @@ class Verified:
     """One configuration's verification: means and sds over its completed seeds.
 
     Attributes:
-        subject: ``trial:N`` or ``baseline``.
+        subject: ``trial:N``, ``baseline``, or ``sweep:<rate>`` (one run of the baseline's
+            learning-rate sweep).
         trial_number: N for a searched trial.
         seeds: Completed seeds.
         val: ``(mean, sd)`` of the task metric on validation.
@@ -173,7 +174,7 @@ def dominating_baseline(study: StudyRecord, verified: Sequence[Verified], metric
     better = (lambda a, b: a > b) if METRIC_DIRECTIONS[metric] == "max" else (lambda a, b: a < b)
     out = []
     for v in verified:
-        if v.subject == "baseline" or v.diverged:
+        if v.trial_number is None or v.diverged:  # the baseline itself, its learning-rate sweep
             continue
         no_worse = not better(base.test[0], v.test[0]) and v.trainable_params <= base.trainable_params
         strictly = better(v.test[0], base.test[0]) or v.trainable_params < base.trainable_params
