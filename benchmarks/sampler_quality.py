@@ -36,7 +36,8 @@ same protocol; it is printed beside the results, in accuracy points and as a sha
 the normalised accuracy axis.
 
 Usage:
-    python benchmarks/sampler_quality.py [--seeds 5] [--trials 60] [--cap botorch=20] [--noise table|SD] [--quick] [--png PATH]
+    python benchmarks/sampler_quality.py [--seeds 5] [--trials 60] [--cap botorch=20] [--noise table|SD]
+        [--start stratified|random] [--quick] [--png PATH]
 """
 
 from __future__ import annotations
@@ -149,21 +150,25 @@ class Box:
 
 # --------------------------------------------------------------------------- one search
 def run_one(table: Table, box: Box, sampler_name: str, seed: int, trials: int, startup: int,
-            noise: float | None = None) -> tuple[list[float], float]:
+            noise: float | None = None, start: str = "stratified") -> tuple[list[float], float]:
     """HV after each trial of one seeded search, and the CPU seconds the sampler spent."""
     import optuna
 
     from autopeft.search.samplers import make_sampler
     from autopeft.search.scales import scaled
+    from autopeft.search.startup import startup_methods
     from autopeft.space.schema import SearchSpec
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # Exactly what ``autopeft search`` builds: the registry's sampler, deduplicated by the
     # space's configuration key, told the objectives on their comparison scale.
     told_noise = () if noise is None else (("accuracy", noise), ("trainable_params", 0.0))  # search.noise
-    sampler = make_sampler(SearchSpec(sampler=sampler_name, trials=trials, startup_trials=startup, seed=seed,
-                                      noise=told_noise), table.encoding)
+    spec = SearchSpec(sampler=sampler_name, trials=trials, startup_trials=startup, seed=seed, noise=told_noise)
+    sampler = make_sampler(spec, table.encoding)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    if start == "stratified":  # what a new study enqueues (autopeft.search.startup); no references here
+        for method in startup_methods(table.encoding, spec, trials):
+            study.enqueue_trial({} if method is None else {"method": method})
     seen: list[int] = []
     curve: list[float] = []
     spent = 0.0
@@ -183,7 +188,8 @@ def run_one(table: Table, box: Box, sampler_name: str, seed: int, trials: int, s
 _CACHE: dict = {}
 
 
-def _job(space: str, table_path: str, name: str, seed: int, trials: int, startup: int, noise: float | None = None):
+def _job(space: str, table_path: str, name: str, seed: int, trials: int, startup: int, noise: float | None = None,
+         start: str = "stratified"):
     """One (sampler, seed) search in a worker process (``--jobs``)."""
     import torch
 
@@ -195,7 +201,7 @@ def _job(space: str, table_path: str, name: str, seed: int, trials: int, startup
 
         table = Table(Path(table_path), prepare_search(load_space(space), with_data=False).encoding)
         _CACHE["table"], _CACHE["box"] = table, Box(table.values)
-    return run_one(_CACHE["table"], _CACHE["box"], name, seed, trials, startup, noise)
+    return run_one(_CACHE["table"], _CACHE["box"], name, seed, trials, startup, noise, start)
 
 
 # --------------------------------------------------------------------------- report
@@ -254,6 +260,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--startup", type=int, default=8, help="random start-up trials of the model-based samplers")
+    ap.add_argument("--start", choices=("stratified", "random"), default="stratified",
+                    help="the start-up trials: stratified over methods, as a new study enqueues them "
+                    "(autopeft.search.startup), or the sampler's own random draws (before that)")
     ap.add_argument("--samplers", default=",".join(SAMPLERS))
     ap.add_argument("--cap", default="", help="per-sampler trial caps for the slow ones, e.g. botorch=20,gp=40 "
                     "(their curves then stop there; the CPU time is stated in the report)")
@@ -294,10 +303,10 @@ def main(argv=None) -> int:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(_job, args.space, args.table, name, seed, n, args.startup, noise) for name, seed, n in jobs]
+            futures = [pool.submit(_job, args.space, args.table, name, seed, n, args.startup, noise, args.start) for name, seed, n in jobs]
             results = [f.result() for f in futures]
     else:
-        results = [run_one(table, box, name, seed, n, args.startup, noise) for name, seed, n in jobs]
+        results = [run_one(table, box, name, seed, n, args.startup, noise, args.start) for name, seed, n in jobs]
     for name in names:
         mine = [r for (nm, _, _), r in zip(jobs, results) if nm == name]
         n = len(mine[0][0])
@@ -308,7 +317,7 @@ def main(argv=None) -> int:
     acc_ref, par_ref = box.reference_units()
     print()
     print(f"Sampler quality on {args.table} ({len(table.rows)} grid points, seeds 0..{args.seeds - 1}, "
-          f"{args.startup} start-up trials)")
+          f"{args.startup} start-up trials, {args.start})")
     print(f"objectives: accuracy max, log10(trainable params) min; reference point = (accuracy {acc_ref:.3f}, "
           f"{par_ref:,.0f} params); ideal = (accuracy {-box.ideal[0]:.3f}, {10 ** box.ideal[1]:,.0f} params)")
     print(f"normalised HV of the whole table: {table_hv:.4f}")

@@ -28,13 +28,13 @@ space:
   layers: {top_k: [1, 6]}
   learning_rate: {log: [5.0e-4, 5.0e-3]}
 proxy: {train_examples: 160, eval_examples: 64, steps: 10, batch_size: 16, max_length: 32, log_every: 5}
-search: {sampler: botorch, trials: 3, startup_trials: 2, seed: 0}
+search: {sampler: botorch, trials: 4, startup_trials: 1, seed: 0}
 """
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """A real 3-trial BoTorch search (2 random start-up trials, then one BO proposal)."""
+    """A real 4-trial BoTorch search (2 reference trials, 1 random start-up trial, then one BO proposal)."""
     root = tmp_path_factory.mktemp("search")
     url = f"sqlite:///{root / 'study.db'}"
     prep = prepare_search(load_space_text(TINY, "tiny.yaml"))
@@ -47,7 +47,7 @@ def searched(tmp_path_factory):
 def test_search_records_every_trial_in_both_ledgers(searched):
     url, prep, outcome, sampler = searched
     trained = [r for r in outcome.records if r.status in ("complete", "failed")]
-    assert len(trained) == 3
+    assert len(trained) == 4
     assert not outcome.interrupted
     import math
 
@@ -69,14 +69,15 @@ def test_search_records_every_trial_in_both_ledgers(searched):
             assert r.curve and r.curve[-1][0] == prep.space.proxy.steps
             assert r.resources["train_time"] > 0 and r.resources["peak_rss_mb"] > 0
             assert r.trainable_params <= prep.budget_limit
-    # The two start-up trials are the study's references (default LoRA as the space has it:
-    # r=8 on query/value of every layer at 1e-3; then the cheapest point); the third came from BoTorch's model.
+    # The first two trials are the study's references (default LoRA as the space has it:
+    # r=8 on query/value of every layer at 1e-3; then the cheapest point), the third its random
+    # start-up trial; the fourth came from BoTorch's model.
     roles = {r.number: r.extras.get("baseline") for r in outcome.records}
-    assert (roles[0], roles[1], roles[2]) == ("default LoRA", "cheapest", None)
+    assert (roles[0], roles[1], roles[2], roles[3]) == ("default LoRA", "cheapest", None, None)
     default = next(r for r in outcome.records if r.number == 0).candidate
     assert (default["method"], default["rank"], default["targets"], default["layers"], default["learning_rate"]) \
         == ("lora", 8, ["query", "value"], [0, 1, 2, 3, 4, 5], 1e-3)
-    assert sampler.origins == {2: "model"}
+    assert sampler.origins == {3: "model"}
     assert outcome.records[-1].sampler_time > 0
 
 
@@ -104,9 +105,9 @@ def test_export_loads_in_peft_with_the_trial_trainable_count(searched, tmp_path)
 def test_rerunning_resumes_the_study_and_keeps_what_is_stored(searched):
     url, prep, outcome, _ = searched
     before = {r.number: r for r in outcome.records}
-    again = run_search(prep, Store(url), trials=4)
+    again = run_search(prep, Store(url), trials=5)
     trained = [r for r in again.records if r.status in ("complete", "failed")]
-    assert len(trained) == 4
+    assert len(trained) == 5
     for r in again.records:
         if r.number in before:
             assert r == before[r.number]

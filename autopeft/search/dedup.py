@@ -75,7 +75,7 @@ class Deduplicated(optuna.samplers.BaseSampler):
         self.duplicates = 0
         #: Trial number -> where its parameters came from: ``model`` (the base sampler's relative
         #: proposal) or ``redrawn`` (a repeat, drawn independently). Absent: independent sampling
-        #: (start-up trials, or a base sampler without a model).
+        #: (start-up trials, enqueued points, or a base sampler without a model).
         self.origins: dict[int, str] = {}
 
     def key(self, params: dict) -> Hashable:
@@ -85,6 +85,10 @@ class Deduplicated(optuna.samplers.BaseSampler):
         return self.base.infer_relative_search_space(study, trial)
 
     def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        if "fixed_params" in trial.system_attrs:
+            # An enqueued point (a reference, a start-up trial with its method fixed): the rest
+            # is drawn at random, not by a model whose proposal was optimised for other values.
+            return {}
         params = self.base.sample_relative(study, trial, search_space)
         if not params:
             return params

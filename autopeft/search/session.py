@@ -335,7 +335,8 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
     """Create the study, or resume it when it exists with the same space.
 
     Creating it (and only that: not a resume, not a second worker) also enqueues its
-    reference trials when ``search.baseline`` is true (``autopeft.search.baseline``).
+    reference trials when ``search.baseline`` is true (``autopeft.search.baseline``), then its
+    method-stratified start-up trials (``autopeft.search.startup``).
     """
     import yaml
 
@@ -378,12 +379,17 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
         if store.find_study(space.study) is not None:  # another worker created it first
             return store.get_study(space.study)
         raise
+    # Only the process whose insert created the study gets here: the references and the
+    # start-up design are enqueued once, never again on a resume or by a second worker.
+    from autopeft.search.startup import enqueue_startup
+
+    ostudy = optuna_study(store, created, None)
+    references = []
     if space.search.baseline:
-        # Only the process whose insert created the study gets here: the references are
-        # enqueued once, never again on a resume or by a second worker.
         from autopeft.search.baseline import enqueue_references
 
-        enqueue_references(optuna_study(store, created, None), prep)
+        references = enqueue_references(ostudy, prep)
+    enqueue_startup(ostudy, prep, room=target - len(references))
     return created
 
 
