@@ -155,8 +155,10 @@ def fidelity(study: StudyRecord, records: Sequence[TrialRecord], verified: Seque
     rho = float(spearmanr(proxy, truth).statistic)
     advice = None
     if not tau >= 0.5:  # also when tau is NaN (all proxy values equal)
-        advice = (f"The proxy ranks configurations poorly here (tau {tau:.2f} < 0.5; the front moved: {kept} of "
-                  f"{len(proxy_front)} proxy front points survive): lengthen the proxy (proxy.steps {proxy_steps} -> "
+        moved = (f"the front held: all {kept} proxy front points survive" if kept == len(proxy_front) else
+                 f"the front moved: {kept} of {len(proxy_front)} proxy front points survive")
+        advice = (f"The proxy ranks configurations poorly here (tau {tau:.2f} < 0.5; {moved}): lengthen the proxy "
+                  f"(proxy.steps {proxy_steps} -> "
                   f"{proxy_steps * 3}) and score it on more examples (proxy.eval_examples {eval_examples} -> "
                   f"{eval_examples * 2}), then search again")
     return Fidelity(n, tau, rho, seed_sd, kept, len(proxy_front), advice)
