@@ -10,30 +10,16 @@ import pytest
 
 from autopeft.search.loop import run_search
 from autopeft.search.samplers import make_sampler
-from autopeft.search.prepare import prepare_search
 from autopeft.search.startup import STARTUP, startup_methods
-from autopeft.space import load_space_text
 from autopeft.store import Store
 from autopeft.trials.spec import TrialResult
-
-SPACE = """
-study: start
-model: minilm-l6
-task: {dataset: tweet-sentiment}
-space:
-  method: %s
-  rank: [4, 8, 16]
-  targets: [[query, value], all-linear]
-  layers: {top_k: [1, 6]}
-  learning_rate: {log: [1.0e-4, 1.0e-2]}
-proxy: {train_examples: 40, eval_examples: 20, steps: 2, max_length: 16}
-search: {sampler: %s, trials: %d, startup_trials: %d, seed: 3}
-"""
+from test_baseline import prep as baseline_space
 
 
 def prep(methods="[lora, ia3, adalora]", trials=8, startup=3, sampler="botorch", *overrides):
-    text = SPACE % (methods, sampler, trials, startup)
-    return prepare_search(load_space_text(text, "start.yaml", list(overrides)))
+    """test_baseline's space (tweet-sentiment, tiny proxy) with this module's search settings."""
+    return baseline_space(methods, trials, f"search.sampler={sampler}", f"search.startup_trials={startup}",
+                          "search.seed=3", *overrides)
 
 
 def fake(calls):
@@ -80,7 +66,7 @@ def test_it_is_enqueued_once_not_again_on_a_resume(tmp_path):
     url = f"sqlite:///{tmp_path}/c.db"
     run_search(prep(trials=3, startup=3), Store(url), runner=fake([]))  # 2 references + 1 of 3 start-up trials
     run_search(prep(trials=5, startup=3), Store(url), trials=5, runner=fake([]))
-    ostudy = optuna.load_study(study_name="start", storage=url)
+    ostudy = optuna.load_study(study_name="refs", storage=url)
     marked = [t.user_attrs[STARTUP] for t in ostudy.get_trials(deepcopy=False) if STARTUP in t.user_attrs]
     assert len(marked) == 1  # the study was created with room for one; the resume adds none
 
