@@ -12,6 +12,7 @@ such and never counts as met.
 
 Usage:
     python benchmarks/verify_fidelity.py [--quick] [--tasks tweet-sentiment,bbc-news] [--workdir DIR]
+        [--set proxy.steps=90 ...]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_task(dataset: str, work: Path, quick: bool) -> str:
+def run_task(dataset: str, work: Path, quick: bool, extra: list[str]) -> str:
     from autopeft.cli import main
     from autopeft.search.trust import dominating_baseline, fidelity, summarize
     from autopeft.space import load_space
@@ -34,7 +35,7 @@ def run_task(dataset: str, work: Path, quick: bool) -> str:
 
     url = f"sqlite:///{work / f'{dataset}.db'}"
     study = f"vf-{dataset}"
-    sets = [f"study={study}", f"task.dataset={dataset}"]
+    sets = [f"study={study}", f"task.dataset={dataset}", *extra]
     if quick:
         sets += ["search.trials=3", "search.sampler=random", "proxy.steps=4", "proxy.train_examples=64",
                  "proxy.eval_examples=48", "proxy.max_length=24", "verify.test_examples=60"]
@@ -86,17 +87,20 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="3-trial searches, 4-step verification: a smoke run")
     ap.add_argument("--tasks", default="tweet-sentiment,bbc-news")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override the quickstart space, as `autopeft search --set` (e.g. the proxy verify advises)")
     args = ap.parse_args()
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="verify-fidelity-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        parts = [run_task(t, work, args.quick) for t in args.tasks.split(",")]
+        parts = [run_task(t, work, args.quick, args.set) for t in args.tasks.split(",")]
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     print(f"wall time {time.perf_counter() - started:.0f} s")
-    print("SUMMARY verify_fidelity: " + "; ".join(parts) + (" (quick run)" if args.quick else ""))
+    print("SUMMARY verify_fidelity: " + "; ".join(parts) + (f" (with {', '.join(args.set)})" if args.set else "")
+          + (" (quick run)" if args.quick else ""))
     return 0
 
 

@@ -10,6 +10,8 @@ after the references with only the method fixed, the methods taken in turn (in a
 shuffled by ``search.seed``): every method gets its share of the start before any model is
 fitted. Every other parameter of these trials is drawn at random
 (:class:`autopeft.search.dedup.Deduplicated` never lets a model complete an enqueued point).
+On the tabular benchmark (20 seeds) this raised BoTorch's hypervolume after 20 trials from
+0.787 to 0.824 (benchmarks/README.md, section 2).
 
 Like the references, they are enqueued once, when the study is created, and count against
 ``search.trials``. In a space with one method they fix nothing; being enqueued still makes
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import random
 
-#: optuna user attribute marking an enqueued start-up trial (value: the method it fixed).
+#: optuna user attribute marking an enqueued start-up trial (value: the method it fixed, or "any").
 STARTUP = "autopeft:startup"
 
 
