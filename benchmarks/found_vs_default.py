@@ -39,7 +39,7 @@ against 1.1 s with one thread.
 Usage:
     python benchmarks/found_vs_default.py [--steps 120] [--seeds 3] [--trials 10] [--workdir DIR] [--quick]
 
-``--quick`` (CI): 3 trials of 8 steps (random start-up points only), 2 seeds of 8 steps.
+``--quick`` (CI): 3 trials of 8 steps (the two reference trials and one random start-up trial), 2 seeds of 8 steps.
 """
 
 from __future__ import annotations
