@@ -78,9 +78,16 @@ class Placement:
             return torch.cuda.max_memory_allocated(self.device) / 2**20, "cuda_max_allocated"
         if self.kind == "mps":
             return torch.mps.current_allocated_memory() / 2**20, "mps_current_allocated"
-        import resource
+        return peak_rss_mb(), "cpu_peak_rss"
 
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "cpu_peak_rss"  # Linux: KiB
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
 
 def _cuda_count() -> int:

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Callable
 
+from autopeft.trials.device import peak_rss_mb
 from autopeft.trials.spec import TrialResult, TrialSpec
 
 _PRELOAD = ["torch", "transformers", "peft", "autopeft.trials.proxy", "autopeft.methods"]
@@ -147,7 +148,7 @@ def _child(spec_json: str, sender, ask_at_rungs: bool = False, cwd: str | None =
 
         result = run_proxy(spec, emit, decide if ask_at_rungs else None)
     except BaseException as e:  # noqa: BLE001 - every failure becomes data, never a lost worker
-        result = TrialResult.failed(describe_failure(e), curve, peak_rss_mb=_peak_rss())
+        result = TrialResult.failed(describe_failure(e), curve, peak_rss_mb=peak_rss_mb())
     send({"kind": "result", "result": json.loads(result.to_json())})
     sender.close()
     os._exit(0)  # skip interpreter teardown: torch's atexit work is pointless in a finished trial
@@ -217,9 +218,3 @@ def describe_failure(e: BaseException) -> str:
     if isinstance(e, TrialFailure):
         return text
     return f"{type(e).__name__}: {text}"[:500]
-
-
-def _peak_rss() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

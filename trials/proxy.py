@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import resource
 import time
 from typing import Callable
 
+from autopeft.trials.device import peak_rss_mb
 from autopeft.trials.spec import TrialResult, TrialSpec
 
 Emit = Callable[[dict], None]
@@ -395,7 +395,3 @@ def macro_f1(pred: list[int], gold: list[int], num_labels: int) -> float:
         fn = sum(1 for p, g in zip(pred, gold) if p != c and g == c)
         scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
     return sum(scores) / num_labels
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
