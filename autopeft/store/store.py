@@ -347,7 +347,13 @@ class Store:
     @_transient_retried
     def claim_trial(self, record: TrialRecord) -> bool:
         """Insert the first record of (study, number); False when one exists already (another
-        process asked the same optuna trial and recorded it first)."""
+        process asked the same optuna trial and recorded it first).
+
+        Idempotent, so safe to retry: a row holding exactly ``record`` is this claim's own
+        (an earlier attempt committed, then the connection failed before it could say so),
+        and the claim stands. Another process's claim of the same trial differs at least in
+        ``started_at`` and ``sampler_time``, its own clock readings.
+        """
         from sqlalchemy.exc import IntegrityError
 
         from autopeft.store.tables import trials
@@ -358,11 +364,13 @@ class Store:
             with self._begin() as c:
                 c.execute(trials.insert().values(study_id=study_id, **row))
         except IntegrityError:
-            return False
+            return self.trial(record.study, record.number) == record
         return True
 
+    # Retried: an upsert, so repeating it after a commit whose answer was lost writes the same row.
+    @_transient_retried
     def save_trial(self, record: TrialRecord) -> None:
-        """Insert or replace the record of (study, number)."""
+        """Insert or replace the record of (study, number); retried while the database is busy."""
         from sqlalchemy.exc import IntegrityError
 
         from autopeft.store.tables import trials
