@@ -5,7 +5,8 @@ method: transformers 5.24 with peft 0.21 refuses prefix tuning on BERT ("Model d
 support past key values"), which earlier releases accepted. So the answer is never a
 version table: the check builds the model on the ``meta`` device (no weights, no memory),
 inserts the method's adapter with the method's own ``wrap`` and runs one forward pass.
-Whatever peft or transformers raises is the method's refusal, in their own words.
+What peft or transformers raises to refuse is the method's refusal, in their own words;
+an error of autopeft's own code is a bug and is raised as one, never taken for a refusal.
 
 A forward pass on ``meta`` cannot do everything a real one does (``Tensor.item()``, for
 one): an error that is only a ``meta``-device limitation proves nothing about the method,
@@ -66,11 +67,14 @@ def refusals(model_ref, arch, candidates: dict, steps: int) -> tuple[Refusal, ..
                 ids = torch.zeros((1, 8), dtype=torch.long, device="meta")
                 # No attention mask: BERT's mask handling calls .item(), which meta tensors refuse.
                 wrapped(input_ids=ids)
-        except Exception as e:  # noqa: BLE001 - any refusal by peft/transformers is the answer
-            reason = _first_line(e)
+        except Exception as e:  # noqa: BLE001 - sorted below: a refusal, a meta limit, or a bug
             if _meta_limitation(e):
                 continue
-            out.append(Refusal(name, reason))
+            if not _refuses(e):
+                e.add_note(f"raised while checking whether the model takes '{name}'; not how peft or transformers "
+                           "refuse a model, so a bug in autopeft or in the method's code, not a refusal")
+                raise
+            out.append(Refusal(name, _first_line(e)))
     return tuple(out)
 
 
@@ -79,6 +83,34 @@ def installed_versions() -> str:
     from importlib.metadata import version
 
     return f"peft {version('peft')}, transformers {version('transformers')}"
+
+
+#: What peft, transformers and torch raise when a model cannot take an adapter: peft's
+#: "Model does not support past key values" (ValueError), an unsupported module type
+#: (TypeError, NotImplementedError), shapes that do not fit the model (RuntimeError).
+_REFUSING = (ValueError, TypeError, NotImplementedError, RuntimeError)
+
+
+def _refuses(error: Exception) -> bool:
+    """True when ``error`` says the model cannot take the method.
+
+    autopeft's methods refuse with ``MethodError``; peft, transformers (and a plugin
+    method's own code) with the kinds in ``_REFUSING``. Anything else, or one of those
+    kinds raised in autopeft's own code, is a bug (autopeft's, or the method's): never a refusal.
+    """
+    if isinstance(error, MethodError):
+        return True
+    return isinstance(error, _REFUSING) and not _raised_in_autopeft(error)
+
+
+def _raised_in_autopeft(error: Exception) -> bool:
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    return module == "autopeft" or module.startswith("autopeft.")
 
 
 def _meta_limitation(error: Exception) -> bool:
