@@ -22,16 +22,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import socket
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Callable
 
 from autopeft.errors import AutoPeftError
 from autopeft.store import Store, StudyRecord, TrialRecord
 from autopeft.store.verifications import VerificationRecord, Verifications
+
+logger = logging.getLogger("autopeft")
 
 #: A running verification older than this is taken to belong to a dead process (seconds).
 STALE_AFTER = 6 * 3600.0
@@ -243,7 +247,9 @@ def run_pending(runs: Verifications, name: str, prep, *, worker: str | None = No
         if record is None:
             return done
         log(f"verify {name}: {record.subject} seed {record.seed}, {record.protocol['steps']} steps")
-        run_one(runs, record, prep)
+        finished = run_one(runs, record, prep)
+        if finished.status == "failed":
+            log(f"verify {name}: {record.subject} seed {record.seed} failed: {finished.error}")
         done += 1
     return done
 
@@ -254,11 +260,15 @@ def run_one(runs: Verifications, record: VerificationRecord, prep, *,
 
     A run that fails (a crash, a non-finite loss, a configuration that cannot be built, or
     anything raised here) is recorded as ``failed`` with its reason, never raised: whoever
-    runs the queue goes on with the next run. Only an interruption (``KeyboardInterrupt``,
-    e.g. SIGTERM to a worker) propagates, with the run put back to ``pending``.
+    runs the queue goes on with the next run. An exception raised here (not a failure the
+    trial process reported) keeps its traceback: logged, and in ``extras["traceback"]``.
+    Only an interruption (``KeyboardInterrupt``, e.g. SIGTERM to a worker) propagates, with
+    the run put back to ``pending``.
     ``interruptible()`` wraps the training only (a worker's ``StopSignals.interruptible``),
     never the database writes.
     """
+    # A failed run queued again keeps its extras: the last attempt's traceback is not this one's.
+    record = dataclasses.replace(record, extras={k: v for k, v in record.extras.items() if k != "traceback"})
     try:
         with interruptible():
             finished = train(record, prep)
@@ -266,7 +276,11 @@ def run_one(runs: Verifications, record: VerificationRecord, prep, *,
         runs.release(record)
         raise
     except Exception as e:  # noqa: BLE001 - one bad run must not stop the queue
-        finished = dataclasses.replace(record, status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
+        trace = traceback.format_exc()
+        logger.error("study '%s' verification %s seed %d failed:\n%s", record.study, record.subject, record.seed,
+                     trace.rstrip())
+        finished = dataclasses.replace(record, status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0],
+                                       extras={**record.extras, "traceback": trace})
     runs.finish(finished)
     return finished
 
