@@ -384,7 +384,8 @@ def export(
     pick: Optional[str] = typer.Option(None, "--pick", help="knee | best:OBJECTIVE | budget:PARAMS (e.g. budget:50k)."),
     as_: Optional[str] = typer.Option(None, "--as", help="lora: an AdaLoRA trial as LoRA with its learned rank_pattern."),
     train: bool = typer.Option(False, "--train", help="Re-train at full fidelity and save the best seed's adapter weights."),
-    seeds: int = typer.Option(3, "--seeds", min=1, help="With --train: seeds to train (mean ± sd in the model card)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="With --train: seeds to train, default 3 "
+                                        "(mean ± sd in the model card)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="With --train: optimiser steps (default: one epoch)."),
     epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="With --train: epochs over the training data."),
     train_examples: Optional[int] = typer.Option(None, "--train-examples", min=2, help="With --train: limit the training data."),
@@ -396,17 +397,30 @@ def export(
     from autopeft.export import export_trial, select_trial
     from autopeft.store import Store
 
+    # Every refusal comes before anything is opened or written: a refused export leaves no files.
+    _check_export_flags(as_, train, seeds, steps, epochs, train_examples, baseline)
     store = Store(storage_url(storage))
     s, record, how = (_select_verified if verified else select_trial)(store, study, trial, pick)
     path = export_trial(s, record, out, picked_by=how, as_=as_)
     console = make_console()
     if train:
-        if as_:
-            raise AutoPeftError("--train with --as is not supported: train the AdaLoRA trial, or export --as lora alone")
-        _train(console, s, record, path, seeds, steps, epochs, train_examples, baseline)
+        _train(console, s, record, path, seeds or 3, steps, epochs, train_examples, baseline)
         return
     console.print(f"trial {record.number} ({how}) -> {path}; load it with:")
     console.print(_load_snippet(s, record, path, weights=False), markup=False, highlight=False)
+
+
+def _check_export_flags(as_, train, seeds, steps, epochs, train_examples, baseline) -> None:
+    """Refuse the flag combinations ``export`` cannot honour."""
+    if train and as_:
+        raise AutoPeftError("--train with --as is not supported: train the AdaLoRA trial, or export --as lora alone")
+    if steps is not None and epochs is not None:
+        raise AutoPeftError("give --steps or --epochs, not both")
+    given = {"--seeds": seeds is not None, "--steps": steps is not None, "--epochs": epochs is not None,
+             "--train-examples": train_examples is not None, "--baseline": baseline}
+    without_train = [flag for flag, set_ in given.items() if set_]
+    if without_train and not train:
+        raise AutoPeftError(f"{', '.join(without_train)} only apply with --train (re-training); add --train or drop them")
 
 
 def _load_snippet(study, record, path, weights: bool) -> str:
