@@ -69,6 +69,7 @@ def main() -> int:
     from autopeft.assets.models import quiet_transformers
     from autopeft.methods import BuildContext, get_method
     from autopeft.search.prepare import prepare_search, trial_spec
+    from autopeft.trials.device import peak_rss_mb
     from autopeft.space import load_space_text
     from autopeft.space.encoding import Candidate
     from autopeft.space.schema import Targets
@@ -91,7 +92,7 @@ def main() -> int:
         bare_s = bare_step(prep, spec, steps, precision)
         rows[precision] = (proxy_s, bare_s)
         for path, s in (("proxy", proxy_s), ("bare", bare_s)):
-            print(f"{precision:<10}{path:<8}{s:>9.2f}{8 * 128 / s:>10.0f}{peak_rss():>14.0f}")
+            print(f"{precision:<10}{path:<8}{s:>9.2f}{8 * 128 / s:>10.0f}{peak_rss_mb():>14.0f}")
 
     eval_prep = prepare_search(load_space_text(EVAL_SPACE, "llm_step.py", [f"proxy.eval_examples={n_eval}"]))
     ev = eval_times(eval_prep, n_eval)
@@ -171,12 +172,6 @@ def eval_times(prep, n: int) -> dict:
         scale = 100 / n
         out[precision] = ((t1 - t0) * scale, (t2 - t1) * scale, (t3 - t2) * scale, float((cached - full).abs().max()))
     return out
-
-
-def peak_rss() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 if __name__ == "__main__":
