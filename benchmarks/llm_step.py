@@ -125,7 +125,8 @@ def bare_step(prep, spec, steps: int, precision: str) -> float:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from autopeft.trials.proxy import _batches, _load_split
+    from autopeft.trials.batches import batches as batch_stream
+    from autopeft.trials.proxy import _load_split
 
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(prep.model.location),
@@ -133,7 +134,7 @@ def bare_step(prep, spec, steps: int, precision: str) -> float:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    stream = _batches(_load_split(spec.data_path)["train"], 8, torch.Generator().manual_seed(0))
+    stream = batch_stream(_load_split(spec.data_path)["train"], 8, torch.Generator().manual_seed(0))
     batches = [next(stream) for _ in range(steps)]
     assert all(b["input_ids"].shape == (8, 128) for b in batches)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()

@@ -45,7 +45,8 @@ def test_ist_selects_layers_by_requires_grad(spec):
     from transformers import AutoModelForSequenceClassification
 
     from autopeft.trials.ist import IST
-    from autopeft.trials.proxy import _load_split, _trim
+    from autopeft.trials.batches import trim as _trim
+    from autopeft.trials.proxy import _load_split
 
     base = AutoModelForSequenceClassification.from_pretrained(spec.model, num_labels=spec.num_labels)
     model = get_method("lora").wrap(base, spec.peft_config)

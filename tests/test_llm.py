@@ -318,7 +318,8 @@ def test_the_frozen_prefix_cache_is_exact_on_llama_layers(smollm2_model, smollm2
     import torch
 
     from autopeft.trials.generative import load_gen, score_choices
-    from autopeft.trials.proxy import _forward, _load_split, _trim, _use_prefix_cache
+    from autopeft.trials.batches import trim as _trim
+    from autopeft.trials.proxy import _forward, _load_split, _use_prefix_cache
     from autopeft.trials.spec import ProxySpec, TrialSpec
 
     model = lora(smollm2_model, smollm2_arch).eval()

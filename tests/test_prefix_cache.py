@@ -13,7 +13,8 @@ from autopeft.methods import BuildContext, get_method, method_names
 from autopeft.space.encoding import Candidate
 from autopeft.space.schema import ModelSpec, ProxySpec, TaskSpec, Targets
 from autopeft.trials.prefix_cache import skippable_prefix
-from autopeft.trials.proxy import _forward, _load_split, _trim, _use_prefix_cache
+from autopeft.trials.batches import trim as _trim
+from autopeft.trials.proxy import _forward, _load_split, _use_prefix_cache
 from autopeft.trials.spec import TrialSpec
 
 
@@ -67,3 +68,47 @@ def test_the_cache_is_refused_where_it_would_change_the_model(setup):
     assert skippable_prefix(wrapped(setup, "lora", (2, 4)))[1] == 2
     if "prefix" in method_names():  # prefix tuning steers every layer: nothing to skip
         assert skippable_prefix(wrapped(setup, "prefix", (5,))) is None
+
+
+@pytest.mark.parametrize("n, batch, steps", [(50, 8, 3), (50, 8, 20), (5, 8, 4), (48, 8, 6), (35_558, 16, 150)])
+def test_a_run_cut_to_the_rows_it_draws_sees_the_same_batches(n, batch, steps):
+    """The train split cut to ``drawn_rows`` gives, step by step, the batches of the endless
+    stream over the whole split: same examples, same order (one epoch, several, n < batch)."""
+    import torch
+
+    from autopeft.trials.batches import batches, drawn_rows, scheduled_batches
+
+    split = {"input_ids": torch.arange(n * 3).reshape(n, 3), "attention_mask": torch.ones(n, 3, dtype=torch.long),
+             "labels": torch.arange(n)}
+    rows, schedule = drawn_rows(n, batch, steps, seed=7)
+    cut = {k: v[rows] for k, v in split.items()}
+    stream = batches(split, batch, torch.Generator().manual_seed(7))
+    for step, got in enumerate(scheduled_batches(cut, schedule)):
+        want = next(stream)
+        assert all(torch.equal(got[k], want[k]) for k in want), f"step {step}"
+    assert len(schedule) == steps
+    assert len(rows) <= min(n, steps * batch) and torch.equal(rows, torch.unique(rows))
+
+
+def test_the_prefix_cache_holds_only_the_rows_a_run_draws(setup):
+    """States are computed for the drawn rows, and a run drawing other rows gets another file."""
+    import torch
+
+    from autopeft.trials.batches import drawn_rows
+    from autopeft.trials.prefix_cache import cache_path
+
+    model, data, arch, base = setup
+    split = _load_split(data.path)
+    n = len(split["train"]["labels"])
+    rows, _ = drawn_rows(n, 4, 2, seed=0)
+    assert len(rows) == 8 < n
+    split["train"] = {k: v[rows] for k, v in split["train"].items()}
+    spec = TrialSpec("t", 0, "lora", model.location, data.num_labels, data.path, {}, 1e-3, ProxySpec(steps=2, batch_size=4))
+    net = wrapped(setup, "lora", (3, 5))
+    assert _use_prefix_cache(net, spec, split, train_rows=rows) is not None
+    assert split["train"]["prefix_hidden"].shape[0] == 8
+    other, _ = drawn_rows(n, 4, 2, seed=1)
+    assert not torch.equal(other, rows)
+    assert cache_path(model.location, data.path, 3, ("train", "eval"), rows) != cache_path(
+        model.location, data.path, 3, ("train", "eval"), other)
+    assert cache_path(model.location, data.path, 3, ("train", "eval"), rows).exists()

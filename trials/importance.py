@@ -19,7 +19,8 @@ def spt_sensitivity(model_location: str, num_labels: int, data_path: str, layers
     import torch
 
     from autopeft.importance import ImportanceMap
-    from autopeft.trials.proxy import _batches, _load_split, load_base_model
+    from autopeft.trials.batches import batches as batch_stream
+    from autopeft.trials.proxy import _load_split, load_base_model
 
     torch.manual_seed(seed)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -33,7 +34,7 @@ def spt_sensitivity(model_location: str, num_labels: int, data_path: str, layers
         w.requires_grad_(True)
     fisher = {key: torch.zeros((), dtype=torch.float64) for key in weights}
     split = _load_split(data_path)["train"]
-    stream = _batches(split, batch_size, torch.Generator().manual_seed(seed))
+    stream = batch_stream(split, batch_size, torch.Generator().manual_seed(seed))
     for _ in range(batches):
         model.zero_grad(set_to_none=True)
         model(**next(stream)).loss.backward()

@@ -37,11 +37,18 @@ def _pass_through():
     return PassThrough()
 
 
-def cache_path(model: str, data_path: str, layer: int, splits: tuple[str, ...] = ("train", "eval")) -> Path:
-    """Where the states entering ``layer`` of ``splits`` of a tokenised data file are cached."""
+def cache_path(model: str, data_path: str, layer: int, splits: tuple[str, ...] = ("train", "eval"),
+               train_rows=None) -> Path:
+    """Where the states entering ``layer`` of ``splits`` of a tokenised data file are cached.
+
+    ``train_rows``: the training rows the run reads (``autopeft.trials.batches.drawn_rows``),
+    when the train split was cut to them; runs of another length, batch or seed read other
+    rows and get another file. None: the whole train split."""
     from autopeft.assets.architecture import cache_dir
 
     which = "" if set(splits) == {"train", "eval"} else "|" + ",".join(sorted(splits))
+    if train_rows is not None:
+        which += "|rows:" + hashlib.sha256(train_rows.numpy().astype("int64").tobytes()).hexdigest()[:16]
     key = hashlib.sha256(f"{os.path.abspath(model)}|{os.path.basename(data_path)}|{layer}{which}".encode()).hexdigest()[:24]
     return cache_dir() / "prefix" / f"{key}.safetensors"
 
@@ -146,14 +153,6 @@ class SkipPrefix:
         if args:
             return (states, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": states}
-
-
-def has_trainable_below(model, layers_path: str, layer: int) -> bool:
-    """True if any trainable parameter lives in layers < ``layer`` or outside the stack's top."""
-    stack = model.get_submodule(layers_path)
-    return any(p.requires_grad for i in range(layer) for p in stack[i].parameters())
-
-
 
 
 def skippable_prefix(model, head_modules: tuple[str, ...] = ("classifier", "score")) -> tuple[str, int] | None:

@@ -16,6 +16,7 @@ import time
 from typing import Callable
 
 from autopeft.trials.device import peak_rss_mb
+from autopeft.trials.batches import drawn_rows, scheduled_batches, trim
 from autopeft.trials.spec import TrialResult, TrialSpec
 
 Emit = Callable[[dict], None]
@@ -74,13 +75,17 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     gens = {split: load_gen(spec.data_path, split) if spec.task == "causal_lm" else {} for split in data if split != "train"}
     ist = _make_ist(model, spec, data)
     # IST changes which layers train step by step, so no layer is reliably frozen below.
+    # The run reads steps x batch rows of the train split, known before the first step:
+    # the split is cut to them, so nothing (the prefix cache above all) works on the rest.
+    rows, schedule = drawn_rows(len(data["train"]["labels"]), spec.proxy.batch_size, spec.proxy.steps, spec.proxy.seed)
+    data["train"] = {k: v[rows] for k, v in data["train"].items()}
     skip = None
     if spec.proxy.prefix_cache and ist is None:
         # Answer scoring runs whole sequences the cache does not hold; when it also yields the
         # validation loss, the validation split's states would never be read: not computed.
         splits = tuple(split for split in data if split == "train" or not gens[split].get("loss_from_choices"))
         with placement.autocast():  # the states the uncached trial's own (autocast) forward computes
-            skip = _use_prefix_cache(model, spec, data, splits)
+            skip = _use_prefix_cache(model, spec, data, splits, train_rows=rows)
 
     from transformers import get_linear_schedule_with_warmup
 
@@ -89,8 +94,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.proxy.warmup * spec.proxy.steps), spec.proxy.steps)
     curve: list = []
     window: list[float] = []
-    generator = torch.Generator().manual_seed(spec.proxy.seed)
-    batches = _batches(data["train"], spec.proxy.batch_size, generator)
+    batches = scheduled_batches(data["train"], schedule)
     model.train()
     t0 = time.perf_counter()
     setup_time = t0 - started
@@ -235,14 +239,18 @@ def _make_ist(model, spec: TrialSpec, data: dict):
     layers_path = _find_layer_stack(base)[0]
     train = data["train"]
     n_probe = min(spec.proxy.batch_size, max(1, len(train["labels"]) // 4))
-    probe = _trim({k: v[-n_probe:] for k, v in train.items()})
+    probe = trim({k: v[-n_probe:] for k, v in train.items()})
     data["train"] = {k: v[:-n_probe] for k, v in train.items()}
     return IST(model, layers_path, spec.proxy.ist.active_fraction, spec.proxy.ist.every, probe, seed=spec.proxy.seed)
 
 
-def _use_prefix_cache(model, spec: TrialSpec, data: dict, splits: tuple[str, ...] = ("train", "eval")):
+def _use_prefix_cache(model, spec: TrialSpec, data: dict, splits: tuple[str, ...] = ("train", "eval"),
+                      train_rows=None):
     """Attach the cached states entering the lowest adapted layer to ``splits`` and make
-    the model skip the layers below it; ``None`` when the candidate cannot skip any."""
+    the model skip the layers below it; ``None`` when the candidate cannot skip any.
+
+    ``train_rows``: the rows of the tokenised train split that ``data["train"]`` was cut
+    to (``autopeft.trials.batches.drawn_rows``); part of the cache key."""
     from pathlib import Path
 
     from autopeft.trials.prefix_cache import SkipPrefix, cache_path, prefix_states, skippable_prefix
@@ -253,7 +261,7 @@ def _use_prefix_cache(model, spec: TrialSpec, data: dict, splits: tuple[str, ...
     layers_path, layer = found
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     states = prefix_states(model, _relative(model, base, layers_path), layer, {s: data[s] for s in splits},
-                           Path(cache_path(spec.model, spec.data_path, layer, splits)))
+                           Path(cache_path(spec.model, spec.data_path, layer, splits, train_rows)))
     for split in splits:
         data[split]["prefix_hidden"] = states[split]
     return SkipPrefix(model, _relative(model, base, layers_path), layer)
@@ -313,23 +321,6 @@ def _load_split(path: str) -> dict:
     return out
 
 
-def _batches(split: dict, batch_size: int, generator):
-    """Endless shuffled batches, padding trimmed to the longest example in the batch."""
-    import torch
-
-    n = len(split["labels"])
-    while True:
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-            yield _trim({k: v[order[start:start + batch_size]] for k, v in split.items()})
-
-
-def _trim(batch: dict) -> dict:
-    """Cut the padding every example of the batch has (class labels are 1-D; LM labels 2-D)."""
-    length = int(batch["attention_mask"].sum(dim=1).max())
-    return {k: (v[:, :length] if v.dim() >= 2 else v) for k, v in batch.items()}
-
-
 def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=None, diagnostics: dict | None = None) -> dict:
     """Accuracy, macro-F1 (mean over classes of F1, 0 for a class never predicted nor
     present) and mean cross-entropy on ``split``; for language modelling (2-D labels), the
@@ -352,7 +343,7 @@ def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=Non
     with torch.no_grad():
         for start in range(0, n, batch_size):
             rows = order[start:start + batch_size]
-            batch = _trim({k: v[rows] for k, v in split.items()})
+            batch = trim({k: v[rows] for k, v in split.items()})
             out = _forward(model, batch, skip)
             losses.append(float(out.loss) * len(batch["labels"]))
             preds.append(out.logits.argmax(dim=-1).cpu())
@@ -377,7 +368,7 @@ def _evaluate_lm(model, split: dict, batch_size: int, skip) -> dict:
     total, tokens = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(split["labels"]), batch_size):
-            batch = _trim({k: v[start:start + batch_size] for k, v in split.items()})
+            batch = trim({k: v[start:start + batch_size] for k, v in split.items()})
             n = int((batch["labels"][:, 1:] != -100).sum())  # the model shifts labels by one
             if n:
                 total += float(_forward(model, batch, skip).loss) * n
