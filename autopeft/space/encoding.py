@@ -5,7 +5,10 @@ parameters present in *every* trial; a parameter suggested for one method only w
 sampled at random. So every dimension is suggested in every trial, whatever the method,
 and a method simply ignores the fields it does not use (as AutoPEFT does). Numeric choice
 lists become an integer *index* so BO sees their order; placement is one integer
-(``top_k``), two (``range``) or one bit per layer (``per_layer``).
+(``top_k``), two (``range``) or one bit per layer (``per_layer``). A learning rate given per
+method is one float ``learning_rate_offset`` in [0, 1], the rate's log-position inside the
+chosen method's band (``lr = low * (high / low) ** offset``): what the model learns about
+"high in the band" carries across methods whose good rates differ tenfold.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from autopeft.space.schema import Choice, Dimension, Fixed, PerLayer, Range, SpaceSpec, Targets
+from autopeft.space.schema import Choice, Dimension, Fixed, PerLayer, PerMethod, Range, SpaceSpec, Targets
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class Candidate:
 
 
 _SCALARS = ("method", "rank", "alpha", "dropout", "learning_rate", "dora", "rslora")
+#: The optuna parameter of a per-method learning rate (``schema.PerMethod``).
+LR_OFFSET = "learning_rate_offset"
 
 
 class NotInSpace(ValueError):
@@ -95,6 +100,9 @@ class SpaceEncoding:
             if isinstance(dim, PerLayer):
                 for i in range(self.num_layers):
                     out[f"rank_{i:02d}"] = IntDistribution(0, len(dim.values) - 1)
+            elif isinstance(dim, PerMethod):
+                if dim.searched:
+                    out[LR_OFFSET] = FloatDistribution(0.0, 1.0)
             elif isinstance(dim, Choice):
                 out[name] = IntDistribution(0, len(dim.values) - 1) if dim.ordinal else CategoricalDistribution(dim.values)
             elif isinstance(dim, Range):
@@ -141,7 +149,8 @@ class SpaceEncoding:
             ranks = [self.space.rank.values[params[f"rank_{i:02d}"]] for i in range(self.num_layers)]
             layers = tuple(i for i, r in enumerate(ranks) if r > 0)
             layer_ranks = tuple(ranks[i] for i in layers)
-        values = {name: self._value(name, params) for name in _SCALARS if name != "rank"}
+        values = {name: self._value(name, params) for name in _SCALARS if name not in ("rank", "learning_rate")}
+        values["learning_rate"] = self._learning_rate(str(values["method"]), params)
         rank = max(layer_ranks, default=0) if layer_ranks is not None else int(self._value("rank", params))
         if self.space.targets_top_k:
             k = params.get("targets_top_k", self.space.targets_top_k[0])
@@ -189,6 +198,9 @@ class SpaceEncoding:
                     r = candidate.rank_of(i) if i in candidate.layers else 0
                     params[f"rank_{i:02d}"] = _index(dim.values, r, f"rank of layer {i}", nearest)
                 continue
+            if isinstance(dim, PerMethod):
+                params.update(self._encode_learning_rate(candidate, nearest))
+                continue
             value = getattr(candidate, name)
             anything = False  # a ratio alpha of rank 0 (every layer off): every ratio decodes to it
             if name == "alpha" and self.space.alpha_is_ratio:
@@ -214,6 +226,53 @@ class SpaceEncoding:
         if not isinstance(self.space.rank, PerLayer):
             params.update(self._encode_layers(tuple(sorted(candidate.layers)), nearest))
         return params
+
+    def _learning_rate(self, method: str, params: dict[str, Any]) -> float:
+        dim = self.space.learning_rate
+        if not isinstance(dim, PerMethod):
+            return float(self._value("learning_rate", params))
+        low, high = dim.band(method)
+        if low == high:
+            return low
+        u = float(params[LR_OFFSET])
+        if u <= 0.0:
+            return low
+        if u >= 1.0:
+            return high
+        return min(max(low * (high / low) ** u, low), high)
+
+    def _encode_learning_rate(self, candidate: Candidate, nearest: bool) -> dict[str, Any]:
+        dim: PerMethod = self.space.learning_rate
+        low, high = dim.band(candidate.method)
+        value = candidate.learning_rate
+        inside = (low <= value <= high) or _same(value, low) or _same(value, high)
+        if not inside:
+            if not nearest:
+                raise NotInSpace(f"learning_rate: expected a value in [{low:g}, {high:g}] for method "
+                                 f"{candidate.method}, got {value!r}")
+            value = min(max(value, low), high)
+        if not dim.searched:
+            return {}
+        if low == high or value <= low:
+            return {LR_OFFSET: 0.0}
+        if value >= high:
+            return {LR_OFFSET: 1.0}
+        return {LR_OFFSET: min(max(math.log(value / low) / math.log(high / low), 0.0), 1.0)}
+
+    def describe_learning_rate(self) -> str:
+        """The learning rate in words, e.g. ``log-offset in the method's band: lora 5e-04..5e-03,
+        ia3 3e-03..3e-02`` (for a table next to the ``learning_rate_offset`` dimension)."""
+        dim = self.space.learning_rate
+        if isinstance(dim, PerMethod):
+            methods = set(self.choices("method"))
+            bands = ", ".join(f"{m} {lo:.0e}" + (f"..{hi:.0e}" if hi > lo else "")
+                              for m, lo, hi in dim.bands if m in methods)
+            return f"log-offset in the method's band: {bands}"
+        if isinstance(dim, Range):
+            return f"{dim.low:g}..{dim.high:g}" + (" (log)" if dim.log else "")
+        if isinstance(dim, Choice):
+            return "one of " + ", ".join(f"{v:g}" for v in dim.values)
+        return f"{dim.value:g}"
 
     def _encode_targets(self, targets: Targets, nearest: bool) -> dict[str, Any]:
         wanted = set(targets.modules)
@@ -300,6 +359,8 @@ class SpaceEncoding:
             return [dim.value]
         if isinstance(dim, PerLayer):
             return [v for v in dim.values if v > 0]
+        if isinstance(dim, PerMethod):
+            return sorted({v for _, low, high in dim.bands for v in (low, high)})
         if isinstance(dim, Choice):
             return list(dim.values)
         return [int(dim.low), int(dim.high)] if dim.integer else [dim.low, dim.high]

@@ -29,6 +29,7 @@ from autopeft.space.schema import (
     ModelSpec,
     Objective,
     PerLayer,
+    PerMethod,
     Placement,
     ProxySpec,
     Range,
@@ -38,6 +39,7 @@ from autopeft.space.schema import (
     Targets,
     TaskSpec,
     VerifySpec,
+    default_learning_rate,
 )
 
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -249,6 +251,42 @@ def _rank(node: _Node, space: dict[str, _Node]) -> Dimension:
             raise space["layers"].fail("per-layer ranks already place adapters (rank 0 = off); use 'all' or drop 'layers'")
         return PerLayer(values)
     return _dimension(node, lambda n: n.int(low=1), numeric=True, integer=True)
+
+
+def _learning_rate(node: _Node, method: Dimension) -> Dimension:
+    """One rate dimension for every method, or ``{method: band}`` for each method of the space.
+
+    A band is ``{log: [low, high]}`` (searched on a log scale) or a number (that method's rate).
+    """
+    value = node.value
+    if not isinstance(value, dict) or not value or set(value) & {"log", "range"}:
+        return _dimension(node, lambda n: n.number(positive=True), numeric=True)
+    methods = list(method.values) if isinstance(method, Choice) else [method.value]
+    for key in value:
+        if key not in methods:
+            raise SpaceError(node.source, f"{node.path}.{key}",
+                             f"not a method of this space; expected a band for each of space.method {methods}")
+    bands = []
+    for name in methods:
+        if name not in value:
+            low, high = default_learning_rate(name)
+            raise SpaceError(node.source, f"{node.path}.{name}",
+                             f"missing: space.method has '{name}'; give its band, e.g. {{log: [{low:g}, {high:g}]}}")
+        n = node.child(name)
+        dim = _dimension(n, lambda m: m.number(positive=True), numeric=True)
+        if isinstance(dim, Fixed):
+            bands.append((name, dim.value, dim.value))
+        elif isinstance(dim, Range) and dim.log:
+            bands.append((name, dim.low, dim.high))
+        else:
+            raise n.fail("expected a number or {log: [low, high]}: a per-method band is searched on a log scale")
+    return PerMethod(tuple(bands))
+
+
+def _default_learning_rate(method: Dimension) -> PerMethod:
+    """The built-in band of each method of the space (``schema.LEARNING_RATE_FAMILIES``)."""
+    methods = list(method.values) if isinstance(method, Choice) else [method.value]
+    return PerMethod(tuple((m, *default_learning_rate(m)) for m in methods))
 
 
 def _rungs(node: _Node) -> tuple[int, ...]:
@@ -501,11 +539,7 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
         ),
         targets_top_k=targets_top_k,
         layers=_placement(sp["layers"]) if "layers" in sp else Placement("all"),
-        learning_rate=(
-            _dimension(sp["learning_rate"], lambda n: n.number(positive=True), numeric=True)
-            if "learning_rate" in sp
-            else Fixed(1e-3)
-        ),
+        learning_rate=_learning_rate(sp["learning_rate"], method) if "learning_rate" in sp else _default_learning_rate(method),
         dropout=_dimension(sp["dropout"], lambda n: n.number(low=0, high=0.9), numeric=True) if "dropout" in sp else Fixed(0.0),
         dora=_dimension(sp["dora"], lambda n: n.bool(), numeric=False) if "dora" in sp else Fixed(False),
         rslora=_dimension(sp["rslora"], lambda n: n.bool(), numeric=False) if "rslora" in sp else Fixed(False),
@@ -604,7 +638,26 @@ def apply_overrides(document: Any, overrides: list[str] | tuple[str, ...]) -> An
                 raise SpaceError("--set", ".".join(parts[: i + 1]), f"is {_show(nxt)}, not a mapping; cannot set {path}")
             node = nxt
         node[parts[-1]] = value
+    _narrow_learning_rates(doc, [item.partition("=")[0].strip() for item in overrides])
     return doc
+
+
+def _narrow_learning_rates(doc: dict, paths: list[str]) -> None:
+    """``--set space.method=lora`` on a space with a band per method keeps the bands of the
+    methods still searched (a band for a method outside ``space.method`` is an error), unless
+    ``space.learning_rate`` is overridden too."""
+    if "space.method" not in paths or any(p == "space.learning_rate" or p.startswith("space.learning_rate.")
+                                          for p in paths):
+        return
+    sp = doc.get("space")
+    rates = sp.get("learning_rate") if isinstance(sp, dict) else None
+    if not isinstance(rates, dict) or set(rates) & {"log", "range"}:
+        return
+    methods = sp.get("method")
+    methods = methods if isinstance(methods, list) else [methods]
+    kept = {k: v for k, v in rates.items() if k in methods}
+    if kept:  # none left: the stale bands are reported as such
+        sp["learning_rate"] = kept
 
 
 def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SearchSpace:
@@ -657,12 +710,20 @@ def _first_line(e: Exception) -> str:
 
 
 def space_hash(space: SearchSpace) -> str:
-    """A stable hash of what changes results (ignores the trial count, which may grow)."""
+    """A stable hash of what changes results (ignores the trial count, which may grow).
+
+    An omitted ``space.learning_rate`` is hashed as the built-in bands it stands for, so a
+    change to those bands is a change of the space.
+    """
     doc = json.loads(json.dumps(space.document))
     (doc.get("search") or {}).pop("trials", None)
     # Where trials run is not what is searched: a study started on a laptop's CPU can be
     # resumed by GPU workers (--set proxy.device=cuda) without becoming another study.
     (doc.get("proxy") or {}).pop("device", None)
+    sp = doc.get("space")
+    if isinstance(sp, dict) and "learning_rate" not in sp:
+        # From the document's methods: a prepared space may have dropped some the model refuses.
+        methods = sp.get("method")
+        sp["learning_rate"] = {"built-in": {str(m): list(default_learning_rate(str(m)))
+                                            for m in (methods if isinstance(methods, list) else [methods])}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-
-
