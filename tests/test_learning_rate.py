@@ -1,5 +1,6 @@
 """``space.learning_rate``: one range for every method, or a band per method encoded as one
-offset dimension (the rate's log-position inside the chosen method's band)."""
+offset dimension (the rate's log-position inside the chosen method's band); and which keys
+``space_hash`` ignores."""
 
 from __future__ import annotations
 
@@ -213,6 +214,34 @@ def test_decoding_is_deterministic_and_a_random_study_stays_inside_every_band():
 
 
 # ---------------------------------------------------------------------------- space_hash
+
+
+def _hash(**proxy) -> str:
+    d = copy.deepcopy(BASE)
+    d["proxy"].update(proxy)
+    return space_hash(parse_space(d))
+
+
+def test_space_hash_ignores_the_run_environment_not_what_a_trial_measures():
+    base = _hash()
+    assert _hash(timeout=60) == _hash(timeout=7200) == base
+    assert _hash(memory_limit_mb=4096) == base
+    assert _hash(device="cpu") == base
+    assert _hash(threads=4) == base
+    for changed in ({"steps": 11}, {"log_every": 2}, {"precision": "bf16"}, {"batch_size": 8},
+                    {"prefix_cache": False}, {"gradient_checkpointing": True}, {"seed": 1}):
+        assert _hash(**changed) != base, changed
+
+
+def test_threads_count_when_train_time_is_an_objective():
+    d = copy.deepcopy(BASE)
+    d["objectives"] = {"accuracy": "max", "train_time": "min"}
+    one, two = copy.deepcopy(d), copy.deepcopy(d)
+    one["proxy"]["threads"], two["proxy"]["threads"] = 1, 2
+    assert space_hash(parse_space(one)) != space_hash(parse_space(two))
+    one["proxy"]["timeout"] = 99
+    two["proxy"]["threads"] = 1
+    assert space_hash(parse_space(one)) == space_hash(parse_space(two))
 
 
 def test_an_omitted_learning_rate_hashes_as_the_built_in_bands(monkeypatch):

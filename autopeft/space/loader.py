@@ -709,17 +709,32 @@ def _first_line(e: Exception) -> str:
     return str(getattr(e, "problem", None) or e).splitlines()[0]
 
 
-def space_hash(space: SearchSpace) -> str:
-    """A stable hash of what changes results (ignores the trial count, which may grow).
+#: ``proxy`` keys that bound or place a trial without changing what it measures: a study can
+#: be resumed with other values. ``device``: a study started on a laptop's CPU can be resumed
+#: by GPU workers (``--set proxy.device=cuda``). ``timeout`` and ``memory_limit_mb``: caps at
+#: which a trial is stopped and recorded failed; a trial that finishes measures the same.
+#: Not here, because they change results: anything of the data, the training or the model, and
+#: ``log_every`` (the learning curve a language-model run is judged diverged by), ``precision``,
+#: ``prefix_cache`` and ``gradient_checkpointing`` (what a step computes, its time and memory).
+_RUN_ENVIRONMENT_KEYS = ("device", "timeout", "memory_limit_mb")
 
-    An omitted ``space.learning_rate`` is hashed as the built-in bands it stands for, so a
-    change to those bands is a change of the space.
+
+def space_hash(space: SearchSpace) -> str:
+    """A stable hash of what changes results.
+
+    Ignores the trial count (which may grow), the run-environment keys of ``proxy``
+    (:data:`_RUN_ENVIRONMENT_KEYS`), and ``proxy.threads`` unless ``train_time`` is an
+    objective (torch threads change how fast a step runs, not what it computes). An omitted
+    ``space.learning_rate`` is hashed as the built-in bands it stands for, so a change to
+    those bands is a change of the space.
     """
     doc = json.loads(json.dumps(space.document))
     (doc.get("search") or {}).pop("trials", None)
-    # Where trials run is not what is searched: a study started on a laptop's CPU can be
-    # resumed by GPU workers (--set proxy.device=cuda) without becoming another study.
-    (doc.get("proxy") or {}).pop("device", None)
+    proxy = doc.get("proxy") or {}
+    for key in _RUN_ENVIRONMENT_KEYS:
+        proxy.pop(key, None)
+    if "train_time" not in space.objective_names:
+        proxy.pop("threads", None)
     sp = doc.get("space")
     if isinstance(sp, dict) and "learning_rate" not in sp:
         # From the document's methods: a prepared space may have dropped some the model refuses.
