@@ -74,35 +74,44 @@ class StudyResult:
     def trials(self) -> pandas.DataFrame:
         """One row per trial: number, status, the configuration (fields a method does not use
         are missing values), objective values in their own units, every task metric,
-        ``trainable_params``, ``peak_memory_mib``, ``train_time_s``, ``pareto`` and ``error``."""
+        ``trainable_params``, ``peak_memory_mib``, ``train_time_s``, ``pareto``, ``diverged``
+        (why a complete trial counts as diverged, else None) and ``error``."""
         return trials_frame(self.study, self.records)
 
     @property
     def front(self) -> pandas.DataFrame:
-        """The Pareto-optimal rows of ``trials`` (complete trials, all objectives)."""
+        """The Pareto-optimal rows of ``trials`` (complete trials that did not diverge, all objectives)."""
         frame = self.trials
         return frame[frame["pareto"]].reset_index(drop=True)
 
     def pick(self, how: str = "knee") -> TrialRecord:
         """One trial, chosen like ``autopeft export --pick``.
 
+        Diverged trials are never picked by ``knee``, ``best:`` or ``budget:``; ``trial:N``
+        returns one anyway, with a ``UserWarning`` saying why it counts as diverged.
+
         Args:
             how: ``knee`` | ``best:OBJECTIVE`` (e.g. ``best:accuracy``) | ``budget:PARAMS``
                 (e.g. ``budget:50k``) | ``trial:N``.
 
         Raises:
-            ExportError: an unknown pick, or no completed trial fits it.
+            ExportError: an unknown pick, or no completed trial fits it (also when every
+                completed trial diverged).
         """
-        from autopeft.search.pareto import pick, trial_by_number
+        from autopeft.search.pareto import diverged, pick, trial_by_number
 
         kind, _, arg = how.partition(":")
         if kind == "trial":
             try:
-                return trial_by_number(self.records, int(arg))
+                record = trial_by_number(self.records, int(arg))
             except ValueError:
                 from autopeft.errors import ExportError
 
                 raise ExportError(f"pick '{how}': expected trial:N with N a trial number") from None
+            if why := diverged(record):
+                warnings.warn(f"trial {record.number} diverged ({why}); it is never on the front", UserWarning,
+                              stacklevel=2)
+            return record
         return pick(self.study, self.records, how)
 
     def export(self, out: str | Path, *, pick: str = "knee", train: bool = False, as_: str | None = None,
@@ -205,7 +214,7 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]) -> pandas.D
     import pandas as pd
 
     from autopeft.methods.fields import used_config
-    from autopeft.search.pareto import pareto_front
+    from autopeft.search.pareto import diverged, pareto_front
 
     front = {r.number for r in pareto_front(records, study.objectives)}
     names = [n for n, _ in study.objectives]
@@ -223,10 +232,12 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]) -> pandas.D
         row["peak_memory_mib"] = res.get("peak_memory_mb") or res.get("peak_rss_mb")
         row["train_time_s"] = res.get("train_time")
         row["pareto"] = r.number in front
+        row["diverged"] = diverged(r)
         row["error"] = r.error
         rows.append(row)
     head = ["number", "status", *_CONFIG_COLUMNS, *[n for n in names if n != "trainable_params"], "trainable_params"]
-    frame = pd.DataFrame(rows, columns=None if rows else head + ["peak_memory_mib", "train_time_s", "pareto", "error"])
+    frame = pd.DataFrame(rows, columns=None if rows else head + ["peak_memory_mib", "train_time_s", "pareto", "diverged",
+                                                                  "error"])
     if rows:
         frame = frame[head + [c for c in frame.columns if c not in head]]
     # Integer columns with gaps (IA3 has no rank; infeasible trials no count) stay integers.

@@ -37,7 +37,8 @@ class LineEvents:
     """One plain line per finished trial, given to ``emit`` (``print`` by default).
 
     ``trial 3 complete (2/10): lora rank=4 targets=query,value layers=4,5 lr=0.00123 ->
-    accuracy 0.612, trainable_params 12,288 | front 2``
+    accuracy 0.612, trainable_params 12,288 | trained 2/10, front 2``; a diverged trial's
+    line says so (``... | diverged: predicts a single class | ...``): it is not counted in the front.
     """
 
     def __init__(self, emit: Callable[[str], None] = print) -> None:
@@ -54,9 +55,11 @@ class LineEvents:
 
     def trial_finished(self, record: TrialRecord, records: list[TrialRecord]) -> None:
         from autopeft.search.loop import trained_count
-        from autopeft.search.pareto import pareto_front
+        from autopeft.search.pareto import diverged, pareto_front
 
-        self.emit(trial_line(self.study, record) + f" | trained {trained_count(records)}/{self.target}, "
+        why = diverged(record)
+        self.emit(trial_line(self.study, record) + (f" | diverged: {why}" if why else "")
+                  + f" | trained {trained_count(records)}/{self.target}, "
                   f"front {len(pareto_front(records, self.study.objectives))}")
 
 

@@ -1,4 +1,8 @@
-"""The search's progress bar: trial i/N, elapsed, ETA, best of each objective, front size."""
+"""The search's progress bar: trial i/N, elapsed, ETA, best of each objective, front size.
+
+The best values and the front are over eligible trials (``autopeft.search.pareto.eligible``):
+a diverged trial is reported as such, never as a best.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from autopeft.search.loop import trained_count
-from autopeft.search.pareto import best, completed, pareto_front
+from autopeft.search.pareto import best, diverged, eligible, pareto_front
 from autopeft.store import StudyRecord, TrialRecord
 
 
@@ -63,10 +67,12 @@ class RichEvents:
     def trial_finished(self, record: TrialRecord, records: list[TrialRecord]) -> None:
         objectives = self.study.objectives
         parts = []
-        if completed(records):
+        if eligible(records):
             for name, _ in objectives:
                 parts.append(f"best {name} {fmt(name, best(records, objectives, name).values[[n for n, _ in objectives].index(name)])}")
             parts.append(f"front {len(pareto_front(records, objectives))}")
         if record.status != "complete":
             self.console.print(f"  trial {record.number} {record.status}: {record.error}")
+        elif why := diverged(record):
+            self.console.print(f"  trial {record.number} diverged ({why}): kept, never on the front")
         self.progress.update(self.task, completed=trained_count(records), status=" · ".join(parts))

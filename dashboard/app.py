@@ -76,7 +76,10 @@ def _directions(sd: data.StudyData) -> dict[str, str]:
 
 def _no_completed(sd: data.StudyData) -> None:
     counts = data.status_counts(sd.records)
-    if not sd.records:
+    if counts["complete"]:  # completed, but every one diverged: nothing is on a front
+        st.info(f"Every completed trial of study **{sd.study.name}** diverged ({counts['complete']}), so it has no "
+                "front and no hypervolume; the Trials page says why for each.")
+    elif not sd.records:
         st.info(f"Study **{sd.study.name}** has no trials yet. Start workers with "
                 f"`autopeft search` on its YAML (or `autopeft worker`) and this page fills in.")
     else:
@@ -116,7 +119,9 @@ def page_pareto(url: str, sd: data.StudyData) -> None:
     metrics = [*objectives, "learning_rate"]
     st.plotly_chart(render.pareto_figure(points, x, y, z=z, metrics=metrics), key="pareto_chart")
     front = frame[frame["pareto"]]
-    st.caption(f"{len(front)} Pareto-optimal of {len(points)} completed trials (outlined); dominated trials faded.")
+    n_diverged = int((points["diverged"] != "").sum())
+    st.caption(f"{len(front)} Pareto-optimal of {len(points)} completed trials (outlined); dominated trials faded"
+               + (f"; {n_diverged} diverged (grey crosses), never on the front." if n_diverged else "."))
     st.dataframe(render.table(front.drop(columns=["error", "pareto"])), hide_index=True, placeholder="-")
     view = data.verified_view(_store(url), sd.study, sd.records)
     if view is not None:
@@ -227,7 +232,7 @@ def page_compare(url: str, names: list[str], current: str) -> None:
 
 
 def page_export(url: str, sd: data.StudyData, display_url: str) -> None:
-    from autopeft.search.pareto import pick, trial_by_number
+    from autopeft.search.pareto import diverged, pick, trial_by_number
 
     st.header(f"Export - {sd.study.name}")
     done = [r.number for r in sd.records if r.status == "complete"]
@@ -248,6 +253,8 @@ def page_export(url: str, sd: data.StudyData, display_url: str) -> None:
         return st.error(str(e))
     values = ", ".join(f"{n}={render._fmt(v)}" for (n, _), v in zip(sd.study.objectives, record.values or []))
     st.success(f"Trial {record.number} ({record.candidate.get('method')}): {values}")
+    if why := diverged(record):  # only a trial asked for by number: picks never land on one
+        st.warning(f"Trial {record.number} diverged ({why}); it is never on the front.")
     main_file = data.config_file(files)
     c1, c2 = st.columns(2)
     c1.download_button(f"Download {main_file}", files[main_file], file_name=main_file, mime="application/json",

@@ -131,15 +131,15 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     """One row per trial: state, candidate, objectives, resources, Pareto membership.
 
     Objective columns are named after the objectives; ``pareto`` marks the front over all
-    objectives; ``baseline`` marks default LoRA (r=8, query/value, every layer); ``role`` names a
-    reference trial the study enqueued (``default LoRA``, ``cheapest``; ``autopeft.search.baseline``).
+    objectives (never a diverged trial: ``autopeft.search.pareto.eligible``); ``diverged`` says
+    why a complete trial counts as diverged ("" otherwise); ``role`` names a reference trial the
+    study enqueued (``default LoRA``, ``cheapest``; ``autopeft.search.baseline``); ``baseline``
+    marks default LoRA (r=8, query/value, every layer).
     """
     import pandas as pd
 
-    from autopeft.search.pareto import pareto_front
-
     from autopeft.methods.fields import used_config
-    from autopeft.search.divergence import divergence
+    from autopeft.search.pareto import diverged, pareto_front
 
     front = {r.number for r in pareto_front(records, study.objectives)}
     num_layers = 1 + max((max(r.candidate.get("layers") or [0]) for r in records), default=0)
@@ -170,7 +170,7 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
             c.get("method") == "lora" and c.get("rank") == 8 and c.get("targets") in (["query", "value"], ["value", "query"])
             and len(layers) == num_layers)
         row["fidelity"] = (r.extras or {}).get("fidelity") or ("full" if r.status == "complete" else None)
-        row["diverged"] = (divergence(r.metrics or {}, r.extras or {}, r.curve or []) or "") if r.status == "complete" else ""
+        row["diverged"] = diverged(r) or ""
         row["error"] = r.error or ""
         rows.append(row)
     head = ["number", "status", "method", "rank", "layers", "n_layers", "targets", "learning_rate", "trainable_params"]
@@ -186,11 +186,17 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
 
 
 def pair_front(frame, x: str, y: str, directions: dict[str, str]):
-    """Rows of completed trials, with ``front_xy`` = non-dominated on the pair (x, y)."""
+    """Rows of completed trials, with ``front_xy`` = non-dominated on the pair (x, y) among the
+    trials that did not diverge (a diverged row is kept, never on the front)."""
+    import numpy as np
+
     from autopeft.search.hypervolume import front_mask
 
     done = frame[(frame["status"] == "complete") & frame[x].notna() & frame[y].notna()].copy()
-    done["front_xy"] = front_mask(done[[x, y]].to_numpy(dtype=float), [directions[x], directions[y]])
+    healthy = (done["diverged"].fillna("") == "").to_numpy() if "diverged" in done else np.ones(len(done), dtype=bool)
+    mask = np.zeros(len(done), dtype=bool)
+    mask[healthy] = front_mask(done.loc[healthy, [x, y]].to_numpy(dtype=float), [directions[x], directions[y]])
+    done["front_xy"] = mask
     return done
 
 

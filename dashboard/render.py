@@ -87,17 +87,22 @@ def pareto_figure(points, x: str, y: str, *, z: str | None = None, metrics: Sequ
     Args:
         points: Completed-trial rows with the objective columns, ``method``, ``front_xy``
             (non-dominated on the shown pair) and ``pareto`` (non-dominated on all
-            objectives), ``baseline`` (default LoRA).
+            objectives), ``baseline`` (default LoRA), ``diverged`` (why a trial counts as
+            diverged, "" otherwise): diverged trials are drawn apart, as grey crosses, never
+            as front or dominated points of their method.
         metrics: Extra columns for the hover label.
     """
+    import pandas as pd
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    is_diverged = (points["diverged"].fillna("") != "") if "diverged" in points else pd.Series(False, index=points.index)
+    healthy, collapsed = points[~is_diverged], points[is_diverged]
     colours = method_colours(points["method"]) if len(points) else {}
     front_col = "pareto" if z else "front_xy"
     for method, colour in colours.items():
         for on_front in (False, True):
-            part = points[(points["method"] == method) & (points[front_col] == on_front)]
+            part = healthy[(healthy["method"] == method) & (healthy[front_col] == on_front)]
             if part.empty:
                 continue
             custom, template = _hover(part, metrics)
@@ -112,13 +117,25 @@ def pareto_figure(points, x: str, y: str, *, z: str | None = None, metrics: Sequ
             else:
                 fig.add_trace(go.Scattergl(x=part[x], y=part[y], mode="markers", name=name, marker=marker,
                                            customdata=custom, hovertemplate=template))
+    if len(collapsed):
+        custom, template = _hover(collapsed, [*metrics, "diverged"])
+        marker = dict(symbol="x", color="#888888", size=8, opacity=0.8)
+        if z:
+            fig.add_trace(go.Scatter3d(x=collapsed[x], y=collapsed[y], z=collapsed[z], mode="markers", name="diverged",
+                                       marker={**marker, "size": 5}, customdata=custom,
+                                       hovertemplate=template))
+        else:
+            fig.add_trace(go.Scattergl(x=collapsed[x], y=collapsed[y], mode="markers", name="diverged", marker=marker,
+                                       customdata=custom, hovertemplate=template))
     if not z and len(points):
         front = points[points["front_xy"]].sort_values([x, y])
         fig.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines", name="Pareto front",
                                  line=dict(color="black", width=1.5, shape="hv"), hoverinfo="skip"))
         base = points[points.get("baseline", False) == True]  # noqa: E712 - a pandas mask
         if len(base):
-            fig.add_trace(go.Scatter(x=base[x], y=base[y], mode="markers", name="default LoRA (r=8, q/v, all layers)",
+            gone = bool(is_diverged[base.index].all())
+            fig.add_trace(go.Scatter(x=base[x], y=base[y], mode="markers",
+                                     name="default LoRA (r=8, q/v, all layers)" + (" (diverged)" if gone else ""),
                                      marker=dict(symbol="star", size=16, color="gold", line=dict(width=1, color="black"))))
     layout = dict(title=title, legend_title_text="method", height=560, margin=dict(l=10, r=10, t=40, b=10))
     if z:

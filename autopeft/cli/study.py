@@ -209,7 +209,7 @@ def show(
     proxy: bool = typer.Option(False, "--proxy", help="Mark the proxy front even when verified means exist."),
 ) -> None:
     """The trials of a study; Pareto-optimal rows are marked with ★ (on verified means once
-    `autopeft verify` has run, unless --proxy)."""
+    `autopeft verify` has run, unless --proxy). Diverged trials are listed, noted, never starred."""
     from autopeft.store import Store
 
     store = Store(storage_url(storage))
@@ -327,12 +327,12 @@ def _number(r) -> str:
 
 
 def _note(r) -> str:
-    from autopeft.search.divergence import divergence
+    from autopeft.search.pareto import diverged
 
     if r.status == "pruned":
         return f"stopped at step {r.extras.get('fidelity')}: {r.metrics}"[:60]
     if r.status == "complete":
-        why = divergence(r.metrics, r.extras, r.curve)
+        why = diverged(r)
         return f"diverged: {why}"[:60] if why else ""
     return (r.error or "")[:60]
 
@@ -370,8 +370,13 @@ def _select_verified(store, study: str, trial: Optional[int], pick: Optional[str
 
 
 def _print_front(console, study, records) -> None:
+    from autopeft.search.pareto import eligible
+
     if not any(r.status == "complete" for r in records):
         console.print("no trial completed; see `autopeft show` for the reasons")
+        return
+    if not eligible(records):  # a diverged trial is never on the front
+        console.print("every completed trial diverged, so the front is empty; see `autopeft show` for the reasons")
         return
     _print_trials(console, study, records, only_front=True)
 
@@ -401,6 +406,11 @@ def export(
     _check_export_flags(as_, train, seeds, steps, epochs, train_examples, baseline)
     store = Store(storage_url(storage))
     s, record, how = (_select_verified if verified else select_trial)(store, study, trial, pick)
+    if trial is not None and not verified:  # a pick never lands on a diverged trial; one asked for by number may be
+        from autopeft.search.pareto import diverged
+
+        if why := diverged(record):
+            typer.echo(f"warning: trial {record.number} diverged ({why}); it is never on the front", err=True)
     path = export_trial(s, record, out, picked_by=how, as_=as_)
     console = make_console()
     if train:

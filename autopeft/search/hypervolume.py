@@ -10,10 +10,13 @@ it is only the fallback should optuna ever move its private module.
 Objectives live on very different scales (accuracy ~1, trainable parameters ~1e5), so
 hypervolume is measured on each objective's comparison scale (``autopeft.search.scales``:
 log10 for trainable parameters, the geometry the sampler models) and reported *normalised*: each objective is mapped to [0, 1] with 0 = the best
-value any completed trial reached (the ideal point) and 1 = the reference point. The
-reference point is fixed per study (the worst completed value plus a 10 % margin of the
+value any eligible trial reached (the ideal point) and 1 = the reference point. The
+reference point is fixed per study (the worst eligible value plus a 10 % margin of the
 range), so the history over trials never decreases and 1.0 would be a single point at the
 ideal. The reference point is returned in the objectives' own units so it can be shown.
+
+Eligible trials are those the front is taken over (``autopeft.search.pareto.eligible``):
+complete and not diverged. A diverged trial adds nothing to the volume, nor to the box.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from autopeft.search.pareto import _losses, completed, non_dominated
+from autopeft.search.pareto import _losses, eligible, non_dominated
 from autopeft.search.scales import scaled, unscaled
 from autopeft.store.records import TrialRecord
 
@@ -54,7 +57,7 @@ class HypervolumeReport:
     """A study's normalised hypervolume and how it grew.
 
     Attributes:
-        value: Normalised hypervolume of all completed trials, in [0, 1].
+        value: Normalised hypervolume of all eligible trials (complete, not diverged), in [0, 1].
         reference: The reference point in the objectives' units (study order).
         ideal: The best value reached for each objective (study order).
         history: ``[(trial_number, hypervolume_after_it), ...]`` for every finished
@@ -68,8 +71,8 @@ class HypervolumeReport:
 
 
 def reference_point(records: Sequence[TrialRecord], objectives) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(ideal, reference)`` as losses (smaller is better), or None without completed trials."""
-    done = completed(records)
+    """``(ideal, reference)`` as losses (smaller is better), or None without eligible trials."""
+    done = eligible(records)
     if not done:
         return None
     losses = _losses(done, objectives)
@@ -81,7 +84,8 @@ def reference_point(records: Sequence[TrialRecord], objectives) -> tuple[np.ndar
 
 
 def hypervolume_report(records: Sequence[TrialRecord], objectives) -> HypervolumeReport | None:
-    """Normalised hypervolume and its history; None when no trial has completed."""
+    """Normalised hypervolume and its history; None when no eligible trial exists (none
+    completed, or every completed trial diverged)."""
     ref = reference_point(records, objectives)
     if ref is None:
         return None
@@ -91,9 +95,10 @@ def hypervolume_report(records: Sequence[TrialRecord], objectives) -> Hypervolum
     history: list[tuple[int, float]] = []
     front = np.empty((0, len(objectives)))
     current = 0.0
+    counted = {r.number for r in eligible(records)}
     finished = sorted((r for r in records if r.status != "running"), key=lambda r: r.number)
     for r in finished:
-        if r.status == "complete" and r.values is not None:
+        if r.number in counted:
             point = (np.asarray(scaled(objectives, r.values), dtype=float) * sign - ideal) / scale
             # Only a point not dominated by the current front changes the volume: most
             # trials of a long study do not, which keeps the history cheap at 1,000 trials.

@@ -4,6 +4,12 @@ Fronts are computed from autopeft's trial records rather than with ``study.best_
 the records know what optuna does not (an infeasible trial's imputed values are not
 results), and the dashboard must draw fronts without opening optuna's storage. The
 non-dominated filter is checked against ``study.best_trials`` in the tests.
+
+A diverged trial (``autopeft.search.divergence``: a collapsed classifier, a loss that did
+not fall) is a real observation, and the sampler learns from it, but it is never a result to
+offer: every front and pick here is taken over :func:`eligible` trials only, so a run that
+collapsed cannot sit on the front because it trained few parameters. Such trials stay in
+every trial table, labelled by :func:`diverged`, and can still be exported by number.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from autopeft.errors import ExportError
+from autopeft.search.divergence import divergence
 from autopeft.search.scales import scaled
 from autopeft.store.records import StudyRecord, TrialRecord
 
@@ -21,6 +28,39 @@ from autopeft.store.records import StudyRecord, TrialRecord
 def completed(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     """Complete trials with objective values, in trial-number order (whatever the input order)."""
     return sorted((r for r in records if r.status == "complete" and r.values is not None), key=lambda r: r.number)
+
+
+def diverged(record: TrialRecord) -> str | None:
+    """Why a complete trial's run counts as diverged, in a few words; None when it does not
+    (or the trial is not complete).
+
+    A verified point (``autopeft.search.trust.verified_records``) is judged by its
+    verification, not by its proxy run: None. Verification keeps a configuration with a
+    diverged seed and flags it where it is shown (``Verified.diverged``), so the verified
+    front and picks are taken over every verified point.
+    """
+    if record.status != "complete":
+        return None
+    extras = record.extras or {}
+    if "verified" in extras:
+        return None
+    return divergence(record.metrics or {}, extras, record.curve or [])
+
+
+def eligible(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The trials a front or a pick may contain: complete, with objective values, and not
+    diverged; in trial-number order."""
+    return [r for r in completed(records) if diverged(r) is None]
+
+
+def _nothing_to_pick(records: Sequence[TrialRecord]) -> ExportError:
+    """The error for a pick without an eligible trial: none completed, or all diverged."""
+    done = completed(records)
+    if not done:
+        return ExportError("the study has no completed trial to pick from")
+    first = done[0]
+    return ExportError(f"all completed trials diverged ({len(done)}; trial {first.number}: {diverged(first)}), "
+                       "so there is nothing to pick; a diverged trial can still be exported by number (--trial N)")
 
 
 def _losses(records: Sequence[TrialRecord], objectives) -> np.ndarray:
@@ -44,8 +84,8 @@ def non_dominated(losses: np.ndarray) -> np.ndarray:
 
 
 def pareto_front(records: Sequence[TrialRecord], objectives) -> list[TrialRecord]:
-    """The Pareto-optimal complete trials, in trial-number order."""
-    done = completed(records)
+    """The Pareto-optimal eligible trials (complete, not diverged), in trial-number order."""
+    done = eligible(records)
     if not done:
         return []
     mask = non_dominated(_losses(done, objectives))
@@ -63,7 +103,7 @@ def knee(records: Sequence[TrialRecord], objectives) -> TrialRecord:
     """
     front = pareto_front(records, objectives)
     if not front:
-        raise ExportError("the study has no completed trial to pick from")
+        raise _nothing_to_pick(records)
     losses = _losses(front, objectives)
     low, high = losses.min(axis=0), losses.max(axis=0)
     span = np.where(high > low, high - low, 1.0)
@@ -72,12 +112,13 @@ def knee(records: Sequence[TrialRecord], objectives) -> TrialRecord:
 
 
 def best(records: Sequence[TrialRecord], objectives, name: str) -> TrialRecord:
+    """The eligible trial with the best value of objective ``name`` (ties: lower number)."""
     names = [n for n, _ in objectives]
     if name not in names:
         raise ExportError(f"'{name}' is not an objective of this study; objectives: {', '.join(names)}")
-    done = completed(records)
+    done = eligible(records)
     if not done:
-        raise ExportError("the study has no completed trial to pick from")
+        raise _nothing_to_pick(records)
     i = names.index(name)
     direction = objectives[i][1]
     key = (lambda r: (-r.values[i], r.number)) if direction == "max" else (lambda r: (r.values[i], r.number))
@@ -85,13 +126,23 @@ def best(records: Sequence[TrialRecord], objectives, name: str) -> TrialRecord:
 
 
 def within_budget(records: Sequence[TrialRecord], objectives, max_params: int) -> TrialRecord:
-    """The best task-metric trial training at most ``max_params`` parameters."""
+    """The best task-metric eligible trial training at most ``max_params`` parameters."""
     from autopeft.space.schema import TASK_METRICS
 
     metric, direction = next((name, d) for name, d in objectives if name in TASK_METRICS)
-    done = [r for r in completed(records) if r.trainable_params is not None and r.trainable_params <= max_params]
-    if not done:
+
+    def fits(r: TrialRecord) -> bool:
+        return r.trainable_params is not None and r.trainable_params <= max_params
+
+    within = [r for r in completed(records) if fits(r)]
+    if not within:
         raise ExportError(f"no completed trial trains at most {max_params:,} parameters")
+    done = [r for r in within if diverged(r) is None]
+    if not done:
+        if not eligible(records):
+            raise _nothing_to_pick(records)
+        raise ExportError(f"no completed trial trains at most {max_params:,} parameters without diverging "
+                          f"({len(within)} diverged trial(s) within it are left out)")
     i = [n for n, _ in objectives].index(metric)
     sign = -1.0 if direction == "max" else 1.0
     return min(done, key=lambda r: (sign * r.values[i], r.trainable_params, r.number))
