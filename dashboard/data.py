@@ -127,6 +127,33 @@ def targets_text(targets) -> str:
     return targets if isinstance(targets, str) else ",".join(map(str, targets or []))
 
 
+def is_default_lora(candidate: dict, num_layers: int) -> bool:
+    """Whether ``candidate`` is default LoRA as ``autopeft.retrain`` defines it: ``BASELINE``'s
+    method and rank, no DoRA/rsLoRA, on every one of ``num_layers`` layers, and targets that are
+    exactly the query and value projections ``baseline_targets`` names among them (``query``/
+    ``value`` in BERT, ``q_proj``/``v_proj`` in Llama, a fused ``query_key_value`` or ``c_attn``).
+
+    For a trial the study did not mark as its default-LoRA reference (a study created with
+    ``search.baseline: false``, or before references existed): the model is not loaded here,
+    so the rule is applied to the trial's own target names.
+    """
+    from types import SimpleNamespace
+
+    from autopeft.errors import ExportError
+    from autopeft.retrain import BASELINE, baseline_targets
+
+    c = candidate or {}
+    targets = c.get("targets")
+    if (c.get("method") != BASELINE["method"] or c.get("rank") != BASELINE["rank"] or c.get("dora") or c.get("rslora")
+            or not isinstance(targets, list) or not targets or len(c.get("layers") or []) != num_layers):
+        return False
+    try:
+        wanted = baseline_targets(SimpleNamespace(linears=[SimpleNamespace(name=str(t)) for t in targets]))
+    except ExportError:  # neither a query nor a value projection among them
+        return False
+    return sorted(wanted) == sorted(map(str, targets))
+
+
 def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     """One row per trial: state, candidate, objectives, resources, Pareto membership.
 
@@ -134,15 +161,18 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     objectives (never a diverged trial: ``autopeft.search.pareto.eligible``); ``diverged`` says
     why a complete trial counts as diverged ("" otherwise); ``role`` names a reference trial the
     study enqueued (``default LoRA``, ``cheapest``; ``autopeft.search.baseline``); ``baseline``
-    marks default LoRA (r=8, query/value, every layer).
+    marks default LoRA: the study's own default-LoRA reference when it enqueued one, else a
+    trial that is default LoRA by ``is_default_lora``.
     """
     import pandas as pd
 
     from autopeft.methods.fields import used_config
+    from autopeft.search.baseline import DEFAULT_LORA
     from autopeft.search.pareto import diverged, pareto_front
 
     front = {r.number for r in pareto_front(records, study.objectives)}
     num_layers = 1 + max((max(r.candidate.get("layers") or [0]) for r in records), default=0)
+    has_reference = any((r.extras or {}).get("baseline") == DEFAULT_LORA for r in records)
     rows = []
     for r in records:
         c = r.candidate or {}
@@ -166,9 +196,7 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
         row["peak_rss_mb"] = (r.resources or {}).get("peak_rss_mb")
         row["pareto"] = r.number in front
         row["role"] = (r.extras or {}).get("baseline") or ""
-        row["baseline"] = row["role"] == "default LoRA" or (
-            c.get("method") == "lora" and c.get("rank") == 8 and c.get("targets") in (["query", "value"], ["value", "query"])
-            and len(layers) == num_layers)
+        row["baseline"] = row["role"] == DEFAULT_LORA if has_reference else is_default_lora(c, num_layers)
         row["fidelity"] = (r.extras or {}).get("fidelity") or ("full" if r.status == "complete" else None)
         row["diverged"] = diverged(r) or ""
         row["error"] = r.error or ""
