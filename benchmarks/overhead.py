@@ -70,11 +70,29 @@ def timed_trial(spec):
     return result, wall, cpu
 
 
+def decode_at_rate(prep, params: dict):
+    """The candidate of ``params``, whose ``learning_rate`` is a plain rate whatever the space
+    encodes (one range, or a band per method searched as ``learning_rate_offset``)."""
+    import dataclasses
+
+    params = dict(params)
+    lr = params.pop("learning_rate", None)
+    if "learning_rate_offset" in prep.encoding.distributions:
+        params["learning_rate_offset"] = 0.0
+    elif lr is not None and "learning_rate" in prep.encoding.distributions:
+        params["learning_rate"] = lr
+    cand = prep.encoding.decode(params)
+    if lr is not None:
+        cand = dataclasses.replace(cand, learning_rate=lr)
+        prep.encoding.encode(cand)  # NotInSpace if the space cannot train it at that rate
+    return cand
+
+
 def make_spec(prep, params: dict, steps: int, threads: int):
     from autopeft.methods import BuildContext, get_method
     from autopeft.search.prepare import trial_spec
 
-    cand = prep.encoding.decode(params)
+    cand = decode_at_rate(prep, params)
     method = get_method(cand.method)
     ctx = BuildContext(prep.arch, steps, base_model=prep.model.location)
     return cand, trial_spec(prep, cand, method.config_json(method.build(cand, ctx)), study="overhead", trial=0,
@@ -172,8 +190,8 @@ def main(argv=None) -> int:
     if args.quick:
         steps, args.repeats, args.told, args.asks = 4, 1, 10, 2
     # A mid-sized quickstart candidate: LoRA r=8 (rank index 2) on query+value in all six layers.
-    params = {"method": "lora", "rank": 2, "targets": "query+value", "top_k": 6, "learning_rate": 1e-3}
-    params = {k: v for k, v in params.items() if k in prep.encoding.distributions}
+    params = {"method": "lora", "rank": 2, "targets": "query+value", "top_k": 6}
+    params = {k: v for k, v in params.items() if k in prep.encoding.distributions} | {"learning_rate": 1e-3}
     cand, spec = make_spec(prep, params, steps, args.threads)
     run_isolated(dataclasses.replace(spec, proxy=dataclasses.replace(spec.proxy, steps=1)))  # start the forkserver outside the timing
 
