@@ -21,6 +21,7 @@ def validate(space: str = typer.Argument(..., help="Search-space YAML."), set_: 
 
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
+    from autopeft.space.encoding import LR_OFFSET
 
     sp = load_space(space, set_ or ())
     prep = _warn(prepare_search(sp, with_data=False))
@@ -29,7 +30,8 @@ def validate(space: str = typer.Argument(..., help="Search-space YAML."), set_: 
     table.add_column("dimension")
     table.add_column("distribution")
     for name, dist in prep.encoding.distributions.items():
-        table.add_row(name, _describe(dist))
+        # A per-method rate is one [0, 1] offset to the sampler; the user wants its bands.
+        table.add_row(name, prep.encoding.describe_learning_rate() if name == LR_OFFSET else _describe(dist))
     console.print(table)
     r = prep.params
     console.print(f"model {sp.model.name}: {prep.arch.model_type}, {prep.arch.num_layers} layers, {prep.arch.total_params:,} parameters")
