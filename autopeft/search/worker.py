@@ -4,7 +4,10 @@ A worker holds no state of its own: the study's space YAML, trial budget and tri
 all live in the database, so any number of workers can join or leave a study at any time.
 Each worker rebuilds the search from the stored YAML and keeps one
 :class:`~autopeft.search.session.SearchSession` per study; serving a study is calling its
-``step()`` until the budget (counted across every process) is met.
+``step()`` until the budget (counted across every process) is met. A study whose stored YAML
+now compiles to another space than it was created with (:func:`stored_space`) is refused
+before anything is prepared: by ``autopeft worker STUDY`` in one line, and skipped with one
+logged line by a worker serving every study.
 
 Verification runs: ``autopeft verify`` queues rows in ``autopeft_verifications`` (with
 ``--enqueue-only`` it trains none itself). A worker serves them before new trials, oldest
@@ -255,10 +258,9 @@ class Worker:
         """The study's session, opened once from the YAML stored with it."""
         if study.name not in self._sessions:
             from autopeft.search.prepare import prepare_search
-            from autopeft.space import load_space_text
 
+            space = stored_space(study)  # before anything is prepared: a refused study costs nothing
             self.log(f"worker {self.name}: preparing study '{study.name}' ...")
-            space = load_space_text(study.space_yaml, f"study '{study.name}' (stored space)")
             prep = prepare_search(space)
             # trials=study.trials_target: the study's own target, never the YAML's default
             # (``autopeft search --trials`` may have raised it).
@@ -307,6 +309,30 @@ class Worker:
 
     def _outcome(self) -> WorkerOutcome:
         return WorkerOutcome(self.trained, tuple(self.served), self.stop.signal, self.verified)
+
+
+def stored_space(study: StudyRecord):
+    """The study's search space, rebuilt from the YAML stored with it.
+
+    Raises:
+        StoreError: the YAML now compiles to another space than the study was created with
+            (its ``space_hash`` differs: e.g. a default of the space changed since, such as the
+            built-in learning-rate bands an omitted ``space.learning_rate`` stands for). Its
+            trials were searched in the old space; continuing them in the new one would mix
+            two searches in one study, so ``autopeft search`` refuses it too.
+    """
+    from autopeft.errors import StoreError
+    from autopeft.space import load_space_text, space_hash
+
+    space = load_space_text(study.space_yaml, f"study '{study.name}' (stored space)")
+    digest = space_hash(space)
+    if digest != study.space_hash:
+        raise StoreError(
+            f"study '{study.name}' was created with another search space than its stored YAML now compiles to "
+            f"(space hash {study.space_hash}, now {digest}; e.g. a default changed since it was created), so its "
+            "trials cannot be continued here: start a new study from the same YAML (autopeft search SPACE --set "
+            "study=NEW_NAME)")
+    return space
 
 
 class _Events:
