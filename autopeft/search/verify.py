@@ -8,7 +8,9 @@ seed, and scores each run on validation *and* on the test split that no trial ev
 completed reference trials (default LoRA and the cheapest point, ``autopeft.search.baseline``)
 are always verified with them, so that the verified front shows them too. With
 ``--baseline``, default LoRA is also verified under the same protocol at the learning rate
-its own sweep picks (``autopeft.retrain``).
+its own sweep picks (``autopeft.retrain``). A study whose every completed trial diverged has
+no front (a diverged run is never on one): ``verify`` says so, and with ``--baseline`` verifies
+only its reference trials and default LoRA.
 
 Runs are rows in the database (``autopeft.store.verifications``): planning creates them
 (idempotently), any process runs them (``run_pending`` in this command, or an ``autopeft
@@ -82,8 +84,9 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
         ``(plan, prep)``: ``prep`` is the full-fidelity ``PreparedSearch`` the runs use.
 
     Raises:
-        VerifyError: no completed trial, ``top`` < 1, both ``steps`` and ``epochs``, or a test
-            split too small for the task's classes.
+        VerifyError: no completed trial, every completed trial diverged (unless ``baseline`` and the
+            study has reference trials: then those are verified, with default LoRA), ``top`` < 1,
+            both ``steps`` and ``epochs``, or a test split too small for the task's classes.
     """
     from autopeft.search.pareto import knee, pareto_front
 
@@ -95,7 +98,7 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
     records = store.trials(name)
     front = pareto_front(records, study.objectives)
     if not front:
-        raise VerifyError(f"study '{name}' has no completed trial to verify; run `autopeft search` first")
+        _all_diverged(study, records, baseline)  # raises, unless default LoRA can still be verified
     if top is not None and top < len(front):
         front = sorted(_nearest_knee(front, knee(front, study.objectives), study)[:top], key=lambda r: r.number)
     chosen = {r.number for r in front}
@@ -117,6 +120,38 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
     if given:  # the split is the user's file (task.test), not carved (only then: older protocols keep their key)
         protocol["test_split"] = f"given: {space.task.test}"
     return VerifyPlan(study, tuple(front), tuple(range(n_seeds)), protocol, baseline), prep
+
+
+def _all_diverged(study: StudyRecord, records: list[TrialRecord], baseline: bool) -> None:
+    """An empty proxy front: refuse with the reason, unless ``--baseline`` can verify default
+    LoRA beside the study's reference trials (which then are the plan's only points: they stand
+    for the search in the verified table, and default LoRA's sweep takes its template from them).
+
+    A diverged trial is never on a front (``autopeft.search.pareto.eligible``), so a study whose
+    every trial diverged has nothing to verify of its own; default LoRA at the rate of its own
+    sweep says whether the task and the model can be learned at all under the full protocol.
+
+    Raises:
+        VerifyError: no trial completed; or every completed trial diverged, without ``--baseline``
+            or without a reference trial.
+    """
+    from autopeft.search.pareto import completed, diverged
+
+    name = study.name
+    done = completed(records)
+    if not done:
+        raise VerifyError(f"study '{name}' has no completed trial to verify; run `autopeft search` first")
+    references = [r for r in done if r.extras.get("baseline")]
+    if baseline and references:
+        logger.warning("every completed trial of study '%s' diverged (%d): verifying only its reference trials and "
+                       "default LoRA", name, len(done))
+        return
+    first = done[0]
+    hint = ("; or verify only the reference trials and default LoRA at the rate of its own sweep with --baseline"
+            if references else "")
+    raise VerifyError(f"every completed trial of study '{name}' diverged ({len(done)}; trial {first.number}: "
+                      f"{diverged(first)}), so there is nothing to verify: lower the learning rates "
+                      f"(space.learning_rate) or lengthen the proxy (proxy.steps) and search again{hint}")
 
 
 def _nearest_knee(front: list[TrialRecord], k: TrialRecord, study: StudyRecord) -> list[TrialRecord]:
