@@ -14,6 +14,8 @@ reference the tests hold the cached scores to).
 or end-of-sequence token), compared with the gold completion after ``strip`` + ``casefold``.
 
 Both are higher-is-better; the validation loss and perplexity are computed beside them.
+Answer scoring also yields what shows a collapsed run (``choice_diagnostics``: how many
+distinct answers are predicted, and the rate of always answering the most frequent one).
 """
 
 from __future__ import annotations
@@ -187,6 +189,20 @@ def choice_accuracy(scores, gold) -> float:
     return float((scores.argmax(dim=1) == gold).double().mean())
 
 
+def choice_diagnostics(scores, gold) -> dict:
+    """What tells a collapsed run from a learned one, under the keys classification uses
+    (``autopeft.trials.proxy.evaluate``), so ``autopeft.search.divergence`` reads both alike:
+    ``predicted_classes``, how many distinct answers the argmax predicts, and ``majority_rate``,
+    the choice accuracy of always answering the split's most frequent gold answer. Empty for
+    an empty split."""
+    import torch
+
+    if len(gold) == 0:
+        return {}
+    return {"predicted_classes": int(scores.argmax(dim=1).unique().numel()),
+            "majority_rate": float(torch.bincount(gold).max()) / len(gold)}
+
+
 def exact_match(model, split: dict, gen: dict, tokenizer, max_new_tokens: int, batch_size: int = 32) -> float:
     """Greedy decoding per prompt; the fraction equal to the gold completion (strip, casefold)."""
     import torch
@@ -211,12 +227,14 @@ def exact_match(model, split: dict, gen: dict, tokenizer, max_new_tokens: int, b
 
 
 def generative_metrics(model, split: dict, gen: dict, *, metric: str, max_new_tokens: int, tokenizer_location=None,
-                       batch_size: int = 32, full_stack=contextlib.nullcontext) -> dict:
+                       batch_size: int = 32, full_stack=contextlib.nullcontext, diagnostics: dict | None = None) -> dict:
     """``choice_accuracy`` when the data has an answer set; ``exact_match`` when it is the
     task metric (decoding costs more than scoring, so only when asked for).
 
     ``full_stack``: a context in which the model runs every layer (the frozen-prefix cache
-    skips layers for the cached training and validation sequences only)."""
+    skips layers for the cached training and validation sequences only). ``diagnostics``, if
+    given, receives :func:`choice_diagnostics` of the answer scores (nothing without an
+    answer set), as ``evaluate``'s ``diagnostics`` does for classification."""
     out = {}
     if not gen:
         return out
@@ -227,6 +245,8 @@ def generative_metrics(model, split: dict, gen: dict, *, metric: str, max_new_to
             if "choice_ids" in gen:
                 scores = score_choices(model, split, gen, batch_size)
                 out["choice_accuracy"] = choice_accuracy(scores, gen["gold"])
+                if diagnostics is not None:
+                    diagnostics.update(choice_diagnostics(scores, gen["gold"]))
                 if gen.get("loss_from_choices"):
                     out.update(loss_from_scores(scores, gen))
             if metric == "exact_match":

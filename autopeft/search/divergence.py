@@ -8,7 +8,12 @@ from what the trial reports (``autopeft.trials.proxy.evaluate``'s diagnostics):
 
 - classification: it predicts a single class, or scores no better than always answering
   the most frequent class of the validation split;
+- answers scored by choice accuracy (a causal LM, ``autopeft.trials.generative``): it predicts
+  a single answer, or scores no better than always answering the split's most frequent gold
+  answer (a VeRA at 0.310 against the 0.42 of that rule was seen), or its loss did not fall;
 - language modelling: its training loss did not fall.
+
+A run recorded without these diagnostics is judged by what it has (its loss curve).
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ def divergence(metrics: dict, extras: dict, curve: list) -> str | None:
         if rate is not None and accuracy is not None and accuracy <= rate + 1e-9:
             return f"accuracy {accuracy:.3f} is no better than the majority class ({rate:.3f})"
         return None
+    if "choice_accuracy" in metrics:
+        if extras.get("predicted_classes") == 1:
+            return "predicts a single answer"
+        rate, accuracy = extras.get("majority_rate"), metrics["choice_accuracy"]
+        if rate is not None and accuracy is not None and accuracy <= rate + 1e-9:
+            return f"choice accuracy {accuracy:.3f} is no better than the most frequent answer ({rate:.3f})"
     if len(curve) >= 2 and curve[-1][1] >= curve[0][1]:
         return f"training loss did not fall ({curve[0][1]:.3f} -> {curve[-1][1]:.3f})"
     return None
