@@ -100,8 +100,36 @@ def tiny_random_gpt2(tmp_path_factory):
     return root
 
 
+#: ChatML, as SmolLM2's own template renders it (the parts the data checks depend on).
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
 @pytest.fixture(scope="session")
-def smollm2(_private_cache):
+def tiny_random_llama(tmp_path_factory):
+    """A 2-layer Llama with random weights and a ChatML chat template, saved like any local
+    HF model directory: the decoder's module names (``q_proj`` ...) and chat rendering for
+    tests of data checks and wiring, without converting the 135M bundled decoder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from autopeft.assets.models import resolve_model
+    from autopeft.space.schema import ModelSpec
+
+    root = tmp_path_factory.mktemp("tiny-random-llama") / "model"
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(ModelSpec("minilm-l6")).location)
+    tokenizer.chat_template = CHATML
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def smollm2(_private_cache, smollm2_conversions):
     """The bundled decoder ``smollm2-135m`` (Llama, 30 layers, chat template) resolved into
     the session's cache: converted from its GGUF file once for every test file that uses it
     (~25 s). Skipped where the package is missing, a failure under CI (.ci/run installs it)."""
@@ -118,6 +146,26 @@ def smollm2(_private_cache):
             pytest.fail(why)
         pytest.skip(why)
     return resolve_model(ModelSpec("smollm2-135m"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_conversions(_private_cache):
+    """Every real GGUF conversion of this test session (the source paths), counted from the
+    start: ``tests/test_gguf.py`` asserts the bundled decoder is converted once and then read
+    from the cache, on the same conversion every other decoder test uses."""
+    from autopeft.assets import gguf
+
+    calls: list = []
+    real = gguf._convert_into
+
+    def counting(source, out):
+        calls.append(source)
+        real(source, out)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(gguf, "_convert_into", counting)
+    yield calls
+    mp.undo()
 
 
 @pytest.fixture(scope="session")
@@ -144,3 +192,16 @@ def _smollm2_model(smollm2):
 def smollm2_model(_smollm2_model):
     """A fresh, private copy of the converted decoder (loaded once per session)."""
     return copy.deepcopy(_smollm2_model)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Benchmark smoke runs (``bench``) are deselected unless ``AUTOPEFT_BENCH=1``: they guard
+    the scripts in ``benchmarks/``, take minutes, and are reported as deselected, not passed."""
+    import os
+
+    if os.environ.get("AUTOPEFT_BENCH") == "1":
+        return
+    bench = [item for item in items if item.get_closest_marker("bench")]
+    if bench:
+        config.hook.pytest_deselected(items=bench)
+        items[:] = [item for item in items if not item.get_closest_marker("bench")]

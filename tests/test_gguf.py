@@ -59,22 +59,10 @@ def assert_one_line(error: pytest.ExceptionInfo, *parts: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """``smollm2-135m`` resolved into a private cache, counting real conversions."""
-    src = bundled_gguf()
-    mp = pytest.MonkeyPatch()
-    cache = tmp_path_factory.mktemp("gguf-cache")
-    mp.setenv("AUTOPEFT_CACHE", str(cache))
-    calls = []
-    real = gguf_mod._convert_into
-
-    def counting(source, out):
-        calls.append(source)
-        real(source, out)
-
-    mp.setattr(gguf_mod, "_convert_into", counting)
-    yield resolve_model(ModelSpec(ALIAS)), calls, cache, src
-    mp.undo()
+def converted(smollm2, smollm2_conversions):
+    """``smollm2-135m`` resolved into the session's private cache (the one conversion every
+    decoder test shares), with the real conversions counted."""
+    return smollm2, smollm2_conversions, Path(os.environ["AUTOPEFT_CACHE"]), bundled_gguf()
 
 
 @pytest.mark.slow

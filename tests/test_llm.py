@@ -98,9 +98,13 @@ def bad_rows(tmp_path):
     return write
 
 
-def validate(tmp_path, yaml: str, capsys) -> str:
+def validate(tmp_path, yaml: str, capsys, model=None) -> str:
+    """``autopeft validate`` of ``yaml`` (on ``model``, a local decoder directory, when given):
+    exit 2 and the one-line error it printed."""
     from autopeft.cli import main
 
+    if model is not None:
+        yaml = yaml.replace(f"model: {ALIAS}", f"model: {model}")
     path = tmp_path / "space.yaml"
     path.write_text(yaml)
     assert main(["validate", str(path)]) == 2
@@ -114,23 +118,23 @@ def rows(n=6, **override):
     return out
 
 
-def test_an_answer_outside_the_declared_choices_names_its_row(tmp_path, bad_rows, capsys, smollm2):
+def test_an_answer_outside_the_declared_choices_names_its_row(tmp_path, bad_rows, capsys, tiny_random_llama):
     data = bad_rows(rows(r4={"prompt": "Tweet 4", "completion": "mixed"}))
-    err = validate(tmp_path, space_yaml(dataset=data, choices="[negative, neutral, positive]"), capsys)
+    err = validate(tmp_path, space_yaml(dataset=data, choices="[negative, neutral, positive]"), capsys, tiny_random_llama)
     one_line(err, "autopeft: error:", str(data), "row 5", "'mixed'", "task.choices", "add it to task.choices or fix the row")
 
 
-def test_an_empty_completion_names_its_row(tmp_path, bad_rows, capsys, smollm2):
+def test_an_empty_completion_names_its_row(tmp_path, bad_rows, capsys, tiny_random_llama):
     data = bad_rows(rows(r2={"prompt": "Tweet 2", "completion": "  "}))
-    err = validate(tmp_path, space_yaml(dataset=data), capsys)
+    err = validate(tmp_path, space_yaml(dataset=data), capsys, tiny_random_llama)
     one_line(err, "row 3", "column 'completion'", "empty", "fill it in or drop the row")
 
 
-def test_a_chat_whose_last_message_is_not_the_answer_names_its_row(tmp_path, bad_rows, capsys, smollm2):
+def test_a_chat_whose_last_message_is_not_the_answer_names_its_row(tmp_path, bad_rows, capsys, tiny_random_llama):
     chats = [{"chat": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "yes" if i % 2 else "no"}]}
              for i in range(6)]
     chats[3] = {"chat": [{"role": "assistant", "content": "no"}, {"role": "user", "content": "q3"}]}
-    err = validate(tmp_path, space_yaml(dataset=bad_rows(chats), text=None, messages="chat"), capsys)
+    err = validate(tmp_path, space_yaml(dataset=bad_rows(chats), text=None, messages="chat"), capsys, tiny_random_llama)
     one_line(err, "row 4", "column 'chat'", "'assistant'")
 
 
@@ -141,9 +145,9 @@ def test_template_chat_for_a_model_without_one_is_a_one_line_error(tmp_path, bad
     one_line(err, "task.template", "has no chat template", "template: plain")
 
 
-def test_too_many_distinct_answers_for_choice_accuracy_says_what_to_do(tmp_path, bad_rows, capsys, smollm2):
+def test_too_many_distinct_answers_for_choice_accuracy_says_what_to_do(tmp_path, bad_rows, capsys, tiny_random_llama):
     data = bad_rows([{"prompt": f"p{i}", "completion": f"answer {i}"} for i in range(40)])
-    err = validate(tmp_path, space_yaml(dataset=data), capsys)
+    err = validate(tmp_path, space_yaml(dataset=data), capsys, tiny_random_llama)
     one_line(err, "40 distinct answers", "task.choices", "exact_match")
 
 

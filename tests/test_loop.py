@@ -62,6 +62,7 @@ def test_over_budget_candidates_are_never_trained(tmp_path):
     out = run_search(prep(budget="20k", trials=5, study="budget"), Store(f"sqlite:///{tmp_path}/b.db"), runner=ok_runner(calls))
     infeasible = [r for r in out.records if r.status == "infeasible"]
     trained_numbers = {s.trial for s in calls}
+    assert infeasible, "default LoRA (the first reference trial) alone is over 20k"
     assert all(r.number not in trained_numbers for r in infeasible)
     assert all(r.trainable_params > 20000 and "over budget" in r.error for r in infeasible)
     assert all(r.trainable_params <= 20000 for r in out.records if r.status == "complete")
