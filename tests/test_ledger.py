@@ -426,6 +426,7 @@ print("TRAINED-HERE", outcome.trials)
 """
 
 
+@pytest.mark.slow
 def test_four_workers_on_one_sqlite_file_never_show_a_locked_database(tmp_path):
     from test_loop import prep
 
