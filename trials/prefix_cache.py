@@ -19,6 +19,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from autopeft.assets.cache import cache_dir
+
 
 class _Stop(Exception):
     """Raised by the capture hook: nothing above layer j is needed to fill the cache."""
@@ -44,8 +46,6 @@ def cache_path(model: str, data_path: str, layer: int, splits: tuple[str, ...] =
     ``train_rows``: the training rows the run reads (``autopeft.trials.batches.drawn_rows``),
     when the train split was cut to them; runs of another length, batch or seed read other
     rows and get another file. None: the whole train split."""
-    from autopeft.assets.architecture import cache_dir
-
     which = "" if set(splits) == {"train", "eval"} else "|" + ",".join(sorted(splits))
     if train_rows is not None:
         which += "|rows:" + hashlib.sha256(train_rows.numpy().astype("int64").tobytes()).hexdigest()[:16]

@@ -11,8 +11,8 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+from autopeft.assets.cache import cache_dir
 from autopeft.errors import AssetError
 
 #: peft's default ``modules_to_save`` for sequence classification: the task head.
@@ -99,17 +99,6 @@ class ModelInfo:
         data["linears"] = tuple(LinearSpec(**s) for s in data["linears"])
         data["head_modules"] = tuple(data["head_modules"])
         return cls(**data)
-
-
-def cache_dir() -> Path:
-    """Where autopeft caches derived data (model structure, tokenised splits, converted models).
-
-    ``$AUTOPEFT_CACHE`` if set, else ``$XDG_CACHE_HOME/autopeft``, else ``~/.cache/autopeft``.
-    """
-    if os.environ.get("AUTOPEFT_CACHE"):
-        return Path(os.environ["AUTOPEFT_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "autopeft"
 
 
 def inspect_model(model_ref, num_labels: int, task: str = "classification") -> ModelInfo:

@@ -13,13 +13,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from autopeft.assets.cache import cache_dir
 from autopeft.assets.models import ModelRef, package_dir
 from autopeft.errors import AssetError
-from autopeft.space.schema import ProxySpec, TaskSpec
+
+if TYPE_CHECKING:  # annotations only: assets sit below the space DSL, which compiles these specs
+    from autopeft.space.schema import ProxySpec, TaskSpec
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _PREPARED_VERSION = 3  # 2: instruction data (left-truncated prompts, gen.* arrays); 3: a test split
@@ -406,8 +409,6 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
     Instruction data also gets, for the validation split, what generative metrics need
     (``gen.*``: each prompt's length, the gold answer's index, the answers' token ids).
     """
-    from autopeft.assets.architecture import cache_dir
-
     tokenizer = None
     if task.instruction and task.template is None:
         from dataclasses import replace

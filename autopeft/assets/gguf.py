@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from autopeft.assets.cache import cache_dir
 from autopeft.errors import AssetError
 
 #: Bump when the converted layout changes: old directories are then ignored, not misread.
@@ -45,8 +46,6 @@ GGUF_MODULE = "gguf"
 
 def models_cache() -> Path:
     """Where converted models live: ``<autopeft cache>/models``."""
-    from autopeft.assets.architecture import cache_dir
-
     return cache_dir() / "models"
 
 

@@ -7,9 +7,12 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autopeft.errors import AssetError
-from autopeft.space.schema import ModelSpec
+
+if TYPE_CHECKING:  # annotations only: assets sit below the space DSL, which compiles a ModelSpec
+    from autopeft.space.schema import ModelSpec
 
 
 @dataclass(frozen=True)
