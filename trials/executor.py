@@ -20,7 +20,7 @@ import time
 from typing import Callable
 
 from autopeft.trials.device import peak_rss_mb
-from autopeft.trials.spec import TrialResult, TrialSpec
+from autopeft.trials.spec import TrialFailure, TrialResult, TrialSpec
 
 _PRELOAD = ["torch", "transformers", "peft", "autopeft.trials.proxy", "autopeft.methods"]
 _context = None
@@ -213,8 +213,6 @@ def describe_failure(e: BaseException) -> str:
         return f"out of memory (mps): {text}"[:500]
     if isinstance(e, MemoryError) or "can't allocate memory" in lowered or "out of memory" in lowered:
         return f"out of memory: {text or 'MemoryError'}"[:500]
-    from autopeft.trials.proxy import TrialFailure
-
     if isinstance(e, TrialFailure):
         return text
     return f"{type(e).__name__}: {text}"[:500]

@@ -17,15 +17,11 @@ from typing import Callable
 
 from autopeft.trials.device import peak_rss_mb
 from autopeft.trials.batches import drawn_rows, scheduled_batches, trim
-from autopeft.trials.spec import TrialResult, TrialSpec
+from autopeft.trials.spec import TrialFailure, TrialResult, TrialSpec
 
 Emit = Callable[[dict], None]
 #: Asked at each rung with (step, validation metrics): go on training?
 Decide = Callable[[int, dict], bool]
-
-
-class TrialFailure(Exception):
-    """The trial cannot go on; the message is the recorded reason."""
 
 
 def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide | None = None) -> TrialResult:

@@ -1,10 +1,15 @@
-"""The contract between the search and a trial: plain, JSON-able, frozen."""
+"""The contract between the search and a trial: plain, JSON-able, frozen; and
+``TrialFailure``, the one-line reason a trial gives when it cannot go on."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+
+class TrialFailure(Exception):
+    """The trial cannot go on; the message is the recorded reason."""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from autopeft.trials.spec import TrialSpec
+from autopeft.trials.spec import TrialFailure, TrialSpec
 
 #: ``package.module:function`` (dotted module, one attribute).
 RUNNER_REF = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
@@ -149,7 +149,6 @@ def run_user(spec: TrialSpec, model, placement, splits: dict, emit: Callable[[di
     from transformers import AutoTokenizer
 
     from autopeft.methods import get_method
-    from autopeft.trials.proxy import TrialFailure
 
     try:
         function = load_runner(spec.proxy.runner)
@@ -177,8 +176,6 @@ def run_user(spec: TrialSpec, model, placement, splits: dict, emit: Callable[[di
 
 
 def _checked_metrics(returned, spec: TrialSpec) -> tuple[dict, dict]:
-    from autopeft.trials.proxy import TrialFailure
-
     where = f"runner {spec.proxy.runner}"
     if not isinstance(returned, dict):
         raise TrialFailure(f"{where} returned {type(returned).__name__}; expected a dict of metrics "
@@ -198,8 +195,6 @@ def _checked_metrics(returned, spec: TrialSpec) -> tuple[dict, dict]:
 
 
 def _numbers(metrics: dict, where: str) -> dict:
-    from autopeft.trials.proxy import TrialFailure
-
     out = {}
     for name, value in metrics.items():
         try:
