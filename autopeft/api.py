@@ -2,10 +2,10 @@
 
 ::
 
-    from autopeft import search, load_study
+    from autopeft import run_study, load_study
 
-    result = search("search_spaces/quickstart.yaml", storage="sqlite:///autopeft.db", trials=6,
-                    overrides={"proxy.steps": 10}, progress=print)
+    result = run_study("search_spaces/quickstart.yaml", storage="sqlite:///autopeft.db", trials=6,
+                       overrides={"proxy.steps": 10}, progress=print)
     result.front                        # pandas DataFrame of the Pareto-optimal trials
     result.pick("budget:50k")           # the TrialRecord chosen like `autopeft export --pick`
     result.export("./adapter")          # adapter_config.json + autopeft.json
@@ -39,13 +39,13 @@ _CONFIG_COLUMNS = ("method", "rank", "layer_ranks", "alpha", "dropout", "targets
 
 @dataclass(frozen=True)
 class StudyResult:
-    """A study as read from its database after ``search`` or ``load_study``.
+    """A study as read from its database after ``run_study`` or ``load_study``.
 
     Attributes:
         study: The study's metadata (objectives, model, data set, trial target ...).
         records: Every trial record, in trial-number order.
         interrupted: The search was stopped by Ctrl-C / a notebook interrupt; running
-            ``search`` again resumes it.
+            ``run_study`` again resumes it.
     """
 
     study: StudyRecord
@@ -146,9 +146,9 @@ class StudyResult:
         return path
 
 
-def search(space: str | Path | Mapping | SearchSpace, *, storage: str | None = None, trials: int | None = None,
-           overrides: Mapping[str, Any] | Sequence[str] | None = None,
-           progress: Callable[[str], None] | None = None, log_to: str | None = None) -> StudyResult:
+def run_study(space: str | Path | Mapping | SearchSpace, *, storage: str | None = None, trials: int | None = None,
+              overrides: Mapping[str, Any] | Sequence[str] | None = None,
+              progress: Callable[[str], None] | None = None, log_to: str | None = None) -> StudyResult:
     """Run a search, or resume the study of the same name, and return the study.
 
     Args:
@@ -163,7 +163,7 @@ def search(space: str | Path | Mapping | SearchSpace, *, storage: str | None = N
 
     Returns:
         The study after the search; ``.interrupted`` if it was stopped (Ctrl-C, a notebook's
-        interrupt): the running trial is recorded and ``search`` again resumes.
+        interrupt): the running trial is recorded and ``run_study`` again resumes.
 
     Raises:
         AutoPeftError: a ``SpaceError`` naming the key path of a bad value, an

@@ -1,4 +1,4 @@
-"""The Python API (``from autopeft import search, load_study``) on a tiny real search:
+"""The Python API (``from autopeft import run_study, load_study``) on a tiny real search:
 2 trials of 2 steps, random sampler, the bundled model and data."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from autopeft import AutoPeftError, load_study, search
+from autopeft import AutoPeftError, load_study, run_study
 from autopeft.errors import ExportError, SpaceError, StoreError
 
 SPACE = {
@@ -30,19 +30,22 @@ def searched(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('api')}/api.db"
     lines: list[str] = []
     # overrides as Python values: 2 trials of 2 steps instead of the space's 5 of 4
-    result = search(SPACE, storage=url, trials=2, overrides={"proxy.steps": 2}, progress=lines.append)
+    result = run_study(SPACE, storage=url, trials=2, overrides={"proxy.steps": 2}, progress=lines.append)
     return url, result, lines
 
 
 def test_import_autopeft_stays_light():
-    code = ("import sys, autopeft; from autopeft import search, load_study, StudyResult; "
+    code = ("import sys, autopeft; from autopeft import run_study, load_study, StudyResult; "
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'pandas', 'optuna', 'botorch') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     import autopeft
 
-    assert {"search", "load_study", "StudyResult", "AutoPeftError"} <= set(autopeft.__all__)
+    assert {"run_study", "load_study", "StudyResult", "AutoPeftError"} <= set(autopeft.__all__)
+    import autopeft.search  # the search's package, a plain one: the function is run_study
+
+    assert not callable(autopeft.search) and "search" not in autopeft.__all__
 
 
 @pytest.mark.slow
@@ -115,7 +118,7 @@ def test_search_again_resumes_from_a_yaml_file(searched, tmp_path):
     url, result, _ = searched
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(SPACE))
-    again = search(str(path), storage=url, trials=3, overrides=["proxy.steps=2"])  # --set style strings
+    again = run_study(str(path), storage=url, trials=3, overrides=["proxy.steps=2"])  # --set style strings
     trained = [r for r in again.records if r.status in ("complete", "failed")]
     assert len(trained) == 3
     before = {r.number: r for r in result.records}
@@ -125,14 +128,14 @@ def test_search_again_resumes_from_a_yaml_file(searched, tmp_path):
 def test_errors_are_autopeft_errors_naming_the_key(tmp_path):
     url = f"sqlite:///{tmp_path}/e.db"
     with pytest.raises(SpaceError, match=r"^overrides: proxy\.steps: ") as e:
-        search(SPACE, storage=url, overrides={"proxy.steps": "many"})
+        run_study(SPACE, storage=url, overrides={"proxy.steps": "many"})
     assert "\n" not in str(e.value)
     with pytest.raises(SpaceError, match=r"<dict>: space\.rnak: unknown key"):
-        search({**SPACE, "space": {**SPACE["space"], "rnak": [2]}}, storage=url)
+        run_study({**SPACE, "space": {**SPACE["space"], "rnak": [2]}}, storage=url)
     with pytest.raises(SpaceError, match="no such file"):
-        search(str(tmp_path / "missing.yaml"), storage=url)
+        run_study(str(tmp_path / "missing.yaml"), storage=url)
     with pytest.raises(AutoPeftError, match="expected mlflow"):
-        search(SPACE, storage=url, log_to="wandb")
+        run_study(SPACE, storage=url, log_to="wandb")
     with pytest.raises(StoreError, match="does not exist"):
         load_study("api", f"sqlite:///{tmp_path}/nothing.db")
     assert not (tmp_path / "nothing.db").exists()

@@ -156,7 +156,7 @@ def test_a_refused_tracking_store_is_said_before_any_trial(tmp_path, monkeypatch
 def test_python_api_log_to(tmp_path, monkeypatch):
     import functools
 
-    from autopeft import search
+    from autopeft import run_study
     from autopeft.search import loop
 
     monkeypatch.chdir(tmp_path)
@@ -164,6 +164,6 @@ def test_python_api_log_to(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     space = tmp_path / "logged.yaml"
     space.write_text(SPACE)
-    result = search(str(space), storage=f"sqlite:///{tmp_path}/api.db", trials=2, log_to=f"mlflow:{uri}")
+    result = run_study(str(space), storage=f"sqlite:///{tmp_path}/api.db", trials=2, log_to=f"mlflow:{uri}")
     _, runs = _runs(uri)
     assert set(runs) == {r.number for r in result.records}

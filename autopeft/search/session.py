@@ -340,7 +340,7 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
     """
     import yaml
 
-    from autopeft import __version__
+    from autopeft._version import __version__
     from autopeft.space import space_hash
 
     space = prep.space
