@@ -117,3 +117,19 @@ def test_analytic_counts_equal_peft_on_the_tiny_random_gpt2(tiny_random_gpt2, me
         return
     model = m.wrap(AutoModelForCausalLM.from_pretrained(ref.location), m.config_json(m.build(cand, BuildContext(arch, 10))))
     assert m.count_trainable(cand, BuildContext(arch, 10)) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.slow
+def test_a_choice_scored_trial_records_what_divergence_needs(tiny_random_gpt2, tmp_path):
+    """A real choice-accuracy trial reports how many answers it gives and the most frequent
+    answer's rate, so a run that answers one thing is judged diverged, not Pareto-optimal."""
+    from autopeft.search.divergence import divergence
+
+    yaml = space_yaml(tiny_random_gpt2).replace("metric: eval_loss", "metric: choice_accuracy").replace(
+        "eval_loss: min", "choice_accuracy: max").replace("trials: 3", "trials: 1")
+    outcome = run_search(prepare_search(load_space_text(yaml, "lm.yaml")), Store(f"sqlite:///{tmp_path / 'c.db'}"))
+    (record,) = [r for r in outcome.records if r.status == "complete"]
+    assert record.extras["predicted_classes"] in (1, 2) and 0.5 <= record.extras["majority_rate"] <= 1.0
+    why = divergence(record.metrics, record.extras, record.curve)
+    if record.extras["predicted_classes"] == 1:
+        assert why == "predicts a single answer"

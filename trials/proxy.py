@@ -106,6 +106,9 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
                 model, data[split], gens[split], metric=spec.metric, max_new_tokens=spec.max_new_tokens,
                 tokenizer_location=spec.model, batch_size=max(64, spec.proxy.batch_size),
                 full_stack=skip.full_stack if skip is not None else contextlib.nullcontext,
+                # Scored by its answers, a run answering one thing has collapsed (autopeft.search.divergence);
+                # a loss-scored run is judged by its loss, whatever its answers.
+                diagnostics=diagnostics if split == "eval" and spec.metric == "choice_accuracy" else None,
             )
             if "eval_loss" not in metrics:  # answer scoring did not yield it: one pass of its own
                 metrics.update(evaluate(model, data[split], spec.num_labels,
