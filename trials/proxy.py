@@ -4,7 +4,8 @@ AdamW with linear warm-up and decay, gradient clipping at 1.0, the method's per-
 (AdaLoRA's ``update_and_allocate``), a learning curve, then accuracy, macro-F1 and loss on
 the validation split (loss and perplexity for causal LM). A non-finite loss ends the trial
 as failed. Optional: the frozen-prefix cache (``autopeft.trials.prefix_cache``), IST sparse tuning
-(``autopeft.trials.ist``) and multi-fidelity rungs at which the parent may stop the trial.
+(``autopeft.trials.ist``), multi-fidelity rungs at which the parent may stop the trial, and a
+checkpoint at each rung that a later run resumes from (``autopeft.trials.checkpoint``).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import contextlib
 import math
 import os
 import time
+from pathlib import Path
 from typing import Callable
 
-from autopeft.trials.device import peak_rss_mb
+from autopeft.trials import checkpoint
 from autopeft.trials.batches import drawn_rows, scheduled_batches, trim
+from autopeft.trials.device import peak_rss_mb
 from autopeft.trials.spec import TrialFailure, TrialResult, TrialSpec
 
 Emit = Callable[[dict], None]
@@ -90,7 +93,11 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.proxy.warmup * spec.proxy.steps), spec.proxy.steps)
     curve: list = []
     window: list[float] = []
-    batches = scheduled_batches(data["train"], schedule)
+    start = 0
+    resume = _resume(spec, method, ist, scaler, model, optimizer, scheduler)
+    if "state" in resume:  # the checkpoint's step, curve and unaveraged losses: go on from there
+        start, curve, window = resume.pop("state")
+    batches = scheduled_batches(data["train"], schedule[start:])
     model.train()
     t0 = time.perf_counter()
     setup_time = t0 - started
@@ -117,7 +124,7 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         eval_time += time.perf_counter() - e0
         return metrics
 
-    for step in range(1, spec.proxy.steps + 1):
+    for step in range(start + 1, spec.proxy.steps + 1):
         with placement.autocast():
             if ist is not None:
                 ist.before_step(step, lambda batch: _forward(model, batch, skip))
@@ -144,17 +151,20 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
             window.clear()
             curve.append(point)
             emit({"kind": "curve", "step": point[0], "loss": point[1]})
+        if spec.checkpoint_dir and step in spec.proxy.rungs and step < spec.proxy.steps:
+            checkpoint.save(Path(spec.checkpoint_dir) / f"step-{step}", step=step, model=model, optimizer=optimizer,
+                            scheduler=scheduler, curve=curve, window=window)
         if decide is not None and step in spec.proxy.rungs and step < spec.proxy.steps:
             rung_metrics = timed_evaluate()
             if not decide(step, rung_metrics):
                 return TrialResult(
                     status="pruned", metrics=rung_metrics, curve=curve, trainable_params=n_trainable,
                     train_time=time.perf_counter() - t0 - eval_time, setup_time=setup_time, eval_time=eval_time,
-                    wall_time=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(), extras={"fidelity": step},
+                    wall_time=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(), extras={"fidelity": step, **resume},
                     **_memory(placement),
                 )
     train_time = time.perf_counter() - t0 - eval_time  # rung evaluations are evaluation, not training
-    extras = method.summary(model)
+    extras = {**method.summary(model), **resume}
     if skip is not None:  # recorded: what the trial's forward passes did not recompute
         extras = {**extras, "prefix_cache_skipped_layers": skip.layer}
     if ist is not None:
@@ -179,6 +189,26 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         test_metrics=test_metrics,
         **_memory(placement),
     )
+
+
+def _resume(spec: TrialSpec, method, ist, scaler, model, optimizer, scheduler) -> dict:
+    """What to record about resuming, with the restored ``state`` (step, curve, window) when
+    ``spec.resume_from`` was read. A checkpoint that cannot be read is no crash: the run
+    trains from step 0 and ``resume_failed`` records why."""
+    if not (spec.checkpoint_dir or spec.resume_from):
+        return {}
+    why = ("its method's per-step hook keeps state of its own" if method.stateful_steps else
+           "IST samples layers with state of its own" if ist is not None else
+           "fp16 loss scaling is not saved" if scaler is not None else None)
+    if why:
+        raise TrialFailure(f"checkpoint/resume: {spec.method} cannot be resumed exactly ({why})")
+    if not spec.resume_from:
+        return {}
+    try:
+        state = checkpoint.load(spec.resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
+    except checkpoint.CheckpointError as e:
+        return {"resume_failed": f"{e}; trained from step 0"}
+    return {"resumed_from": state[0], "state": state}
 
 
 def _run_user(spec: TrialSpec, model, placement, data: dict, method, emit: Emit, started: float,

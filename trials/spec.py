@@ -98,6 +98,10 @@ class TrialSpec:
         save_dir: Write the trained adapter here (safetensors), e.g. for ``export --train``.
         max_new_tokens: Greedy-decoding cap of ``exact_match`` (instruction data).
         test_split: Also score the held-out test split (``autopeft verify``; a search never does).
+        checkpoint_dir: Save the run's state (``autopeft.trials.checkpoint``) at each of
+            ``proxy.rungs`` below ``proxy.steps``, as ``checkpoint_dir/step-N``.
+        resume_from: A checkpoint folder of this run to go on from instead of step 0; the
+            steps before it are not trained again.
     """
 
     study: str
@@ -116,6 +120,8 @@ class TrialSpec:
     save_dir: str | None = None
     max_new_tokens: int = 16
     test_split: bool = False
+    checkpoint_dir: str | None = None
+    resume_from: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

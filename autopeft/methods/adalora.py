@@ -25,6 +25,7 @@ class AdaLoRA(MethodBase):
     name = "adalora"
     uses = frozenset({"rank", "alpha", "dropout", "targets", "layers"})
     supports_ist = True  # its adapter is the identity when its parameters are zero (autopeft.trials.ist)
+    stateful_steps = True  # update_and_allocate keeps importance averages across steps
 
     def build(self, cand, ctx: BuildContext):
         from peft import AdaLoraConfig

@@ -42,6 +42,9 @@ class Method(Protocol):
     #: true for adapters that vanish when their parameters are zero (LoRA family), not for
     #: IA3's scaling vectors or prefix tokens.
     supports_ist: bool
+    #: Whether ``on_step`` keeps state of its own between steps (AdaLoRA's rank allocator):
+    #: such a run cannot be checkpointed and resumed exactly (``autopeft.trials.checkpoint``).
+    stateful_steps: bool
 
     def build(self, cand, ctx: BuildContext) -> Any:
         """The peft ``PeftConfig`` for ``cand``."""
@@ -82,6 +85,7 @@ class MethodBase:
     name = ""
     uses: frozenset[str] = frozenset()
     supports_ist = False
+    stateful_steps = False
 
     def config_json(self, config) -> dict:
         return config_to_json(config)
