@@ -18,8 +18,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
+    import os
+
     mp = pytest.MonkeyPatch()
     mp.setenv("AUTOPEFT_CACHE", str(tmp_path_factory.mktemp("autopeft-cache")))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Workers share the cores: a trial per worker on every core oversubscribes them (measured:
+        # one 41 s test took 235 s beside another worker). Trials that name their threads keep them.
+        cores = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
+        for var in ("AUTOPEFT_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            mp.setenv(var, str(cores))
+        import torch
+
+        torch.set_num_threads(cores)
     yield
     mp.undo()
 

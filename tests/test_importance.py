@@ -112,7 +112,8 @@ def test_targets_by_importance_are_one_integer_over_the_modules_ranked_by_the_ma
     # value most important, then query; the rest far behind
     scores = {"attention.self.value": 3.0, "attention.self.query": 2.0}
     imap = ImportanceMap("spt", modules, tuple(tuple(scores.get(m, 0.1) for m in modules) for _ in range(6)))
-    cand = prep.with_importance(imap).encoding.decode({"rank": 0, "targets_top_k": 2})
+    # (no learning_rate in the space: the built-in band per method, one offset dimension)
+    cand = prep.with_importance(imap).encoding.decode({"rank": 0, "targets_top_k": 2, "learning_rate_offset": 0.5})
     assert cand.targets.modules == ("attention.self.value", "attention.self.query")
     # The parameter range covers the smallest single module and the three largest.
     sizes = sorted(s.in_features + s.out_features for s in prep.arch.linears)
