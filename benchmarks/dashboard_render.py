@@ -1,4 +1,4 @@
-"""Time every dashboard page on a synthetic 1,000-trial study (issue 4: each under 2 s here).
+"""Time every dashboard page on a synthetic 1,000-trial study (each under 2 s here).
 
     python benchmarks/dashboard_render.py [--trials 1000] [--repeat 3]
 

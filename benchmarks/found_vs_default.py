@@ -20,7 +20,7 @@ and ``DIR/autopeft.json`` (which trial was picked, its proxy metrics). Nothing i
 from the commands' output. Accuracy is on the 300 validation examples the search measured
 its proxies on (the model card says so: optimistic for the found point).
 
-Target (issue 6): the found configuration matches or beats default LoRA — mean accuracy
+Target : the found configuration matches or beats default LoRA — mean accuracy
 over the seeds within noise or better — at <= 50 % of its trainable parameters. "Within
 noise": found mean >= default mean - tolerance, tolerance = the pooled seed-to-seed sd of
 one run, sqrt((sd_found^2 + sd_default^2) / 2), and never less than one validation example

@@ -1,6 +1,6 @@
 """The observation noise BoTorch's stock GP infers for the tabular benchmark's accuracy vs the table's seed-to-seed sd.
 
-Usage: python benchmarks/gp_noise.py   (a few seconds; issue 14 §5, benchmarks/README.md "Near-duplicates")
+Usage: python benchmarks/gp_noise.py   (a few seconds; benchmarks/README.md "Near-duplicates")
 """
 # What observation noise does the stock (inferred-noise) GP settle on for the table's accuracy?
 from pathlib import Path

@@ -55,7 +55,7 @@ in the quickstart) is filled for every placement the space can produce, and the 
 forkserver is started (a one-trial warm-up search); otherwise the first arm to run would
 pay both and the second arm would look faster.
 
-Targets (issue 3): the rungs arm runs more trials per hour than the plain arm (MET when it
+Targets : the rungs arm runs more trials per hour than the plain arm (MET when it
 does in every seed) and reaches an equal or better final hypervolume at the same step
 budget (MET when the mean paired difference is >= 0; a miss says whether it lies within
 the seed-to-seed spread). Trials per hour = trained trials (complete + pruned + failed) /

@@ -1,6 +1,6 @@
 """Near-duplicates late in a search: how much of the budget re-probes one configuration?
 
-Issue 14 §5: a user's 12-trial BoTorch study spent 8 of 12 trials on one method / targets /
+Seen in practice: a user's 12-trial BoTorch study spent 8 of 12 trials on one method / targets /
 layer placement at nearby learning rates. ``autopeft.search.dedup`` only rejects a proposal
 whose learning rate is within 12 % of a tried one; a rate 20-50 % away is a new
 configuration to it, but inside what a short, noisy proxy can tell apart.

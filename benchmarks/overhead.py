@@ -20,7 +20,7 @@
    sampler) with their analytic trainable-parameter counts and a synthetic accuracy
    (uniform 0.40-0.60: the GP's cost depends on the number of points, not on their values).
 
-Targets (issue 6): runner ratio <= 1.10, sampler share <= 5 % at 50 trials.
+Targets : runner ratio <= 1.10, sampler share <= 5 % at 50 trials.
 
 Usage:
     python benchmarks/overhead.py [--repeats 2] [--told 50] [--quick]

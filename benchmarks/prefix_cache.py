@@ -4,7 +4,7 @@ For k = 1, 2, 3 a LoRA (r=8, query+value) trial at the quickstart proxy size run
 the real isolated runner three ways, side by side in one run: without the cache, with the
 cache being filled (the first trial of a placement computes the states), and with the cache
 hit (every later trial). The reference is the full-depth trial (adapters in all L layers),
-which no cache can shorten. Target (issue 3): cached <= k/L + 0.15 of the full-depth trial.
+which no cache can shorten. Target : cached <= k/L + 0.15 of the full-depth trial.
 
 With ``--all-rows`` it measures instead what a long run on every training row (as ``verify``
 and ``export --train`` train) pays before its first step: a run of S steps reads S x batch

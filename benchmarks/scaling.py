@@ -4,7 +4,7 @@ The same space, seed and short proxies; each configuration gets a fresh study in
 database (PostgreSQL by default: $AUTOPEFT_TEST_POSTGRES_URL, or --storage). Workers are
 real `autopeft worker` processes; the clock runs from their start until the last exits,
 so start-up (imports, model structure, tokenised split) counts against them, as it would
-for a user. Target (issue 5): 2 workers >= 1.8x the trials per hour of 1.
+for a user. Target : 2 workers >= 1.8x the trials per hour of 1.
 
 Usage:
     python benchmarks/scaling.py [--storage URL] [--trials 8] [--quick]

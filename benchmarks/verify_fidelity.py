@@ -6,7 +6,7 @@ task: Kendall tau / Spearman rho of proxy metric vs verified test mean (with n),
 seed sd (the noise floor the tau must be read against), how many proxy front points stay on
 the verified front, and the verified knee vs default LoRA (test mean ± sd, parameters).
 
-Target (issue 14): on each task a verified front point matches default LoRA within one sd at
+Target : on each task a verified front point matches default LoRA within one sd at
 <= 50% of its parameters; tau is reported whatever it is. A diverged baseline is reported as
 such and never counts as met.
 

@@ -120,7 +120,7 @@ def test_the_readme_test_command_is_the_ci_script():
     commands = [line.split("#", 1)[0].strip() for block in blocks for line in block.splitlines()]
     assert "bash .ci/run" in commands, "the README must give `bash .ci/run` as its test command"
     assert (REPO / ".ci" / "run").is_file()
-    assert 'python -m pytest -m "not slow"' in commands, "the README must give the fast lane"
+    assert 'python -m pytest -n 2 -m "not slow"' in commands, "the README must give the fast lane"
 
 
 def test_every_readme_command_stands_on_its_own_line():

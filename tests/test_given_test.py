@@ -1,5 +1,5 @@
 """``task.test: FILE``: a data set may bring its own test split, which then wins over the
-carved one (issue 14 §1); a file that cannot serve is a one-line error at ``task.test``."""
+carved one; a file that cannot serve is a one-line error at ``task.test``."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ pruned baseline), and
 Optionally (``search.noise``, ``noise_sd``), the GP is told each objective's observation
 noise instead of inferring one shared-prior noise per outcome: ``SingleTaskGP(train_Yvar=...)``
 (a ``FixedNoiseGaussianLikelihood``), sd**2 on the scale the objective is told, a floor of
-1e-6 for the exact ones (trainable parameters, the budget constraint). Issue 14 §5 measured
+1e-6 for the exact ones (trainable parameters, the budget constraint). Measured
 whether this stops late proposals from re-probing one configuration at nearby learning
 rates; ``benchmarks/README.md`` ("Near-duplicates") has the figures — it is off by default.
 

@@ -645,7 +645,7 @@ class Ledger:
         if pending is not None and pending[1] == frozen.state.name:
             return pending[0]  # finished through a ledger: that first outcome stands
         finished_at = record.finished_at or _aware(frozen.datetime_complete) or utcnow()
-        if frozen.state == TrialState.COMPLETE:  # told by code that kept no copy (autopeft < 0.2)
+        if frozen.state == TrialState.COMPLETE:  # told by a writer that kept no outcome copy (optuna tools, older ledgers)
             values = unscaled(self.study.objectives, frozen.values)
             return dataclasses.replace(record, status="complete", values=values, finished_at=finished_at)
         if frozen.state == TrialState.PRUNED:
