@@ -86,11 +86,9 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         with placement.autocast():  # the states the uncached trial's own (autocast) forward computes
             skip = _use_prefix_cache(model, spec, data, splits, train_rows=rows)
 
-    from transformers import get_linear_schedule_with_warmup
-
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=0.0)
     scaler = placement.grad_scaler()  # fp16 on CUDA only
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.proxy.warmup * spec.proxy.steps), spec.proxy.steps)
+    scheduler = _schedule(optimizer, spec.proxy)
     curve: list = []
     window: list[float] = []
     start = 0
@@ -189,6 +187,17 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         test_metrics=test_metrics,
         **_memory(placement),
     )
+
+
+def _schedule(optimizer, proxy):
+    """Warm-up (``warmup_steps``, else the ``warmup`` fraction of ``steps``), then linear decay
+    to 0 at ``steps`` or a constant rate (transformers' own schedules)."""
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    warmup = proxy.warmup_steps if proxy.warmup_steps is not None else int(proxy.warmup * proxy.steps)
+    if proxy.schedule == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    return get_linear_schedule_with_warmup(optimizer, warmup, proxy.steps)
 
 
 def _resume(spec: TrialSpec, method, ist, scaler, model, optimizer, scheduler) -> dict:

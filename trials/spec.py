@@ -21,6 +21,10 @@ class IstSpec:
     every: int = 10
 
 
+#: Learning-rate schedules after warm-up (``ProxySpec.schedule``).
+SCHEDULES = ("linear", "constant")
+
+
 @dataclass(frozen=True)
 class ProxySpec:
     """A short fine-tune that stands in for the real one.
@@ -32,6 +36,11 @@ class ProxySpec:
         batch_size: Examples per step.
         max_length: Tokens per example after truncation.
         warmup: Fraction of steps with linear warm-up.
+        schedule: The learning rate after warm-up: ``linear`` decays to 0 at ``steps``;
+            ``constant`` holds it, so a run's first s steps do not depend on its length (a
+            short run is a prefix of a long one, as ``autopeft.trials.checkpoint`` resumes).
+        warmup_steps: Warm-up length in steps, instead of the ``warmup`` fraction: what a
+            ``constant`` schedule needs for its prefixes not to depend on the length either.
         seed: Seed of the split, the data order and the adapter initialisation.
         log_every: Steps between learning-curve points.
         timeout: Seconds before a trial is stopped and recorded as failed.
@@ -58,6 +67,8 @@ class ProxySpec:
     batch_size: int = 16
     max_length: int = 64
     warmup: float = 0.1
+    schedule: str = "linear"
+    warmup_steps: int | None = None
     seed: int = 0
     log_every: int = 5
     timeout: float = 1800.0

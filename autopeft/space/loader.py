@@ -18,6 +18,7 @@ import yaml
 
 from autopeft.errors import SpaceError
 from autopeft.trials.device import DEVICES, PRECISIONS
+from autopeft.trials.spec import SCHEDULES
 from autopeft.space.schema import (
     COST_OBJECTIVES,
     TASK_METRICS,
@@ -555,6 +556,8 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             "batch_size": lambda n: n.int(low=1, high=4096),
             "max_length": lambda n: n.int(low=4, high=8192),
             "warmup": lambda n: n.number(low=0, high=0.9),
+            "schedule": lambda n: n.str(SCHEDULES),
+            "warmup_steps": lambda n: None if n.value is None else n.int(low=0),
             "seed": lambda n: n.int(low=0),
             "log_every": lambda n: n.int(low=1),
             "timeout": lambda n: n.number(positive=True),
@@ -589,6 +592,8 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
         key = "proxy.rungs" if proxy.rungs else "proxy.ist"
         raise SpaceError(source, key, f"proxy.runner ({proxy.runner}) trains the whole trial itself; "
                                       f"{key} needs the built-in trainer: drop one of them")
+    if proxy.warmup_steps is not None and proxy.warmup_steps > proxy.steps:
+        raise SpaceError(source, "proxy.warmup_steps", f"expected at most proxy.steps={proxy.steps}, got {proxy.warmup_steps}")
     if proxy.rungs and proxy.rungs[-1] > proxy.steps:
         raise SpaceError(source, "proxy.rungs", f"expected rungs at most proxy.steps={proxy.steps}, got {proxy.rungs[-1]}")
     importance = top["importance"].str(_IMPORTANCE) if "importance" in top else "none"
