@@ -9,26 +9,19 @@ import autopeft.methods as registry
 from autopeft.methods.capability import Refusal, refusals
 from autopeft.space.encoding import Candidate
 from autopeft.space.schema import Targets
+from test_capability import _Refusing
 
 
 def cand(method):
     return Candidate(method, 2, 4.0, 0.0, Targets(()), (0, 1), 1e-3, False, False)
 
 
-class _Fake:
-    uses = frozenset({"rank"})
+class _Fake(_Refusing):
+    """A method whose adapter is whatever ``wrap(model)`` does (raises, or returns)."""
 
     def __init__(self, name, wrap):
-        self.name, self._wrap = name, wrap
-
-    def build(self, cand, ctx):
-        return {"peft_type": "NONE"}
-
-    def config_json(self, config):
-        return dict(config)
-
-    def count_trainable(self, cand, ctx):
-        return 1000
+        super().__init__(name, None)
+        self._wrap = wrap
 
     def wrap(self, model, config):
         return self._wrap(model)
