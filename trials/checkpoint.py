@@ -41,7 +41,7 @@ def save(folder: str | os.PathLike, *, step: int, model, optimizer, scheduler, c
     names = _trainable_names(model)
     tensors = {f"param.{name}": p.detach().contiguous().cpu() for name, p in names.items()}
     state = optimizer.state_dict()
-    index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+    index = _positions(optimizer)
     by_name = {index[id(p)]: name for name, p in names.items() if id(p) in index}
     moments: dict = {}
     for i, values in state["state"].items():
@@ -65,7 +65,7 @@ def save(folder: str | os.PathLike, *, step: int, model, optimizer, scheduler, c
     try:
         tmp.mkdir()
         save_file(tensors, str(tmp / "tensors.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(meta, default=_plain))
+        (tmp / "state.json").write_text(json.dumps(meta))
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
@@ -88,9 +88,7 @@ def load(folder: str | os.PathLike, *, model, optimizer, scheduler) -> tuple[int
     try:
         meta = json.loads((folder / "state.json").read_text())
         tensors = load_file(str(folder / "tensors.safetensors"))
-    except (OSError, ValueError) as e:  # safetensors raises its own errors as ValueError subclasses
-        raise CheckpointError(f"checkpoint {folder} cannot be read: {e}") from e
-    except Exception as e:  # a truncated safetensors header surfaces as the library's own error type
+    except Exception as e:  # missing files, bad JSON, or safetensors' own error type for a truncated file
         raise CheckpointError(f"checkpoint {folder} cannot be read: {type(e).__name__}: {e}") from e
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {folder} has format {meta.get('format')}, expected {FORMAT}")
@@ -102,7 +100,7 @@ def load(folder: str | os.PathLike, *, model, optimizer, scheduler) -> tuple[int
     with torch.no_grad():
         for name, p in names.items():
             p.copy_(tensors[f"param.{name}"])
-    index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+    index = _positions(optimizer)
     state = {}
     for name in meta["order"]:
         values = dict(meta["plain"].get(name, {}))
@@ -121,6 +119,6 @@ def _trainable_names(model) -> dict:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _plain(value):
-    """JSON for the few non-JSON values a scheduler's state holds (e.g. its lambdas' names)."""
-    return repr(value)
+def _positions(optimizer) -> dict:
+    """``id(parameter) -> its index`` in the optimizer's state dict (params in group order)."""
+    return {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
