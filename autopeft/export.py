@@ -178,7 +178,8 @@ def _version(package: str) -> str | None:
 def study_task(study: StudyRecord) -> tuple[str, int]:
     """The study's task kind and number of classes (0 for language modelling); the data set
     is read again for the classes: a second or two."""
-    from autopeft.assets.datasets import load_table, resolve_dataset
+    from autopeft.assets.dataset_sources import resolve_dataset
+    from autopeft.assets.dataset_tables import load_table
     from autopeft.space import load_space_text
 
     space = load_space_text(study.space_yaml, f"study {study.name}")

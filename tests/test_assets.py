@@ -203,7 +203,7 @@ def _rows(n):
 def test_prepare_data_writes_safetensors_and_reuses_them(tmp_path, monkeypatch, model_ref):
     from safetensors.numpy import load_file
 
-    import autopeft.assets.datasets as datasets_mod
+    import autopeft.assets.prepared_data as prepared_mod
 
     monkeypatch.setenv("AUTOPEFT_CACHE", str(tmp_path / "cache"))
     ref = resolve_dataset(str(write_csv(tmp_path / "d.csv", _rows(60))))
@@ -224,8 +224,8 @@ def test_prepare_data_writes_safetensors_and_reuses_them(tmp_path, monkeypatch, 
     def no_reload(*a, **k):
         raise AssertionError("prepare_data re-read the data set although the prepared file exists")
 
-    monkeypatch.setattr(datasets_mod, "load_table", no_reload)
-    monkeypatch.setattr(datasets_mod, "load_tokenizer", no_reload)
+    monkeypatch.setattr(prepared_mod, "load_table", no_reload)
+    monkeypatch.setattr(prepared_mod, "load_tokenizer", no_reload)
     second = prepare_data(model_ref, ref, task, proxy)
     assert second == first
     assert os.stat(second.path).st_mtime_ns == mtime

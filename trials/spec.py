@@ -97,7 +97,7 @@ class TrialSpec:
         method: Registered autopeft method name (selects per-step hooks).
         model: Local directory or hub id of the base model.
         num_labels: Classes of the task head (0 for a causal LM).
-        data_path: Tokenised split (safetensors) made by ``autopeft.assets.datasets.prepare_data``.
+        data_path: Tokenised split (safetensors) made by ``autopeft.assets.prepared_data.prepare_data``.
         peft_config: ``PeftConfig.to_dict()`` of the candidate.
         learning_rate: Peak AdamW learning rate.
         proxy: How the trial trains: steps, batch, warm-up, seed, threads, limits, caches,

@@ -12,7 +12,7 @@ def assets() -> None:
     """Bundled models and data sets, and where they live."""
     from rich.table import Table
 
-    from autopeft.assets.datasets import BUNDLED_DATASETS, bundled_path
+    from autopeft.assets.bundled_datasets import BUNDLED_DATASETS, bundled_path
     from autopeft.assets.models import BUNDLED_MODELS, bundled_model_path
 
     table = Table()

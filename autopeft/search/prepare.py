@@ -11,8 +11,9 @@ import os
 from dataclasses import dataclass, fields, replace
 
 from autopeft.assets.architecture import ModelInfo
-from autopeft.assets.datasets import DatasetRef, PreparedData
+from autopeft.assets.dataset_sources import DatasetRef
 from autopeft.assets.models import ModelRef
+from autopeft.assets.prepared_data import PreparedData
 from autopeft.space.check import ParamRange
 from autopeft.space.encoding import SpaceEncoding
 from autopeft.space.schema import SearchSpace
@@ -150,8 +151,8 @@ def _with_template(space: SearchSpace, model: ModelRef) -> SearchSpace:
     Raises:
         SpaceError: ``template: chat`` or a messages column for a model without a chat template.
     """
-    from autopeft.assets.datasets import load_tokenizer
     from autopeft.assets.instruct import resolve_template
+    from autopeft.assets.tokenizer import load_tokenizer
 
     template = resolve_template(space.task, load_tokenizer(model), model.name, space.source)
     return replace(space, task=replace(space.task, template=template))
@@ -163,7 +164,7 @@ def _given_test(space: SearchSpace):
     Raises:
         SpaceError: at ``task.test``, for a missing file or one of an unsupported type.
     """
-    from autopeft.assets.datasets import GivenTestError, resolve_test_file
+    from autopeft.assets.dataset_sources import GivenTestError, resolve_test_file
     from autopeft.errors import SpaceError
 
     if space.task.test is None:
@@ -182,7 +183,9 @@ def _module_info(arch: ModelInfo) -> dict:
 def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSearch:
     """Resolve and check ``space``. ``with_data=False`` skips tokenising (``validate``)."""
     from autopeft.assets.architecture import inspect_model
-    from autopeft.assets.datasets import GivenTestError, load_table, load_test_table, prepare_data, resolve_dataset
+    from autopeft.assets.dataset_sources import GivenTestError, resolve_dataset
+    from autopeft.assets.dataset_tables import load_table, load_test_table
+    from autopeft.assets.prepared_data import prepare_data
     from autopeft.errors import SpaceError
     from autopeft.assets.models import quiet_transformers, resolve_model
     from autopeft.space.check import check_against_model, drop_refused_methods

@@ -4,7 +4,7 @@ A search selects on one short proxy run per point, scored on the validation spli
 selects on. Verification re-trains the chosen points — the whole proxy front, or the K
 points nearest the knee — on all the training rows for an epoch (or ``--steps``), once per
 seed, and scores each run on validation *and* on the test split that no trial ever read
-(``autopeft.assets.datasets.three_way_split``, or the file of ``task.test``). The study's
+(``autopeft.assets.splits.three_way_split``, or the file of ``task.test``). The study's
 completed reference trials (default LoRA and the cheapest point, ``autopeft.search.baseline``)
 are always verified with them, so that the verified front shows them too. With
 ``--baseline``, default LoRA is also verified under the same protocol at the learning rate
