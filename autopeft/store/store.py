@@ -12,12 +12,12 @@ import dataclasses
 import functools
 import json
 import random
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from autopeft.errors import StoreError
 from autopeft.store.records import StudyRecord, TrialRecord
+from autopeft.store.retry import is_transient, retried
 
 DEFAULT_URL = "sqlite:///autopeft.db"
 
@@ -76,18 +76,6 @@ def mask_url(url: str) -> str:
         return head + sep + ("***@" + tail.split("@", 1)[1] if "@" in tail else tail)
 
 
-#: Errors a retry cures: SQLite's writer lock held past the busy timeout by another
-#: process, PostgreSQL's deadlock victim or serialisation failure, a dropped connection.
-_TRANSIENT = ("database is locked", "database table is locked", "deadlock detected", "could not serialize",
-              "server closed the connection", "connection reset")
-
-
-def is_transient(e: BaseException) -> bool:
-    """Would the same database call probably succeed if made again in a moment?"""
-    text = str(getattr(e, "orig", None) or e).lower()
-    return any(t in text for t in _TRANSIENT)
-
-
 def _created_meanwhile(e: BaseException) -> bool:
     text = str(getattr(e, "orig", None) or e).lower()
     return "already exists" in text or "duplicate key" in text or "unique constraint" in text
@@ -109,18 +97,16 @@ def _transient_retried(method, attempts: int = 6):
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        for attempt in range(1, attempts + 1):
-            try:
-                return method(self, *args, **kwargs)
-            except StoreError:
-                raise
-            except Exception as e:
-                if not is_transient(e):
-                    raise
-                if attempt == attempts:
-                    raise StoreError(f"{self.display_url} stayed busy over {attempts} attempts: {_first_line(e)}") from None
-                time.sleep(random.uniform(0.05, 0.25) * 2 ** attempt)
-        raise AssertionError("unreachable")
+        try:
+            return retried(lambda: method(self, *args, **kwargs), attempts=attempts,
+                           retry_if=lambda e: not isinstance(e, StoreError) and is_transient(e),
+                           pause=lambda n: random.uniform(0.05, 0.25) * 2 ** n)
+        except StoreError:
+            raise
+        except Exception as e:
+            if is_transient(e):  # still busy after the last attempt
+                raise StoreError(f"{self.display_url} stayed busy over {attempts} attempts: {_first_line(e)}") from None
+            raise
 
     return wrapper
 
@@ -164,20 +150,21 @@ class Store:
         from alembic.util.exc import CommandError
         from sqlalchemy.exc import SQLAlchemyError
 
-        for attempt in range(1, 7):
-            try:
-                with self.engine.begin() as connection:
-                    cfg.attributes["connection"] = connection
-                    command.upgrade(cfg, "head")
-                return
-            except (SQLAlchemyError, CommandError) as e:  # unreachable server, no permission, a foreign schema
-                # Processes opening a fresh database together (two searches, N workers) all
-                # find no tables and all create them; the losers fail (table exists, duplicate
-                # key, locked). Once the winner has committed, a retry finds them at head.
-                if attempt < 6 and (is_transient(e) or _created_meanwhile(e)):
-                    time.sleep(random.uniform(0.1, 0.3) * attempt)
-                    continue
-                raise StoreError(f"cannot prepare the database {self.display_url}: {_first_line(e)}") from e
+        def upgrade() -> None:
+            with self.engine.begin() as connection:
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+
+        try:
+            # Processes opening a fresh database together (two searches, N workers) all find
+            # no tables and all create them; the losers fail (table exists, duplicate key,
+            # locked). Once the winner has committed, a retry finds them at head.
+            retried(upgrade, attempts=6,
+                    retry_if=lambda e: isinstance(e, (SQLAlchemyError, CommandError))
+                    and (is_transient(e) or _created_meanwhile(e)),
+                    pause=lambda n: random.uniform(0.1, 0.3) * n)
+        except (SQLAlchemyError, CommandError) as e:  # unreachable server, no permission, a foreign schema
+            raise StoreError(f"cannot prepare the database {self.display_url}: {_first_line(e)}") from e
 
     def revision(self) -> str | None:
         """The alembic revision of autopeft's tables (None: not created), read without changing anything."""
@@ -232,23 +219,24 @@ class Store:
         from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
         from sqlalchemy.exc import SQLAlchemyError
 
-        # Retried: processes started together on a fresh database all find optuna's tables
-        # missing and all create them; on PostgreSQL the losers fail with a duplicate key
-        # (pg_type_typname_nsp_index). Once the winner commits, a retry opens them.
-        for attempt in range(1, attempts + 1):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return RDBStorage(
-                        self.url, engine_kwargs=_engine_kwargs(self.url), heartbeat_interval=heartbeat,
-                        grace_period=grace,
-                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries),
-                    )
-            except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
-                if attempt == attempts:
-                    raise StoreError(f"cannot open optuna's tables in {self.display_url}: {_first_line(e)}") from e
-                time.sleep(0.5 * attempt)
-        raise AssertionError("unreachable")
+        def open_storage():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    self.url, engine_kwargs=_engine_kwargs(self.url), heartbeat_interval=heartbeat,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries),
+                )
+
+        failures = (SQLAlchemyError, optuna.exceptions.StorageInternalError)
+        try:
+            # Processes started together on a fresh database all find optuna's tables missing
+            # and all create them; on PostgreSQL the losers fail with a duplicate key
+            # (pg_type_typname_nsp_index). Once the winner commits, a retry opens them.
+            return retried(open_storage, attempts=attempts, retry_if=lambda e: isinstance(e, failures),
+                           pause=lambda n: 0.5 * n)
+        except failures as e:
+            raise StoreError(f"cannot open optuna's tables in {self.display_url}: {_first_line(e)}") from e
 
     @_transient_retried
     def live_optuna_trials(self, study: str) -> list[LiveTrial]:
