@@ -47,7 +47,7 @@ from typing import Any, Callable, Sequence
 
 from autopeft.errors import AutoPeftError, LedgerError
 from autopeft.store import Store, StudyRecord, TrialRecord, TrialSummary, utcnow
-from autopeft.store.store import is_transient
+from autopeft.store.retry import retried_optuna
 
 log = logging.getLogger("autopeft")
 
@@ -264,7 +264,7 @@ class Ledger:
             import optuna
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            self._ostudy = _retried(lambda: optuna.create_study(
+            self._ostudy = retried_optuna(lambda: optuna.create_study(
                 study_name=self.name, storage=self.storage, sampler=self._sampler or optuna.samplers.RandomSampler(),
                 directions=["maximize" if d == "max" else "minimize" for _, d in self.study.objectives],
                 load_if_exists=True))
@@ -283,7 +283,7 @@ class Ledger:
         with warnings.catch_warnings():  # experimental since optuna 3.2; the way optuna-dashboard reads names
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if self._ostudy.metric_names != names:
-                _retried(lambda: self._ostudy.set_metric_names(names))
+                retried_optuna(lambda: self._ostudy.set_metric_names(names))
 
     def _trial_id(self, number: int) -> int:
         if number in self._asked:
@@ -328,7 +328,7 @@ class Ledger:
         with warnings.catch_warnings():
             # optuna expects heartbeats with Study.optimize; ask/tell with our own beat is fine.
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            trial = _retried(self.ostudy.ask)
+            trial = retried_optuna(self.ostudy.ask)
         beat = Heartbeat(self.storage, trial._trial_id, f"study '{self.name}' trial {trial.number}",
                          self.settings.heartbeat, self.settings.grace).start()
         self._beats[trial.number] = beat
@@ -399,18 +399,18 @@ class Ledger:
         trial_id = self._trial_id(record.number)
         try:
             # Write-ahead: if this process dies after the tell, reap() writes this record.
-            _retried(lambda: self.storage.set_trial_system_attr(trial_id, PENDING, _dump(record, state)))
+            retried_optuna(lambda: self.storage.set_trial_system_attr(trial_id, PENDING, _dump(record, state)))
             if record.error and record.status in ("failed", "infeasible"):
                 key = "infeasible" if record.status == "infeasible" else "error"
-                _retried(lambda: self.storage.set_trial_user_attr(trial_id, key, record.error))
+                retried_optuna(lambda: self.storage.set_trial_user_attr(trial_id, key, record.error))
             self._annotate(trial_id, record)
             # skip_if_finished: a reaper may fail it between the copy and the tell; settled below.
-            frozen = _retried(lambda: self.ostudy.tell(self._asked.get(record.number, record.number),
-                                                       None if told is None else list(told), state=state,
-                                                       skip_if_finished=True))
+            frozen = retried_optuna(lambda: self.ostudy.tell(self._asked.get(record.number, record.number),
+                                                             None if told is None else list(told), state=state,
+                                                             skip_if_finished=True))
             told_here = True
         except UpdateFinishedTrialError:  # finished already: a repeat, or a reaper got there first
-            frozen = _retried(lambda: self.storage.get_trial(trial_id))
+            frozen = retried_optuna(lambda: self.storage.get_trial(trial_id))
             told_here = False
         self._stop_beat(record.number)
         self._open.pop(record.number, None)
@@ -429,7 +429,7 @@ class Ledger:
         from autopeft.search.optuna_view import trial_user_attrs
 
         for key, value in trial_user_attrs(record).items():
-            _retried(lambda: self.storage.set_trial_user_attr(trial_id, key, value))
+            retried_optuna(lambda: self.storage.set_trial_user_attr(trial_id, key, value))
 
     @_ledger_call
     def infeasible(self, record: TrialRecord) -> TrialRecord:
@@ -560,7 +560,7 @@ class Ledger:
             return written
         records = self.store.trials(self.name)
         known = {r.number for r in records}
-        every = _retried(lambda: self.ostudy.get_trials(deepcopy=False))
+        every = retried_optuna(lambda: self.ostudy.get_trials(deepcopy=False))
         retries = _retry_links(every, records)
         for t in every:
             if t.number in known or not t.state.is_finished() or not t.params:
@@ -593,12 +593,12 @@ class Ledger:
         live = self.store.live_optuna_trials(self.name)
         for t in live:
             if t.state == "RUNNING" and t.heartbeat_age is None and t.number not in self._beats:
-                _retried(lambda: self.storage.record_heartbeat(t.trial_id))
+                retried_optuna(lambda: self.storage.record_heartbeat(t.trial_id))
         grace = max(1, round(self.settings.grace))  # what the storage compares with
         if any(t.state == "RUNNING" and t.heartbeat_age is not None and t.heartbeat_age > grace for t in live):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                _retried(lambda: optuna.storages.fail_stale_trials(self.ostudy))
+                retried_optuna(lambda: optuna.storages.fail_stale_trials(self.ostudy))
             live = self.store.live_optuna_trials(self.name)
         return live
 
@@ -765,26 +765,3 @@ def _system_attrs(storage, trial) -> dict:
 def _aware(value: datetime | None) -> datetime | None:
     """optuna stamps trials with the local naive time of the process that wrote them."""
     return None if value is None else value.astimezone() if value.tzinfo is None else value
-
-
-def _retried(call: Callable[[], Any], attempts: int = 6):
-    """``call()``, again after a pause when the database was busy (safe: every call here can repeat)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except Exception as e:
-            if attempt == attempts or not _transient_chain(e):
-                raise
-            time.sleep(min(5.0, 0.1 * 2 ** attempt))
-    raise AssertionError("unreachable")
-
-
-def _transient_chain(e: BaseException | None) -> bool:
-    # optuna wraps driver errors in StorageInternalError with a generic message: look at the causes.
-    seen = 0
-    while e is not None and seen < 5:
-        if is_transient(e):
-            return True
-        e = e.__cause__ or e.__context__
-        seen += 1
-    return False
