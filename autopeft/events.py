@@ -32,6 +32,11 @@ class Tee:
         for x in self.listeners:
             x.trial_finished(record, records)
 
+    def seed_finished(self, run, record: TrialRecord) -> None:
+        for x in self.listeners:
+            if hasattr(x, "seed_finished"):  # optional: see autopeft.search.session.SearchEvents
+                x.seed_finished(run, record)
+
 
 class LineEvents:
     """One plain line per finished trial, given to ``emit`` (``print`` by default).
@@ -61,6 +66,14 @@ class LineEvents:
         self.emit(trial_line(self.study, record) + (f" | diverged: {why}" if why else "")
                   + f" | trained {trained_count(records)}/{self.target}, "
                   f"front {len(pareto_front(records, self.study.objectives))}")
+
+
+    def seed_finished(self, run, record: TrialRecord) -> None:
+        t = record.extras.get("target") or {}
+        val = t.get("val") or [float("nan"), 0.0]
+        self.emit(f"trial {record.number} seed {run.seed} {run.status} at the target"
+                  + (f": mean {val[0]:.4g} ± {val[1]:.2g} over {len(t.get('seeds', []))}/{t.get('of', '?')} seeds"
+                     if run.status == "complete" else f" ({run.error})"))
 
 
 def trial_line(study: StudyRecord, record: TrialRecord) -> str:

@@ -71,8 +71,21 @@ class RichEvents:
             for name, _ in objectives:
                 parts.append(f"best {name} {fmt(name, best(records, objectives, name).values[[n for n, _ in objectives].index(name)])}")
             parts.append(f"front {len(pareto_front(records, objectives))}")
-        if record.status != "complete":
+        if record.status == "pruned":
+            self.console.print(f"  trial {record.number} stopped at step {record.extras.get('fidelity')} "
+                               "(successive halving: others did better there)")
+        elif record.status != "complete":
             self.console.print(f"  trial {record.number} {record.status}: {record.error}")
         elif why := diverged(record):
             self.console.print(f"  trial {record.number} diverged ({why}): kept, never on the front")
         self.progress.update(self.task, completed=trained_count(records), status=" · ".join(parts))
+
+    def seed_finished(self, run, record: TrialRecord) -> None:
+        """A seed run at the target finished: one line, the trial's mean so far."""
+        t = record.extras.get("target") or {}
+        if run.status != "complete":
+            self.console.print(f"  trial {record.number} seed {run.seed} failed: {run.error}", markup=False)
+            return
+        val = t.get("val") or [float("nan"), 0.0]
+        self.console.print(f"  trial {record.number} seed {run.seed} at the target: mean {val[0]:.4f} ± {val[1]:.4f} "
+                           f"over {len(t.get('seeds', []))}/{t.get('of', '?')} seeds", markup=False)

@@ -111,7 +111,14 @@ def search(
             outcome = run_search(prep, store, trials=trials, events=Tee(events, logger), settings=settings)
     if logger is not None:
         console.print(f"trials logged to MLflow at {logger.tracking_uri}, experiment '{outcome.study.name}'")
-    _print_front(console, outcome.study, outcome.records)
+    target = _stored_target(outcome.study)
+    if target is None:
+        _print_front(console, outcome.study, outcome.records)
+    else:
+        records = store.trials(outcome.study.name)  # with the seeds folded in at the end
+        _print_front(console, outcome.study, records, verified=_verified(store, outcome.study))
+        console.print(f"target: {target.describe()}", highlight=False)
+        _print_answer(console, store, outcome.study, records)
     url = store.display_url
     flag = "" if url == "sqlite:///autopeft.db" else f" --storage '{url}'"
     console.print(f"\nstored in {url}\n"
@@ -222,7 +229,14 @@ def show(
     records = store.trials(study)
     verified = _verified(store, s)
     console = make_console()
-    _print_trials(console, s, records, verified=verified, front_on_verified=bool(verified) and not proxy)
+    target = _stored_target(s)
+    # With a target the trials' values are the target means over seeds on validation: the
+    # front is decided there, as the search decided it; the test means stand beside it.
+    _print_trials(console, s, records, verified=verified,
+                  front_on_verified=bool(verified) and not proxy and target is None)
+    if target is not None:
+        console.print(f"target: {target.describe()}", highlight=False)
+        _print_answer(console, store, s, records)
     if s.splits:
         sp = s.splits
         console.print(f"splits: {sp['train']:,} train · {sp['eval']:,} validation (trials) · {sp['test']:,} test "
@@ -292,7 +306,8 @@ def _print_trials(console, study, records, only_front: bool = False, verified: d
         kind = "verified Pareto-optimal (test means)"
     else:
         front = {r.number for r in pareto_front(records, study.objectives)}
-        kind = "Pareto-optimal on the proxy"
+        kind = ("Pareto-optimal at the target: validation means over seeds" if _stored_target(study) is not None
+                else "Pareto-optimal on the proxy")
     rows = [r for r in records if r.number in front] if only_front else records
     table = Table(title=f"{study.name}: {'Pareto front' if only_front else 'trials'} (★ = {kind})", title_justify="left")
     for col in ("", "#", "status", "method", "rank", "targets", "layers", "lr"):
@@ -300,7 +315,8 @@ def _print_trials(console, study, records, only_front: bool = False, verified: d
     for name, direction in study.objectives:
         table.add_column(f"{name} ({direction})", justify="right")
     if verified:
-        table.add_column("verified test", justify="right")  # mean ± sd, seeds
+        # mean ± sd, seeds: of `verify`, or of the seed runs at the target
+        table.add_column("verified test" if _stored_target(study) is None else "test (mean ± sd, seeds)", justify="right")
     table.add_column("note")
     for r in rows:
         c = r.candidate
@@ -335,7 +351,12 @@ def _note(r) -> str:
         return f"stopped at step {r.extras.get('fidelity')}: {r.metrics}"[:60]
     if r.status == "complete":
         why = diverged(r)
-        return f"diverged: {why}"[:60] if why else ""
+        if why:
+            return f"diverged: {why}"[:60]
+        t = r.extras.get("target")
+        if t:  # the values are means over these seeds at the target, on validation
+            return f"{len(t['seeds'])}/{t['of']} seeds, val sd {t['val'][1]:.4f}" + (" (a seed diverged)" if t["diverged"] else "")
+        return ""
     return (r.error or "")[:60]
 
 
@@ -371,7 +392,39 @@ def _select_verified(store, study: str, trial: Optional[int], pick: Optional[str
     return s, trial_by_number(records, chosen.number), how
 
 
-def _print_front(console, study, records) -> None:
+def _stored_target(study):
+    """The study's ``target:`` (None: the proxy is the target)."""
+    from autopeft.space import load_space_text
+
+    return load_space_text(study.space_yaml, f"study '{study.name}'").target
+
+
+def _print_answer(console, store, study, records) -> None:
+    """Default LoRA beside the front at the target, the paired comparisons, tau, the sentence."""
+    from autopeft.search.answer import answer
+    from autopeft.search.seeds import rows_of
+    from autopeft.space import load_space_text
+    from autopeft.store.verifications import Verifications
+
+    space = load_space_text(study.space_yaml, f"study '{study.name}'")
+    a = answer(study, records, rows_of(Verifications(store), study, space), space.task.metric)
+    say = lambda line: console.print(line, markup=False, highlight=False)  # noqa: E731
+    if a.reference is not None:
+        t = a.reference.extras.get("target", {})
+        test = t.get("test")
+        say(f"default LoRA (trial {a.reference.number}, lr {a.reference.candidate['learning_rate']:.1e}, its best "
+            f"of the rates it was tried at): {space.task.metric} {t.get('val', [float('nan')])[0]:.4f} validation"
+            + (f", {test[0]:.4f} ± {test[1]:.4f} test" if test else "") + f" over {len(t.get('seeds', []))} seed(s), "
+            f"{a.reference.trainable_params:,} trainable parameters")
+    for p in a.paired:
+        say(f"  trial {p.trial} vs default LoRA on the test split: {p.describe()}")
+    tau, n = a.tau
+    if tau is not None:
+        say(f"Kendall tau between the lowest rung and the target: {tau:.2f} over {n} trials that reached both")
+    say(f"answer: {a.sentence}")
+
+
+def _print_front(console, study, records, verified: dict | None = None) -> None:
     from autopeft.search.pareto import eligible
 
     if not any(r.status == "complete" for r in records):
@@ -380,7 +433,7 @@ def _print_front(console, study, records) -> None:
     if not eligible(records):  # a diverged trial is never on the front
         console.print("every completed trial diverged, so the front is empty; see `autopeft show` for the reasons")
         return
-    _print_trials(console, study, records, only_front=True)
+    _print_trials(console, study, records, only_front=True, verified=verified)
 
 
 def export(

@@ -6,7 +6,8 @@ first trials (optuna ``enqueue_trial``):
 
 1. **default LoRA**: the candidate of :func:`autopeft.retrain.baseline_candidate` (LoRA r=8,
    alpha 16, the model's query and value projections, every layer, no DoRA/rsLoRA, dropout
-   0) at learning rate 1e-3. Method ``lora`` and that set of targets must be among the
+   0) at learning rate 1e-3 — or, in a study with a ``target:``, at three rates across LoRA's
+   band, judged against each other at every rung so that the best goes on to the target. Method ``lora`` and that set of targets must be among the
    space's choices (else it is skipped, with one log line); every number the space cannot
    take exactly snaps to the nearest it can (``SpaceEncoding.encode(nearest=True)``: rank 8
    among ``[2, 64]`` becomes 2, a learning-rate range clips 1e-3, ``layers: {top_k: [1, 4]}``
@@ -39,15 +40,41 @@ STANDARD_LR = 1e-3
 def reference_points(prep) -> list[tuple[str, dict]]:
     """``[(role, optuna params), ...]`` to enqueue for ``prep`` (a ``PreparedSearch``), in order."""
     points = []
-    for role, find in ((DEFAULT_LORA, _default_lora), (CHEAPEST, _cheapest)):
-        params = find(prep)
-        if params is None:
-            continue
+    for rate in _reference_rates(prep):
+        params = _default_lora(prep, rate)
+        if params is not None and not any(params == p for _, p in points):
+            points.append((DEFAULT_LORA, params))
+    params = _cheapest(prep)
+    if params is not None:
         if any(params == p for _, p in points):
             log.info("study '%s': the cheapest point is default LoRA; enqueued once", prep.space.study)
-            continue
-        points.append((role, params))
+        else:
+            points.append((CHEAPEST, params))
     return points
+
+
+def _reference_rates(prep) -> list[float]:
+    """Default LoRA's learning rates: :data:`STANDARD_LR`; towards a ``target:``, three points
+    of LoRA's band (its middle first, then a sixth from the top and from the bottom), of
+    which successive halving keeps the best at each rung (``autopeft.search.fidelity``): the
+    reference is trained at its own rate, as ``verify --baseline``'s sweep does, inside the search."""
+    from autopeft.space.schema import PerMethod, Range
+
+    lr = prep.space.space.learning_rate
+    if prep.space.target is None:
+        return [STANDARD_LR]
+    if isinstance(lr, PerMethod):
+        try:
+            low, high = lr.band("lora")
+        except KeyError:
+            return [STANDARD_LR]
+    elif isinstance(lr, Range):
+        low, high = lr.low, lr.high
+    else:
+        return [STANDARD_LR]
+    if low == high:
+        return [low]
+    return [low * (high / low) ** f for f in (0.5, 5 / 6, 1 / 6)]
 
 
 def enqueue_references(ostudy, prep) -> list[tuple[str, dict]]:
@@ -58,7 +85,7 @@ def enqueue_references(ostudy, prep) -> list[tuple[str, dict]]:
     return points
 
 
-def _default_lora(prep) -> dict | None:
+def _default_lora(prep, rate: float = STANDARD_LR) -> dict | None:
     from autopeft.errors import ExportError
     from autopeft.retrain import baseline_candidate
     from autopeft.space.encoding import NotInSpace
@@ -72,9 +99,9 @@ def _default_lora(prep) -> dict | None:
                  "fixed to query/value", study)
         return None
     template = {"method": "lora", "rank": 8, "alpha": 16.0, "dropout": 0.0, "targets": [], "layers": [],
-                "learning_rate": STANDARD_LR, "dora": False, "rslora": False, "layer_ranks": None}
+                "learning_rate": rate, "dora": False, "rslora": False, "layer_ranks": None}
     try:
-        wanted = baseline_candidate(template, prep.arch, learning_rate=STANDARD_LR)
+        wanted = baseline_candidate(template, prep.arch, learning_rate=rate)
         params = enc.encode(wanted, nearest=True)
     except (ExportError, NotInSpace) as e:
         log.info("study '%s': no default-LoRA reference trial: %s", study, e)

@@ -28,9 +28,21 @@ def rung_objectives(objectives) -> list[tuple[str, str]]:
 
 
 def promote(records: Sequence[TrialRecord], objectives, number: int, step: int, metric_value: float,
-            trainable_params: int, eta: int) -> bool:
-    """Should trial ``number`` go on past the rung at ``step``?"""
+            trainable_params: int, eta: int, role: str | None = None) -> bool:
+    """Should trial ``number`` go on past the rung at ``step``?
+
+    With ``role`` (a study with a target passes it for default LoRA, which it enqueues at
+    several learning rates), the trial is judged only against the trials of its role: the best of them at each rung goes on, so
+    that the reference reaches the target at its own best rate whatever the front holds.
+    """
     objs = rung_objectives(objectives)
+    if role is not None:
+        metric_col = next(i for i, (n, _) in enumerate(objs) if n != "trainable_params")
+        mine = _point(objs, metric_value, trainable_params)[metric_col]
+        rivals = [_point(objs, value, r.trainable_params or 0)[metric_col] for r in records
+                  if r.number != number and r.extras.get("baseline") == role
+                  for rung_step, value in r.extras.get("rungs", []) if rung_step == step]
+        return all(mine <= other for other in rivals)
     points: dict[int, list[float]] = {}
     for r in records:
         for rung_step, value in r.extras.get("rungs", []):

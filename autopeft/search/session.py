@@ -12,6 +12,12 @@ goes on. Over-budget candidates are never trained: they are told as *infeasible*
 an optuna constraint, with imputed objective values (the worst seen so far) so that the
 constraint-aware samplers learn where the budget boundary is.
 
+A study with a ``target:`` trains each trial towards the target with successive halving at
+its rungs (``autopeft.search.fidelity``), checkpointed at each rung so that a re-run of a
+dead process's trial resumes (``autopeft.search.checkpoints``); a trial that reaches the
+target is trained over more seeds, and those seed runs come before new trials
+(``autopeft.search.seeds``): the study's answer is decided on them.
+
 Stopping: SIGTERM or SIGINT (Ctrl-C) during a trial kills the trial process, records the
 trial as failed ("interrupted") and queues its point again, so the interruption costs the
 study nothing; between trials it just stops (:class:`StopSignals`).
@@ -49,6 +55,10 @@ class SearchEvents(Protocol):
     def trial_started(self, number: int, candidate: dict) -> None: ...
 
     def trial_finished(self, record: TrialRecord, records: list[TrialRecord]) -> None: ...
+
+    # Optional (a listener without it is not told): a seed run at the target finished and
+    # folded into ``record`` (``autopeft.search.seeds``).
+    # def seed_finished(self, run: VerificationRecord, record: TrialRecord) -> None: ...
 
 
 class _Silent:
@@ -170,9 +180,18 @@ class SearchSession:
         self.sampler = sampler if sampler is not None else make_sampler(self.prep.space.search, self.prep.encoding)
         self.ledger = Ledger(store, self.study, sampler=self.sampler, settings=settings, describe=self._describe)
         self.poll = poll if poll is not None else min(5.0, self.ledger.settings.heartbeat)
+        from autopeft.search.seeds import target_protocol
+        from autopeft.store.verifications import Verifications, protocol_key
+
+        self.runs = Verifications(store)
+        protocol = target_protocol(self.prep.space)
+        #: The protocol key of this study's seed runs at its target (None: no target).
+        self.target_key = protocol_key(protocol) if protocol else None
         #: The budget as the last step saw it.
         self.last_budget: Budget | None = None
         self._dry = 0  # trials asked in a row that trained nothing (infeasible)
+        #: Whether the last step trained a seed run at the target rather than a trial.
+        self.last_was_seed = False
 
     # ------------------------------------------------------------------ public
     @property
@@ -192,9 +211,17 @@ class SearchSession:
         Returns:
             The trial's final record: complete, failed, pruned, infeasible, or failed
             "interrupted" (a stop arrived while it trained; its point is queued again).
+            With a target, a step may instead train a pending seed run (those go first) and
+            return the record of the trial it folded into (``last_was_seed`` says so).
         """
         if self.stop.requested:
             return None
+        self.last_was_seed = False
+        if self.target_key is not None:
+            record = self._seed_step()
+            if record is not None or self.stop.requested:
+                self.last_was_seed = record is not None
+                return record
         self.last_budget = budget = self.ledger.budget(reap=True)
         if budget.left <= 0:
             return None
@@ -231,13 +258,18 @@ class SearchSession:
                 while not self.stop.requested and not self.exhausted:
                     record = self.step()
                     if record is not None:
-                        if not self.stop.requested:
+                        if not self.stop.requested and not self.last_was_seed:
                             records = [r for r in self.ledger.records() if r.number != record.number] + [record]
                             self.events.trial_finished(record, records)
                         continue
-                    if self.stop.requested or self.last_budget is None or self.last_budget.running == 0:
+                    if self.stop.requested or self.last_budget is None or (
+                            self.last_budget.running == 0 and not self._seeds_running()):
                         break
                     self._sleep(self.poll)
+            if self.target_key is not None:
+                from autopeft.search.seeds import fold_all
+
+                fold_all(self.store, self.study, self.prep.space)  # settles folds that two processes raced on
         finally:
             self.ledger.close()
         return SearchOutcome(self.study, self.store.trials(self.study.name), self.stop.requested, self.stop.signal)
@@ -266,8 +298,16 @@ class SearchSession:
 
         running = self.ledger.update(dataclasses.replace(base, peft_config=peft_config, trainable_params=count))
         self.events.trial_started(trial.number, candidate.to_json())
-        spec = trial_spec(prep, candidate, peft_config, study=self.study.name, trial=trial.number)
-        rungs: list = []
+        overrides, rungs = self._towards_target(method, running)
+        if overrides.get("checkpoint_dir"):
+            running = self.ledger.update(dataclasses.replace(
+                running, extras={**running.extras, "checkpoints": overrides["checkpoint_dir"],
+                                 **({"rungs": list(rungs)} if rungs else {})}))
+        spec = trial_spec(prep, candidate, peft_config, study=self.study.name, trial=trial.number, **overrides)
+        from autopeft.search.baseline import DEFAULT_LORA
+
+        # Towards a target, default LoRA (enqueued at several rates) goes on at its best rate.
+        role = DEFAULT_LORA if prep.space.target is not None and base.extras.get("baseline") == DEFAULT_LORA else None
 
         def on_rung(step: int, metrics: dict) -> bool:
             value = metrics[prep.space.task.metric]
@@ -275,10 +315,14 @@ class SearchSession:
             self.ledger.update(dataclasses.replace(running, extras={**running.extras, "rungs": list(rungs)}))
             # Re-read the store: other workers' trials at this rung count too.
             return promote(self.store.trials(self.study.name), self.study.objectives, trial.number, step, value,
-                           count, prep.space.proxy.eta)
+                           count, prep.space.proxy.eta, role=role)
 
         with self.stop.interruptible():
             result = self.runner(spec, on_rung=on_rung) if spec.proxy.rungs else self.runner(spec)
+        # The run is over in this process (a killed one never gets here): nothing will resume it.
+        from autopeft.search.checkpoints import remove
+
+        remove(overrides.get("checkpoint_dir"))
         trainable = result.trainable_params or count
         values = objective_values(self.study, result, trainable) if result.status == "complete" else None
         if result.status == "pruned":
@@ -303,7 +347,76 @@ class SearchSession:
             finished_at=utcnow(),
         )
         # The sampler models log10 parameters (autopeft.search.scales); the record keeps counts.
-        return self.ledger.finish(record, scaled(self.study.objectives, values) if values is not None else None)
+        record = self.ledger.finish(record, scaled(self.study.objectives, values) if values is not None else None)
+        if self.target_key is not None and record.status == "complete":
+            record = self._queue_seeds(record, result.test_metrics)
+        return record
+
+    # ------------------------------------------------------------------ the target
+    def _towards_target(self, method, running: TrialRecord) -> tuple[dict, list]:
+        """``trial_spec`` overrides of a trial towards the study's target, and the rungs it
+        has passed already (a re-run that resumes its predecessor's checkpoint)."""
+        from autopeft.search import checkpoints
+
+        space = self.prep.space
+        if space.target is None:
+            return {}, []
+        overrides: dict = {"test_split": True}  # the target's own run is its first seed: scored on test too
+        if not space.proxy.rungs or not checkpoints.resumable(method, space.proxy):
+            return overrides, []
+        before = running.extras.get("retry_of")
+        previous = self.store.trial(self.study.name, before) if before is not None else None
+        folder = checkpoints.folder_for(self.store, self.study.name, running, previous)
+        overrides["checkpoint_dir"] = str(folder)
+        found = checkpoints.newest(folder) if previous is not None else None
+        if found is None:
+            return overrides, []
+        step, path = found
+        overrides["resume_from"] = str(path)
+        log.info("study '%s': trial %d resumes trial %d from step %d", self.study.name, running.number, before, step)
+        return overrides, [list(r) for r in previous.extras.get("rungs", []) if r[0] <= step]
+
+    def _queue_seeds(self, record: TrialRecord, test_metrics: dict) -> TrialRecord:
+        """A trial complete at the target: its run is seed one; queue the others (not for a
+        diverged run: more seeds of a collapse measure nothing)."""
+        from autopeft.search import seeds
+        from autopeft.search.pareto import diverged
+
+        if diverged(record):
+            return record
+        seeds.queue(self.runs, self.study, self.prep.space, record, test_metrics)
+        return seeds.fold(self.store, self.study, self.prep.space, record,
+                          seeds.rows_of(self.runs, self.study, self.prep.space))
+
+    def _seed_step(self) -> TrialRecord | None:
+        """Train one pending seed run of this study at its target, fold it into its trial's
+        record and return that record; None when no seed run is pending."""
+        import os
+        import socket
+
+        from autopeft.search import seeds
+        from autopeft.search.verify import STALE_AFTER, run_one
+
+        self.runs.requeue_stale(self.study.name, STALE_AFTER)
+        row = self.runs.claim(self.study.name, f"{socket.gethostname()}:{os.getpid()}", only=self.target_key)
+        if row is None:
+            return None
+        try:
+            finished = run_one(self.runs, row, self.prep, interruptible=self.stop.interruptible, runner=self.runner)
+        except KeyboardInterrupt:  # run_one put the row back: any process trains it later
+            self.stop.request(signal.SIGINT)
+            return None
+        trial = self.store.trial(self.study.name, row.trial_number)
+        record = seeds.fold(self.store, self.study, self.prep.space, trial,
+                            seeds.rows_of(self.runs, self.study, self.prep.space))
+        told = getattr(self.events, "seed_finished", None)
+        if told is not None:
+            told(finished, record)
+        return record
+
+    def _seeds_running(self) -> bool:
+        """Whether another process is training a seed run of this study (the search waits for it)."""
+        return self.target_key is not None and self.runs.count(self.study.name, self.target_key, ("running",)) > 0
 
     def _fail_and_reraise(self, ticket: Ticket, error: Exception):
         """A bug or a lost database escaped the trial: record it failed (nothing left running), re-raise."""

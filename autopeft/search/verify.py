@@ -39,8 +39,10 @@ from autopeft.store.verifications import VerificationRecord, Verifications
 
 logger = logging.getLogger("autopeft")
 
-#: A running verification older than this is taken to belong to a dead process (seconds).
-STALE_AFTER = 6 * 3600.0
+#: Seconds between heartbeats of a running verification, and without one after which its
+#: process counts as dead and the run is queued again (a trial's, ``LedgerSettings``).
+HEARTBEAT = 10.0
+STALE_AFTER = 60.0
 
 
 class VerifyError(AutoPeftError):
@@ -69,9 +71,8 @@ class VerifyPlan:
 def full_fidelity(study: StudyRecord):
     """The study's search prepared for verification: all training rows (``train_examples`` lifted)."""
     from autopeft.search.prepare import prepare_search
-    from autopeft.space import load_space_text
 
-    space = load_space_text(study.space_yaml, f"study '{study.name}' (stored space)")
+    space = _stored_space(study)
     space = dataclasses.replace(space, proxy=dataclasses.replace(space.proxy, train_examples=10**9))
     return prepare_search(space)
 
@@ -104,7 +105,9 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
     chosen = {r.number for r in front}
     references = [r for r in records if r.status == "complete" and r.extras.get("baseline") and r.number not in chosen]
     front = sorted([*front, *references], key=lambda r: r.number)
-    prep = prep or full_fidelity(study)
+    at_target = steps is None and epochs is None and _stored_space(study).target is not None
+    if prep is None:
+        prep = at_target_prep(study) if at_target else full_fidelity(study)
     space = prep.space
     if prep.data.n_test < 1:
         raise VerifyError(f"study '{name}' has no test split (verify.test_examples is 0): nothing held out to verify on")
@@ -112,6 +115,13 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
     if space.task.type == "classification" and prep.data.n_test < prep.data.num_labels:
         raise VerifyError(f"the test split has {prep.data.n_test} examples for {prep.data.num_labels} classes; "
                           + ("give a larger task.test file" if given else "raise verify.test_examples"))
+    if at_target:  # the study's own target: the rows the search made for its seeds, and more seeds if asked
+        from autopeft.search.seeds import seed_numbers, target_protocol
+
+        own = seed_numbers(space)
+        n_seeds = seeds or len(own)
+        return VerifyPlan(study, tuple(front), tuple(range(own[0], own[0] + n_seeds)), target_protocol(space),
+                          baseline), prep
     if steps is None:
         steps = max(1, math.ceil((epochs or 1.0) * prep.data.n_train / space.proxy.batch_size))
     n_seeds = seeds or space.verify.seeds
@@ -120,6 +130,19 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
     if given:  # the split is the user's file (task.test), not carved (only then: older protocols keep their key)
         protocol["test_split"] = f"given: {space.task.test}"
     return VerifyPlan(study, tuple(front), tuple(range(n_seeds)), protocol, baseline), prep
+
+
+def _stored_space(study: StudyRecord):
+    from autopeft.space import load_space_text
+
+    return load_space_text(study.space_yaml, f"study '{study.name}' (stored space)")
+
+
+def at_target_prep(study: StudyRecord):
+    """The study's search prepared as it searched: its seed runs at the target train on that."""
+    from autopeft.search.prepare import prepare_search
+
+    return prepare_search(_stored_space(study))
 
 
 def _all_diverged(study: StudyRecord, records: list[TrialRecord], baseline: bool) -> None:
@@ -202,7 +225,7 @@ def baseline_jobs(p: VerifyPlan, prep, *, rates=None, log: Callable[[str], None]
     subjects = {s.subject for s in sweep}
     waiting = False
     while True:
-        run_pending(runs, p.study.name, prep, worker=worker, log=log, subjects=subjects)
+        run_pending(runs, p.study.name, prep, worker=worker, log=log, subjects=subjects, protocol=p.protocol)
         busy = [r for r in _sweep_rows(runs, sweep) if r.status in ("pending", "running")]
         if not busy:
             break
@@ -268,17 +291,23 @@ def _sweep_rows(runs: Verifications, sweep: list[VerificationRecord]) -> list[Ve
 
 def run_pending(runs: Verifications, name: str, prep, *, worker: str | None = None,
                 log: Callable[[str], None] = lambda line: None, subjects: set[str] | None = None,
-                limit: int | None = None) -> int:
+                limit: int | None = None, protocol: dict | None = None) -> int:
     """Claim and train the study's pending runs (oldest first) until none is left; returns how many ran.
 
     Other processes may be claiming too: each run is trained once. ``subjects`` limits this
-    process to those rows (it then leaves the others for later).
+    process to those rows (it then leaves the others for later); ``protocol`` to the rows of
+    that protocol (``prep`` trains them: a study's seed runs at its target need the search's
+    preparation, a full-fidelity re-check another).
     """
+    from autopeft.store.verifications import protocol_key
+
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"
     runs.requeue_stale(name, STALE_AFTER)
+    only = protocol_key(protocol) if protocol is not None else None
     done = 0
     while limit is None or done < limit:
-        record = runs.claim(name, worker) if subjects is None else _claim_among(runs, name, worker, subjects)
+        record = (runs.claim(name, worker, only=only) if subjects is None
+                  else _claim_among(runs, name, worker, subjects, only))
         if record is None:
             return done
         log(f"verify {name}: {record.subject} seed {record.seed}, {record.protocol['steps']} steps")
@@ -290,7 +319,7 @@ def run_pending(runs: Verifications, name: str, prep, *, worker: str | None = No
 
 
 def run_one(runs: Verifications, record: VerificationRecord, prep, *,
-            interruptible=contextlib.nullcontext) -> VerificationRecord:
+            interruptible=contextlib.nullcontext, runner=None) -> VerificationRecord:
     """Train one claimed run and record its outcome; returns the finished record.
 
     A run that fails (a crash, a non-finite loss, a configuration that cannot be built, or
@@ -300,13 +329,13 @@ def run_one(runs: Verifications, record: VerificationRecord, prep, *,
     Only an interruption (``KeyboardInterrupt``, e.g. SIGTERM to a worker) propagates, with
     the run put back to ``pending``.
     ``interruptible()`` wraps the training only (a worker's ``StopSignals.interruptible``),
-    never the database writes.
+    never the database writes. ``runner`` trains the spec (default: an isolated trial process).
     """
     # A failed run queued again keeps its extras: the last attempt's traceback is not this one's.
     record = dataclasses.replace(record, extras={k: v for k, v in record.extras.items() if k != "traceback"})
     try:
-        with interruptible():
-            finished = train(record, prep)
+        with interruptible(), beating(runs, record):
+            finished = train(record, prep, runner=runner)
     except KeyboardInterrupt:
         runs.release(record)
         raise
@@ -320,8 +349,34 @@ def run_one(runs: Verifications, record: VerificationRecord, prep, *,
     return finished
 
 
-def _claim_among(runs: Verifications, name: str, worker: str, subjects: set[str]) -> VerificationRecord | None:
-    pending = [r for r in runs.of(name) if r.status == "pending" and r.subject in subjects]
+@contextlib.contextmanager
+def beating(runs: Verifications, record: VerificationRecord, every: float = HEARTBEAT):
+    """Beat ``record``'s heartbeat every ``every`` seconds while the block runs (a thread: the
+    training happens in a child process, this one only waits)."""
+    import threading
+
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            try:
+                runs.beat(record.id)
+            except Exception as e:  # noqa: BLE001 - a missed beat is retried; the run goes on
+                logger.warning("verification %s seed %d: heartbeat failed (%s)", record.subject, record.seed, e)
+
+    thread = threading.Thread(target=beat, name=f"verify-heartbeat-{record.id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _claim_among(runs: Verifications, name: str, worker: str, subjects: set[str],
+                 only: str | None = None) -> VerificationRecord | None:
+    pending = [r for r in runs.of(name) if r.status == "pending" and r.subject in subjects
+               and (only is None or r.protocol_key == only)]
     for r in pending:
         claimed = runs.claim_id(r.id, worker)
         if claimed is not None:
@@ -329,8 +384,9 @@ def _claim_among(runs: Verifications, name: str, worker: str, subjects: set[str]
     return None
 
 
-def train(record: VerificationRecord, prep) -> VerificationRecord:
-    """Train one claimed run in an isolated trial process; its record with the outcome."""
+def train(record: VerificationRecord, prep, runner=None) -> VerificationRecord:
+    """Train one claimed run (in an isolated trial process unless ``runner`` says otherwise);
+    its record with the outcome."""
     from autopeft.methods import BuildContext, get_method
     from autopeft.search.prepare import trial_spec
     from autopeft.space.encoding import Candidate
@@ -346,7 +402,7 @@ def train(record: VerificationRecord, prep) -> VerificationRecord:
     spec = trial_spec(prep, cand, config, study=record.study, trial=record.trial_number or 0, steps=steps,
                       batch_size=record.protocol["batch_size"], seed=record.seed, log_every=max(1, steps // 20),
                       timeout=max(prep.space.proxy.timeout, 24 * 3600.0), rungs=(), test_split=True)
-    result = run_isolated(spec)
+    result = (runner or run_isolated)(spec)
     if result.status != "complete":
         return dataclasses.replace(record, status="failed", error=result.error, curve=result.curve)
     return dataclasses.replace(record, status="complete", metrics=result.metrics, test_metrics=result.test_metrics,

@@ -107,6 +107,7 @@ class Worker:
         self.verified = 0
         self._verify_preps: dict[str, object] = {}  # study -> full-fidelity PreparedSearch
         self._verify_broken: set[str] = set()
+        self._target_keys: dict[str, str | None] = {}  # study -> protocol key of its seed runs
 
     # ------------------------------------------------------------------ public
     def run_study(self, name: str) -> WorkerOutcome:
@@ -192,9 +193,10 @@ class Worker:
             prep = self._verify_prep(name)
             if prep is None:
                 continue
-            record = runs.claim(name, self.name)
+            # A study's seed runs at its target are the search's own work (SearchSession.step).
+            record = runs.claim(name, self.name, besides=self._target_key(name))
             if record is None:
-                continue  # another worker took the last one
+                continue  # another worker took the last one, or only seed runs are left
             if name not in self.served:
                 self.served.append(name)
             self.log(f"worker {self.name}: study '{name}' verification {record.subject} seed {record.seed} started "
@@ -211,6 +213,13 @@ class Worker:
                      f"{done.status} {detail}")
             return True
         return False
+
+    def _target_key(self, name: str) -> str | None:
+        from autopeft.search.seeds import study_target_key
+
+        if name not in self._target_keys:
+            self._target_keys[name] = study_target_key(self.store.get_study(name))
+        return self._target_keys[name]
 
     def _verify_prep(self, name: str):
         """The study's full-fidelity preparation for verification runs, made once; None (logged,

@@ -6,6 +6,7 @@ that name the file, the key path and what was expected. Only ``yaml.safe_load`` 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -37,6 +38,7 @@ from autopeft.space.schema import (
     SearchSpace,
     SearchSpec,
     SpaceSpec,
+    TargetSpec,
     Targets,
     TaskSpec,
     VerifySpec,
@@ -465,7 +467,7 @@ def _answer(node: _Node) -> str:
 
 # ---------------------------------------------------------------------------- the document
 
-_TOP = {"study", "model", "task", "objectives", "budget", "space", "proxy", "search", "importance", "verify"}
+_TOP = {"study", "model", "task", "objectives", "budget", "space", "proxy", "search", "importance", "verify", "target"}
 
 
 def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
@@ -587,13 +589,19 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
             "noise": lambda n: _noise(n, objectives),
         },
     )
+    target = None
+    if "target" in top:
+        target, proxy = _target(top["target"], proxy)
     if proxy.runner and (proxy.rungs or proxy.ist):
         # Rungs and IST act inside the built-in training loop, which a runner replaces.
         key = "proxy.rungs" if proxy.rungs else "proxy.ist"
+        if target is not None and proxy.rungs:
+            key = "target.steps"
         raise SpaceError(source, key, f"proxy.runner ({proxy.runner}) trains the whole trial itself; "
                                       f"{key} needs the built-in trainer: drop one of them")
     if proxy.warmup_steps is not None and proxy.warmup_steps > proxy.steps:
-        raise SpaceError(source, "proxy.warmup_steps", f"expected at most proxy.steps={proxy.steps}, got {proxy.warmup_steps}")
+        limit = f"target.steps={proxy.steps}" if target is not None else f"proxy.steps={proxy.steps}"
+        raise SpaceError(source, "proxy.warmup_steps", f"expected at most {limit}, got {proxy.warmup_steps}")
     if proxy.rungs and proxy.rungs[-1] > proxy.steps:
         raise SpaceError(source, "proxy.rungs", f"expected rungs at most proxy.steps={proxy.steps}, got {proxy.rungs[-1]}")
     importance = top["importance"].str(_IMPORTANCE) if "importance" in top else "none"
@@ -613,9 +621,41 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
         search=search,
         importance=importance,
         verify=verify,
+        target=target,
         source=source,
         document=document,
     )
+
+
+def _target(node: _Node, proxy: ProxySpec) -> tuple[TargetSpec, ProxySpec]:
+    """``target:`` and the proxy it turns into: trials train to ``target.steps``, judged at
+    rungs from ``proxy.steps`` (the lowest) up by factors of ``proxy.eta``, unless
+    ``proxy.rungs`` names them."""
+    tk = node.mapping({"steps", "epochs", "seeds"})
+    if "steps" in tk and "epochs" in tk:
+        raise tk["epochs"].fail("give target.steps or target.epochs, not both")
+    epochs = tk["epochs"].number(positive=True) if "epochs" in tk else None
+    if "steps" in tk:
+        steps = tk["steps"].int(low=1)
+        where = tk["steps"]
+    else:  # one epoch over the training rows unless told otherwise
+        epochs = 1.0 if epochs is None else epochs
+        steps = max(1, math.ceil(epochs * proxy.train_examples / proxy.batch_size))
+        where = tk["epochs"] if "epochs" in tk else node
+    seeds = tk["seeds"].int(low=1, high=100) if "seeds" in tk else TargetSpec.seeds
+    if steps < proxy.steps:
+        raise where.fail(f"expected a target of at least proxy.steps={proxy.steps} (the lowest rung), got {steps} steps")
+    if proxy.rungs:
+        if proxy.rungs[-1] >= steps:
+            raise where.fail(f"expected a target beyond the last of proxy.rungs ({proxy.rungs[-1]}), got {steps} steps")
+        rungs = proxy.rungs
+    else:
+        rungs, rung = [], proxy.steps
+        while rung < steps:
+            rungs.append(rung)
+            rung *= proxy.eta
+        rungs = tuple(rungs)
+    return TargetSpec(steps=steps, seeds=seeds, epochs=epochs), dataclasses.replace(proxy, steps=steps, rungs=rungs)
 
 
 def apply_overrides(document: Any, overrides: list[str] | tuple[str, ...]) -> Any:

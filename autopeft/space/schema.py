@@ -274,6 +274,33 @@ class VerifySpec:
 
 
 @dataclass(frozen=True)
+class TargetSpec:
+    """The training the user means to run, where the search decides (``target:``).
+
+    A study with a target trains every trial as a prefix of that run: successive halving
+    stops it at a rung (``proxy.steps``, then ``proxy.steps * eta``, ... below ``steps``) or
+    lets it go on to ``steps``; a trial that reaches ``steps`` is trained again over
+    ``seeds - 1`` more seeds, and the front, the knee and ``export --pick`` read the means
+    over its seeds (``autopeft.search.seeds``).
+
+    Attributes:
+        steps: Optimiser steps of the target run (``epochs`` resolved against
+            ``proxy.train_examples`` and ``proxy.batch_size``).
+        seeds: Training seeds per point at the target (the trial's own run is seed
+            ``proxy.seed``).
+        epochs: The epochs the YAML asked for, when it did (for display).
+    """
+
+    steps: int
+    seeds: int = 3
+    epochs: float | None = None
+
+    def describe(self) -> str:
+        length = f"{self.epochs:g} epoch(s) = {self.steps} steps" if self.epochs is not None else f"{self.steps} steps"
+        return f"{length}, {self.seeds} seed(s)"
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     """A whole, validated search space: what to search, on what, and how."""
 
@@ -287,6 +314,8 @@ class SearchSpace:
     search: SearchSpec
     importance: str = "none"
     verify: VerifySpec = field(default_factory=VerifySpec)
+    #: None: the proxy is the target (one run of ``proxy.steps`` per point, one seed).
+    target: TargetSpec | None = None
     source: str = "<memory>"
     document: dict = field(default_factory=dict, compare=False, hash=False)
 

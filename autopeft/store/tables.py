@@ -78,5 +78,7 @@ verifications = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    # Beaten while the run trains: a running row whose beat is older than the grace is a dead process's.
+    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("study_id", "subject", "seed", "protocol_key", name="uq_autopeft_verifications_job"),
 )

@@ -4,8 +4,8 @@ One row per (study, subject, seed, protocol): ``autopeft verify`` creates the ro
 as ``pending`` (creating them twice is a no-op), and whoever runs them — the ``verify``
 command itself or any ``autopeft worker`` — claims one atomically (``pending`` ->
 ``running``, one UPDATE that only one process can win), trains it and records the
-validation and test metrics. A killed run leaves a ``running`` row; once it is older than
-the grace period it goes back to ``pending`` (``requeue_stale``). So a verification is
+validation and test metrics. A killed run leaves a ``running`` row whose heartbeat stops; once the beat is
+older than the grace period the row goes back to ``pending`` (``requeue_stale``). So a verification is
 resumable and can be shared by many machines, and it never touches a trial's own record:
 the proxy results stay as they were.
 """
@@ -95,11 +95,16 @@ class Verifications:
                     new += 1
         return new
 
-    def claim(self, study: str, worker: str) -> VerificationRecord | None:
+    def claim(self, study: str, worker: str, *, only: str | None = None,
+              besides: str | None = None) -> VerificationRecord | None:
         """The oldest ``pending`` run of ``study``, now ``running`` for ``worker``; None if none is left.
 
         The UPDATE only matches a row that is still ``pending``, so two processes can never
         claim the same run: the loser sees no row changed and tries the next.
+
+        Args:
+            only: Claim only rows of this protocol key (a search claims its seed runs).
+            besides: Claim no row of this protocol key (verification serves the rest).
         """
         from sqlalchemy import select
 
@@ -108,15 +113,39 @@ class Verifications:
         for _ in range(50):
             with self._begin() as c:
                 study_id = self._study_id(c, study)
-                row = c.execute(select(v.c.id).where((v.c.study_id == study_id) & (v.c.status == "pending"))
-                                .order_by(v.c.id).limit(1)).first()
+                where = (v.c.study_id == study_id) & (v.c.status == "pending")
+                if only is not None:
+                    where = where & (v.c.protocol_key == only)
+                if besides is not None:
+                    where = where & (v.c.protocol_key != besides)
+                row = c.execute(select(v.c.id).where(where).order_by(v.c.id).limit(1)).first()
                 if row is None:
                     return None
+                now = utcnow()
                 won = c.execute(v.update().where((v.c.id == row.id) & (v.c.status == "pending"))
-                                .values(status="running", worker=worker, started_at=utcnow())).rowcount
+                                .values(status="running", worker=worker, started_at=now, heartbeat_at=now)).rowcount
             if won:
                 return self.get(row.id)
         return None
+
+    def beat(self, run_id: int) -> bool:
+        """Mark a running run alive now; False when it is no longer running (it was reaped)."""
+        from autopeft.store.tables import verifications as v
+
+        with self._begin() as c:
+            return bool(c.execute(v.update().where((v.c.id == run_id) & (v.c.status == "running"))
+                                  .values(heartbeat_at=utcnow())).rowcount)
+
+    def count(self, study: str, protocol: str, statuses=("pending", "running")) -> int:
+        """Runs of ``study`` under protocol key ``protocol`` in one of ``statuses``."""
+        from sqlalchemy import func, select
+
+        from autopeft.store.tables import verifications as v
+
+        with self._begin() as c:
+            study_id = self._study_id(c, study)
+            return int(c.execute(select(func.count()).select_from(v).where(
+                (v.c.study_id == study_id) & (v.c.protocol_key == protocol) & v.c.status.in_(statuses))).scalar_one())
 
     def claim_id(self, run_id: int, worker: str) -> VerificationRecord | None:
         """Run ``run_id``, now ``running`` for ``worker``, if it was still ``pending`` (else None)."""
@@ -124,7 +153,8 @@ class Verifications:
 
         with self._begin() as c:
             won = c.execute(v.update().where((v.c.id == run_id) & (v.c.status == "pending"))
-                            .values(status="running", worker=worker, started_at=utcnow())).rowcount
+                            .values(status="running", worker=worker, started_at=utcnow(),
+                                    heartbeat_at=utcnow())).rowcount
         return self.get(run_id) if won else None
 
     def finish(self, record: VerificationRecord) -> None:
@@ -149,14 +179,15 @@ class Verifications:
                                   .values(status="pending", worker=None, started_at=None)).rowcount)
 
     def requeue_stale(self, study: str | None, grace: float) -> int:
-        """Put ``running`` rows started more than ``grace`` seconds ago back to ``pending``
-        (their process died: a verification takes minutes, never unbounded time).
-        ``study=None``: the rows of every study."""
+        """Put ``running`` rows whose heartbeat (else start) is more than ``grace`` seconds old
+        back to ``pending``: their process died. ``study=None``: the rows of every study."""
+        from sqlalchemy import func
+
         from autopeft.store.tables import verifications as v
 
         cutoff = utcnow() - timedelta(seconds=grace)
         with self._begin() as c:
-            stale = (v.c.status == "running") & (v.c.started_at < cutoff)
+            stale = (v.c.status == "running") & (func.coalesce(v.c.heartbeat_at, v.c.started_at) < cutoff)
             if study is not None:
                 stale = stale & (v.c.study_id == self._study_id(c, study))
             return c.execute(v.update().where(stale).values(status="pending", worker=None, started_at=None)).rowcount

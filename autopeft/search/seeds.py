@@ -1,0 +1,140 @@
+"""Seeds at the target: a trial that reaches ``target.steps`` is trained again over more seeds.
+
+One run per point ranks points by luck as much as by merit (on the tweets at 150 steps the
+seed-to-seed sd is ~1-3 pt, as large as most gaps on a front), so a study with a
+``target:`` decides on means over ``target.seeds`` runs at the target:
+
+- the trial's own run is seed ``proxy.seed``; when it completes at the target (and did not
+  diverge), it is stored as a complete verification row and the other seeds are queued as
+  pending rows of the *target protocol* (:func:`target_protocol`);
+- those rows are ledger rows like trials: any process serving the study claims one
+  atomically, beats its heartbeat while it trains, and a row whose process died is queued
+  again once its heartbeat is older than the grace (``autopeft.store.verifications``);
+- each finished seed folds into the trial's record (:func:`fold`): the task metric in
+  ``values`` becomes the mean over the seeds done so far, and ``extras["target"]`` holds the
+  validation and test means and sds, the seeds, and whether a seed diverged. So the front,
+  the knee, ``export --pick``, the dashboard and the API, which read ``values``, read the
+  target means. optuna keeps the value it was told (the trial's own run): the sampler models
+  single runs, as it always has.
+
+The target protocol is computed from the space alone, so a worker can tell these rows from
+``autopeft verify``'s without preparing the study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Sequence
+
+from autopeft.store import Store, StudyRecord, TrialRecord
+from autopeft.store.verifications import VerificationRecord, Verifications
+
+#: ``protocol["fidelity"]`` of the rows this module queues.
+TARGET = "target"
+
+
+def target_protocol(space) -> dict | None:
+    """The protocol of a study's seed runs at the target (None without a ``target:``)."""
+    if space.target is None:
+        return None
+    p = space.proxy
+    return {"fidelity": TARGET, "steps": space.target.steps, "batch_size": p.batch_size, "max_length": p.max_length,
+            "train_examples": p.train_examples, "eval_examples": p.eval_examples, "schedule": p.schedule}
+
+
+def study_target_key(study: StudyRecord) -> str | None:
+    """The protocol key of ``study``'s seed runs, from its stored space (None: no target)."""
+    from autopeft.space import load_space_text
+    from autopeft.store.verifications import protocol_key
+
+    protocol = target_protocol(load_space_text(study.space_yaml, f"study '{study.name}' (stored space)"))
+    return protocol_key(protocol) if protocol else None
+
+
+def seed_numbers(space) -> tuple[int, ...]:
+    """The seeds of a point at the target: the trial's own (``proxy.seed``) first."""
+    first = space.proxy.seed
+    return tuple(first + i for i in range(space.target.seeds))
+
+
+def queue(runs: Verifications, study: StudyRecord, space, record: TrialRecord, test_metrics: dict) -> int:
+    """Store ``record``'s own run (complete at the target) as its first seed and queue the
+    others; returns how many rows were queued to train."""
+    protocol = target_protocol(space)
+    seeds = seed_numbers(space)
+    own = VerificationRecord(study=study.name, subject=f"trial:{record.number}", seed=seeds[0], protocol=protocol,
+                             candidate=record.candidate, trial_number=record.number)
+    runs.add([own])
+    claimed = next((r for r in runs.of(study.name) if r.subject == own.subject and r.seed == own.seed
+                    and r.protocol_key == own.protocol_key and r.status == "pending"), None)
+    if claimed is not None and runs.claim_id(claimed.id, "search") is not None:
+        runs.finish(dataclasses.replace(claimed, status="complete", metrics=record.metrics, test_metrics=test_metrics,
+                                        trainable_params=record.trainable_params, curve=record.curve,
+                                        extras={k: v for k, v in record.extras.items() if k in _KEPT_EXTRAS}))
+    others = [dataclasses.replace(own, seed=s) for s in seeds[1:]]
+    return runs.add(others)
+
+
+#: What a seed row keeps of its trial's extras: what divergence is judged by.
+_KEPT_EXTRAS = ("predicted_classes", "majority_rate")
+
+
+def rows_of(runs: Verifications, study: StudyRecord, space) -> list[VerificationRecord]:
+    """The study's seed rows (of its target protocol)."""
+    from autopeft.store.verifications import protocol_key
+
+    protocol = target_protocol(space)
+    if protocol is None:
+        return []
+    key = protocol_key(protocol)
+    return [r for r in runs.of(study.name) if r.protocol_key == key]
+
+
+def fold(store: Store, study: StudyRecord, space, record: TrialRecord,
+         rows: Sequence[VerificationRecord]) -> TrialRecord:
+    """``record`` with its task metric in ``values`` the mean over its complete seed rows, and
+    ``extras["target"]`` saying over what; saved when it changed. Idempotent: computed from
+    the rows alone, so any process may fold, as often as it likes."""
+    from autopeft.search.divergence import divergence
+
+    metric = space.task.metric
+    mine = [r for r in rows if r.trial_number == record.number]
+    done = [r for r in mine if r.status == "complete" and metric in r.metrics]
+    if not done or record.values is None:
+        return record
+    val = _mean_sd([r.metrics[metric] for r in done])
+    tests = [r.test_metrics[metric] for r in done if metric in r.test_metrics]
+    why = next((f"seed {r.seed}: {d}" for r in done if (d := divergence(r.metrics, r.extras, r.curve))), None)
+    summary = {"seeds": sorted(r.seed for r in done), "of": space.target.seeds,
+               "failed": sorted(r.seed for r in mine if r.status == "failed"),
+               "val": list(val), "test": list(_mean_sd(tests)) if len(tests) == len(done) else None,
+               "own": record.extras.get("target", {}).get("own", record.metrics.get(metric)),
+               "diverged": why}
+    values = [val[0] if name == metric else v for (name, _), v in zip(study.objectives, record.values)]
+    folded = dataclasses.replace(record, values=values, extras={**record.extras, "target": summary})
+    if folded != record:
+        store.save_trial(folded)
+    return folded
+
+
+def fold_all(store: Store, study: StudyRecord, space) -> int:
+    """Fold every trial with seed rows (the end of a search: a fold two processes raced on
+    is settled here); returns how many records changed."""
+    rows = rows_of(Verifications(store), study, space)
+    numbers = {r.trial_number for r in rows}
+    changed = 0
+    for record in store.trials(study.name):
+        if record.number in numbers and fold(store, study, space, record, rows) is not record:
+            changed += 1
+    return changed
+
+
+def complete(record: TrialRecord) -> bool:
+    """Whether ``record``'s means are over all its seeds (failed seeds count as done)."""
+    t = record.extras.get("target")
+    return t is not None and len(t["seeds"]) + len(t.get("failed", [])) >= t["of"]
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
