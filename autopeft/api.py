@@ -18,7 +18,6 @@ is not a terminal: no ``sys.exit``, no progress bar, errors raised as ``AutoPeft
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from autopeft.errors import AutoPeftError, SpaceError, StoreError
 from autopeft.store.records import StudyRecord, TrialRecord
+from autopeft.store.url import sqlite_file, storage_url
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -177,7 +177,7 @@ def run_study(space: str | Path | Mapping | SearchSpace, *, storage: str | None 
 
     sp = _space(space, overrides)
     logger = log_to_events(log_to, warn=progress or (lambda msg: warnings.warn(msg, RuntimeWarning, stacklevel=3)))
-    store = Store(_url(storage))
+    store = Store(storage_url(storage))
     try:
         prep = prepare_search(sp)
         for line in prep.warnings:
@@ -198,8 +198,8 @@ def load_study(name: str, storage: str | None = None) -> StudyResult:
     """
     from autopeft.store import Store, mask_url
 
-    url = _url(storage)
-    path = _sqlite_file(url)
+    url = storage_url(storage)
+    path = sqlite_file(url)
     if path is not None and not path.exists():  # opening a Store would create an empty database
         raise StoreError(f"no database at {mask_url(url)} (the file {path} does not exist)")
     store = Store(url)
@@ -250,25 +250,6 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]) -> pandas.D
 
 
 # ---------------------------------------------------------------------- helpers
-def _url(storage: str | None) -> str:
-    from autopeft.store import DEFAULT_URL
-
-    return storage or os.environ.get("AUTOPEFT_STORAGE") or DEFAULT_URL
-
-
-def _sqlite_file(url: str) -> Path | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None  # Store says what is wrong with it
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database).expanduser()
-
-
 def _override_items(overrides) -> list[str]:
     if overrides is None:
         return []

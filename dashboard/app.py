@@ -30,13 +30,15 @@ CACHE_TTL = 2  # seconds: short, so live refresh and new trials from workers sho
 
 def config() -> tuple[str, bool]:
     """``(storage URL, read_only)`` from argv (after ``--``) or the environment."""
-    from autopeft.store import DEFAULT_URL
+    from autopeft.store import storage_url
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--storage")
     parser.add_argument("--read-only", action="store_true")
     args, _ = parser.parse_known_args(sys.argv[1:])
-    url = args.storage or os.environ.get("AUTOPEFT_DASHBOARD_STORAGE") or os.environ.get("AUTOPEFT_STORAGE") or DEFAULT_URL
+    # First the URL `autopeft dashboard` was given (launch passes it in this variable, off argv), then the one
+    # every command reads.
+    url = storage_url(args.storage, env=("AUTOPEFT_DASHBOARD_STORAGE", "AUTOPEFT_STORAGE"))
     read_only = args.read_only or os.environ.get("AUTOPEFT_DASHBOARD_READ_ONLY", "") not in ("", "0")
     return url, read_only
 

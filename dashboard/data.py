@@ -28,28 +28,14 @@ def open_store(url: str, *, create: bool = False, read_only: bool = False):
     Raises:
         StoreError: malformed or unreachable URL, or a missing SQLite file.
     """
-    from autopeft.store import Store, mask_url
+    from autopeft.store import Store, mask_url, sqlite_file
 
     if not create:
-        path = sqlite_path(url)
+        path = sqlite_file(url)
         if path is not None and not path.exists():
             raise StoreError(f"no database at {mask_url(url)} (the file {path} does not exist yet); "
                              "run `autopeft search` or create a study on the New search page")
     return Store(url, migrate=not read_only)  # StoreError (a message for the page) for what a user can fix
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a file-backed SQLite URL, else None."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database).expanduser()
 
 
 # ---------------------------------------------------------------------- studies

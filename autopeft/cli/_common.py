@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 import typer
 
+# The command modules import it from here, with the options it goes with.
+from autopeft.store.url import storage_url
+
 STORAGE = typer.Option(None, "--storage", help="Database URL (default sqlite:///autopeft.db; or $AUTOPEFT_STORAGE).")
 SET = typer.Option(None, "--set", help="Override a DSL key, e.g. --set proxy.steps=10 (repeatable).")
-
-
-def storage_url(url: Optional[str]) -> str:
-    """``--storage``, else ``$AUTOPEFT_STORAGE``, else the default SQLite file."""
-    import os
-
-    from autopeft.store import DEFAULT_URL
-
-    return url or os.environ.get("AUTOPEFT_STORAGE") or DEFAULT_URL
 
 
 def make_console():

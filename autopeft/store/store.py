@@ -18,8 +18,7 @@ from pathlib import Path
 from autopeft.errors import StoreError
 from autopeft.store.records import StudyRecord, TrialRecord
 from autopeft.store.retry import is_transient, retried
-
-DEFAULT_URL = "sqlite:///autopeft.db"
+from autopeft.store.url import DEFAULT_URL, mask_url
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,18 +61,6 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 #: Where autopeft's alembic revision lives (``migrations/env.py`` says the same); optuna's
 #: own revision stays in ``alembic_version``.
 VERSION_TABLE = "autopeft_alembic_version"
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``: safe to print or log."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):  # not parseable: hide everything between '://' and '@'
-        head, sep, tail = url.partition("://")
-        return head + sep + ("***@" + tail.split("@", 1)[1] if "@" in tail else tail)
 
 
 def _created_meanwhile(e: BaseException) -> bool:
