@@ -208,24 +208,6 @@ def _fmt(v) -> str:
 
 
 # ---------------------------------------------------------------------- page pieces
-def show_counts(counts: dict[str, int]) -> None:
-    """Trial counts by state as a row of metrics."""
-    import streamlit as st
-
-    for col, (state, n) in zip(st.columns(len(counts)), counts.items()):
-        col.metric(state, n)
-
-
-def show_best(best: dict[str, float | None], hv: float | None) -> None:
-    """Best value per objective and the normalised hypervolume as metrics."""
-    import streamlit as st
-
-    cols = st.columns(len(best) + 1)
-    for col, (name, value) in zip(cols, best.items()):
-        col.metric(f"best {name}", _fmt(value))
-    cols[-1].metric("hypervolume", "-" if hv is None else f"{hv:.4f}")
-
-
 def show_trial(record, trial_row: dict, curve_fig, importance_fig) -> None:
     """A trial's detail: summary metrics, error, candidate and peft config beside the curve."""
     import streamlit as st

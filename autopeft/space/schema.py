@@ -198,10 +198,6 @@ class Objective:
     name: str
     direction: Literal["max", "min"]
 
-    @property
-    def optuna_direction(self) -> str:
-        return "maximize" if self.direction == "max" else "minimize"
-
 
 @dataclass(frozen=True)
 class Budget:
