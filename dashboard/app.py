@@ -151,7 +151,7 @@ def page_hypervolume(url: str, sd: data.StudyData) -> None:
     cols = st.columns(1 + len(names))
     cols[0].metric("hypervolume", f"{report.value:.4f}")
     for col, name, ref in zip(cols[1:], names, report.reference):
-        col.metric(f"reference {name}", render._fmt(ref))
+        col.metric(f"reference {name}", render.fmt3(ref))
     st.plotly_chart(render.hypervolume_figure(report.history, dict(zip(names, report.reference))), key="hv_chart")
     st.caption("Each objective is scaled to [0, 1] between the best value reached (ideal) and the reference "
                "point (worst completed value + 10% of the range), so 1.0 is a point at the ideal.")
@@ -253,7 +253,7 @@ def page_export(url: str, sd: data.StudyData, display_url: str) -> None:
             files = _export_files(url, sd.study.name, record.number, how)
     except AutoPeftError as e:
         return st.error(str(e))
-    values = ", ".join(f"{n}={render._fmt(v)}" for (n, _), v in zip(sd.study.objectives, record.values or []))
+    values = ", ".join(f"{n}={render.fmt3(v)}" for (n, _), v in zip(sd.study.objectives, record.values or []))
     st.success(f"Trial {record.number} ({record.candidate.get('method')}): {values}")
     if why := diverged(record):  # only a trial asked for by number: picks never land on one
         st.warning(f"Trial {record.number} diverged ({why}); it is never on the front.")

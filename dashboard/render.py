@@ -152,7 +152,7 @@ def hypervolume_figure(history: Sequence[tuple[int, float]], reference: dict[str
     """Normalised hypervolume after each finished trial; the reference point in the title."""
     import plotly.graph_objects as go
 
-    ref = ", ".join(f"{k}={_fmt(v)}" for k, v in reference.items())
+    ref = ", ".join(f"{k}={fmt3(v)}" for k, v in reference.items())
     fig = go.Figure(go.Scatter(x=[n for n, _ in history], y=[v for _, v in history], mode="lines+markers",
                                line=dict(shape="hv"), marker=dict(size=4), name="hypervolume"))
     fig.update_layout(title=f"Hypervolume vs trials (reference point: {ref})", xaxis_title="trial number",
@@ -203,10 +203,6 @@ def compare_figure(fronts: dict[str, object], x: str, y: str):
     return fig
 
 
-def _fmt(v) -> str:
-    return fmt3(v)
-
-
 # ---------------------------------------------------------------------- page pieces
 def show_trial(record, trial_row: dict, curve_fig, importance_fig) -> None:
     """A trial's detail: summary metrics, error, candidate and peft config beside the curve."""
@@ -214,9 +210,9 @@ def show_trial(record, trial_row: dict, curve_fig, importance_fig) -> None:
 
     st.subheader(f"Trial {record.number} - {record.status}")
     res = record.resources or {}
-    summary = {"method": trial_row.get("method"), "trainable params": _fmt(record.trainable_params)}
-    summary.update({k: _fmt(v) for k, v in (record.metrics or {}).items()})
-    summary.update({"wall time (s)": _fmt(res.get("wall_time")), "peak memory (MB)": _fmt(res.get("peak_rss_mb"))})
+    summary = {"method": trial_row.get("method"), "trainable params": fmt3(record.trainable_params)}
+    summary.update({k: fmt3(v) for k, v in (record.metrics or {}).items()})
+    summary.update({"wall time (s)": fmt3(res.get("wall_time")), "peak memory (MB)": fmt3(res.get("peak_rss_mb"))})
     for col, (label, value) in zip(st.columns(len(summary)), summary.items()):
         col.metric(label, str(value))
     if record.error:
@@ -238,7 +234,7 @@ def show_trial(record, trial_row: dict, curve_fig, importance_fig) -> None:
         if importance_fig is not None:
             st.plotly_chart(importance_fig, key=f"importance-{record.number}")
     st.caption(f"started {record.started_at}, finished {record.finished_at or '-'}, "
-               f"train time {_fmt(res.get('train_time'))} s, sampler time {_fmt(record.sampler_time)} s")
+               f"train time {fmt3(res.get('train_time'))} s, sampler time {fmt3(record.sampler_time)} s")
 
 
 def verified_figure(frame, metric: str, baseline=None):
