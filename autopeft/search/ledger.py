@@ -46,9 +46,13 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from autopeft.errors import AutoPeftError, LedgerError
+from autopeft.search.budget import TRAINED, Budget, count_budget, trained_count
 from autopeft.search.heartbeat import Heartbeat, LedgerSettings
 from autopeft.store import Store, StudyRecord, TrialRecord, TrialSummary, utcnow
 from autopeft.store.retry import retried_optuna
+
+# The budget's and the heartbeat's names stay importable from here, where callers found them.
+__all__ = ["PENDING", "ROLE", "TRAINED", "Budget", "Heartbeat", "Ledger", "LedgerSettings", "Ticket", "trained_count"]
 
 log = logging.getLogger("autopeft")
 
@@ -57,44 +61,6 @@ PENDING = "autopeft:record"
 #: optuna user attribute of an enqueued reference trial (``autopeft.search.baseline``): its
 #: role, which the trial's record keeps as ``extras["baseline"]``.
 ROLE = "autopeft:baseline"
-#: Statuses that count against the budget once trained to an end.
-TRAINED = ("complete", "failed", "pruned")
-
-
-def trained_count(records: Sequence[TrialRecord | TrialSummary]) -> int:
-    """Trials that count against the study's budget: trained to an end (complete, failed, pruned).
-
-    A trial whose process died (no heartbeat) or was interrupted, and whose point was
-    queued again, is recorded as failed with ``extras["retried_as"]``: its retry counts
-    instead, so that a killed worker or a Ctrl-C costs the study nothing.
-    """
-    return sum(1 for r in records if r.status in TRAINED and _retried_as(r) is None)
-
-
-def _retried_as(r: TrialRecord | TrialSummary) -> int | None:
-    return r.retried_as if isinstance(r, TrialSummary) else r.extras.get("retried_as")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Where a study stands against its target (read at one moment; other processes move it).
-
-    Attributes:
-        target: Trials the study asks for.
-        trained: Trials trained to an end (:func:`trained_count`).
-        running: Trials being trained now by any process: optuna holds them RUNNING (alive,
-            or dead but not yet ``grace`` seconds silent), whether their record says
-            ``running`` yet or not (it is written just after the ask).
-    """
-
-    target: int
-    trained: int
-    running: int
-
-    @property
-    def left(self) -> int:
-        """Trials still to start; 0 or less: the budget is met or will be by those running."""
-        return self.target - self.trained - self.running
 
 
 @dataclass(frozen=True)
@@ -442,11 +408,7 @@ class Ledger:
         if reap:
             summaries = self._reconcile(summaries, live)[1]
         self._records = None
-        finished = {r.number for r in summaries if r.status != "running"}
-        # A trial asked a moment ago has no record yet: it counts from the ask on, which
-        # narrows the window in which N processes all see one trial left to N asks.
-        running = sum(1 for t in live if t.state == "RUNNING" and t.number not in finished)
-        return Budget(target, trained_count(summaries), running)
+        return count_budget(target, summaries, live)
 
     def trials_left(self) -> int:
         """Trials the study still needs: its target minus trained and live running trials
