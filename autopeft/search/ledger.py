@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import time
 import warnings
@@ -48,16 +47,16 @@ from typing import Any, Callable, Sequence
 from autopeft.errors import AutoPeftError, LedgerError
 from autopeft.search.budget import TRAINED, Budget, count_budget, trained_count
 from autopeft.search.heartbeat import Heartbeat, LedgerSettings
+from autopeft.search.wal import PENDING, replayed, without_copy, write_ahead
 from autopeft.store import Store, StudyRecord, TrialRecord, TrialSummary, utcnow
 from autopeft.store.retry import retried_optuna
 
-# The budget's and the heartbeat's names stay importable from here, where callers found them.
+# The names of the budget, the heartbeat and the write-ahead log stay importable from here,
+# where their callers found them.
 __all__ = ["PENDING", "ROLE", "TRAINED", "Budget", "Heartbeat", "Ledger", "LedgerSettings", "Ticket", "trained_count"]
 
 log = logging.getLogger("autopeft")
 
-#: optuna system attribute holding the final record while it is being told (write-ahead copy).
-PENDING = "autopeft:record"
 #: optuna user attribute of an enqueued reference trial (``autopeft.search.baseline``): its
 #: role, which the trial's record keeps as ``extras["baseline"]``.
 ROLE = "autopeft:baseline"
@@ -292,7 +291,7 @@ class Ledger:
         trial_id = self._trial_id(record.number)
         try:
             # Write-ahead: if this process dies after the tell, reap() writes this record.
-            retried_optuna(lambda: self.storage.set_trial_system_attr(trial_id, PENDING, _dump(record, state)))
+            write_ahead(self.storage, trial_id, record, state)
             if record.error and record.status in ("failed", "infeasible"):
                 key = "infeasible" if record.status == "infeasible" else "error"
                 retried_optuna(lambda: self.storage.set_trial_user_attr(trial_id, key, record.error))
@@ -383,7 +382,7 @@ class Ledger:
         if len(history) > self.settings.retries:
             self._write(dataclasses.replace(record, error=f"{record.error}; no retries left"))
             return None
-        system_attrs = {k: v for k, v in frozen.system_attrs.items() if k != PENDING}
+        system_attrs = without_copy(frozen.system_attrs)
         system_attrs.update(failed_trial=frozen.system_attrs.get("failed_trial", number), retry_history=history)
         template = optuna.trial.create_trial(state=TrialState.WAITING, params=frozen.params,
                                              distributions=frozen.distributions, user_attrs=frozen.user_attrs,
@@ -530,9 +529,9 @@ class Ledger:
 
         from autopeft.search.scales import unscaled
 
-        pending = _load(frozen.system_attrs.get(PENDING), frozen.number)
-        if pending is not None and pending[1] == frozen.state.name:
-            return pending[0]  # finished through a ledger: that first outcome stands
+        replay = replayed(frozen)
+        if replay is not None:
+            return replay  # finished through a ledger: that first outcome stands
         finished_at = record.finished_at or _aware(frozen.datetime_complete) or utcnow()
         if frozen.state == TrialState.COMPLETE:  # told by a writer that kept no outcome copy (optuna tools, older ledgers)
             values = unscaled(self.study.objectives, frozen.values)
@@ -621,28 +620,6 @@ def _retry_links(trials, records: Sequence[TrialRecord]) -> dict[int, int]:
         if history:
             links.setdefault(history[-1], t.number)  # the history ends with the trial it replaces
     return links
-
-
-def _dump(record: TrialRecord, state) -> str:
-    """The write-ahead copy: the final record and the optuna state it is told as."""
-    data = dataclasses.asdict(record)
-    for key in ("started_at", "finished_at"):
-        data[key] = data[key].isoformat() if data[key] is not None else None
-    return json.dumps({"state": state.name, "record": data})
-
-
-def _load(text, number: int) -> tuple[TrialRecord, str] | None:
-    """(record, optuna state name) written ahead for trial ``number``; None when absent, or
-    when it is a retry's copy of its original's (optuna copies system attributes to a retry)."""
-    if not text:
-        return None
-    pending = json.loads(text)
-    data = pending["record"]
-    if data.get("number") != number:
-        return None
-    for key in ("started_at", "finished_at"):
-        data[key] = datetime.fromisoformat(data[key]) if data[key] else None
-    return TrialRecord(**data), pending["state"]
 
 
 def _system_attrs(storage, trial) -> dict:
