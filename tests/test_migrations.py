@@ -174,7 +174,7 @@ def test_a_database_at_0001_upgrades_to_verifications_keeping_its_studies(url, c
     engine.dispose()
     assert "autopeft_verifications" not in tables(url)
     assert f"-> {head()} (head)" in db(capsys, "upgrade", "--storage", url)
-    assert head() == "0003" and "autopeft_verifications" in tables(url)
+    assert head() == "0004" and "autopeft_verifications" in tables(url)
     assert scalar_rows(url, "SELECT name FROM autopeft_studies") == ["old"]
     from autopeft.store import Store
 

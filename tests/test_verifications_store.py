@@ -83,3 +83,27 @@ def test_pending_studies_oldest_run_first_and_a_released_run_is_pending_again(ru
     runs.claim("t", "dies")
     runs.claim("s", "dies")
     assert runs.requeue_stale(None, grace=-1) == 2  # None: every study's dead runs
+
+
+def test_a_beating_run_is_never_requeued_and_a_silent_one_is(runs):
+    """Stale means no heartbeat for the grace period, not a long run: a run that has trained
+    for hours but beats stays claimed; one whose process died goes back within the grace."""
+    import time
+
+    runs.add([job("trial:1", 0), job("trial:2", 0)])
+    alive, dead = runs.claim("s", "w1"), runs.claim("s", "w2")
+    time.sleep(1.2)
+    assert runs.beat(alive.id)
+    assert runs.requeue_stale("s", grace=1.0) == 1
+    assert runs.get(alive.id).status == "running" and runs.get(dead.id).status == "pending"
+    assert not runs.beat(dead.id)  # a reaped run's late beat changes nothing
+
+
+def test_claims_can_be_kept_to_one_protocol_or_away_from_it(runs):
+    other = {**PROTOCOL, "steps": 240}
+    runs.add([job("trial:1", 0), job("trial:1", 0, other), job("trial:2", 0)])
+    key = job("trial:1", 0, other).protocol_key
+    assert runs.claim("s", "w", besides=key).protocol == PROTOCOL
+    assert runs.claim("s", "w", only=key).protocol == other
+    assert runs.claim("s", "w", only=key) is None
+    assert runs.count("s", key, ("running",)) == 1 and runs.count("s", key, ("pending",)) == 0

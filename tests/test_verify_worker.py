@@ -125,14 +125,14 @@ def test_run_one_records_an_exception_as_failed_and_puts_an_interrupted_run_back
     runs = Verifications(store)
     runs.add([job("trial:1", 0), job("trial:1", 1)])
 
-    def boom(record, prep):
+    def boom(record, prep, runner=None):
         raise RuntimeError("CUDA error: device-side assert\nmore lines")
 
     monkeypatch.setattr(verify, "train", boom)
     done = verify.run_one(runs, runs.claim("s", "w"), prep=None)
     assert done.status == "failed" and runs.get(done.id).error == "RuntimeError: CUDA error: device-side assert"
 
-    def stopped(record, prep):
+    def stopped(record, prep, runner=None):
         raise KeyboardInterrupt  # SIGTERM to a worker mid-run
 
     monkeypatch.setattr(verify, "train", stopped)
