@@ -10,27 +10,20 @@ curve, error). Every write that keeps the two in step goes through :class:`Ledge
   the trial number: the first outcome told wins, and a repeat is a no-op (never a second
   record, never an exception).
 - :meth:`Ledger.budget`: trained trials plus trials being trained right now by any process,
-  against the study's target, for every way a study is run (one ``autopeft search``, two of
-  them at once, N workers): N processes overshoot the target by at most N - 1.
+  against the study's target (counted by :mod:`autopeft.search.budget`).
 - :meth:`Ledger.reap`: trials whose process died (no heartbeat for ``grace`` seconds) are
-  failed, their points queued again, and records are brought in line with optuna.
+  failed, their points queued again, and records are brought in line with optuna
+  (:mod:`autopeft.search.reaper`).
 
 Crash safety. The two writes of a finish are two transactions in two sets of tables, so
-``finish`` writes ahead: the final record rides in the optuna trial's system attributes
-(``autopeft:record``) before the tell. A process that dies between the tell and its own
+``finish`` writes ahead (:mod:`autopeft.search.wal`): the final record rides in the optuna
+trial's system attributes before the tell. A process that dies between the tell and its own
 record write leaves a record ``running`` whose optuna trial is finished; the next
 :meth:`~Ledger.reap`, by any process, writes the final record from that copy. A process that
 dies before the tell leaves a RUNNING trial without heartbeat: reaped after ``grace``.
 
 Heartbeats. A :class:`~autopeft.search.heartbeat.Heartbeat` beats from a background thread
-from ask to finish, in a single ``autopeft search`` as in a worker. optuna only calls a trial
-stale once it has beaten at all, so :meth:`~Ledger.reap` gives a never-beaten RUNNING trial
-(its process died inside ``ask``) a first beat: it goes stale ``grace`` seconds later unless
-its owner beats.
-
-Failed as dead but alive (its heartbeat could not reach the database for ``grace``
-seconds): its point has been queued again, so when it ends its record says so ("worker
-lost ... retried as trial N", metrics kept) and only the retry counts against the budget.
+from ask to finish, in a single ``autopeft search`` as in a worker.
 """
 
 from __future__ import annotations
@@ -41,18 +34,18 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from autopeft.errors import AutoPeftError, LedgerError
 from autopeft.search.budget import TRAINED, Budget, count_budget, trained_count
 from autopeft.search.heartbeat import Heartbeat, LedgerSettings
-from autopeft.search.wal import PENDING, replayed, without_copy, write_ahead
-from autopeft.store import Store, StudyRecord, TrialRecord, TrialSummary, utcnow
+from autopeft.search.reaper import Reaper, local_aware
+from autopeft.search.wal import PENDING, write_ahead
+from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
 from autopeft.store.retry import retried_optuna
 
 # The names of the budget, the heartbeat and the write-ahead log stay importable from here,
-# where their callers found them.
+# where their callers have always found them.
 __all__ = ["PENDING", "ROLE", "TRAINED", "Budget", "Heartbeat", "Ledger", "LedgerSettings", "Ticket", "trained_count"]
 
 log = logging.getLogger("autopeft")
@@ -147,6 +140,7 @@ class Ledger:
         #: check before its ask to its tell; the sampler's time in ask is not counted.
         self.last_overhead: tuple[float, float] | None = None
         self.ostudy  # noqa: B018 - opened now, once: a setup cost, not a per-trial one; errors surface here
+        self._reaper = Reaper(store, study, self.storage, self._ostudy, self._study_id, self.settings)
 
     # ------------------------------------------------------------------ optuna
     @property
@@ -180,11 +174,7 @@ class Ledger:
     def _trial_id(self, number: int) -> int:
         if number in self._asked:
             return self._asked[number]._trial_id
-        self.ostudy  # noqa: B018 - sets _study_id
-        try:
-            return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
-        except KeyError:
-            raise LedgerError(f"study '{self.name}' has no trial {number} in {self.store.display_url}") from None
+        return self._reaper.trial_id(number)
 
     # ------------------------------------------------------------------ one trial
     @_ledger_call
@@ -307,11 +297,11 @@ class Ledger:
         self._stop_beat(record.number)
         self._open.pop(record.number, None)
         self._asked.pop(record.number, None)
-        final = self._settle(record, frozen)
+        final = self._reaper.settle(record, frozen)  # a reaper may have failed it as lost meanwhile
         if told_here and final == record:
             self.store.save_trial(final)  # the usual case: the store holds the running record
         else:
-            self._write(final)  # compares first, so that a repeat writes nothing
+            self._reaper.write(final)  # compares first, so that a repeat writes nothing
         self._finished = record.number
         return final
 
@@ -371,26 +361,7 @@ class Ledger:
         Returns:
             The number of the queued trial (None if out of retries, or not failed).
         """
-        import optuna
-        from optuna.trial import TrialState
-
-        frozen = self.storage.get_trial(self._trial_id(number))
-        record = self.store.trial(self.name, number)
-        if frozen.state != TrialState.FAIL or record is None or record.extras.get("retried_as") is not None:
-            return None
-        history = [*frozen.system_attrs.get("retry_history", []), number]
-        if len(history) > self.settings.retries:
-            self._write(dataclasses.replace(record, error=f"{record.error}; no retries left"))
-            return None
-        system_attrs = without_copy(frozen.system_attrs)
-        system_attrs.update(failed_trial=frozen.system_attrs.get("failed_trial", number), retry_history=history)
-        template = optuna.trial.create_trial(state=TrialState.WAITING, params=frozen.params,
-                                             distributions=frozen.distributions, user_attrs=frozen.user_attrs,
-                                             system_attrs=system_attrs)
-        new = self.storage.get_trial_number_from_id(self.storage.create_new_trial(self._study_id, template_trial=template))
-        self._write(dataclasses.replace(record, error=f"{record.error}; retried as trial {new}",
-                                        extras={**record.extras, "retried_as": new}))
-        return new
+        return self._reaper.requeue(number, self._trial_id(number))
 
     # ------------------------------------------------------------------ the study
     @_ledger_call
@@ -401,11 +372,11 @@ class Ledger:
             reap: First do what :meth:`reap` does (one read serves both): what a search
                 does before it asks for a trial.
         """
-        live = self._scan() if reap else self.store.live_optuna_trials(self.name)
+        live = self._reaper.scan(self._beats) if reap else self.store.live_optuna_trials(self.name)
         target = self.store.get_study(self.name).trials_target  # `search --trials` may have raised it
         summaries = self.store.trial_summaries(self.name)
         if reap:
-            summaries = self._reconcile(summaries, live)[1]
+            summaries = self._reaper.reconcile(summaries, live, self._open)[1]
         self._records = None
         return count_budget(target, summaries, live)
 
@@ -427,8 +398,8 @@ class Ledger:
         Returns:
             How many records were brought in line with optuna (lost, or finished elsewhere).
         """
-        live = self._scan()
-        return self._reconcile(self.store.trial_summaries(self.name), live)[0]
+        live = self._reaper.scan(self._beats)
+        return self._reaper.reconcile(self.store.trial_summaries(self.name), live, self._open)[0]
 
     @_ledger_call
     def reconcile(self, *, full: bool = False) -> int:
@@ -443,124 +414,24 @@ class Ledger:
         Returns:
             How many records were written.
         """
-        written = self._reconcile(self.store.trial_summaries(self.name), self.store.live_optuna_trials(self.name))[0]
+        written = self._reaper.reconcile(self.store.trial_summaries(self.name),
+                                         self.store.live_optuna_trials(self.name), self._open)[0]
         if not (full and self.describe is not None):
             return written
-        records = self.store.trials(self.name)
-        known = {r.number for r in records}
-        every = retried_optuna(lambda: self.ostudy.get_trials(deepcopy=False))
-        retries = _retry_links(every, records)
-        for t in every:
-            if t.number in known or not t.state.is_finished() or not t.params:
-                continue
-            try:
-                candidate = self.describe(dict(t.params))
-            except (KeyError, ValueError, AutoPeftError):  # parameters drawn in part: nothing to describe
-                continue
-            stub = TrialRecord(study=self.name, number=t.number, status="running", candidate=candidate,
-                               params=dict(t.params), started_at=_aware(t.datetime_start) or utcnow(),
-                               extras=_role(t.user_attrs))
-            final = self._settle(stub, t, retries, may_wait=True)
-            if final is not None:
-                self._write(final)
-                written += 1
-        return written
+        return written + self._reaper.record_orphans(self._stub)
+
+    def _stub(self, frozen) -> TrialRecord | None:
+        """The ``running`` record that finished optuna trial ``frozen`` would have started as
+        (None: its parameters were drawn in part, so there is nothing to describe)."""
+        try:
+            candidate = self.describe(dict(frozen.params))
+        except (KeyError, ValueError, AutoPeftError):
+            return None
+        return TrialRecord(study=self.name, number=frozen.number, status="running", candidate=candidate,
+                           params=dict(frozen.params), started_at=local_aware(frozen.datetime_start) or utcnow(),
+                           extras=_role(frozen.user_attrs))
 
     # ------------------------------------------------------------------ internals
-    def _scan(self) -> list:
-        """optuna's RUNNING and WAITING trials, after failing those whose process died.
-
-        A dead process's trial is failed by ``optuna.storages.fail_stale_trials``, whose
-        callback queues its point again. A RUNNING trial that never beat (its process died
-        inside ``ask``) gets a first beat here, so that it goes stale ``grace`` seconds later
-        unless its owner beats. optuna is asked to fail trials only when one looks stale, so
-        that the usual step costs one light query.
-        """
-        import optuna
-
-        live = self.store.live_optuna_trials(self.name)
-        for t in live:
-            if t.state == "RUNNING" and t.heartbeat_age is None and t.number not in self._beats:
-                retried_optuna(lambda: self.storage.record_heartbeat(t.trial_id))
-        grace = max(1, round(self.settings.grace))  # what the storage compares with
-        if any(t.state == "RUNNING" and t.heartbeat_age is not None and t.heartbeat_age > grace for t in live):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retried_optuna(lambda: optuna.storages.fail_stale_trials(self.ostudy))
-            live = self.store.live_optuna_trials(self.name)
-        return live
-
-    def _reconcile(self, summaries: list[TrialSummary], live: list) -> tuple[int, list[TrialSummary]]:
-        """(records written, the summaries as they now are), given optuna's RUNNING and WAITING trials."""
-        numbers = {t.number for t in live}
-        links = _links(summaries, live)
-        # Running here, finished in optuna: its process died between its tell and its record
-        # (or is writing it right now: then both write the same record).
-        running = [r.number for r in summaries if r.status == "running" and r.number not in self._open
-                   and r.number not in numbers]
-        # Failed, and its point re-run by a trial queued after the record was written.
-        unlinked = [r.number for r in summaries if r.status == "failed" and r.retried_as is None and r.number in links
-                    and (r.error or "").startswith(("interrupted", "worker lost"))]
-        fixed: dict[int, TrialRecord] = {}
-        for number in running:
-            final = self._settle(self.store.trial(self.name, number),
-                                 self.storage.get_trial(self._trial_id(number)), links, may_wait=True)
-            if final is not None:
-                fixed[number] = final
-        for number in unlinked:
-            record, new = self.store.trial(self.name, number), links[number]
-            fixed[number] = dataclasses.replace(record, error=f"{record.error.split(';')[0]}; retried as trial {new}",
-                                                extras={**record.extras, "retried_as": new})
-        for record in fixed.values():
-            self._write(record)
-        summary = {n: TrialSummary(n, r.status, r.error, r.extras.get("retried_as"), r.extras.get("retry_of"))
-                   for n, r in fixed.items()}
-        return len(fixed), [summary.get(r.number, r) for r in summaries]
-
-    def _settle(self, record: TrialRecord, frozen, links: dict[int, int] | None = None, *,
-                may_wait: bool = False) -> TrialRecord | None:
-        """What the record of ``frozen`` must say, given the state optuna holds it in.
-
-        With ``may_wait``: None while a dead trial's retry is still due from the process
-        that failed it (it queues the retry just after the FAIL, in another transaction):
-        writing "no retries left" in that moment would lose the point's re-run.
-        """
-        from optuna.trial import TrialState
-
-        from autopeft.search.scales import unscaled
-
-        replay = replayed(frozen)
-        if replay is not None:
-            return replay  # finished through a ledger: that first outcome stands
-        finished_at = record.finished_at or _aware(frozen.datetime_complete) or utcnow()
-        if frozen.state == TrialState.COMPLETE:  # told by a writer that kept no outcome copy (optuna tools, older ledgers)
-            values = unscaled(self.study.objectives, frozen.values)
-            return dataclasses.replace(record, status="complete", values=values, finished_at=finished_at)
-        if frozen.state == TrialState.PRUNED:
-            return dataclasses.replace(record, status="pruned", finished_at=finished_at)
-        # FAIL with no outcome of ours: a reaper failed it (no heartbeat for grace seconds).
-        if links is None:
-            links = _links(self.store.trial_summaries(self.name), self.store.live_optuna_trials(self.name))
-        new = links.get(frozen.number)
-        due = len(frozen.system_attrs.get("retry_history", [])) < self.settings.retries
-        if new is None and due and may_wait and _age(frozen.datetime_complete) < max(300.0, 4 * self.settings.grace):
-            return None
-        error = f"worker lost: no heartbeat for {self.settings.grace:g} s"
-        if new is not None:
-            error += f"; retried as trial {new}"
-        elif not due:
-            error += "; no retries left"
-        if record.status != "running" and record.metrics:  # it trained on, unaware: keep what it measured
-            error += f" (it ended {record.status} after that; its results are kept here)"
-        extras = {**record.extras, "retried_as": new} if new is not None else record.extras
-        return dataclasses.replace(record, status="failed", values=None, error=error, finished_at=finished_at,
-                                   extras=extras)
-
-    def _write(self, record: TrialRecord) -> None:
-        """Save ``record`` unless the store already holds exactly it (so repeats write nothing)."""
-        if self.store.trial(self.name, record.number) != record:
-            self.store.save_trial(record)
-
     def _stop_beat(self, number: int) -> None:
         beat = self._beats.pop(number, None)
         if beat is not None:
@@ -598,36 +469,7 @@ def _told_state(record: TrialRecord, told):
     raise LedgerError(f"trial {record.number}: cannot finish a trial as '{record.status}'")
 
 
-def _links(summaries: Sequence[TrialSummary], live: Sequence) -> dict[int, int]:
-    """``{failed trial number: number of its retry}`` from records and optuna's live trials (light reads)."""
-    links = {r.retry_of: r.number for r in summaries if r.retry_of is not None}
-    for t in live:
-        if t.retry_of is not None:
-            links.setdefault(t.retry_of, t.number)
-    return links
-
-
-def _age(stamp: datetime | None) -> float:
-    """Seconds since optuna's local, naive ``stamp`` (infinite when there is none)."""
-    return float("inf") if stamp is None else (datetime.now() - stamp.replace(tzinfo=None)).total_seconds()
-
-
-def _retry_links(trials, records: Sequence[TrialRecord]) -> dict[int, int]:
-    """``{failed trial number: number of its retry}``, from optuna's retry histories and records."""
-    links = {r.extras["retry_of"]: r.number for r in records if r.extras.get("retry_of") is not None}
-    for t in trials:
-        history = t.system_attrs.get("retry_history")
-        if history:
-            links.setdefault(history[-1], t.number)  # the history ends with the trial it replaces
-    return links
-
-
 def _system_attrs(storage, trial) -> dict:
     """The system attributes optuna read when it made ``trial`` (asking again costs a query)."""
     frozen = getattr(trial, "_cached_frozen_trial", None)  # optuna >= 3.0 keeps it; private, so a fallback
     return frozen.system_attrs if frozen is not None else storage.get_trial_system_attrs(trial._trial_id)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """optuna stamps trials with the local naive time of the process that wrote them."""
-    return None if value is None else value.astimezone() if value.tzinfo is None else value
