@@ -209,3 +209,80 @@ def test_kill_9_of_the_parent_ends_its_isolated_trial(base_spec, tmp_path):  # n
         assert not wait_until_gone(tag, timeout=5.0), "the trial (or its forkserver) outlived its parent"
     finally:
         cleanup(parent, tag)
+
+
+TARGET_SPACE = SPACE.replace("steps: {steps}, batch_size: 8", "steps: 6, batch_size: 8, eta: 4").replace(
+    "search: {{", "target: {{steps: {steps}, seeds: 1}}\nsearch: {{baseline: false, ")
+
+
+def _checkpointed(url: str, number: int) -> Path | None:
+    """The newest checkpoint folder trial ``number`` has written, once it has one."""
+    from autopeft.search import checkpoints
+
+    store = Store(url)
+    try:
+        record = store.trial("faults", number)
+    finally:
+        store.close()
+    folder = record.extras.get("checkpoints") if record else None
+    found = checkpoints.newest(Path(folder)) if folder else None
+    return found[1] if found else None
+
+
+def _training(url: str, after: int = -1) -> int | None:
+    """The number of a trial after ``after`` being trained (its record running with its config), if any."""
+    store = Store(url)
+    try:
+        if store.find_study("faults") is None:
+            return None
+        return next((r.number for r in store.trials("faults")
+                     if r.number > after and r.status == "running" and r.peft_config), None)
+    finally:
+        store.close()
+
+
+def _wait_for(condition, proc, log, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while (found := condition()) is None or found is False or found == set():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return found
+
+
+def test_kill_9_mid_resume_loses_nothing_and_the_trial_resumes_from_its_rung(tmp_path):
+    """Killed after its first rung's checkpoint, the trial's re-run resumes from it; killed
+    again mid-resume, the next re-run resumes from the same checkpoint (nothing deleted, nothing
+    half-written under its name), and the trial ends complete at the target, its rungs kept."""
+    url = f"sqlite:///{tmp_path / 'resume.db'}"
+    space = tmp_path / "space.yaml"
+    space.write_text(TARGET_SPACE.format(study="faults", trials=1, steps=96))
+    tag = f"resume-{os.getpid()}-{time.monotonic_ns()}"
+    killed = []
+    for attempt in range(2):
+        proc, log = start_search(space, url, tmp_path, f"{tag}-{attempt}")
+        try:
+            number = _wait_for(lambda: _training(url, after=killed[-1] if killed else -1), proc, log)
+            if attempt == 0:  # after the rung at step 6 saved its state
+                checkpoint = _wait_for(lambda: _checkpointed(url, number), proc, log)
+            else:  # mid-resume: the re-run's process trains on from that checkpoint
+                _wait_for(lambda: trial_processes(f"{tag}-{attempt}") or None, proc, log)
+                time.sleep(1.0)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed.append(number)
+        finally:
+            cleanup(proc, f"{tag}-{attempt}")
+        assert checkpoint.is_dir() and (checkpoint / "state.json").is_file()  # still there for the next re-run
+    again = subprocess.run([*CLI, "search", str(space), "--storage", url, *FAST], capture_output=True, text=True,
+                           env=tag_env(tag + "-done"), timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    records, trials = ledgers(url, "faults")
+    assert_ledgers_agree(records, trials)
+    first, second = (next(r for r in records if r.number == n) for n in killed)
+    assert first.status == "failed" and first.extras["retried_as"] == second.number
+    assert second.status == "failed" and second.extras["retry_of"] == first.number
+    final = next(r for r in records if r.number == second.extras["retried_as"])
+    assert final.status == "complete" and final.params == first.params
+    assert final.extras["resumed_from"] == 6 and final.extras["rungs"][0][0] == 6  # never trained steps 1-6 again
+    assert final.curve[-1][0] == 96 and not Path(final.extras["checkpoints"]).exists()  # removed once it ended

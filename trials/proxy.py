@@ -149,9 +149,6 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
             window.clear()
             curve.append(point)
             emit({"kind": "curve", "step": point[0], "loss": point[1]})
-        if spec.checkpoint_dir and step in spec.proxy.rungs and step < spec.proxy.steps:
-            checkpoint.save(Path(spec.checkpoint_dir) / f"step-{step}", step=step, model=model, optimizer=optimizer,
-                            scheduler=scheduler, curve=curve, window=window)
         if decide is not None and step in spec.proxy.rungs and step < spec.proxy.steps:
             rung_metrics = timed_evaluate()
             if not decide(step, rung_metrics):
@@ -161,6 +158,11 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
                     wall_time=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(), extras={"fidelity": step, **resume},
                     **_memory(placement),
                 )
+        # After the rung's decision, never before: a checkpoint at a rung then means "recorded
+        # there and promoted", so a run resumed from it never skips a rung's judgement.
+        if spec.checkpoint_dir and step in spec.proxy.rungs and step < spec.proxy.steps:
+            checkpoint.save(Path(spec.checkpoint_dir) / f"step-{step}", step=step, model=model, optimizer=optimizer,
+                            scheduler=scheduler, curve=curve, window=window)
     train_time = time.perf_counter() - t0 - eval_time  # rung evaluations are evaluation, not training
     extras = {**method.summary(model), **resume}
     if skip is not None:  # recorded: what the trial's forward passes did not recompute

@@ -29,12 +29,12 @@ _STEP = re.compile(r"step-(\d+)$")
 def artifacts_root(store) -> Path:
     """The folder a database's studies keep their artifacts in (see the module docstring)."""
     if os.environ.get("AUTOPEFT_ARTIFACTS"):
-        return Path(os.environ["AUTOPEFT_ARTIFACTS"])
+        return Path(os.environ["AUTOPEFT_ARTIFACTS"]).resolve()
     from sqlalchemy.engine import make_url
 
     url = make_url(store.url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return Path(url.database + "-artifacts")
+        return Path(url.database + "-artifacts").resolve()  # recorded in trials: valid from any directory
     from autopeft.assets.cache import cache_dir
 
     return cache_dir() / "artifacts"

@@ -263,7 +263,7 @@ class SearchSession:
                             self.events.trial_finished(record, records)
                         continue
                     if self.stop.requested or self.last_budget is None or (
-                            self.last_budget.running == 0 and not self._seeds_running()):
+                            self.last_budget.running == 0 and not self.seeds_running()):
                         break
                     self._sleep(self.poll)
             if self.target_key is not None:
@@ -414,7 +414,7 @@ class SearchSession:
             told(finished, record)
         return record
 
-    def _seeds_running(self) -> bool:
+    def seeds_running(self) -> bool:
         """Whether another process is training a seed run of this study (the search waits for it)."""
         return self.target_key is not None and self.runs.count(self.study.name, self.target_key, ("running",)) > 0
 

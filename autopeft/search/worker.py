@@ -128,12 +128,12 @@ class Worker:
                         continue
                     record = session.step()
                     if record is not None:
-                        self._finished(name, record)
+                        self._finished(name, record, seed=session.last_was_seed)
                         if session.exhausted:
                             self.log(f"worker {self.name}: study '{name}' has trials left but none could be trained")
                             break
                         continue
-                    if self._should_stop() or not session.last_budget.running:
+                    if self._should_stop() or not (session.last_budget.running or session.seeds_running()):
                         break  # the budget is met and nobody else is at work
                     self._sleep(self.poll)  # others' last trials: they end, or are reaped and run here
             finally:
@@ -162,7 +162,7 @@ class Worker:
                     session = self._session_or_skip(study)
                     record = session.step() if session is not None and not self._should_stop() else None
                     if record is not None:
-                        self._finished(study.name, record)
+                        self._finished(study.name, record, seed=session.last_was_seed)
                         if session.exhausted:  # taking turns must not spin on a study that trains nothing
                             self.log(f"worker {self.name}: skipping study '{study.name}': "
                                      "it has trials left but none could be trained")
@@ -244,7 +244,7 @@ class Worker:
         names = [s.name for s in studies]
         start = names.index(last) + 1 if last in names else 0
         for study in studies[start:] + studies[:start]:
-            if self._ledger(study).budget(reap=True).left > 0:
+            if self._ledger(study).budget(reap=True).left > 0 or self._seeds_pending(study.name):
                 return study
         return None
 
@@ -294,7 +294,19 @@ class Worker:
         seed = zlib.crc32(f"{search.seed}:{self.name}".encode()) % (2**31)
         return make_sampler(dataclasses.replace(search, seed=seed), prep.encoding)
 
-    def _finished(self, study: str, record: TrialRecord) -> None:
+    def _seeds_pending(self, name: str) -> bool:
+        """Whether study ``name`` has seed runs at its target waiting (its budget may be met)."""
+        from autopeft.store.verifications import Verifications
+
+        key = self._target_key(name)
+        return key is not None and Verifications(self.store).count(name, key, ("pending",)) > 0
+
+    def _finished(self, study: str, record: TrialRecord, seed: bool = False) -> None:
+        if seed:  # a seed run at the target: the trial's record now holds the mean over its seeds
+            t = record.extras.get("target") or {}
+            self.log(f"worker {self.name}: study '{study}' trial {record.number} seed run done: "
+                     f"{len(t.get('seeds', []))}/{t.get('of', '?')} seeds, values {record.values}")
+            return
         if trained_count([record]):
             self.trained += 1
         detail = f"values {record.values}" if record.values else (record.error or "")
