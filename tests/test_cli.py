@@ -127,7 +127,7 @@ def test_loading_a_space_does_not_import_torch(tmp_path):
     code = (
         "import sys\n"
         "from autopeft.space import load_space\n"
-        f"space = load_space({str(QUICKSTART)!r}, ['proxy.steps=3'])\n"
+        f"space = load_space({str(QUICKSTART)!r}, ['proxy.steps=3', 'target=null'])\n"
         "assert space.proxy.steps == 3\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'botorch') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -99,7 +99,8 @@ def test_quickstart_parses_and_mirrors_its_yaml():
     assert len(space.space.targets) == len(raw["space"]["targets"])
     assert space.objective_names == tuple(raw["objectives"])
     assert space.search.trials == raw["search"]["trials"]
-    assert space.proxy.steps == raw["proxy"]["steps"]
+    # The trials train to the target; proxy.steps is the lowest rung.
+    assert space.proxy.steps == raw["target"]["steps"] and space.proxy.rungs[0] == raw["proxy"]["steps"]
     assert space.source == str(QUICKSTART)
 
 
@@ -308,7 +309,7 @@ def test_overrides_create_nested_keys_and_parse_yaml_values():
 
 
 def test_overrides_replace_existing_values(tmp_path):
-    space = load_space(QUICKSTART, ["proxy.steps=7", "search.trials=3", "space.method=lora"])
+    space = load_space(QUICKSTART, ["proxy.steps=7", "search.trials=3", "space.method=lora", "target=null"])
     assert space.proxy.steps == 7 and space.search.trials == 3
     assert space.space.method == Fixed("lora")
     # Everything not overridden is as in the file.

@@ -206,3 +206,12 @@ def test_a_rerun_of_a_dead_trial_resumes_its_checkpoint_and_keeps_its_rungs(tmp_
                                      rerun)
     assert ada == {"test_split": True}
     session.ledger.close()
+
+
+def test_target_null_makes_the_proxy_the_target_again():
+    from autopeft.space import apply_overrides, parse_space
+    import yaml
+
+    doc = apply_overrides(yaml.safe_load(SPACE), ["target=null"])
+    sp = parse_space(doc, "tg.yaml")
+    assert sp.target is None and sp.proxy.steps == 4 and sp.proxy.rungs == ()

@@ -393,9 +393,11 @@ def _select_verified(store, study: str, trial: Optional[int], pick: Optional[str
 
 
 def _stored_target(study):
-    """The study's ``target:`` (None: the proxy is the target)."""
+    """The study's ``target:`` (None: the proxy is the target, or no space is stored with it)."""
     from autopeft.space import load_space_text
 
+    if not study.space_yaml:
+        return None
     return load_space_text(study.space_yaml, f"study '{study.name}'").target
 
 

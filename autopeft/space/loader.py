@@ -590,7 +590,7 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
         },
     )
     target = None
-    if "target" in top:
+    if "target" in top and top["target"].value is not None:  # `--set target=null`: the proxy is the target
         target, proxy = _target(top["target"], proxy)
     if proxy.runner and (proxy.rungs or proxy.ist):
         # Rungs and IST act inside the built-in training loop, which a runner replaces.
