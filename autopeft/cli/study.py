@@ -394,21 +394,19 @@ def _select_verified(store, study: str, trial: Optional[int], pick: Optional[str
 
 def _stored_target(study):
     """The study's ``target:`` (None: the proxy is the target, or no space is stored with it)."""
-    from autopeft.space import load_space_text
+    from autopeft.search.prepare import study_space
 
-    if not study.space_yaml:
-        return None
-    return load_space_text(study.space_yaml, f"study '{study.name}'").target
+    return study_space(study).target if study.space_yaml else None
 
 
 def _print_answer(console, store, study, records) -> None:
     """Default LoRA beside the front at the target, the paired comparisons, tau, the sentence."""
     from autopeft.search.answer import answer
+    from autopeft.search.prepare import study_space
     from autopeft.search.seeds import rows_of
-    from autopeft.space import load_space_text
     from autopeft.store.verifications import Verifications
 
-    space = load_space_text(study.space_yaml, f"study '{study.name}'")
+    space = study_space(study)
     a = answer(study, records, rows_of(Verifications(store), study, space), space.task.metric)
     say = lambda line: console.print(line, markup=False, highlight=False)  # noqa: E731
     if a.reference is not None:

@@ -220,3 +220,10 @@ def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSea
     if space.proxy.gradient_checkpointing:
         check_gradient_checkpointing(space, model, arch)
     return PreparedSearch(space, model, dataset, data, arch, encoding, params, dropped)
+
+
+def study_space(study):
+    """The search space a study (``StudyRecord``) was created with, parsed from its stored YAML."""
+    from autopeft.space import load_space_text
+
+    return load_space_text(study.space_yaml, f"study '{study.name}' (stored space)")

@@ -45,10 +45,10 @@ def target_protocol(space) -> dict | None:
 
 def study_target_key(study: StudyRecord) -> str | None:
     """The protocol key of ``study``'s seed runs, from its stored space (None: no target)."""
-    from autopeft.space import load_space_text
+    from autopeft.search.prepare import study_space
     from autopeft.store.verifications import protocol_key
 
-    protocol = target_protocol(load_space_text(study.space_yaml, f"study '{study.name}' (stored space)"))
+    protocol = target_protocol(study_space(study))
     return protocol_key(protocol) if protocol else None
 
 

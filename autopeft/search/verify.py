@@ -70,9 +70,9 @@ class VerifyPlan:
 
 def full_fidelity(study: StudyRecord):
     """The study's search prepared for verification: all training rows (``train_examples`` lifted)."""
-    from autopeft.search.prepare import prepare_search
+    from autopeft.search.prepare import prepare_search, study_space
 
-    space = _stored_space(study)
+    space = study_space(study)
     space = dataclasses.replace(space, proxy=dataclasses.replace(space.proxy, train_examples=10**9))
     return prepare_search(space)
 
@@ -105,7 +105,9 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
     chosen = {r.number for r in front}
     references = [r for r in records if r.status == "complete" and r.extras.get("baseline") and r.number not in chosen]
     front = sorted([*front, *references], key=lambda r: r.number)
-    at_target = steps is None and epochs is None and _stored_space(study).target is not None
+    from autopeft.search.prepare import study_space
+
+    at_target = steps is None and epochs is None and study_space(study).target is not None
     if prep is None:
         prep = at_target_prep(study) if at_target else full_fidelity(study)
     space = prep.space
@@ -132,17 +134,11 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
     return VerifyPlan(study, tuple(front), tuple(range(n_seeds)), protocol, baseline), prep
 
 
-def _stored_space(study: StudyRecord):
-    from autopeft.space import load_space_text
-
-    return load_space_text(study.space_yaml, f"study '{study.name}' (stored space)")
-
-
 def at_target_prep(study: StudyRecord):
     """The study's search prepared as it searched: its seed runs at the target train on that."""
-    from autopeft.search.prepare import prepare_search
+    from autopeft.search.prepare import prepare_search, study_space
 
-    return prepare_search(_stored_space(study))
+    return prepare_search(study_space(study))
 
 
 def _all_diverged(study: StudyRecord, records: list[TrialRecord], baseline: bool) -> None:

@@ -142,7 +142,7 @@ class Verifications:
 
         from autopeft.store.tables import verifications as v
 
-        with self._begin() as c:
+        with self._connect() as c:
             study_id = self._study_id(c, study)
             return int(c.execute(select(func.count()).select_from(v).where(
                 (v.c.study_id == study_id) & (v.c.protocol_key == protocol) & v.c.status.in_(statuses))).scalar_one())
