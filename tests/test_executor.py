@@ -43,6 +43,7 @@ def test_a_healthy_trial_completes_with_metrics_curve_and_resources(base_spec):
     assert set(result.metrics) == {"accuracy", "macro_f1", "eval_loss"}
     assert [p[0] for p in result.curve] == [1, 2, 3, 4]
     assert result.peak_rss_mb > 100 and result.train_time > 0
+    assert result.cpu_time > result.train_time / 4, "the trial process's own CPU time, not the search's"
 
 
 @pytest.mark.slow
@@ -51,6 +52,7 @@ def test_non_finite_loss_fails_the_trial(base_spec):
     assert result.status == "failed"
     assert result.error.startswith("non-finite loss")
     assert result.curve, "the curve up to the failure is kept"
+    assert result.cpu_time > 0, "a failed trial's cost is counted too"
 
 
 @pytest.mark.slow

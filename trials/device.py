@@ -90,6 +90,14 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system, every thread) this process has used so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _cuda_count() -> int:
     import torch
 

@@ -10,6 +10,8 @@ Parent and child exchange only JSON bytes (``send_bytes``), never pickled object
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import multiprocessing
 import os
@@ -19,7 +21,7 @@ import threading
 import time
 from typing import Callable
 
-from autopeft.trials.device import peak_rss_mb
+from autopeft.trials.device import cpu_seconds, peak_rss_mb
 from autopeft.trials.spec import TrialFailure, TrialResult, TrialSpec
 
 _PRELOAD = ["torch", "transformers", "peft", "autopeft.trials.proxy", "autopeft.methods"]
@@ -149,6 +151,7 @@ def _child(spec_json: str, sender, ask_at_rungs: bool = False, cwd: str | None =
         result = run_proxy(spec, emit, decide if ask_at_rungs else None)
     except BaseException as e:  # noqa: BLE001 - every failure becomes data, never a lost worker
         result = TrialResult.failed(describe_failure(e), curve, peak_rss_mb=peak_rss_mb())
+    result = dataclasses.replace(result, cpu_time=cpu_seconds())
     send({"kind": "result", "result": json.loads(result.to_json())})
     sender.close()
     os._exit(0)  # skip interpreter teardown: torch's atexit work is pointless in a finished trial

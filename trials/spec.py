@@ -160,6 +160,8 @@ class TrialResult:
         setup_time: Seconds before the training loop: model load, peft wrap, data, caches.
         eval_time: Seconds evaluating on the validation split (at rungs and at the end).
         wall_time: Seconds from process start to result.
+        cpu_time: CPU seconds (user + system, all threads) the trial process used: what a
+            search costs on shared cores, whatever else the machine was doing.
         peak_rss_mb: Peak resident memory of the trial process, MiB.
         peak_memory_mb: Peak memory of the device the trial ran on, MiB (``memory_kind`` says
             which figure: ``cpu_peak_rss``, ``cuda_max_allocated``, ``mps_current_allocated``).
@@ -176,6 +178,7 @@ class TrialResult:
     setup_time: float = 0.0
     eval_time: float = 0.0
     wall_time: float = 0.0
+    cpu_time: float = 0.0
     peak_rss_mb: float = 0.0
     test_metrics: dict = field(default_factory=dict)
     peak_memory_mb: float = 0.0

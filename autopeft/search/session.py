@@ -339,7 +339,7 @@ class SearchSession:
             values=values,
             curve=result.curve,
             resources={"wall_time": result.wall_time, "train_time": result.train_time, "setup_time": result.setup_time,
-                       "eval_time": result.eval_time, "peak_rss_mb": result.peak_rss_mb,
+                       "eval_time": result.eval_time, "cpu_time": result.cpu_time, "peak_rss_mb": result.peak_rss_mb,
                        "peak_memory_mb": result.peak_memory_mb, "memory_kind": result.memory_kind,
                        "device": result.device},
             extras={**running.extras, **_with_importance(result.extras, prep), **({"rungs": rungs} if rungs else {})},

@@ -399,7 +399,9 @@ def train(record: VerificationRecord, prep, runner=None) -> VerificationRecord:
                       batch_size=record.protocol["batch_size"], seed=record.seed, log_every=max(1, steps // 20),
                       timeout=max(prep.space.proxy.timeout, 24 * 3600.0), rungs=(), test_split=True)
     result = (runner or run_isolated)(spec)
+    spent = {"cpu_time": result.cpu_time, "wall_time": result.wall_time}  # what the run cost, beside what it found
     if result.status != "complete":
-        return dataclasses.replace(record, status="failed", error=result.error, curve=result.curve)
+        return dataclasses.replace(record, status="failed", error=result.error, curve=result.curve, extras=spent)
     return dataclasses.replace(record, status="complete", metrics=result.metrics, test_metrics=result.test_metrics,
-                               trainable_params=result.trainable_params, curve=result.curve, extras=result.extras)
+                               trainable_params=result.trainable_params, curve=result.curve,
+                               extras={**result.extras, **spent})

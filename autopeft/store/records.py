@@ -54,7 +54,7 @@ class TrialRecord:
         metrics: Task metrics on the validation split.
         values: Objective values in study order (None unless complete).
         curve: ``[[step, loss], ...]``.
-        resources: ``wall_time``, ``train_time`` (s), ``peak_rss_mb``.
+        resources: ``wall_time``, ``train_time``, ``cpu_time`` (s), ``peak_rss_mb``.
         extras: Method-specific records (AdaLoRA rank allocation ...).
         error: Why the trial failed or was infeasible.
         sampler_time: Seconds the sampler took to propose this trial.
