@@ -127,3 +127,22 @@ def test_botorch_answers_the_best_untried_configuration_itself():
         if trial.number == 7:
             assert (i, c) == grid[7]
     assert sampler.duplicates == 0
+
+
+def test_near_duplicates_are_one_structure_at_a_rate_within_the_factor_of_an_earlier_one():
+    from autopeft.search.dedup import near_duplicates
+    from autopeft.space.encoding import Candidate
+
+    enc = encoding()
+    lora = enc.decode(POINT).to_json()
+
+    def at(lr, **change):
+        return Candidate.from_json({**lora, **change, "learning_rate": lr}).to_json()
+
+    ia3 = {**at(1e-3), "method": "ia3"}
+    tried = [at(1e-3), at(1.4e-3), at(3e-3), at(1e-3, rank=8 if lora["rank"] != 8 else 2), ia3,
+             {**ia3, "rank": 8 if lora["rank"] != 8 else 2, "learning_rate": 1.2e-3}]
+    # 1.4e-3 is within x1.5 of 1e-3; 3e-3 is not; another rank is another structure for LoRA;
+    # IA3 ignores the rank, so the last one repeats IA3 at a rate 1.2x away.
+    assert near_duplicates(tried) == [1, 5]
+    assert near_duplicates(tried, factor=1.1) == [], "a factor below 1.2 tells them apart"

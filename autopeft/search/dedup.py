@@ -37,24 +37,52 @@ def configuration_key(encoding) -> Callable[[dict], Hashable | None]:
     configuration to compare, and ``key_of`` compares the raw values instead. A full set
     that does not decode is a bug and raises.
     """
-    from autopeft.methods import get_method
-
     names = set(encoding.distributions)
 
     def key(params: dict) -> Hashable | None:
         if set(params) != names:
             return None
-        data = encoding.decode(params).to_json()
-        uses = get_method(data["method"]).uses
-        for name in ("rank", "alpha", "dropout", "targets", "layers", "dora", "rslora"):
-            if name not in uses:
-                data[name] = None
-        if "rank" not in uses or "layers" not in uses:
-            data["layer_ranks"] = None
+        data = _structure(encoding.decode(params).to_json())
         data["learning_rate"] = round(math.log10(data["learning_rate"]) * _LR_STEPS_PER_DECADE)
         return json.dumps(data, sort_keys=True)
 
     return key
+
+
+def _structure(candidate: dict) -> dict:
+    """``candidate`` (``Candidate.to_json()``) with the fields its method ignores set to None."""
+    from autopeft.methods import get_method
+
+    data = dict(candidate)
+    uses = get_method(data["method"]).uses
+    for name in ("rank", "alpha", "dropout", "targets", "layers", "dora", "rslora"):
+        if name not in uses:
+            data[name] = None
+    if "rank" not in uses or "layers" not in uses:
+        data["layer_ranks"] = None
+    return data
+
+
+#: Two rates of one structure closer than this factor count as a near-duplicate: on the
+#: quickstart's proxies a rate x1.5 away moves accuracy by less than one seed's sd.
+NEAR_FACTOR = 1.5
+
+
+def near_duplicates(candidates: list[dict], factor: float = NEAR_FACTOR) -> list[int]:
+    """Indices of the ``candidates`` (in the order they were tried) that repeat an earlier one's
+    structure — every field the method uses but the learning rate — at a rate within
+    ``factor`` of it: trials a noisy proxy cannot tell from the earlier one."""
+    window = math.log(factor)
+    seen: list[tuple[str, float]] = []
+    out = []
+    for i, c in enumerate(candidates):
+        data = _structure(c)
+        rate = math.log(data.pop("learning_rate"))
+        shape = json.dumps(data, sort_keys=True)
+        if any(s == shape and abs(r - rate) <= window for s, r in seen):
+            out.append(i)
+        seen.append((shape, rate))
+    return out
 
 
 def key_of(params: dict, key: Callable[[dict], Hashable | None] | None = None) -> Hashable:
