@@ -125,26 +125,26 @@ def test_a_device_oom_is_named_as_such():
 
 def test_local_workers_are_spread_over_gpus_with_a_fake_device_count(monkeypatch):
     import autopeft.trials.device as device
-    from autopeft.cli.study import _gpu_assignment
     from autopeft.errors import AutoPeftError
+    from autopeft.search.local_pool import gpu_assignment
 
     monkeypatch.setattr(device, "_cuda_count", lambda: 3)  # a host with three GPUs
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert _gpu_assignment("auto", 3, None, 1) == ["0", "1", "2"]
-    assert _gpu_assignment("cuda", 4, None, 2) == ["0", "1", "2", "0"]
-    assert _gpu_assignment("auto", 2, "0,2", 1) == ["0", "2"]
-    assert _gpu_assignment("cpu", 2, None, 1) == [None, None]  # the space keeps its trials on the CPU
+    assert gpu_assignment("auto", 3, None, 1) == ["0", "1", "2"]
+    assert gpu_assignment("cuda", 4, None, 2) == ["0", "1", "2", "0"]
+    assert gpu_assignment("auto", 2, "0,2", 1) == ["0", "2"]
+    assert gpu_assignment("cpu", 2, None, 1) == [None, None]  # the space keeps its trials on the CPU
     with pytest.raises(AutoPeftError, match="--per-gpu 2"):
-        _gpu_assignment("auto", 4, None, 1)
+        gpu_assignment("auto", 4, None, 1)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")  # a scheduler's allocation is respected
-    assert _gpu_assignment("auto", 2, None, 1) == ["4", "7"]
+    assert gpu_assignment("auto", 2, None, 1) == ["4", "7"]
 
 
 def test_gpus_asked_for_on_a_host_without_cuda_is_an_error(monkeypatch):
     import autopeft.trials.device as device
-    from autopeft.cli.study import _gpu_assignment
     from autopeft.errors import AutoPeftError
+    from autopeft.search.local_pool import gpu_assignment
 
     monkeypatch.setattr(device, "_cuda_count", lambda: 0)
     with pytest.raises(AutoPeftError, match="--gpus 0,1: .*leave out --gpus"):
-        _gpu_assignment("auto", 2, "0,1", 1)
+        gpu_assignment("auto", 2, "0,1", 1)

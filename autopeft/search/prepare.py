@@ -227,3 +227,8 @@ def study_space(study):
     from autopeft.space import load_space_text
 
     return load_space_text(study.space_yaml, f"study '{study.name}' (stored space)")
+
+
+def stored_target(study):
+    """The study's ``target:`` (None: the proxy is the target, or no space is stored with it)."""
+    return study_space(study).target if study.space_yaml else None

@@ -11,7 +11,9 @@ into what a user decides on:
   mean over the verified points (with n), the seed-to-seed sd of the verified metric, and how
   many proxy front points stay on the verified front — with one sentence of advice when
   tau < 0.5;
-- ``dominating_baseline``: which verified points beat default LoRA on every objective.
+- ``dominating_baseline``: which verified points beat default LoRA on every objective;
+- ``verified_by_trial`` and ``select_verified``: the same read from a study's store, for
+  ``autopeft show`` (the verified column and front) and ``autopeft export --verified``.
 
 Diverged runs (``autopeft.search.divergence``) are kept and flagged, never averaged into a
 win: a configuration with a diverged seed is marked so wherever it is shown.
@@ -183,3 +185,46 @@ def dominating_baseline(study: StudyRecord, verified: Sequence[Verified], metric
         if no_worse and strictly:
             out.append(v)
     return out
+
+
+def verified_by_trial(store, study: StudyRecord) -> dict[int, Verified]:
+    """``{trial number: Verified}`` of the study's verified trials (empty before ``autopeft verify``)."""
+    from autopeft.space import load_space_text
+    from autopeft.store.verifications import Verifications
+
+    runs = Verifications(store).of(study.name)
+    if not runs:
+        return {}
+    metric = load_space_text(study.space_yaml, f"study '{study.name}'").task.metric
+    return {v.trial_number: v for v in summarize(runs, metric) if v.trial_number is not None}
+
+
+def select_verified(store, study: str, trial: int | None, pick: str | None) -> tuple[StudyRecord, TrialRecord, str]:
+    """Like ``autopeft.export.select_trial``, among the verified points and on their verified
+    test means: the study, the chosen trial's record as stored, and how it was chosen.
+
+    Raises:
+        ExportError: not exactly one of ``trial`` / ``pick``, no verified point, or ``trial``
+            was not verified.
+    """
+    from autopeft.errors import ExportError
+    from autopeft.search.pareto import pick as pick_trial
+    from autopeft.search.pareto import trial_by_number
+    from autopeft.space import load_space_text
+
+    if (trial is None) == (pick is None):
+        raise ExportError("give exactly one of --trial N or --pick (knee | best:OBJECTIVE | budget:PARAMS)")
+    s = store.get_study(study)
+    verified = verified_by_trial(store, s)
+    if not verified:
+        raise ExportError(f"study '{study}' has no verified point; run `autopeft verify {study}` first")
+    metric = load_space_text(s.space_yaml, f"study '{study}'").task.metric
+    records = store.trials(study)
+    candidates = verified_records(s, records, list(verified.values()), metric)
+    if trial is not None:
+        if trial not in verified:
+            raise ExportError(f"trial {trial} was not verified; verified: {sorted(verified)}")
+        chosen, how = trial_by_number(candidates, trial), f"trial:{trial} (verified)"
+    else:
+        chosen, how = pick_trial(s, candidates, pick), f"{pick} among verified points (test means)"
+    return s, trial_by_number(records, chosen.number), how
