@@ -221,15 +221,15 @@ def test_show_lists_the_diverged_trial_without_a_star(url, capsys):
 def test_printed_front_leaves_it_out_and_says_when_everything_diverged():
     from rich.console import Console
 
-    from autopeft.cli.study import _print_front
+    from autopeft.cli.render import print_front
 
     console = Console(file=io.StringIO(), width=200)
-    _print_front(console, _study(), RECORDS)
+    print_front(console, _study(), RECORDS)
     out = console.file.getvalue()
     rows = [line for line in out.splitlines() if "complete" in line]
     assert len(rows) == 3 and all("★" in line for line in rows) and "vera" not in out
     console = Console(file=io.StringIO(), width=200)
-    _print_front(console, _study(), [RECORDS[DIVERGED]])
+    print_front(console, _study(), [RECORDS[DIVERGED]])
     assert "every completed trial diverged" in console.file.getvalue()
 
 

@@ -150,11 +150,11 @@ def test_trial_spec_carries_the_proxy_nested_and_resolves_threads(monkeypatch):
 
 
 def test_show_flags_a_collapsed_proxy_trial_as_diverged():
-    from autopeft.cli.study import _note
+    from autopeft.cli.render import note
 
     collapsed = _trial(3, "lora", 1e-2, 0.42)
     collapsed.extras.update({"predicted_classes": 1, "majority_rate": 0.42})
-    assert _note(collapsed) == "diverged: predicts a single class"
+    assert note(collapsed) == "diverged: predicts a single class"
     healthy = _trial(4, "lora", 1e-3, 0.66)
     healthy.extras.update({"predicted_classes": 3, "majority_rate": 0.42})
-    assert _note(healthy) == ""
+    assert note(healthy) == ""

@@ -2,7 +2,8 @@
 
 The commands are plain functions in one module per group (``study``, ``verify``, ``assets``,
 ``dashboard``, ``workers``, ``interop``); this module alone builds the Typer app and registers them, so
-the modules never import it back. Every error a user can cause ends as one line on stderr
+the modules never import it back. They share only ``_common`` (options, storage URL, console)
+and ``render`` (what they print). Every error a user can cause ends as one line on stderr
 and exit code 2; Ctrl-C ends a search cleanly with exit code 130 after recording the
 running trial.
 """

@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from autopeft.cli._common import STORAGE, make_console, print_verification, storage_url
+from autopeft.cli._common import STORAGE, make_console, storage_url
+from autopeft.cli.render import print_verification
 
 
 def verify(

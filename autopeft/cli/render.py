@@ -1,0 +1,253 @@
+"""What the commands print: rich tables and lines on a console, from data the search has decided.
+
+Nothing here decides which trial is optimal, verified or picked (``autopeft.search`` does);
+these functions only lay results out. The commands (``study``, ``verify``) call them with
+the console of ``autopeft.cli._common.make_console``.
+"""
+
+from __future__ import annotations
+
+import typer
+
+
+def warn(prep):
+    """Print ``prep``'s warnings (one line each, on stderr) and return it."""
+    for line in prep.warnings:
+        typer.echo(f"warning: {line}", err=True)
+    return prep
+
+
+def describe(dist) -> str:
+    """One optuna distribution for reading: ``one of a, b``, ``int 1 .. 64 (log)``."""
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return "one of " + ", ".join(map(str, dist.choices))
+    scale = " (log)" if dist.log else ""
+    return f"{type(dist).__name__.replace('Distribution', '').lower()} {dist.low} .. {dist.high}{scale}"
+
+
+def print_space(console, sp, prep) -> None:
+    """``validate``: the search dimensions, the model, the parameter range, the objectives."""
+    from rich.table import Table
+
+    from autopeft.space.encoding import LR_OFFSET
+
+    table = Table(title=f"{sp.study}: {prep.encoding.dimensions} search dimensions", title_justify="left")
+    table.add_column("dimension")
+    table.add_column("distribution")
+    for name, dist in prep.encoding.distributions.items():
+        # A per-method rate is one [0, 1] offset to the sampler; the user wants its bands.
+        table.add_row(name, prep.encoding.describe_learning_rate() if name == LR_OFFSET else describe(dist))
+    console.print(table)
+    r = prep.params
+    console.print(f"model {sp.model.name}: {prep.arch.model_type}, {prep.arch.num_layers} layers, {prep.arch.total_params:,} parameters")
+    budget = f"budget {r.limit:,}" if r.limit is not None else "no budget"
+    console.print(f"trainable parameters over the space: {r.low:,} .. {r.high:,}; {budget}; feasible {r.low:,} .. {r.feasible_high:,}")
+    console.print(f"objectives: {', '.join(f'{o.name} ({o.direction})' for o in sp.objectives)}; "
+                  f"sampler {sp.search.sampler}, {sp.search.trials} trials")
+
+
+def print_studies(console, store) -> None:
+    """``studies``: one row per study: trials done / failed / infeasible, front size."""
+    from rich.table import Table
+
+    from autopeft.search.pareto import pareto_front
+
+    table = Table()
+    for col in ("study", "model", "dataset", "complete", "failed", "infeasible", "target", "front", "created"):
+        table.add_column(col)
+    for s in store.studies():
+        recs = store.trials(s.name)
+        count = {k: sum(r.status == k for r in recs) for k in ("complete", "failed", "infeasible")}
+        table.add_row(s.name, s.model, s.dataset, str(count["complete"]), str(count["failed"]), str(count["infeasible"]),
+                      str(s.trials_target), str(len(pareto_front(recs, s.objectives))), f"{s.created_at:%Y-%m-%d %H:%M}")
+    console.print(table if table.row_count else f"no studies in {store.display_url}")
+
+
+def print_importance(console, study) -> None:
+    """``show --importance``: the study's layer x module importance map, relative to its maximum."""
+    from rich.table import Table
+
+    from autopeft.importance import ImportanceMap
+
+    if not study.importance:
+        console.print(f"study {study.name} has no importance map (set 'importance: spt' in its space)")
+        return
+    imap = ImportanceMap.from_json(study.importance)
+    peak = max((v for row in imap.scores for v in row if v is not None), default=1.0) or 1.0
+    table = Table(title=f"{study.name}: {imap.kind} importance ({imap.note}); cells relative to the maximum", title_justify="left")
+    table.add_column("layer")
+    for m in imap.modules:
+        table.add_column(m, justify="right")
+    table.add_column("layer total", justify="right")
+    for i, (row, total) in enumerate(zip(imap.scores, imap.layer_scores())):
+        table.add_row(str(i), *["-" if v is None else f"{v / peak:.2f}" for v in row], f"{total / peak:.2f}")
+    console.print(table)
+    console.print(f"layers by importance: {', '.join(map(str, imap.layer_order()))}")
+
+
+def print_trials(console, study, records, only_front: bool = False, verified: dict | None = None,
+                 front_on_verified: bool = False) -> None:
+    """The trials (or the front) as a table; ★ marks the Pareto-optimal rows, on the verified
+    test means with ``front_on_verified``. ``verified``: ``{trial number: Verified}``."""
+    from rich.table import Table
+
+    from autopeft.methods.fields import used_config
+    from autopeft.progress import fmt
+    from autopeft.search.pareto import pareto_front
+    from autopeft.search.prepare import stored_target
+
+    verified = verified or {}
+    if front_on_verified:  # the front of what held up at full fidelity, on the held-out test split
+        from autopeft.search.trust import verified_records
+        from autopeft.space import load_space_text
+
+        metric = load_space_text(study.space_yaml, f"study '{study.name}'").task.metric
+        front = {r.number for r in pareto_front(verified_records(study, records, list(verified.values()), metric),
+                                                 study.objectives)}
+        kind = "verified Pareto-optimal (test means)"
+    else:
+        front = {r.number for r in pareto_front(records, study.objectives)}
+        kind = ("Pareto-optimal at the target: validation means over seeds" if stored_target(study) is not None
+                else "Pareto-optimal on the proxy")
+    rows = [r for r in records if r.number in front] if only_front else records
+    table = Table(title=f"{study.name}: {'Pareto front' if only_front else 'trials'} (★ = {kind})", title_justify="left")
+    for col in ("", "#", "status", "method", "rank", "targets", "layers", "lr"):
+        table.add_column(col)
+    for name, direction in study.objectives:
+        table.add_column(f"{name} ({direction})", justify="right")
+    if verified:
+        # mean ± sd, seeds: of `verify`, or of the seed runs at the target
+        table.add_column("verified test" if stored_target(study) is None else "test (mean ± sd, seeds)", justify="right")
+    table.add_column("note")
+    for r in rows:
+        c = r.candidate
+        used = used_config(c)  # '-' for what the method ignores (IA3's rank, prefix tuning's placement)
+        targets = c["targets"] if isinstance(c["targets"], str) else "+".join(c["targets"])
+        values = r.values or [None] * len(study.objectives)
+        cells = [fmt(n, v) for (n, _), v in zip(study.objectives, values)]
+        if r.values is None and r.trainable_params is not None:
+            names = [n for n, _ in study.objectives]
+            if "trainable_params" in names:
+                cells[names.index("trainable_params")] = fmt("trainable_params", r.trainable_params)
+        v = verified.get(r.number)
+        check = [f"{v.test[0]:.4f} ± {v.test[1]:.4f}, {len(v.seeds)}" + (" diverged" if v.diverged else "")
+                 if v else ""] if verified else []
+        table.add_row("★" if r.number in front else "", number(r), r.status, c["method"],
+                      str(c["rank"]) if "rank" in used else "-", targets if "targets" in used else "-",
+                      layers(c["layers"]) if "layers" in used else "-",
+                      f"{c['learning_rate']:.1e}", *cells, *check, note(r))
+    console.print(table)
+
+
+def print_front(console, study, records, verified: dict | None = None) -> None:
+    """The Pareto front as ``print_trials`` draws it, or why it is empty."""
+    from autopeft.search.pareto import eligible
+
+    if not any(r.status == "complete" for r in records):
+        console.print("no trial completed; see `autopeft show` for the reasons")
+        return
+    if not eligible(records):  # a diverged trial is never on the front
+        console.print("every completed trial diverged, so the front is empty; see `autopeft show` for the reasons")
+        return
+    print_trials(console, study, records, only_front=True, verified=verified)
+
+
+def print_answer(console, store, study, records) -> None:
+    """Default LoRA beside the front at the target, the paired comparisons, tau, the sentence."""
+    from autopeft.search.answer import answer
+    from autopeft.search.prepare import study_space
+    from autopeft.search.seeds import rows_of
+    from autopeft.store.verifications import Verifications
+
+    space = study_space(study)
+    a = answer(study, records, rows_of(Verifications(store), study, space), space.task.metric)
+    say = lambda line: console.print(line, markup=False, highlight=False)  # noqa: E731
+    if a.reference is not None:
+        t = a.reference.extras.get("target", {})
+        test = t.get("test")
+        say(f"default LoRA (trial {a.reference.number}, lr {a.reference.candidate['learning_rate']:.1e}, its best "
+            f"of the rates it was tried at): {space.task.metric} {t.get('val', [float('nan')])[0]:.4f} validation"
+            + (f", {test[0]:.4f} ± {test[1]:.4f} test" if test else "") + f" over {len(t.get('seeds', []))} seed(s), "
+            f"{a.reference.trainable_params:,} trainable parameters")
+    for p in a.paired:
+        say(f"  trial {p.trial} vs default LoRA on the test split: {p.describe()}")
+    tau, n = a.tau
+    if tau is not None:
+        say(f"Kendall tau between the lowest rung and the target: {tau:.2f} over {n} trials that reached both")
+    say(f"answer: {a.sentence}")
+
+
+def print_verification(console, store, study: str) -> None:
+    """The verified table, the proxy's fidelity and the comparison with default LoRA."""
+    from rich.table import Table
+
+    from autopeft.search.trust import dominating_baseline, fidelity, summarize
+    from autopeft.space import load_space_text
+    from autopeft.store.verifications import Verifications
+
+    s = store.get_study(study)
+    space = load_space_text(s.space_yaml, f"study '{study}'")
+    metric = space.task.metric
+    runs = Verifications(store).of(study)
+    verified = summarize(runs, metric)
+    pending = sum(1 for r in runs if r.status in ("pending", "running"))
+    failed = [r for r in runs if r.status == "failed"]
+    table = Table(title=f"{study}: verified at full fidelity (mean ± sd over seeds)", title_justify="left")
+    for col in ("point", "method", "trainable params", "seeds", f"{metric} validation", f"{metric} test", "note"):
+        table.add_column(col, justify="right" if col not in ("point", "method", "note") else "left")
+    for v in verified:
+        if v.subject.startswith("sweep:"):
+            continue
+        table.add_row(v.subject, v.candidate.get("method", "?"), f"{v.trainable_params:,}", str(len(v.seeds)),
+                      f"{v.val[0]:.4f} ± {v.val[1]:.4f}", f"{v.test[0]:.4f} ± {v.test[1]:.4f}",
+                      f"diverged: {v.diverged}"[:60] if v.diverged else "")
+    console.print(table)
+    splits = {r.protocol.get("test_split", "carved from the data set") for r in runs}
+    console.print(f"test split: {', '.join(sorted(splits))}")
+    if pending:
+        console.print(f"{pending} run(s) still pending or running (run `autopeft verify {study}` or a worker to finish them)")
+    for r in failed:
+        console.print(f"[red]failed[/]: {r.subject} seed {r.seed}: {r.error}")
+    records = store.trials(study)
+    console.print(fidelity(s, records, [v for v in verified if v.trial_number is not None], metric,
+                           space.proxy.steps, space.proxy.eval_examples).describe())
+    beats = dominating_baseline(s, verified, metric)
+    base = next((v for v in verified if v.subject == "baseline"), None)
+    if base is not None and base.diverged:
+        console.print(f"default LoRA diverged — not a comparison ({base.diverged})")
+    elif beats is not None:
+        names = ", ".join(v.subject for v in beats) or "none"
+        console.print(f"verified points that dominate default LoRA ({base.test[0]:.4f} {metric}, "
+                      f"{base.trainable_params:,} params): {names}")
+
+
+def number(r) -> str:
+    """The trial number, tagged when the trial is a reference the study enqueued (default LoRA, cheapest)."""
+    role = r.extras.get("baseline")
+    return f"{r.number} ({role})" if role else str(r.number)
+
+
+def note(r) -> str:
+    """The note column: why a trial stopped, diverged or failed; a target trial's seeds."""
+    from autopeft.search.pareto import diverged
+
+    if r.status == "pruned":
+        return f"stopped at step {r.extras.get('fidelity')}: {r.metrics}"[:60]
+    if r.status == "complete":
+        why = diverged(r)
+        if why:
+            return f"diverged: {why}"[:60]
+        t = r.extras.get("target")
+        if t:  # the values are means over these seeds at the target, on validation
+            return f"{len(t['seeds'])}/{t['of']} seeds, val sd {t['val'][1]:.4f}" + (" (a seed diverged)" if t["diverged"] else "")
+        return ""
+    return (r.error or "")[:60]
+
+
+def layers(indices: list) -> str:
+    """Layer indices, a run of three or more as ``first-last``."""
+    if indices and indices == list(range(indices[0], indices[-1] + 1)) and len(indices) > 2:
+        return f"{indices[0]}-{indices[-1]}"
+    return ",".join(map(str, indices))
