@@ -126,7 +126,7 @@ def bare_step(prep, spec, steps: int, precision: str) -> float:
     from transformers import AutoModelForCausalLM
 
     from autopeft.trials.batches import batches as batch_stream
-    from autopeft.trials.proxy import _load_split
+    from autopeft.trials.data import load_split
 
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(prep.model.location),
@@ -134,7 +134,7 @@ def bare_step(prep, spec, steps: int, precision: str) -> float:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    stream = batch_stream(_load_split(spec.data_path)["train"], 8, torch.Generator().manual_seed(0))
+    stream = batch_stream(load_split(spec.data_path)["train"], 8, torch.Generator().manual_seed(0))
     batches = [next(stream) for _ in range(steps)]
     assert all(b["input_ids"].shape == (8, 128) for b in batches)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
@@ -154,11 +154,12 @@ def eval_times(prep, n: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from autopeft.trials.data import load_split
+    from autopeft.trials.evaluation import evaluate
     from autopeft.trials.generative import load_gen, score_choices, score_choices_full
-    from autopeft.trials.proxy import _load_split, evaluate
 
     model = AutoModelForCausalLM.from_pretrained(prep.model.location).eval()
-    split, gen = _load_split(prep.data.path)["eval"], load_gen(prep.data.path)
+    split, gen = load_split(prep.data.path)["eval"], load_gen(prep.data.path)
     out = {}
     for precision in ("fp32", "bf16"):
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()

@@ -187,14 +187,15 @@ def warm_up(prep, space_path: str, overrides: tuple, workdir: Path) -> float:
     from autopeft.search.loop import run_search
     from autopeft.space import load_space
     from autopeft.store import Store
+    from autopeft.trials.data import load_split
+    from autopeft.trials.model import load_base_model
     from autopeft.trials.prefix_cache import cache_path, prefix_states
-    from autopeft.trials.proxy import _load_split, load_base_model
 
     t0 = time.perf_counter()
     if prep.space.proxy.prefix_cache:
         model = load_base_model(prep.model.location, prep.space.task.type, prep.data.num_labels,
                                 trust_remote_code=prep.model.trust_remote_code, revision=prep.model.revision)
-        splits = _load_split(prep.data.path)  # the trial's own reader
+        splits = load_split(prep.data.path)  # the trial's own reader
         splits.pop("test", None)  # trials never read it, nor cache states for it
         for layer in range(1, prep.arch.num_layers):
             prefix_states(model, prep.arch.layers_path, layer, splits,

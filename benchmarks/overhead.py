@@ -105,14 +105,15 @@ def bare_step_time(spec, steps: int, warmup: int = 2) -> tuple[float, float]:
 
     from autopeft.methods import get_method
     from autopeft.trials.batches import batches as batch_stream
-    from autopeft.trials.proxy import _load_base_model, _load_split
+    from autopeft.trials.data import load_split
+    from autopeft.trials.model import load_base_model_for
 
     torch.set_num_threads(spec.proxy.threads or 1)
     torch.manual_seed(spec.proxy.seed)
-    model = get_method(spec.method).wrap(_load_base_model(spec), spec.peft_config)
+    model = get_method(spec.method).wrap(load_base_model_for(spec), spec.peft_config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate)
-    batches = batch_stream(_load_split(spec.data_path)["train"], spec.proxy.batch_size, torch.Generator().manual_seed(spec.proxy.seed))
+    batches = batch_stream(load_split(spec.data_path)["train"], spec.proxy.batch_size, torch.Generator().manual_seed(spec.proxy.seed))
     model.train()
     for i in range(warmup + steps):
         if i == warmup:

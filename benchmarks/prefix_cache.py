@@ -93,9 +93,10 @@ def all_rows(args) -> int:
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
     from autopeft.trials.batches import drawn_rows
+    from autopeft.trials.data import load_split
     from autopeft.trials.executor import run_isolated
+    from autopeft.trials.model import load_base_model_for, path_in_model
     from autopeft.trials.prefix_cache import prefix_states
-    from autopeft.trials.proxy import _load_base_model, _load_split, _relative
 
     steps = args.steps or (10 if args.quick else 150)
     space = load_space(ROOT / "search_spaces" / "quickstart.yaml",
@@ -108,12 +109,12 @@ def all_rows(args) -> int:
     _, spec = make_spec(prep, {"top_k": 1, "learning_rate": 1e-3}, steps, threads=os.cpu_count() or 1)
     spec = dataclasses.replace(spec, proxy=dataclasses.replace(spec.proxy, prefix_cache=True))
     torch.set_num_threads(os.cpu_count() or 1)
-    split = _load_split(spec.data_path)
+    split = load_split(spec.data_path)
     n = len(split["train"]["labels"])
     rows, _ = drawn_rows(n, spec.proxy.batch_size, steps, spec.proxy.seed)
     method = get_method(spec.method)
-    model = method.wrap(_load_base_model(spec), spec.peft_config)
-    layers_path = _relative(model, model.get_base_model(), prep.arch.layers_path)
+    model = method.wrap(load_base_model_for(spec), spec.peft_config)
+    layers_path = path_in_model(model, model.get_base_model(), prep.arch.layers_path)
     fills = {}
     for name, train in (("whole split", split["train"]), ("drawn rows", {k: v[rows] for k, v in split["train"].items()})):
         t0 = time.perf_counter()

@@ -46,11 +46,11 @@ def test_ist_selects_layers_by_requires_grad(spec):
 
     from autopeft.trials.ist import IST
     from autopeft.trials.batches import trim as _trim
-    from autopeft.trials.proxy import _load_split
+    from autopeft.trials.data import load_split
 
     base = AutoModelForSequenceClassification.from_pretrained(spec.model, num_labels=spec.num_labels)
     model = get_method("lora").wrap(base, spec.peft_config)
-    probe = _trim({k: v[:4] for k, v in _load_split(spec.data_path)["train"].items()})
+    probe = _trim({k: v[:4] for k, v in load_split(spec.data_path)["train"].items()})
     with torch.no_grad():  # LoRA starts as a no-op (B = 0): give the adapters something to lose
         for n, p in model.named_parameters():
             if "lora_B" in n:

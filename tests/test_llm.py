@@ -267,11 +267,11 @@ def _perturb(model):
 def test_cached_prompt_choice_scores_equal_full_sequence_scores(smollm2_model, smollm2_arch, tweets):
     import torch
 
+    from autopeft.trials.data import load_split
     from autopeft.trials.generative import choice_accuracy, load_gen, score_choices, score_choices_full
-    from autopeft.trials.proxy import _load_split
 
     model = lora(smollm2_model, smollm2_arch).eval()
-    split, gen = _load_split(tweets.path)["eval"], load_gen(tweets.path)
+    split, gen = load_split(tweets.path)["eval"], load_gen(tweets.path)
     assert gen["choices"] == ["negative", "neutral", "positive"] and gen["loss_from_choices"]
     split = {k: v[:6] for k, v in split.items()}
     gen = {**gen, "prompt_len": gen["prompt_len"][:6], "gold": gen["gold"][:6]}
@@ -283,7 +283,7 @@ def test_cached_prompt_choice_scores_equal_full_sequence_scores(smollm2_model, s
 
     # The gold answers' scores are the validation loss: the trial's one pass gives both.
     from autopeft.trials.generative import loss_from_scores
-    from autopeft.trials.proxy import evaluate
+    from autopeft.trials.evaluation import evaluate
 
     assert loss_from_scores(cached, gen)["eval_loss"] == pytest.approx(evaluate(model, split, 0, 6)["eval_loss"], abs=1e-4)
 
@@ -292,10 +292,10 @@ def test_cached_prompt_choice_scores_equal_full_sequence_scores(smollm2_model, s
 def test_exact_match_is_greedy_decoding_compared_after_strip_and_casefold(smollm2_model, tweets, tokenizer):
     import torch
 
+    from autopeft.trials.data import load_split
     from autopeft.trials.generative import exact_match, load_gen
-    from autopeft.trials.proxy import _load_split
 
-    split, gen = _load_split(tweets.path)["eval"], load_gen(tweets.path)
+    split, gen = load_split(tweets.path)["eval"], load_gen(tweets.path)
     rows = slice(0, 2)
     split = {k: v[rows] for k, v in split.items()}
     gen = {**gen, "prompt_len": gen["prompt_len"][rows]}
@@ -323,23 +323,24 @@ def test_the_frozen_prefix_cache_is_exact_on_llama_layers(smollm2_model, smollm2
 
     from autopeft.trials.generative import load_gen, score_choices
     from autopeft.trials.batches import trim as _trim
-    from autopeft.trials.proxy import _forward, _load_split, _use_prefix_cache
+    from autopeft.trials.data import load_split
+    from autopeft.trials.model import forward, use_prefix_cache
     from autopeft.trials.spec import ProxySpec, TrialSpec
 
     model = lora(smollm2_model, smollm2_arch).eval()
-    split = _load_split(tweets.path)
+    split = load_split(tweets.path)
     batch = _trim({k: v[:6] for k, v in split["eval"].items()})
     gen = load_gen(tweets.path)
     with torch.no_grad():
         expected = model(**batch)
         expected_scores = score_choices(model, split["eval"], gen)
     spec = TrialSpec("t", 0, "lora", "m", 0, tweets.path, {}, 1e-3, ProxySpec(steps=1, batch_size=6), task="causal_lm")
-    skip = _use_prefix_cache(model, spec, split)
+    skip = use_prefix_cache(model, spec, split)
     assert skip is not None, "adapters in layers 28-29 only: layers 0-27 can be skipped"
     assert sum(type(layer).__name__ == "PassThrough" for layer in model.base_model.model.model.layers) == 28
     cached_batch = _trim({k: v[:6] for k, v in split["eval"].items()})
     with torch.no_grad():
-        got = _forward(model, cached_batch, skip)
+        got = forward(model, cached_batch, skip)
         with skip.full_stack():
             scores = score_choices(model, split["eval"], gen)
     assert torch.allclose(got.logits, expected.logits, atol=1e-4), (got.logits - expected.logits).abs().max()
@@ -453,8 +454,8 @@ def test_a_decoder_search_exports_a_loadable_lora_and_export_train_reproduces_it
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
     from autopeft.store import Store
+    from autopeft.trials.data import load_split
     from autopeft.trials.generative import choice_accuracy, load_gen, score_choices
-    from autopeft.trials.proxy import _load_split
 
     space = tmp_path / "llm.yaml"
     space.write_text(space_yaml().replace("method: [lora, ia3]", "method: lora\n  dora: [false, true]"))
@@ -488,6 +489,6 @@ def test_a_decoder_search_exports_a_loadable_lora_and_export_train_reproduces_it
     exec(snippet, scope)  # the model card's own load code: the base from the converted GGUF, the trained adapter
     loaded = scope["model"].eval()
     data = prepare_search(load_space(space, ["proxy.train_examples=16"])).data  # what export --train trained on
-    split, gen = _load_split(data.path)["eval"], load_gen(data.path)
+    split, gen = load_split(data.path)["eval"], load_gen(data.path)
     torch.set_num_threads(2)
     assert round(choice_accuracy(score_choices(loaded, split, gen), gen["gold"]), 4) == reported

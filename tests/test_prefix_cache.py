@@ -14,7 +14,8 @@ from autopeft.space.encoding import Candidate
 from autopeft.space.schema import ModelSpec, ProxySpec, TaskSpec, Targets
 from autopeft.trials.prefix_cache import skippable_prefix
 from autopeft.trials.batches import trim as _trim
-from autopeft.trials.proxy import _forward, _load_split, _use_prefix_cache
+from autopeft.trials.data import load_split
+from autopeft.trials.model import forward, use_prefix_cache
 from autopeft.trials.spec import TrialSpec
 
 
@@ -47,18 +48,18 @@ def test_cached_loss_and_logits_equal_the_uncached_eval_mode_model(setup, method
 
     net = wrapped(setup, method, (3, 5))
     net.eval()
-    split = _load_split(data.path)
+    split = load_split(data.path)
     batch = _trim({k: v[:8] for k, v in split["eval"].items()})
     with torch.no_grad():
         expected = net(**batch)
     spec = TrialSpec("t", 0, method, model.location, data.num_labels, data.path, {}, 1e-3,
                      ProxySpec(steps=1, batch_size=8))
-    skip = _use_prefix_cache(net, spec, split)
+    skip = use_prefix_cache(net, spec, split)
     assert skip is not None, "adapters from layer 3 up: layers 0-2 can be skipped"
     net.eval()
     cached_batch = _trim({k: v[:8] for k, v in split["eval"].items()})
     with torch.no_grad():
-        got = _forward(net, cached_batch, skip)
+        got = forward(net, cached_batch, skip)
     assert torch.allclose(got.logits, expected.logits, atol=1e-5)
     assert abs(float(got.loss) - float(expected.loss)) < 1e-5
 
@@ -98,14 +99,14 @@ def test_the_prefix_cache_holds_only_the_rows_a_run_draws(setup):
     from autopeft.trials.prefix_cache import cache_path
 
     model, data, arch, base = setup
-    split = _load_split(data.path)
+    split = load_split(data.path)
     n = len(split["train"]["labels"])
     rows, _ = drawn_rows(n, 4, 2, seed=0)
     assert len(rows) == 8 < n
     split["train"] = {k: v[rows] for k, v in split["train"].items()}
     spec = TrialSpec("t", 0, "lora", model.location, data.num_labels, data.path, {}, 1e-3, ProxySpec(steps=2, batch_size=4))
     net = wrapped(setup, "lora", (3, 5))
-    assert _use_prefix_cache(net, spec, split, train_rows=rows) is not None
+    assert use_prefix_cache(net, spec, split, train_rows=rows) is not None
     assert split["train"]["prefix_hidden"].shape[0] == 8
     other, _ = drawn_rows(n, 4, 2, seed=1)
     assert not torch.equal(other, rows)

@@ -135,7 +135,8 @@ def test_export_train_saves_the_best_seed_whose_weights_reproduce_its_metric(sea
     from transformers import AutoModelForSequenceClassification
 
     from autopeft.assets.datasets import prepare_data
-    from autopeft.trials.proxy import _load_split, evaluate
+    from autopeft.trials.data import load_split
+    from autopeft.trials.evaluation import evaluate
 
     proxy = dataclasses.replace(prep.space.proxy, train_examples=48)
     # The same three-way split export --train used (its test split carved out first).
@@ -144,7 +145,7 @@ def test_export_train_saves_the_best_seed_whose_weights_reproduce_its_metric(sea
     base = AutoModelForSequenceClassification.from_pretrained(prep.model.location, num_labels=data.num_labels)
     model = PeftModel.from_pretrained(base, str(out))
     with torch.no_grad():
-        accuracy = evaluate(model, _load_split(data.path)["eval"], data.num_labels)["accuracy"]
+        accuracy = evaluate(model, load_split(data.path)["eval"], data.num_labels)["accuracy"]
     chosen_row = next(line for line in card.splitlines() if line.startswith("| chosen "))
     per_seed = [float(v) for v in chosen_row.rstrip(" |").split("|")[-1].split(",")]
     assert accuracy == pytest.approx(max(per_seed), abs=1e-4)

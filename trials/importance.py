@@ -20,7 +20,8 @@ def spt_sensitivity(model_location: str, num_labels: int, data_path: str, layers
 
     from autopeft.importance import ImportanceMap
     from autopeft.trials.batches import batches as batch_stream
-    from autopeft.trials.proxy import _load_split, load_base_model
+    from autopeft.trials.data import load_split
+    from autopeft.trials.model import load_base_model
 
     torch.manual_seed(seed)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -33,7 +34,7 @@ def spt_sensitivity(model_location: str, num_labels: int, data_path: str, layers
     for w in weights.values():
         w.requires_grad_(True)
     fisher = {key: torch.zeros((), dtype=torch.float64) for key in weights}
-    split = _load_split(data_path)["train"]
+    split = load_split(data_path)["train"]
     stream = batch_stream(split, batch_size, torch.Generator().manual_seed(seed))
     for _ in range(batches):
         model.zero_grad(set_to_none=True)

@@ -6,11 +6,14 @@ the validation split (loss and perplexity for causal LM). A non-finite loss ends
 as failed. Optional: the frozen-prefix cache (``autopeft.trials.prefix_cache``), IST sparse tuning
 (``autopeft.trials.ist``), multi-fidelity rungs at which the parent may stop the trial, and a
 checkpoint at each rung that a later run resumes from (``autopeft.trials.checkpoint``).
+
+This module is the training loop and its rung decisions. The model it trains is built by
+``autopeft.trials.model``, its data read by ``autopeft.trials.data`` (batches:
+``autopeft.trials.batches``), its metrics computed by ``autopeft.trials.evaluation``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -18,8 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 from autopeft.trials import checkpoint
-from autopeft.trials.batches import drawn_rows, scheduled_batches, trim
+from autopeft.trials.batches import drawn_rows, scheduled_batches
+from autopeft.trials.data import load_split
 from autopeft.trials.device import peak_rss_mb
+from autopeft.trials.evaluation import trial_metrics
+from autopeft.trials.model import build_model, forward, layer_stack, make_ist, use_prefix_cache
 from autopeft.trials.spec import TrialFailure, TrialResult, TrialSpec
 
 Emit = Callable[[dict], None]
@@ -38,6 +44,25 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
             metrics there; ``False`` stops the trial as ``pruned`` at that fidelity.
     """
     started = time.perf_counter()
+    placement = _set_up_process(spec)
+    from autopeft.methods import get_method
+
+    method = get_method(spec.method)
+    model = build_model(spec, method, placement.device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    data = load_split(spec.data_path)
+    if not spec.test_split:
+        data.pop("test", None)  # the search never reads it (nor caches states for it)
+    if spec.proxy.runner:  # the user's function trains; everything around it is the same
+        return _run_user(spec, model, placement, data, method, emit, started, _count(trainable))
+    run = _Training(spec, method, model, placement, trainable, data, started)
+    pruned = run.train(emit, decide)
+    return pruned if pruned is not None else run.finish()
+
+
+def _set_up_process(spec: TrialSpec):
+    """The trial process made ready to train: library chatter off, the thread count, the
+    device placement (``autopeft.trials.device``) with its peak memory reset, the seed."""
     import warnings
 
     import torch
@@ -45,7 +70,6 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter, not trial news
 
     from autopeft.assets.models import quiet_transformers
-    from autopeft.methods import get_method
     from autopeft.trials.device import DeviceUnavailable, resolve
 
     quiet_transformers()
@@ -57,138 +81,159 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         raise TrialFailure(str(e)) from e
     placement.reset_peak_memory()
     torch.manual_seed(spec.proxy.seed)
-    method = get_method(spec.method)
-    base = _load_base_model(spec)
-    if spec.proxy.gradient_checkpointing:
-        _enable_gradient_checkpointing(base)
-    model = method.wrap(base, spec.peft_config).to(placement.device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = int(sum(p.numel() for p in trainable))
-    data = _load_split(spec.data_path)
-    if not spec.test_split:
-        data.pop("test", None)  # the search never reads it (nor caches states for it)
-    if spec.proxy.runner:  # the user's function trains; everything around it is the same
-        return _run_user(spec, model, placement, data, method, emit, started, n_trainable)
-    from autopeft.trials.generative import generative_metrics, load_gen
+    return placement
 
-    gens = {split: load_gen(spec.data_path, split) if spec.task == "causal_lm" else {} for split in data if split != "train"}
-    ist = _make_ist(model, spec, data)
-    # IST changes which layers train step by step, so no layer is reliably frozen below.
-    # The run reads steps x batch rows of the train split, known before the first step:
-    # the split is cut to them, so nothing (the prefix cache above all) works on the rest.
-    rows, schedule = drawn_rows(len(data["train"]["labels"]), spec.proxy.batch_size, spec.proxy.steps, spec.proxy.seed)
-    data["train"] = {k: v[rows] for k, v in data["train"].items()}
-    skip = None
-    if spec.proxy.prefix_cache and ist is None:
-        # Answer scoring runs whole sequences the cache does not hold; when it also yields the
-        # validation loss, the validation split's states would never be read: not computed.
-        splits = tuple(split for split in data if split == "train" or not gens[split].get("loss_from_choices"))
-        with placement.autocast():  # the states the uncached trial's own (autocast) forward computes
-            skip = _use_prefix_cache(model, spec, data, splits, train_rows=rows)
 
-    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=0.0)
-    scaler = placement.grad_scaler()  # fp16 on CUDA only
-    scheduler = _schedule(optimizer, spec.proxy)
-    curve: list = []
-    window: list[float] = []
-    start = 0
-    resume = _resume(spec, method, ist, scaler, model, optimizer, scheduler)
-    if "state" in resume:  # the checkpoint's step, curve and unaveraged losses: go on from there
-        start, curve, window = resume.pop("state")
-    batches = scheduled_batches(data["train"], schedule[start:])
-    model.train()
-    t0 = time.perf_counter()
-    setup_time = t0 - started
-    eval_time = 0.0
+class _Training:
+    """One proxy run once its model and data are loaded: the training stream, the optimiser
+    and its schedule, the curve, the clocks, and the evaluations at rungs and at the end."""
 
-    diagnostics: dict = {}
+    def __init__(self, spec: TrialSpec, method, model, placement, trainable: list, data: dict, started: float):
+        self.spec, self.method, self.model, self.placement = spec, method, model, placement
+        self.trainable, self.n_trainable, self.data, self.started = trainable, _count(trainable), data, started
+        self.diagnostics: dict = {}  # what tells a collapsed run, from the validation split
+        self.eval_time = 0.0
+        schedule = self._prepare_data()
+        self._prepare_optimizer()
+        self.batches = scheduled_batches(data["train"], schedule[self.start:])
 
-    def timed_evaluate(split: str = "eval") -> dict:
-        nonlocal eval_time
-        e0 = time.perf_counter()
-        with placement.autocast():
-            metrics = generative_metrics(
-                model, data[split], gens[split], metric=spec.metric, max_new_tokens=spec.max_new_tokens,
-                tokenizer_location=spec.model, batch_size=max(64, spec.proxy.batch_size),
-                full_stack=skip.full_stack if skip is not None else contextlib.nullcontext,
-                # Scored by its answers, a run answering one thing has collapsed (autopeft.search.divergence);
-                # a loss-scored run is judged by its loss, whatever its answers.
-                diagnostics=diagnostics if split == "eval" and spec.metric == "choice_accuracy" else None,
-            )
-            if "eval_loss" not in metrics:  # answer scoring did not yield it: one pass of its own
-                metrics.update(evaluate(model, data[split], spec.num_labels,
-                                        batch_size=max(32, spec.proxy.batch_size * 2), skip=skip,
-                                        diagnostics=diagnostics if split == "eval" else None))
-        eval_time += time.perf_counter() - e0
-        return metrics
+    def _prepare_data(self) -> list:
+        """Per split, what answer scoring reads; IST's probe batch held out; the train split cut
+        to the rows the run reads; the frozen-prefix cache attached. Returns the batch schedule
+        (``autopeft.trials.batches.drawn_rows``)."""
+        from autopeft.trials.generative import load_gen
 
-    for step in range(start + 1, spec.proxy.steps + 1):
-        with placement.autocast():
-            if ist is not None:
-                ist.before_step(step, lambda batch: _forward(model, batch, skip))
-            loss = _forward(model, next(batches), skip).loss
+        spec, data = self.spec, self.data
+        self.gens = {split: load_gen(spec.data_path, split) if spec.task == "causal_lm" else {}
+                     for split in data if split != "train"}
+        self.ist = make_ist(self.model, spec, data)
+        # IST changes which layers train step by step, so no layer is reliably frozen below.
+        # The run reads steps x batch rows of the train split, known before the first step:
+        # the split is cut to them, so nothing (the prefix cache above all) works on the rest.
+        rows, schedule = drawn_rows(len(data["train"]["labels"]), spec.proxy.batch_size, spec.proxy.steps, spec.proxy.seed)
+        data["train"] = {k: v[rows] for k, v in data["train"].items()}
+        self.skip = None
+        if spec.proxy.prefix_cache and self.ist is None:
+            # Answer scoring runs whole sequences the cache does not hold; when it also yields the
+            # validation loss, the validation split's states would never be read: not computed.
+            splits = tuple(split for split in data if split == "train" or not self.gens[split].get("loss_from_choices"))
+            with self.placement.autocast():  # the states the uncached trial's own (autocast) forward computes
+                self.skip = use_prefix_cache(self.model, spec, data, splits, train_rows=rows)
+        return schedule
+
+    def _prepare_optimizer(self) -> None:
+        """AdamW, the loss scaler, the learning-rate schedule, and the step, curve and losses
+        to go on from: a resumed checkpoint's, else none."""
+        import torch
+
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=self.spec.learning_rate, weight_decay=0.0)
+        self.scaler = self.placement.grad_scaler()  # fp16 on CUDA only
+        self.scheduler = _schedule(self.optimizer, self.spec.proxy)
+        self.start, self.curve, self.window = 0, [], []
+        self.resume = _resume(self.spec, self.method, self.ist, self.scaler, self.model, self.optimizer, self.scheduler)
+        if "state" in self.resume:  # the checkpoint's step, curve and unaveraged losses: go on from there
+            self.start, self.curve, self.window = self.resume.pop("state")
+
+    def train(self, emit: Emit, decide: Decide | None) -> TrialResult | None:
+        """Train to ``spec.proxy.steps``: the ``pruned`` result if ``decide`` stops the run at a
+        rung, else ``None`` (``finish`` then evaluates it)."""
+        spec = self.spec
+        self.model.train()
+        self.t0 = time.perf_counter()
+        self.setup_time = self.t0 - self.started
+        for step in range(self.start + 1, spec.proxy.steps + 1):
+            self._record(step, self._step(step), emit)
+            at_rung = step in spec.proxy.rungs and step < spec.proxy.steps
+            if decide is not None and at_rung:
+                rung_metrics = self.evaluate()
+                if not decide(step, rung_metrics):
+                    return self._result("pruned", rung_metrics, self._train_time(), {"fidelity": step, **self.resume})
+            # After the rung's decision, never before: a checkpoint at a rung then means "recorded
+            # there and promoted", so a run resumed from it never skips a rung's judgement.
+            if spec.checkpoint_dir and at_rung:
+                checkpoint.save(Path(spec.checkpoint_dir) / f"step-{step}", step=step, model=self.model,
+                                optimizer=self.optimizer, scheduler=self.scheduler, curve=self.curve, window=self.window)
+        return None
+
+    def _step(self, step: int) -> float:
+        """One optimiser step on the next batch; its loss (a non-finite one fails the trial)."""
+        import torch
+
+        model, skip = self.model, self.skip
+        with self.placement.autocast():
+            if self.ist is not None:
+                self.ist.before_step(step, lambda batch: forward(model, batch, skip))
+            loss = forward(model, next(self.batches), skip).loss
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrialFailure(f"non-finite loss ({value}) at step {step}")
-        if scaler is None:
+        if self.scaler is None:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
+            torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+            self.optimizer.step()
         else:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-        scheduler.step()
-        method.on_step(model, step)
-        optimizer.zero_grad(set_to_none=True)
-        window.append(value)
-        if step % spec.proxy.log_every == 0 or step == spec.proxy.steps:
-            point = [step, sum(window) / len(window)]
-            window.clear()
-            curve.append(point)
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.scheduler.step()
+        self.method.on_step(model, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        return value
+
+    def _record(self, step: int, value: float, emit: Emit) -> None:
+        """The learning curve: the mean loss of every ``log_every`` steps (and of the last
+        ones), emitted point by point."""
+        self.window.append(value)
+        if step % self.spec.proxy.log_every == 0 or step == self.spec.proxy.steps:
+            point = [step, sum(self.window) / len(self.window)]
+            self.window.clear()
+            self.curve.append(point)
             emit({"kind": "curve", "step": point[0], "loss": point[1]})
-        if decide is not None and step in spec.proxy.rungs and step < spec.proxy.steps:
-            rung_metrics = timed_evaluate()
-            if not decide(step, rung_metrics):
-                return TrialResult(
-                    status="pruned", metrics=rung_metrics, curve=curve, trainable_params=n_trainable,
-                    train_time=time.perf_counter() - t0 - eval_time, setup_time=setup_time, eval_time=eval_time,
-                    wall_time=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(), extras={"fidelity": step, **resume},
-                    **_memory(placement),
-                )
-        # After the rung's decision, never before: a checkpoint at a rung then means "recorded
-        # there and promoted", so a run resumed from it never skips a rung's judgement.
-        if spec.checkpoint_dir and step in spec.proxy.rungs and step < spec.proxy.steps:
-            checkpoint.save(Path(spec.checkpoint_dir) / f"step-{step}", step=step, model=model, optimizer=optimizer,
-                            scheduler=scheduler, curve=curve, window=window)
-    train_time = time.perf_counter() - t0 - eval_time  # rung evaluations are evaluation, not training
-    extras = {**method.summary(model), **resume}
-    if skip is not None:  # recorded: what the trial's forward passes did not recompute
-        extras = {**extras, "prefix_cache_skipped_layers": skip.layer}
-    if ist is not None:
-        ist.finish()
-        extras = {**extras, "importance": ist.importance(len(_stack(model))), "ist_active_steps": ist.active_counts}
-    metrics = timed_evaluate()
-    extras = {**extras, **diagnostics}
-    test_metrics = timed_evaluate("test") if "test" in data else {}
-    if spec.save_dir:
-        method.save_weights(model, spec.save_dir)
-    return TrialResult(
-        status="complete",
-        metrics=metrics,
-        curve=curve,
-        trainable_params=n_trainable,
-        train_time=train_time,
-        setup_time=setup_time,
-        eval_time=eval_time,
-        wall_time=time.perf_counter() - started,
-        peak_rss_mb=peak_rss_mb(),
-        extras=extras,
-        test_metrics=test_metrics,
-        **_memory(placement),
-    )
+
+    def evaluate(self, split: str = "eval") -> dict:
+        """The metrics on ``split`` (``autopeft.trials.evaluation.trial_metrics``), timed as evaluation."""
+        e0 = time.perf_counter()
+        with self.placement.autocast():
+            metrics = trial_metrics(self.model, self.spec, self.data[split], self.gens[split], skip=self.skip,
+                                    diagnostics=self.diagnostics if split == "eval" else None)
+        self.eval_time += time.perf_counter() - e0
+        return metrics
+
+    def _train_time(self) -> float:
+        return time.perf_counter() - self.t0 - self.eval_time  # rung evaluations are evaluation, not training
+
+    def finish(self) -> TrialResult:
+        """The run trained to the end: its metrics (the test split's too when it was kept), what
+        the method, the prefix cache and IST record, the weights saved if ``spec.save_dir``."""
+        train_time = self._train_time()
+        model, method = self.model, self.method
+        extras = {**method.summary(model), **self.resume}
+        if self.skip is not None:  # recorded: what the trial's forward passes did not recompute
+            extras = {**extras, "prefix_cache_skipped_layers": self.skip.layer}
+        if self.ist is not None:
+            self.ist.finish()
+            extras = {**extras, "importance": self.ist.importance(len(layer_stack(model))),
+                      "ist_active_steps": self.ist.active_counts}
+        metrics = self.evaluate()
+        extras = {**extras, **self.diagnostics}
+        test_metrics = self.evaluate("test") if "test" in self.data else {}
+        if self.spec.save_dir:
+            method.save_weights(model, self.spec.save_dir)
+        return self._result("complete", metrics, train_time, extras, test_metrics=test_metrics)
+
+    def _result(self, status: str, metrics: dict, train_time: float, extras: dict, **more) -> TrialResult:
+        return TrialResult(
+            status=status, metrics=metrics, curve=self.curve, trainable_params=self.n_trainable,
+            train_time=train_time, setup_time=self.setup_time, eval_time=self.eval_time,
+            wall_time=time.perf_counter() - self.started, peak_rss_mb=peak_rss_mb(), extras=extras,
+            **more, **_memory(self.placement),
+        )
+
+
+def _count(trainable: list) -> int:
+    return int(sum(p.numel() for p in trainable))
 
 
 def _schedule(optimizer, proxy):
@@ -243,186 +288,3 @@ def _run_user(spec: TrialSpec, model, placement, data: dict, method, emit: Emit,
 def _memory(placement) -> dict:
     peak, kind = placement.peak_memory_mb()
     return {"peak_memory_mb": peak, "memory_kind": kind, "device": placement.device}
-
-
-def _enable_gradient_checkpointing(model) -> None:
-    """Recompute each layer's activations in the backward pass (transformers' own mechanism).
-
-    Non-reentrant checkpointing needs no input that requires grad, so it works with frozen
-    embeddings under peft; decoders must not build a KV cache while training.
-    """
-    if not getattr(model, "supports_gradient_checkpointing", False):
-        raise TrialFailure(f"gradient checkpointing: {type(model).__name__} does not support it; "
-                           "set proxy.gradient_checkpointing: false")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if hasattr(model.config, "use_cache"):
-        model.config.use_cache = False
-
-
-def _stack(model):
-    from autopeft.assets.architecture import _find_layer_stack
-
-    return _find_layer_stack(model.get_base_model() if hasattr(model, "get_base_model") else model)[1]
-
-
-def _make_ist(model, spec: TrialSpec, data: dict):
-    """IST for LoRA-family trials when the spec asks for it; the probe batch is held out
-    from the training stream (the last ``batch_size`` training examples)."""
-    from autopeft.methods import get_method
-    from autopeft.trials.ist import IST
-
-    if not spec.proxy.ist or not get_method(spec.method).supports_ist:
-        return None
-    from autopeft.assets.architecture import _find_layer_stack
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    layers_path = _find_layer_stack(base)[0]
-    train = data["train"]
-    n_probe = min(spec.proxy.batch_size, max(1, len(train["labels"]) // 4))
-    probe = trim({k: v[-n_probe:] for k, v in train.items()})
-    data["train"] = {k: v[:-n_probe] for k, v in train.items()}
-    return IST(model, layers_path, spec.proxy.ist.active_fraction, spec.proxy.ist.every, probe, seed=spec.proxy.seed)
-
-
-def _use_prefix_cache(model, spec: TrialSpec, data: dict, splits: tuple[str, ...] = ("train", "eval"),
-                      train_rows=None):
-    """Attach the cached states entering the lowest adapted layer to ``splits`` and make
-    the model skip the layers below it; ``None`` when the candidate cannot skip any.
-
-    ``train_rows``: the rows of the tokenised train split that ``data["train"]`` was cut
-    to (``autopeft.trials.batches.drawn_rows``); part of the cache key."""
-    from pathlib import Path
-
-    from autopeft.trials.prefix_cache import SkipPrefix, cache_path, prefix_states, skippable_prefix
-
-    found = skippable_prefix(model)
-    if found is None:
-        return None
-    layers_path, layer = found
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    states = prefix_states(model, _relative(model, base, layers_path), layer, {s: data[s] for s in splits},
-                           Path(cache_path(spec.model, spec.data_path, layer, splits, train_rows)))
-    for split in splits:
-        data[split]["prefix_hidden"] = states[split]
-    return SkipPrefix(model, _relative(model, base, layers_path), layer)
-
-
-def _relative(model, base, path: str) -> str:
-    """``path`` (inside the base model) as a path inside ``model`` (a peft wrapper or itself)."""
-    if model is base:
-        return path
-    prefix = next(name for name, module in model.named_modules() if module is base)
-    return f"{prefix}.{path}" if prefix else path
-
-
-def _forward(model, batch: dict, skip):
-    """The model's output on ``batch``, moved to the model's device first (CPU, CUDA or MPS:
-    one code path; splits stay in host memory, one batch at a time goes to the device)."""
-    device = _device_of(model)
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    if skip is not None:
-        skip.current = batch.pop("prefix_hidden")
-    return model(**batch)
-
-
-def _device_of(model):
-    return next(model.parameters()).device
-
-
-def _load_base_model(spec: TrialSpec):
-    return load_base_model(spec.model, spec.task, spec.num_labels, trust_remote_code=spec.trust_remote_code,
-                           revision=spec.revision)
-
-
-def load_base_model(location: str, task: str, num_labels: int, *, trust_remote_code: bool = False, revision=None):
-    """The pretrained model with the head of ``task`` (``autopeft.tasks``)."""
-    from autopeft.tasks import task_kind
-
-    kind = task_kind(task)
-    model = kind.auto().from_pretrained(
-        location, trust_remote_code=trust_remote_code, revision=revision, **kind.model_kwargs(num_labels)
-    )
-    if getattr(model.config, "pad_token_id", None) is None and getattr(model.config, "eos_token_id", None) is not None:
-        model.config.pad_token_id = model.config.eos_token_id  # decoder heads need a pad id to pool
-    return model
-
-
-def _load_split(path: str) -> dict:
-    from safetensors.torch import load_file
-
-    tensors = load_file(path)
-    out: dict = {"train": {}, "eval": {}, "test": {}}
-    for key, value in tensors.items():
-        split, name = key.split(".", 1)
-        if split in out:  # gen.*, gentest.*: what generative metrics need (autopeft.trials.generative.load_gen)
-            out[split][name] = value
-    if not out["test"]:
-        del out["test"]  # data prepared without a test split
-    return out
-
-
-def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=None, diagnostics: dict | None = None) -> dict:
-    """Accuracy, macro-F1 (mean over classes of F1, 0 for a class never predicted nor
-    present) and mean cross-entropy on ``split``; for language modelling (2-D labels), the
-    token-weighted loss and its perplexity.
-
-    ``diagnostics``, if given, receives ``predicted_classes`` (how many classes the model
-    predicts at all) and ``majority_rate`` (the accuracy of always answering the most frequent
-    class): a run that predicts one class has collapsed, whatever its accuracy looks like."""
-    import torch
-
-    if split["labels"].dim() == 2:
-        return _evaluate_lm(model, split, batch_size, skip)
-
-    model.eval()
-    preds, losses = [], []
-    n = len(split["labels"])
-    # Batches of similar length: each batch is trimmed to its longest example, so sorting
-    # by length cuts the padding the model computes on (measured: benchmarks/overhead.py).
-    order = torch.argsort(split["attention_mask"].sum(dim=1), stable=True)
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            rows = order[start:start + batch_size]
-            batch = trim({k: v[rows] for k, v in split.items()})
-            out = _forward(model, batch, skip)
-            losses.append(float(out.loss) * len(batch["labels"]))
-            preds.append(out.logits.argmax(dim=-1).cpu())
-    model.train()
-    pred = torch.empty_like(split["labels"])
-    pred[order] = torch.cat(preds)
-    gold = split["labels"]
-    if diagnostics is not None:
-        diagnostics["predicted_classes"] = int(pred.unique().numel())
-        diagnostics["majority_rate"] = float(torch.bincount(gold).max()) / max(len(gold), 1)
-    return {
-        "accuracy": float((pred == gold).float().mean()),
-        "macro_f1": macro_f1(pred.tolist(), gold.tolist(), num_labels),
-        "eval_loss": sum(losses) / n,
-    }
-
-
-def _evaluate_lm(model, split: dict, batch_size: int, skip) -> dict:
-    import torch
-
-    model.eval()
-    total, tokens = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(split["labels"]), batch_size):
-            batch = trim({k: v[start:start + batch_size] for k, v in split.items()})
-            n = int((batch["labels"][:, 1:] != -100).sum())  # the model shifts labels by one
-            if n:
-                total += float(_forward(model, batch, skip).loss) * n
-                tokens += n
-    model.train()
-    loss = total / max(tokens, 1)
-    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
-
-
-def macro_f1(pred: list[int], gold: list[int], num_labels: int) -> float:
-    scores = []
-    for c in range(num_labels):
-        tp = sum(1 for p, g in zip(pred, gold) if p == c and g == c)
-        fp = sum(1 for p, g in zip(pred, gold) if p == c and g != c)
-        fn = sum(1 for p, g in zip(pred, gold) if p != c and g == c)
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return sum(scores) / num_labels

@@ -1,0 +1,109 @@
+"""A trial's metrics on one split: what the search ranks candidates by.
+
+For classification, accuracy, macro-F1 and the mean cross-entropy (``evaluate``); for causal
+language modelling, the token-weighted loss and its perplexity. Instruction data scored by
+its answers (choice accuracy, exact match) goes through ``autopeft.trials.generative``
+first; ``trial_metrics`` combines the two as a proxy run reports them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+from autopeft.trials.batches import trim
+from autopeft.trials.model import forward
+from autopeft.trials.spec import TrialSpec
+
+
+def trial_metrics(model, spec: TrialSpec, split: dict, gen: dict, *, skip=None, diagnostics: dict | None = None) -> dict:
+    """The metrics of ``spec`` on ``split``: its answers scored (``gen``, from
+    ``autopeft.trials.generative.load_gen``; empty for other tasks), then one pass of
+    ``evaluate`` when answer scoring did not yield the loss.
+
+    ``skip``: the frozen-prefix cache's ``SkipPrefix`` (``autopeft.trials.model.use_prefix_cache``)
+    or ``None``; answer scoring runs the full stack. ``diagnostics``, if given, receives what
+    tells a collapsed run (``evaluate``'s, or the answers' when the metric is ``choice_accuracy``)."""
+    from autopeft.trials.generative import generative_metrics
+
+    metrics = generative_metrics(
+        model, split, gen, metric=spec.metric, max_new_tokens=spec.max_new_tokens,
+        tokenizer_location=spec.model, batch_size=max(64, spec.proxy.batch_size),
+        full_stack=skip.full_stack if skip is not None else contextlib.nullcontext,
+        # Scored by its answers, a run answering one thing has collapsed (autopeft.search.divergence);
+        # a loss-scored run is judged by its loss, whatever its answers.
+        diagnostics=diagnostics if spec.metric == "choice_accuracy" else None,
+    )
+    if "eval_loss" not in metrics:  # answer scoring did not yield it: one pass of its own
+        metrics.update(evaluate(model, split, spec.num_labels, batch_size=max(32, spec.proxy.batch_size * 2),
+                                skip=skip, diagnostics=diagnostics))
+    return metrics
+
+
+def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=None, diagnostics: dict | None = None) -> dict:
+    """Accuracy, macro-F1 (mean over classes of F1, 0 for a class never predicted nor
+    present) and mean cross-entropy on ``split``; for language modelling (2-D labels), the
+    token-weighted loss and its perplexity.
+
+    ``diagnostics``, if given, receives ``predicted_classes`` (how many classes the model
+    predicts at all) and ``majority_rate`` (the accuracy of always answering the most frequent
+    class): a run that predicts one class has collapsed, whatever its accuracy looks like."""
+    import torch
+
+    if split["labels"].dim() == 2:
+        return _evaluate_lm(model, split, batch_size, skip)
+
+    model.eval()
+    preds, losses = [], []
+    n = len(split["labels"])
+    # Batches of similar length: each batch is trimmed to its longest example, so sorting
+    # by length cuts the padding the model computes on (measured: benchmarks/overhead.py).
+    order = torch.argsort(split["attention_mask"].sum(dim=1), stable=True)
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            rows = order[start:start + batch_size]
+            batch = trim({k: v[rows] for k, v in split.items()})
+            out = forward(model, batch, skip)
+            losses.append(float(out.loss) * len(batch["labels"]))
+            preds.append(out.logits.argmax(dim=-1).cpu())
+    model.train()
+    pred = torch.empty_like(split["labels"])
+    pred[order] = torch.cat(preds)
+    gold = split["labels"]
+    if diagnostics is not None:
+        diagnostics["predicted_classes"] = int(pred.unique().numel())
+        diagnostics["majority_rate"] = float(torch.bincount(gold).max()) / max(len(gold), 1)
+    return {
+        "accuracy": float((pred == gold).float().mean()),
+        "macro_f1": macro_f1(pred.tolist(), gold.tolist(), num_labels),
+        "eval_loss": sum(losses) / n,
+    }
+
+
+def _evaluate_lm(model, split: dict, batch_size: int, skip) -> dict:
+    """The token-weighted loss on ``split`` (2-D labels, -100 where no token counts) and its perplexity."""
+    import torch
+
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(split["labels"]), batch_size):
+            batch = trim({k: v[start:start + batch_size] for k, v in split.items()})
+            n = int((batch["labels"][:, 1:] != -100).sum())  # the model shifts labels by one
+            if n:
+                total += float(forward(model, batch, skip).loss) * n
+                tokens += n
+    model.train()
+    loss = total / max(tokens, 1)
+    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+
+def macro_f1(pred: list[int], gold: list[int], num_labels: int) -> float:
+    """The mean over the ``num_labels`` classes of each class's F1 (0 when it has no true positive)."""
+    scores = []
+    for c in range(num_labels):
+        tp = sum(1 for p, g in zip(pred, gold) if p == c and g == c)
+        fp = sum(1 for p, g in zip(pred, gold) if p == c and g != c)
+        fn = sum(1 for p, g in zip(pred, gold) if p != c and g == c)
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / num_labels
