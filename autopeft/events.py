@@ -34,7 +34,7 @@ class Tee:
 
     def seed_finished(self, run, record: TrialRecord) -> None:
         for x in self.listeners:
-            if hasattr(x, "seed_finished"):  # optional: see autopeft.search.session.SearchEvents
+            if hasattr(x, "seed_finished"):  # optional: see autopeft.search.reports.SearchEvents
                 x.seed_finished(run, record)
 
 

@@ -9,21 +9,16 @@ call this; ``autopeft worker`` drives sessions itself (:mod:`autopeft.search.wor
 from __future__ import annotations
 
 from autopeft.search.ledger import LedgerSettings, trained_count
+from autopeft.search.objectives import BUDGET_CONSTRAINT, objective_values
 from autopeft.search.prepare import PreparedSearch
-from autopeft.search.session import (
-    BUDGET_CONSTRAINT,
-    Runner,
-    SearchEvents,
-    SearchOutcome,
-    SearchSession,
-    StopSignals,
-    objective_values,
-    open_study,
-    optuna_study,
-    study_importance,
-)
+from autopeft.search.reports import SearchEvents, SearchOutcome
+from autopeft.search.session import Runner, SearchSession
+from autopeft.search.signals import StopSignals
+from autopeft.search.studies import open_study, optuna_study, study_importance
 from autopeft.store import Store
 
+# The search's public names, importable from here wherever they live (the CLI, the API, the
+# dashboard and the benchmarks import them from here).
 __all__ = [
     "BUDGET_CONSTRAINT", "LedgerSettings", "Runner", "SearchEvents", "SearchOutcome", "SearchSession", "StopSignals",
     "objective_values", "open_study", "optuna_study", "run_search", "study_importance", "trained_count",

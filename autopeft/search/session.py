@@ -20,7 +20,7 @@ target is trained over more seeds, and those seed runs come before new trials
 
 Stopping: SIGTERM or SIGINT (Ctrl-C) during a trial kills the trial process, records the
 trial as failed ("interrupted") and queues its point again, so the interruption costs the
-study nothing; between trials it just stops (:class:`StopSignals`).
+study nothing; between trials it just stops (:class:`~autopeft.search.signals.StopSignals`).
 """
 
 from __future__ import annotations
@@ -28,118 +28,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
-import threading
 import time
-import warnings
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
-from autopeft.errors import MethodError, StoreError
+from autopeft.errors import MethodError
 from autopeft.search.ledger import TRAINED, Budget, Ledger, LedgerSettings, Ticket
+from autopeft.search.objectives import constrain, objective_values, with_importance
 from autopeft.search.prepare import PreparedSearch, trial_spec
+from autopeft.search.reports import SearchEvents, SearchOutcome, Silent
 from autopeft.search.scales import scaled
-from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
+from autopeft.search.signals import StopSignals
+from autopeft.search.studies import open_study, study_importance
+from autopeft.store import Store, TrialRecord, utcnow
 from autopeft.trials.spec import TrialResult, TrialSpec
 
 Runner = Callable[[TrialSpec], TrialResult]
-BUDGET_CONSTRAINT = "trainable_params_over_budget"
 log = logging.getLogger("autopeft")
-
-
-class SearchEvents(Protocol):
-    """What the session reports as it goes (the CLI draws a progress bar from it)."""
-
-    def started(self, study: StudyRecord, done: int, target: int) -> None: ...
-
-    def trial_started(self, number: int, candidate: dict) -> None: ...
-
-    def trial_finished(self, record: TrialRecord, records: list[TrialRecord]) -> None: ...
-
-    # Optional (a listener without it is not told): a seed run at the target finished and
-    # folded into ``record`` (``autopeft.search.seeds``).
-    # def seed_finished(self, run: VerificationRecord, record: TrialRecord) -> None: ...
-
-
-class _Silent:
-    def started(self, study, done, target): ...
-
-    def trial_started(self, number, candidate): ...
-
-    def trial_finished(self, record, records): ...
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    """What a search run did.
-
-    Attributes:
-        study: The study (as opened).
-        records: Every record of the study at the end, any process's.
-        interrupted: A stop was requested (Ctrl-C, SIGTERM); the running trial, if any, was
-            recorded as interrupted and its point queued again.
-        signal: The signal that stopped it (None: it ended on its own).
-    """
-
-    study: StudyRecord
-    records: list[TrialRecord]
-    interrupted: bool = False
-    signal: int | None = None
-
-
-class StopSignals:
-    """SIGTERM and SIGINT as a request to stop, answered the way Ctrl-C always was.
-
-    Slurm and Kubernetes stop a job with SIGTERM, so it must lose no more than Ctrl-C. Between
-    trials a signal only sets :attr:`signal`, and the search stops at its next check (never
-    in the middle of a database write). While a trial trains (inside :meth:`interruptible`)
-    it raises ``KeyboardInterrupt``: the runner kills the trial process, and the session
-    records the trial as interrupted and queues its point again. A second signal raises
-    wherever it lands: the way out of a stuck sampler.
-    """
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._armed = False
-
-    @property
-    def requested(self) -> bool:
-        return self.signal is not None
-
-    def request(self, signum: int = signal.SIGINT) -> None:
-        """Ask for a stop (the first signal asked for is the one reported)."""
-        if self.signal is None:
-            self.signal = signum
-
-    @contextmanager
-    def installed(self):
-        """Handle SIGTERM and SIGINT inside the block (main thread only; elsewhere a no-op)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    @contextmanager
-    def interruptible(self):
-        """The block (a trial training) is interrupted by a stop, one already requested included."""
-        if self.requested:
-            raise KeyboardInterrupt
-        self._armed = True
-        try:
-            yield
-        finally:
-            self._armed = False
-
-    def _handle(self, signum, _frame) -> None:
-        again = self.requested
-        self.request(signum)
-        if self._armed or again:
-            raise KeyboardInterrupt
 
 
 class SearchSession:
@@ -172,7 +76,7 @@ class SearchSession:
             from autopeft.trials.executor import run_isolated as runner
         self.store = store
         self.runner = runner
-        self.events = events or _Silent()
+        self.events = events or Silent()
         self.stop = stop or StopSignals()
         self.study = open_study(store, prep, trials)
         self.prep = prep.with_importance(study_importance(store, self.study, prep)) \
@@ -286,10 +190,10 @@ class SearchSession:
             config = method.build(candidate, ctx)
             count = method.count_trainable(candidate, ctx)
         except MethodError as e:  # e.g. per-layer bits that switch every layer off
-            _constrain(trial, 1.0)
+            constrain(trial, 1.0)
             return self.ledger.infeasible(dataclasses.replace(base, error=str(e)))
         limit = prep.budget_limit
-        _constrain(trial, (count - limit) / limit if limit else -1.0)
+        constrain(trial, (count - limit) / limit if limit else -1.0)
         peft_config = method.config_json(config)
         if limit is not None and count > limit:
             reason = f"over budget: {count:,} trainable parameters > {limit:,}"
@@ -342,7 +246,7 @@ class SearchSession:
                        "eval_time": result.eval_time, "cpu_time": result.cpu_time, "peak_rss_mb": result.peak_rss_mb,
                        "peak_memory_mb": result.peak_memory_mb, "memory_kind": result.memory_kind,
                        "device": result.device},
-            extras={**running.extras, **_with_importance(result.extras, prep), **({"rungs": rungs} if rungs else {})},
+            extras={**running.extras, **with_importance(result.extras, prep), **({"rungs": rungs} if rungs else {})},
             error=result.error if status == "failed" else None,
             finished_at=utcnow(),
         )
@@ -435,141 +339,3 @@ class SearchSession:
         end = time.monotonic() + seconds
         while time.monotonic() < end and not self.stop.requested:
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
-
-
-def _constrain(trial, value: float) -> None:
-    with warnings.catch_warnings():
-        # A re-queued trial carries its original's constraint; the same value is set again.
-        warnings.filterwarnings("ignore", message="The constraint value is ignored because this constraint")
-        trial.set_constraint(BUDGET_CONSTRAINT, value)
-
-
-def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = None) -> StudyRecord:
-    """Create the study, or resume it when it exists with the same space.
-
-    Creating it (and only that: not a resume, not a second worker) also enqueues its
-    reference trials when ``search.baseline`` is true (``autopeft.search.baseline``), then its
-    method-stratified start-up trials (``autopeft.search.startup``).
-    """
-    import yaml
-
-    from autopeft._version import __version__
-    from autopeft.space import space_hash
-
-    space = prep.space
-    target = trials_target or space.search.trials
-    digest = space_hash(space)
-    existing = store.find_study(space.study)
-    if existing is not None:
-        if existing.space_hash != digest:
-            raise StoreError(
-                f"study '{space.study}' already exists in {store.display_url} with a different search space; "
-                "resume it with the same YAML, or start a new study (--set study=NEW_NAME)"
-            )
-        if existing.trials_target != target:
-            store.set_trials_target(space.study, target)
-        if existing.splits is None and prep.data is not None:  # submitted without data, or made before 0003
-            store.set_splits(space.study, study_splits(prep))
-        return store.get_study(space.study)
-    record = StudyRecord(
-        name=space.study,
-        created_at=utcnow(),
-        space_yaml=yaml.safe_dump(space.document, sort_keys=False),
-        space_hash=digest,
-        objectives=tuple((o.name, o.direction) for o in space.objectives),
-        trials_target=target,
-        model=space.model.name,
-        model_fingerprint=prep.model.fingerprint,
-        dataset=space.task.dataset,
-        data_fingerprint=prep.dataset.fingerprint,
-        budget_params=prep.budget_limit,
-        autopeft_version=__version__,
-        splits=study_splits(prep) if prep.data is not None else None,
-    )
-    try:
-        created = store.add_study(record)
-    except StoreError:
-        if store.find_study(space.study) is not None:  # another worker created it first
-            return store.get_study(space.study)
-        raise
-    # Only the process whose insert created the study gets here: the references and the
-    # start-up design are enqueued once, never again on a resume or by a second worker.
-    from autopeft.search.startup import enqueue_startup
-
-    ostudy = optuna_study(store, created, None)
-    references = []
-    if space.search.baseline:
-        from autopeft.search.baseline import enqueue_references
-
-        references = enqueue_references(ostudy, prep)
-    enqueue_startup(ostudy, prep, room=target - len(references))
-    return created
-
-
-def study_splits(prep: PreparedSearch) -> dict:
-    """What ``StudyRecord.splits`` records of the prepared data: the same on every process that
-    prepares the study (the split is a function of the data, the space and its seed)."""
-    data = prep.data
-    return {"train": data.n_train, "eval": data.n_eval, "test": data.n_test, "seed": prep.space.proxy.seed,
-            "test_source": data.test_source, "fingerprint": data.fingerprint}
-
-
-def study_importance(store: Store, study: StudyRecord, prep: PreparedSearch):
-    """The study's importance map: computed once (SPT pass) and stored, then reused by every
-    resume and every worker, so all of them rank layers the same way."""
-    from autopeft.importance import ImportanceMap
-
-    if study.importance:
-        return ImportanceMap.from_json(study.importance)
-    from autopeft.trials.importance import spt_sensitivity
-
-    importance = spt_sensitivity(
-        prep.model.location, prep.data.num_labels, prep.data.path, prep.arch.layers_path,
-        tuple(s.name for s in prep.arch.linears), batch_size=prep.space.proxy.batch_size,
-        seed=prep.space.proxy.seed, trust_remote_code=prep.model.trust_remote_code, task=prep.space.task.type,
-    )
-    store.set_importance(study.name, importance.to_json())
-    return importance
-
-
-def optuna_study(store: Store, study: StudyRecord, sampler):
-    """optuna's study of ``study`` (created if missing), without heartbeats: for readers and set-up."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
-        study_name=study.name,
-        storage=store.optuna_storage,
-        directions=["maximize" if d == "max" else "minimize" for _, d in study.objectives],
-        sampler=sampler if sampler is not None else optuna.samplers.RandomSampler(),
-        load_if_exists=True,
-    )
-
-
-def _with_importance(extras: dict, prep: PreparedSearch) -> dict:
-    """Add the trial's ``ImportanceMap`` when its method measured one (AdaLoRA's final ranks)."""
-    if "rank_allocation" not in extras or "importance" in extras:
-        return extras
-    from autopeft.importance import ImportanceMap
-
-    imap = ImportanceMap.from_named(
-        "adalora", extras["rank_allocation"], prep.arch.layers_path, prep.arch.num_layers,
-        tuple(s.name for s in prep.arch.linears), note="final AdaLoRA rank per matrix",
-    )
-    return {**extras, "importance": imap.to_json()}
-
-
-def objective_values(study: StudyRecord, result: TrialResult, trainable_params: int) -> list[float] | None:
-    """The result's objective values in study order (None if one is missing or not finite)."""
-    import math
-
-    source = {
-        "trainable_params": trainable_params,
-        "peak_memory": result.peak_memory_mb or result.peak_rss_mb,  # the device's own figure
-        "train_time": result.train_time,
-        **result.metrics,
-    }
-    values = [source.get(name) for name, _ in study.objectives]
-    if any(v is None or not math.isfinite(float(v)) for v in values):
-        return None
-    return [float(v) for v in values]

@@ -39,7 +39,8 @@ from typing import Callable
 
 from autopeft.errors import AutoPeftError
 from autopeft.search.ledger import Ledger, LedgerSettings, trained_count
-from autopeft.search.session import Runner, SearchSession, StopSignals
+from autopeft.search.session import Runner, SearchSession
+from autopeft.search.signals import StopSignals
 from autopeft.store import Store, StudyRecord, TrialRecord
 
 Log = Callable[[str], None]
