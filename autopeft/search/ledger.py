@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 from autopeft.errors import AutoPeftError, LedgerError
 from autopeft.search.budget import TRAINED, Budget, count_budget, trained_count
 from autopeft.search.heartbeat import Heartbeat, LedgerSettings
+from autopeft.search.optuna_setup import open_optuna_study
 from autopeft.search.reaper import Reaper, local_aware
 from autopeft.search.wal import PENDING, write_ahead
 from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
@@ -147,13 +148,8 @@ class Ledger:
     def ostudy(self):
         """optuna's study (created on first use, or loaded: every process opens the same one)."""
         if self._ostudy is None:
-            import optuna
-
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            self._ostudy = retried_optuna(lambda: optuna.create_study(
-                study_name=self.name, storage=self.storage, sampler=self._sampler or optuna.samplers.RandomSampler(),
-                directions=["maximize" if d == "max" else "minimize" for _, d in self.study.objectives],
-                load_if_exists=True))
+            self._ostudy = retried_optuna(lambda: open_optuna_study(self.name, self.storage, self.study.objectives,
+                                                                    self._sampler))
             self._study_id = self.storage.get_study_id_from_name(self.name)
             self._name_metrics()
         return self._ostudy
