@@ -248,7 +248,7 @@ def test_an_omitted_learning_rate_hashes_as_the_built_in_bands(monkeypatch):
     d = document(learning_rate=None)
     before = space_hash(parse_space(d))
     assert "learning_rate" not in d["space"], "hashing must not mutate the document"
-    import autopeft.space.loader as loader
+    import autopeft.space.identity as identity
 
-    monkeypatch.setattr(loader, "default_learning_rate", lambda m: (1e-5, 1e-4))
+    monkeypatch.setattr(identity, "default_learning_rate", lambda m: (1e-5, 1e-4))
     assert space_hash(parse_space(d)) != before, "other built-in bands are another space"

@@ -29,7 +29,7 @@ def test_a_bad_schedule_names_its_key(proxy, key):
 
 
 def test_the_schedule_loads_and_changes_the_space_identity():
-    from autopeft.space.loader import space_hash
+    from autopeft.space import space_hash
 
     constant = load_space_text(SPACE % "schedule: constant, warmup_steps: 2", "s.yaml")
     assert (constant.proxy.schedule, constant.proxy.warmup_steps) == ("constant", 2)
