@@ -121,9 +121,13 @@ def page_pareto(url: str, sd: data.StudyData) -> None:
     metrics = [*objectives, "learning_rate"]
     st.plotly_chart(render.pareto_figure(points, x, y, z=z, metrics=metrics), key="pareto_chart")
     front = frame[frame["pareto"]]
-    n_diverged = int((points["diverged"] != "").sum())
-    st.caption(f"{len(front)} Pareto-optimal of {len(points)} completed trials (outlined); dominated trials faded"
-               + (f"; {n_diverged} diverged (grey crosses), never on the front." if n_diverged else "."))
+    stopped = points[points["rung_only"]]
+    done = points[~points["rung_only"]]
+    n_diverged = int((done["diverged"] != "").sum())
+    st.caption(f"{len(front)} Pareto-optimal of {len(done)} completed trials (outlined); dominated trials faded"
+               + (f"; {n_diverged} diverged (grey crosses), never on the front" if n_diverged else "")
+               + (f"; {len(stopped)} stopped at a lower rung (hollow, at their rung's metric), never picked"
+                  if len(stopped) else "") + ".")
     st.dataframe(render.table(front.drop(columns=["error", "pareto"])), hide_index=True, placeholder="-")
     view = data.verified_view(_store(url), sd.study, sd.records)
     if view is not None:

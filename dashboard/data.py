@@ -174,8 +174,14 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
             "learning_rate": c.get("learning_rate"), "trainable_params": r.trainable_params,
         }
         for i, (name, _) in enumerate(study.objectives):
-            # an infeasible trial has no objective values, but its parameter count is known (as in `show`)
-            row[name] = r.values[i] if r.values else row.get(name)
+            # an infeasible trial has no objective values, but its parameter count is known (as in `show`);
+            # a pruned one has its task metric at the rung it stopped at (``fidelity`` says which step)
+            if r.values:
+                row[name] = r.values[i]
+            elif r.status == "pruned" and name in (r.metrics or {}):
+                row[name] = r.metrics[name]
+            else:
+                row[name] = row.get(name)
         for k, v in (r.metrics or {}).items():
             row.setdefault(k, v)
         row["wall_time"] = (r.resources or {}).get("wall_time")
@@ -200,14 +206,19 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
 
 
 def pair_front(frame, x: str, y: str, directions: dict[str, str]):
-    """Rows of completed trials, with ``front_xy`` = non-dominated on the pair (x, y) among the
-    trials that did not diverge (a diverged row is kept, never on the front)."""
+    """Rows of completed and pruned trials, with ``front_xy`` = non-dominated on the pair (x, y)
+    among the completed trials that did not diverge (a diverged row is kept, never on the
+    front), and ``rung_only``: a trial stopped at a lower rung, its metric from there (drawn
+    as such, never on the front: with a ``target:`` the front is decided at the target)."""
     import numpy as np
 
     from autopeft.search.hypervolume import front_mask
 
-    done = frame[(frame["status"] == "complete") & frame[x].notna() & frame[y].notna()].copy()
-    healthy = (done["diverged"].fillna("") == "").to_numpy() if "diverged" in done else np.ones(len(done), dtype=bool)
+    done = frame[frame["status"].isin(("complete", "pruned")) & frame[x].notna() & frame[y].notna()].copy()
+    done["rung_only"] = done["status"] == "pruned"
+    healthy = ~done["rung_only"].to_numpy()
+    if "diverged" in done:
+        healthy &= (done["diverged"].fillna("") == "").to_numpy()
     mask = np.zeros(len(done), dtype=bool)
     mask[healthy] = front_mask(done.loc[healthy, [x, y]].to_numpy(dtype=float), [directions[x], directions[y]])
     done["front_xy"] = mask

@@ -89,7 +89,9 @@ def pareto_figure(points, x: str, y: str, *, z: str | None = None, metrics: Sequ
             (non-dominated on the shown pair) and ``pareto`` (non-dominated on all
             objectives), ``baseline`` (default LoRA), ``diverged`` (why a trial counts as
             diverged, "" otherwise): diverged trials are drawn apart, as grey crosses, never
-            as front or dominated points of their method.
+            as front or dominated points of their method; ``rung_only`` (optional): trials
+            stopped at a lower rung, drawn as hollow circles of their method at their rung's
+            metric, never on the front.
         metrics: Extra columns for the hover label.
     """
     import pandas as pd
@@ -97,7 +99,9 @@ def pareto_figure(points, x: str, y: str, *, z: str | None = None, metrics: Sequ
 
     fig = go.Figure()
     is_diverged = (points["diverged"].fillna("") != "") if "diverged" in points else pd.Series(False, index=points.index)
-    healthy, collapsed = points[~is_diverged], points[is_diverged]
+    rung_only = points["rung_only"].astype(bool) if "rung_only" in points else pd.Series(False, index=points.index)
+    stopped = points[rung_only & ~is_diverged]
+    healthy, collapsed = points[~is_diverged & ~rung_only], points[is_diverged]
     colours = method_colours(points["method"]) if len(points) else {}
     front_col = "pareto" if z else "front_xy"
     for method, colour in colours.items():
@@ -117,6 +121,19 @@ def pareto_figure(points, x: str, y: str, *, z: str | None = None, metrics: Sequ
             else:
                 fig.add_trace(go.Scattergl(x=part[x], y=part[y], mode="markers", name=name, marker=marker,
                                            customdata=custom, hovertemplate=template))
+    for method, colour in colours.items():
+        part = stopped[stopped["method"] == method]
+        if part.empty:
+            continue
+        custom, template = _hover(part, [*metrics, "fidelity"])
+        marker = dict(symbol="circle-open", color=colour, size=7, opacity=0.6)
+        name = f"{method} (stopped at a rung)"
+        if z:
+            fig.add_trace(go.Scatter3d(x=part[x], y=part[y], z=part[z], mode="markers", name=name,
+                                       marker={**marker, "size": 4}, customdata=custom, hovertemplate=template))
+        else:
+            fig.add_trace(go.Scattergl(x=part[x], y=part[y], mode="markers", name=name, marker=marker,
+                                       customdata=custom, hovertemplate=template))
     if len(collapsed):
         custom, template = _hover(collapsed, [*metrics, "diverged"])
         marker = dict(symbol="x", color="#888888", size=8, opacity=0.8)
