@@ -81,9 +81,10 @@ class FakeRunner:
         for step in spec.proxy.rungs:
             metrics = {"accuracy": q * (0.5 + 0.5 * step / spec.proxy.steps)}
             if on_rung is not None and not on_rung(step, metrics):
-                return TrialResult(status="pruned", metrics=metrics, trainable_params=None, extras={"fidelity": step})
+                return TrialResult(status="pruned", metrics=metrics, trainable_params=None, extras={"fidelity": step},
+                                   cpu_time=10.0)
         return TrialResult(status="complete", metrics={"accuracy": q}, test_metrics={"accuracy": q - 0.01},
-                           trainable_params=None, train_time=1.0, peak_rss_mb=1.0)
+                           trainable_params=None, train_time=1.0, peak_rss_mb=1.0, cpu_time=100.0)
 
 
 @pytest.fixture
@@ -168,6 +169,18 @@ def test_the_search_ends_with_the_answer_and_show_says_the_same(tmp_path, monkey
     assert shown.exit_code == 0 and "answer: " in shown.output and "3/3 seeds" in shown.output
     answer_line = [line for line in out.output.splitlines() if line.startswith("answer: ")]
     assert answer_line == [line for line in shown.output.splitlines() if line.startswith("answer: ")]
+    # What it cost: every trial process and every seed run trained apart (the trial's own run,
+    # stored as its first seed, is counted once, with the trial)
+    store = Store(url)
+    records, runs = store.trials("tg"), [r for r in Verifications(store).of("tg") if r.status == "complete"]
+    trained = [r for r in records if r.status in ("complete", "pruned", "failed")]
+    pruned, complete = sum(r.status == "pruned" for r in trained), sum(r.status == "complete" for r in trained)
+    seeds_trained = len(runs) - complete
+    assert pruned and seeds_trained
+    spent = next(line for line in shown.output.splitlines() if line.startswith("spent: "))
+    assert spent.startswith(f"spent: {10 * pruned + 100 * (complete + seeds_trained):,} CPU-seconds in {len(trained)} "
+                            f"trial(s) and {len(runs)} seed/verification run(s); near-duplicates: ")
+    assert spent in out.output.splitlines()
 
 
 def test_a_rerun_of_a_dead_trial_resumes_its_checkpoint_and_keeps_its_rungs(tmp_path):

@@ -15,6 +15,7 @@ import typer
 from autopeft.cli._common import SET, STORAGE, make_console, storage_url
 from autopeft.cli.render import (
     print_answer,
+    print_effort,
     print_front,
     print_importance,
     print_space,
@@ -100,6 +101,7 @@ def search(
         print_front(console, outcome.study, records, verified=verified_by_trial(store, outcome.study))
         console.print(f"target: {target.describe()}", highlight=False)
         print_answer(console, store, outcome.study, records)
+    print_effort(console, store, outcome.study, store.trials(outcome.study.name))
     url = store.display_url
     flag = "" if url == "sqlite:///autopeft.db" else f" --storage '{url}'"
     console.print(f"\nstored in {url}\n"
@@ -146,6 +148,7 @@ def show(
     if target is not None:
         console.print(f"target: {target.describe()}", highlight=False)
         print_answer(console, store, s, records)
+    print_effort(console, store, s, records)
     if s.splits:
         sp = s.splits
         console.print(f"splits: {sp['train']:,} train · {sp['eval']:,} validation (trials) · {sp['test']:,} test "
