@@ -212,12 +212,18 @@ def sweep_baseline(candidate: dict, prep, protocol: Protocol, rates: tuple[float
     trained = [r for r in rows if r[1] is not None]
     if not trained:
         raise ExportError(f"the baseline failed at every learning rate of the sweep: {rows[0][2]}")
-    healthy = [r for r in trained if r[2] is None] or trained
-    best = healthy[0]
-    for row in healthy[1:]:
-        if protocol.better(row[1], best[1]):
-            best = row
-    return Sweep(tuple(rows), best[0])
+    from autopeft.tasks import METRIC_DIRECTIONS
+
+    return Sweep(tuple(rows), best_rate(trained, maximise=METRIC_DIRECTIONS[protocol.metric] == "max"))
+
+
+def best_rate(scored, *, maximise: bool) -> float:
+    """The learning rate a sweep picks: ``scored`` is ``[(rate, metric, why it diverged or None),
+    ...]`` over the runs that trained. The best healthy run's rate; a diverged run's only when
+    every run diverged. Ties go to the first (the order the rates were tried in)."""
+    healthy = [s for s in scored if s[2] is None] or list(scored)
+    sign = 1 if maximise else -1
+    return max(healthy, key=lambda s: sign * s[1])[0]
 
 
 def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:
@@ -244,19 +250,13 @@ def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, o
 
 def _train_one(name, cand, prep, protocol: Protocol, seed: int, save: Path | None, on_progress, note: str = ""):
     """One isolated training run of ``cand`` under ``protocol`` with ``seed`` (a TrialResult)."""
-    from autopeft.methods import BuildContext, get_method
-    from autopeft.search.prepare import trial_spec
+    from autopeft.search.prepare import full_run_spec
     from autopeft.trials.executor import run_isolated
 
     if on_progress:
         on_progress(f"{name}: {note + ', ' if note else ''}seed {seed}, {protocol.steps} steps")
-    method = get_method(cand.method)
-    config = method.config_json(method.build(cand, BuildContext(prep.arch, protocol.steps, base_model=prep.model.location)))
-    spec = trial_spec(
-        prep, cand, config, study="export", trial=seed, steps=protocol.steps, batch_size=protocol.batch_size,
-        seed=seed, log_every=max(1, protocol.steps // 20), timeout=max(prep.space.proxy.timeout, 24 * 3600.0),
-        rungs=(), save_dir=str(save) if save is not None else None,
-    )
+    spec = full_run_spec(prep, cand, study="export", trial=seed, steps=protocol.steps, batch_size=protocol.batch_size,
+                         seed=seed, save_dir=str(save) if save is not None else None)
     return run_isolated(spec)
 
 

@@ -158,3 +158,14 @@ def test_show_flags_a_collapsed_proxy_trial_as_diverged():
     healthy = _trial(4, "lora", 1e-3, 0.66)
     healthy.extras.update({"predicted_classes": 3, "majority_rate": 0.42})
     assert note(healthy) == ""
+
+
+def test_a_sweep_picks_the_best_healthy_rate_and_a_diverged_one_only_when_all_diverged():
+    from autopeft.retrain import best_rate
+
+    # the highest score diverged (a collapse can still score well on a skewed split): not picked
+    assert best_rate([(1e-4, 0.60, None), (1e-3, 0.70, None), (1e-2, 0.80, "predicts a single class")],
+                     maximise=True) == 1e-3
+    assert best_rate([(1e-4, 0.40, "x"), (1e-3, 0.45, "y")], maximise=True) == 1e-3  # all diverged: the best of them
+    assert best_rate([(1e-4, 2.0, None), (1e-3, 1.5, None)], maximise=False) == 1e-3  # a loss: lower is better
+    assert best_rate([(3e-4, 0.7, None), (1e-3, 0.7, None)], maximise=True) == 3e-4  # ties: the first tried

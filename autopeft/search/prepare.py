@@ -103,6 +103,25 @@ def trial_spec(prep: PreparedSearch, candidate, peft_config: dict, *, study: str
     return TrialSpec(**{**fixed, **{k: v for k, v in overrides.items() if k in spec_fields}})
 
 
+
+def full_run_spec(prep: PreparedSearch, candidate, *, study: str, trial: int, steps: int, batch_size: int,
+                  seed: int, **overrides) -> TrialSpec:
+    """The ``TrialSpec`` of one full-length training of ``candidate``: what ``verify``, the seeds
+    at a target's protocol and ``export --train`` run. No rungs (nothing is judged on the way),
+    a log point every 5 % of the steps, and a timeout of at least a day (the proxy's timeout is
+    sized for a proxy).
+
+    Raises:
+        AutoPeftError: the method cannot build ``candidate`` on this model.
+    """
+    from autopeft.methods import BuildContext, get_method
+
+    method = get_method(candidate.method)
+    config = method.config_json(method.build(candidate, BuildContext(prep.arch, steps, base_model=prep.model.location)))
+    return trial_spec(prep, candidate, config, study=study, trial=trial, steps=steps, batch_size=batch_size, seed=seed,
+                      log_every=max(1, steps // 20), timeout=max(prep.space.proxy.timeout, 24 * 3600.0), rungs=(),
+                      **overrides)
+
 def check_placement(space: SearchSpace) -> None:
     """``SpaceError`` at ``proxy.device`` / ``proxy.precision`` when this machine cannot run
     trials there: the one-line answer comes before any trial, never a silent CPU fall-back.

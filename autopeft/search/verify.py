@@ -257,7 +257,7 @@ def baseline_rows(p: VerifyPlan, prep, runs: Verifications, sweep: list[Verifica
     Raises:
         VerifyError: every sweep run failed.
     """
-    from autopeft.retrain import baseline_candidate
+    from autopeft.retrain import baseline_candidate, best_rate
     from autopeft.search.divergence import divergence
     from autopeft.tasks import METRIC_DIRECTIONS
 
@@ -269,9 +269,8 @@ def baseline_rows(p: VerifyPlan, prep, runs: Verifications, sweep: list[Verifica
     scored = [(float(s.subject.split(":", 1)[1]), done[s.subject]) for s in sweep if s.subject in done]
     if not scored:
         raise VerifyError(f"default LoRA failed at every learning rate of its sweep; see `autopeft show {p.study.name}`")
-    healthy = [(lr, r) for lr, r in scored if divergence(r.metrics, r.extras, r.curve) is None] or scored
-    sign = 1 if METRIC_DIRECTIONS[metric] == "max" else -1
-    lr, _ = max(healthy, key=lambda item: sign * item[1].metrics[metric])
+    lr = best_rate([(rate, r.metrics[metric], divergence(r.metrics, r.extras, r.curve)) for rate, r in scored],
+                   maximise=METRIC_DIRECTIONS[metric] == "max")
     log(f"baseline learning rate {lr:g} (sweep: " + ", ".join(
         f"{rate:g} {r.metrics[metric]:.4f}" for rate, r in scored) + ")")
     cand = baseline_candidate(p.trials[0].candidate, prep.arch, learning_rate=lr).to_json()
@@ -383,21 +382,16 @@ def _claim_among(runs: Verifications, name: str, worker: str, subjects: set[str]
 def train(record: VerificationRecord, prep, runner=None) -> VerificationRecord:
     """Train one claimed run (in an isolated trial process unless ``runner`` says otherwise);
     its record with the outcome."""
-    from autopeft.methods import BuildContext, get_method
-    from autopeft.search.prepare import trial_spec
+    from autopeft.search.prepare import full_run_spec
     from autopeft.space.encoding import Candidate
     from autopeft.trials.executor import run_isolated
 
-    steps = record.protocol["steps"]
-    cand = Candidate.from_json(record.candidate)
-    method = get_method(cand.method)
     try:
-        config = method.config_json(method.build(cand, BuildContext(prep.arch, steps, base_model=prep.model.location)))
+        spec = full_run_spec(prep, Candidate.from_json(record.candidate), study=record.study,
+                             trial=record.trial_number or 0, steps=record.protocol["steps"],
+                             batch_size=record.protocol["batch_size"], seed=record.seed, test_split=True)
     except AutoPeftError as e:
         return dataclasses.replace(record, status="failed", error=str(e))
-    spec = trial_spec(prep, cand, config, study=record.study, trial=record.trial_number or 0, steps=steps,
-                      batch_size=record.protocol["batch_size"], seed=record.seed, log_every=max(1, steps // 20),
-                      timeout=max(prep.space.proxy.timeout, 24 * 3600.0), rungs=(), test_split=True)
     result = (runner or run_isolated)(spec)
     spent = {"cpu_time": result.cpu_time, "wall_time": result.wall_time}  # what the run cost, beside what it found
     if result.status != "complete":
