@@ -117,7 +117,7 @@ def page_pareto(url: str, sd: data.StudyData) -> None:
     z = None
     if len(objectives) == 3 and c3.toggle("3-D", value=True, key="pareto_3d"):
         z = next(a for a in objectives if a not in (x, y))
-    points = data.pair_front(frame, x, y, _directions(sd))
+    points = data.pair_front(frame, x, y, _directions(sd), stopped=True)
     metrics = [*objectives, "learning_rate"]
     st.plotly_chart(render.pareto_figure(points, x, y, z=z, metrics=metrics), key="pareto_chart")
     front = frame[frame["pareto"]]

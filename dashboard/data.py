@@ -205,16 +205,18 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     return frame[head + extra + tail]
 
 
-def pair_front(frame, x: str, y: str, directions: dict[str, str]):
-    """Rows of completed and pruned trials, with ``front_xy`` = non-dominated on the pair (x, y)
-    among the completed trials that did not diverge (a diverged row is kept, never on the
-    front), and ``rung_only``: a trial stopped at a lower rung, its metric from there (drawn
-    as such, never on the front: with a ``target:`` the front is decided at the target)."""
+def pair_front(frame, x: str, y: str, directions: dict[str, str], *, stopped: bool = False):
+    """Rows of completed trials, with ``front_xy`` = non-dominated on the pair (x, y) among the
+    completed trials that did not diverge (a diverged row is kept, never on the front), and
+    ``rung_only``. With ``stopped``, also the trials stopped at a lower rung (``rung_only``
+    true, their metric from there: drawn as such, never on the front, since with a
+    ``target:`` the front is decided at the target)."""
     import numpy as np
 
     from autopeft.search.hypervolume import front_mask
 
-    done = frame[frame["status"].isin(("complete", "pruned")) & frame[x].notna() & frame[y].notna()].copy()
+    shown = ("complete", "pruned") if stopped else ("complete",)
+    done = frame[frame["status"].isin(shown) & frame[x].notna() & frame[y].notna()].copy()
     done["rung_only"] = done["status"] == "pruned"
     healthy = ~done["rung_only"].to_numpy()
     if "diverged" in done:

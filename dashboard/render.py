@@ -100,7 +100,7 @@ def pareto_figure(points, x: str, y: str, *, z: str | None = None, metrics: Sequ
     fig = go.Figure()
     is_diverged = (points["diverged"].fillna("") != "") if "diverged" in points else pd.Series(False, index=points.index)
     rung_only = points["rung_only"].astype(bool) if "rung_only" in points else pd.Series(False, index=points.index)
-    stopped = points[rung_only & ~is_diverged]
+    stopped = points[rung_only]  # a pruned trial is never judged diverged (pareto.diverged)
     healthy, collapsed = points[~is_diverged & ~rung_only], points[is_diverged]
     colours = method_colours(points["method"]) if len(points) else {}
     front_col = "pareto" if z else "front_xy"
@@ -148,7 +148,7 @@ def pareto_figure(points, x: str, y: str, *, z: str | None = None, metrics: Sequ
         front = points[points["front_xy"]].sort_values([x, y])
         fig.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines", name="Pareto front",
                                  line=dict(color="black", width=1.5, shape="hv"), hoverinfo="skip"))
-        base = points[points.get("baseline", False) == True]  # noqa: E712 - a pandas mask
+        base = points[(points.get("baseline", False) == True) & ~rung_only]  # noqa: E712 - a pandas mask
         if len(base):
             gone = bool(is_diverged[base.index].all())
             fig.add_trace(go.Scatter(x=base[x], y=base[y], mode="markers",

@@ -10,7 +10,7 @@ from autopeft.store import StudyRecord, TrialRecord, utcnow
 OBJECTIVES = (("accuracy", "max"), ("trainable_params", "min"))
 
 
-def _trial(number, accuracy, params, status="complete", fidelity=None):
+def _trial(number, accuracy, params, status="complete", fidelity=None, role=None):
     start = utcnow() + timedelta(seconds=number)
     return TrialRecord(
         study="rungs", number=number, status=status,
@@ -18,7 +18,8 @@ def _trial(number, accuracy, params, status="complete", fidelity=None):
                    "layers": [4, 5], "learning_rate": 1e-3, "dora": False, "rslora": False},
         params={}, started_at=start, trainable_params=params, metrics={"accuracy": accuracy},
         values=[accuracy, float(params)] if status == "complete" else None, curve=[[0, 0.7], [10, 0.5]],
-        extras={"predicted_classes": 3, "majority_rate": 0.4, **({"fidelity": fidelity} if fidelity else {})},
+        extras={"predicted_classes": 3, "majority_rate": 0.4, **({"fidelity": fidelity} if fidelity else {}),
+                **({"baseline": role} if role else {})},
         finished_at=start + timedelta(seconds=1))
 
 
@@ -29,21 +30,27 @@ def test_a_trial_stopped_at_a_rung_is_drawn_at_its_rung_metric_and_never_on_the_
                         trials_target=3, model="minilm-l6", model_fingerprint="x", dataset="d", data_fingerprint="y")
     # the stopped trial looks best at its rung (fewer parameters, higher accuracy): only the
     # target decides, so it must not push the completed trials off the front
-    records = [_trial(0, 0.70, 75_000), _trial(1, 0.65, 8_000), _trial(2, 0.90, 1_000, "pruned", fidelity=10)]
+    records = [_trial(0, 0.70, 75_000, role="default LoRA"), _trial(1, 0.65, 8_000),
+               _trial(2, 0.90, 1_000, "pruned", fidelity=10), _trial(3, 0.60, 75_000, "pruned", 10, "default LoRA")]
     frame = data.trials_frame(study, records)
-    points = data.pair_front(frame, "trainable_params", "accuracy", {"accuracy": "max", "trainable_params": "min"})
+    directions = {"accuracy": "max", "trainable_params": "min"}
+    assert list(data.pair_front(frame, "trainable_params", "accuracy", directions)["number"]) == [0, 1], \
+        "other pages (Compare) see completed trials only"
+    points = data.pair_front(frame, "trainable_params", "accuracy", directions, stopped=True)
     by_number = points.set_index("number")
     assert by_number.loc[2, "accuracy"] == 0.90 and by_number.loc[2, "rung_only"]
-    assert by_number["front_xy"].to_dict() == {0: True, 1: True, 2: False}
+    assert by_number["front_xy"].to_dict() == {0: True, 1: True, 2: False, 3: False}
     assert not frame.set_index("number").loc[2, "pareto"]
 
     fig = render.pareto_figure(points, "trainable_params", "accuracy")
     stopped = [t for t in fig.data if t.name == "lora (stopped at a rung)"]
-    assert len(stopped) == 1 and list(stopped[0].x) == [1_000]
+    assert len(stopped) == 1 and sorted(stopped[0].x) == [1_000, 75_000]
+    star = [t for t in fig.data if t.name.startswith("default LoRA")]
+    assert len(star) == 1 and list(star[0].y) == [0.70], "the star marks default LoRA at the target, not at a rung"
     line = next(t for t in fig.data if t.name == "Pareto front")
     assert sorted(line.x) == [8_000, 75_000]
 
     # without rung-only rows (a study with no rungs) nothing of the sort is drawn
-    plain = data.pair_front(data.trials_frame(study, records[:2]), "trainable_params", "accuracy",
-                            {"accuracy": "max", "trainable_params": "min"})
+    plain = data.pair_front(data.trials_frame(study, records[:2]), "trainable_params", "accuracy", directions,
+                            stopped=True)
     assert not any("stopped" in t.name for t in render.pareto_figure(plain, "trainable_params", "accuracy").data)

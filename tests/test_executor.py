@@ -70,6 +70,13 @@ def test_timeout_kills_the_trial(base_spec):
 
 
 @pytest.mark.slow
+def test_a_trial_killed_at_its_timeout_still_reports_what_it_had_cost(base_spec):
+    result = run_isolated(with_(base_spec, timeout=8, steps=10_000, log_every=1))
+    assert result.error.startswith("timeout") and result.curve, "it trained some steps before the timeout"
+    assert result.cpu_time > 0, "the CPU seconds of its last report, not nothing"
+
+
+@pytest.mark.slow
 def test_an_exception_in_the_trial_is_its_reason(base_spec, tmp_path):
     result = run_isolated(with_(base_spec, data_path=str(tmp_path / "missing.safetensors")))
     assert result.status == "failed"

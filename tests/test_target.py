@@ -179,7 +179,7 @@ def test_the_search_ends_with_the_answer_and_show_says_the_same(tmp_path, monkey
     assert pruned and seeds_trained
     spent = next(line for line in shown.output.splitlines() if line.startswith("spent: "))
     assert spent.startswith(f"spent: {10 * pruned + 100 * (complete + seeds_trained):,} CPU-seconds in {len(trained)} "
-                            f"trial(s) and {len(runs)} seed/verification run(s); near-duplicates: ")
+                            f"trial(s) and {seeds_trained} seed/verification run(s); near-duplicates: ")
     assert spent in out.output.splitlines()
 
 

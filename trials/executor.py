@@ -11,7 +11,6 @@ Parent and child exchange only JSON bytes (``send_bytes``), never pickled object
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import multiprocessing
 import os
@@ -60,17 +59,20 @@ def run_isolated(spec: TrialSpec, on_event: Callable[[dict], None] | None = None
     sender.close()
     curve: list = []
     result: TrialResult | None = None
+    spent = 0.0  # the child's CPU seconds as of its last message: what a killed trial had cost
     try:
         while result is None:
             remaining = spec.proxy.timeout - (time.perf_counter() - started)
             if remaining <= 0:
                 _kill(process)
-                return TrialResult.failed(f"timeout: no result after {spec.proxy.timeout:g} s", curve, wall_time=spec.proxy.timeout)
+                return TrialResult.failed(f"timeout: no result after {spec.proxy.timeout:g} s", curve,
+                                          wall_time=spec.proxy.timeout, cpu_time=spent)
             if receiver.poll(min(remaining, 0.5)):
                 try:
                     message = json.loads(receiver.recv_bytes())
                 except EOFError:
                     break  # the child closed its end: it is gone
+                spent = message.get("cpu", spent)
                 if message["kind"] == "curve":
                     curve.append([message["step"], message["loss"]])
                     if on_event:
@@ -92,7 +94,8 @@ def run_isolated(spec: TrialSpec, on_event: Callable[[dict], None] | None = None
         _kill(process)
     if result is not None:
         return result
-    return TrialResult.failed(_death_reason(process.exitcode), curve, wall_time=time.perf_counter() - started)
+    return TrialResult.failed(_death_reason(process.exitcode), curve, wall_time=time.perf_counter() - started,
+                              cpu_time=spent)
 
 
 def _death_reason(code: int | None) -> str:
@@ -137,10 +140,10 @@ def _child(spec_json: str, sender, ask_at_rungs: bool = False, cwd: str | None =
 
     def emit(event: dict) -> None:
         curve.append([event["step"], event["loss"]])
-        send(event)
+        send({**event, "cpu": cpu_seconds()})
 
     def decide(step: int, metrics: dict) -> bool:
-        send({"kind": "rung", "step": step, "metrics": metrics})
+        send({"kind": "rung", "step": step, "metrics": metrics, "cpu": cpu_seconds()})
         return bool(json.loads(sender.recv_bytes())["continue"])
 
     try:

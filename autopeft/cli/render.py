@@ -180,22 +180,14 @@ def print_answer(console, store, study, records) -> None:
 
 
 def print_effort(console, store, study, records) -> None:
-    """What the study spent (CPU seconds of its trial and seed processes, when recorded) and
-    how many trained trials repeat an earlier one's structure at a nearby rate."""
-    from autopeft.search.dedup import NEAR_FACTOR, near_duplicates
+    """The study's CPU seconds and near-duplicates (``autopeft.search.effort``), in one line."""
+    from autopeft.search.dedup import NEAR_FACTOR
+    from autopeft.search.effort import effort
     from autopeft.store.verifications import Verifications
 
-    trained = sorted((r for r in records if r.status in ("complete", "pruned", "failed")), key=lambda r: r.number)
-    if not trained:
-        return
-    runs = [r for r in Verifications(store).of(study.name) if r.status in ("complete", "failed")]
-    cpu = sum((r.resources or {}).get("cpu_time", 0.0) for r in trained) + sum(r.extras.get("cpu_time", 0.0) for r in runs)
-    near = near_duplicates([r.candidate for r in trained])
-    spent = f"spent: {cpu:,.0f} CPU-seconds in {len(trained)} trial(s) and {len(runs)} seed/verification run(s); " if cpu else ""
-    console.print(f"{spent}near-duplicates: {len(near)} of {len(trained)} trained trials repeat an earlier one's "
-                  f"structure at a learning rate within x{NEAR_FACTOR:g} of it"
-                  + (f" (trials {', '.join(str(trained[i].number) for i in near)})" if near else ""),
-                  markup=False, highlight=False)
+    e = effort(records, Verifications(store).of(study.name))
+    if e.trials:
+        console.print(e.describe(NEAR_FACTOR), markup=False, highlight=False)
 
 
 def print_verification(console, store, study: str) -> None:

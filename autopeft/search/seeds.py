@@ -27,6 +27,7 @@ import dataclasses
 import statistics
 from typing import Sequence
 
+from autopeft.search.effort import TRIAL_RUN
 from autopeft.store import Store, StudyRecord, TrialRecord
 from autopeft.store.verifications import VerificationRecord, Verifications
 
@@ -71,7 +72,8 @@ def queue(runs: Verifications, study: StudyRecord, space, record: TrialRecord, t
     if claimed is not None and runs.claim_id(claimed.id, "search") is not None:
         runs.finish(dataclasses.replace(claimed, status="complete", metrics=record.metrics, test_metrics=test_metrics,
                                         trainable_params=record.trainable_params, curve=record.curve,
-                                        extras={k: v for k, v in record.extras.items() if k in _KEPT_EXTRAS}))
+                                        extras={**{k: v for k, v in record.extras.items() if k in _KEPT_EXTRAS},
+                                                TRIAL_RUN: True}))
     others = [dataclasses.replace(own, seed=s) for s in seeds[1:]]
     return runs.add(others)
 

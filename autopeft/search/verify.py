@@ -395,7 +395,8 @@ def train(record: VerificationRecord, prep, runner=None) -> VerificationRecord:
     result = (runner or run_isolated)(spec)
     spent = {"cpu_time": result.cpu_time, "wall_time": result.wall_time}  # what the run cost, beside what it found
     if result.status != "complete":
-        return dataclasses.replace(record, status="failed", error=result.error, curve=result.curve, extras=spent)
+        return dataclasses.replace(record, status="failed", error=result.error, curve=result.curve,
+                                   extras={**record.extras, **spent})
     return dataclasses.replace(record, status="complete", metrics=result.metrics, test_metrics=result.test_metrics,
                                trainable_params=result.trainable_params, curve=result.curve,
                                extras={**result.extras, **spent})
