@@ -161,7 +161,7 @@ def test_cli_modules_never_import_the_cli_package_back():
     # One-way registration: autopeft/cli/__init__.py imports the command modules and registers
     # their functions; a command module reaches the package only through its two helper modules,
     # autopeft.cli._common (options, console) and autopeft.cli.render (what is printed), which
-    # import no module of the package themselves.
+    # import no other module of the cli package themselves.
     package = REPO / "autopeft" / "cli"
     modules = sorted(p for p in package.glob("*.py") if p.name != "__init__.py")
     helpers = {"_common", "render"}

@@ -2,8 +2,8 @@
 
 A short proxy at a learning rate on the edge of stability can collapse to predicting one
 class; its accuracy is then the share of that class, and a comparison with it reads as a
-win that is not one (twice seen in this project: a default-LoRA baseline at an IA3 learning
-rate, 0.45 and 0.503 accuracy against 0.76-0.96). So every run is checked the same way,
+win that is not one (measured: default LoRA trained at an IA3 learning rate scored 0.45 and
+0.503 accuracy against 0.76-0.96 at its own). So every run is checked the same way,
 from what the trial reports (``autopeft.trials.evaluation.evaluate``'s diagnostics):
 
 - classification: it predicts a single class, or scores no better than always answering

@@ -54,8 +54,11 @@ def run_local_workers(store, prep, trials: Optional[int], workers: int, gpu_of: 
     """
     import subprocess
 
-    from autopeft.search.loop import SearchOutcome, StopSignals, open_study, optuna_study
+    from autopeft.search.optuna_setup import optuna_study
+    from autopeft.search.reports import SearchOutcome
     from autopeft.search.samplers import make_sampler
+    from autopeft.search.signals import StopSignals
+    from autopeft.search.studies import open_study
 
     if store.url.startswith("sqlite") and workers > 4:
         raise AutoPeftError(f"--workers {workers} on SQLite: at most 4 local workers share one SQLite file safely; use PostgreSQL")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from autopeft.search.ledger import LedgerSettings, trained_count
 from autopeft.search.objectives import BUDGET_CONSTRAINT, objective_values
+from autopeft.search.optuna_setup import optuna_study
 from autopeft.search.prepare import PreparedSearch
 from autopeft.search.reports import SearchEvents, SearchOutcome
 from autopeft.search.session import Runner, SearchSession
 from autopeft.search.signals import StopSignals
-from autopeft.search.studies import open_study, optuna_study, study_importance
+from autopeft.search.studies import open_study, study_importance
 from autopeft.store import Store
 
 # The search's public names, importable from here wherever they live (the CLI, the API, the

@@ -1,8 +1,8 @@
 """Opening a study: created (its reference and start-up trials enqueued) or resumed, with its
 recorded splits and its importance map, computed once for every process that serves it.
 
-:func:`optuna_study` (optuna's own study of it, without heartbeats) lives in
-:mod:`autopeft.search.optuna_setup`, below the ledger, and is importable from here too.
+:func:`~autopeft.search.optuna_setup.optuna_study` (optuna's own study of it, without
+heartbeats) lives below the ledger, in :mod:`autopeft.search.optuna_setup`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from autopeft.search.optuna_setup import optuna_study
 from autopeft.search.prepare import PreparedSearch
 from autopeft.store import Store, StudyRecord, utcnow
 
-__all__ = ["open_study", "optuna_study", "study_importance", "study_splits"]
+__all__ = ["open_study", "study_importance", "study_splits"]
 
 
 def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = None) -> StudyRecord:

@@ -27,7 +27,7 @@ from autopeft.space.schema import (
 )
 
 
-def dimension(node: Node, item: Reader, *, numeric: bool, integer: bool = False) -> Dimension:
+def dimension(node: Node, item: Reader, *, numeric: bool, whole: bool = False) -> Dimension:
     """A scalar (fixed), a list (choice) or, for numbers, ``{log|range: [low, high]}``."""
     value = node.value
     if isinstance(value, list):
@@ -46,7 +46,7 @@ def dimension(node: Node, item: Reader, *, numeric: bool, integer: bool = False)
         low, high = _low_high(bounds, item)
         if kind == "log" and low <= 0:
             raise bounds.fail(f"a log range needs low > 0, got low={low}")
-        return Range(low, high, log=(kind == "log"), integer=integer)
+        return Range(low, high, log=(kind == "log"), integer=whole)
     return Fixed(item(node))
 
 
@@ -143,7 +143,7 @@ def rank(node: Node, space: dict[str, Node]) -> Dimension:
         if "layers" in space and space["layers"].value != "all":
             raise space["layers"].fail("per-layer ranks already place adapters (rank 0 = off); use 'all' or drop 'layers'")
         return PerLayer(values)
-    return dimension(node, integer(low=1), numeric=True, integer=True)
+    return dimension(node, integer(low=1), numeric=True, whole=True)
 
 
 def learning_rate(node: Node, method: Dimension) -> Dimension:
