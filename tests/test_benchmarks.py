@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("sampler_quality.py", "overhead.py", "proxy_fidelity.py", "multi_fidelity.py", "found_vs_default.py",
-           "devices.py")
+           "devices.py", "one_search.py")
 TIMEOUT = 900  # five quick runs share the cores: 521 s measured under a load average of ~5
 
 
@@ -107,6 +107,15 @@ def test_multi_fidelity_quick_prints_its_table_and_summary(quick_runs):
     assert "trials/h" in out and "plain" in out and "rungs" in out and "final HV" in out
     assert "wall time" in out
     assert last_line(out).startswith("SUMMARY multi_fidelity:")
+
+
+@pytest.mark.slow
+@pytest.mark.bench
+def test_one_search_quick_runs_the_three_flows_and_sums_them_up(quick_runs):
+    out = output(quick_runs, "one_search.py")
+    for flow in ("old", "new", "random"):
+        assert f"== {flow} seed 0: " in out
+    assert last_line(out).startswith("SUMMARY one_search: old ") and "(quick run)" in last_line(out)
 
 
 @pytest.mark.slow
