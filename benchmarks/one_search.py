@@ -34,6 +34,9 @@ Usage:
     python benchmarks/one_search.py [--seeds 0,1] [--flows old,new,random] [--task tweet-sentiment]
         [--workdir DIR] [--quick]
 
+A flow may name its trial count, ``new:24``: the search to the target with 24 trials (about
+the CPU-seconds of search + verify).
+
 ``--quick``: 4-step rungs and target, tiny data, 4 trials: a smoke run of the script (CI).
 """
 
@@ -181,22 +184,26 @@ def run(flow: str, seed: int, work: Path, task: str, quick: bool) -> dict:
     from autopeft.store import Store
     from autopeft.store.verifications import Verifications
 
-    url = f"sqlite:///{work / f'{flow}-{seed}.db'}"
-    study = f"{flow}-{seed}"
+    name = flow.replace(":", "x")  # new:24 -> study new x24
+    url = f"sqlite:///{work / f'{name}-{seed}.db'}"
+    study = f"{name}-{seed}"
+    kind, _, trials = flow.partition(":")
     sets = [f"study={study}", f"task.dataset={task}", f"search.seed={seed}", *(QUICK if quick else [])]
     if quick:
-        sets += ["proxy.steps=2", "search.trials=4", "target.steps=4"] if flow != "old" else []
-    if flow == "old":
+        sets += ["proxy.steps=2", "search.trials=4", "target.steps=4"] if kind != "old" else []
+    if kind == "old":
         sets += OLD_PROXY + (["proxy.steps=2", "search.trials=4"] if quick else [])
-    if flow == "random":
+    if kind == "random":
         sets.append("search.sampler=random")
+    if trials:
+        sets.append(f"search.trials={int(trials)}")
     args = ["search", str(SPACE), "--storage", url]
     for s in sets:
         args += ["--set", s]
     cpu0, t0 = _self_cpu(), time.perf_counter()
     if main(args) != 0:
         raise SystemExit(f"{flow} search (seed {seed}) failed")
-    if flow == "old":
+    if kind == "old":
         from autopeft.space import load_space
 
         k = load_space(SPACE).target.seeds
@@ -209,7 +216,7 @@ def run(flow: str, seed: int, work: Path, task: str, quick: bool) -> dict:
     cpu = _self_cpu() - cpu0 + _spent(store, runs, study)
     s = store.get_study(study)
     metric = next(n for n, _ in s.objectives if n != "trainable_params")
-    points, base = (_points_old if flow == "old" else _points_new)(store, runs, study, metric)
+    points, base = (_points_old if kind == "old" else _points_new)(store, runs, study, metric)
     out = dict(flow=flow, seed=seed, cpu=cpu, wall=wall, tau=_tau(points), near=_near_duplicates(store, study),
                measured=len(points), base=base)
     healthy = [p for p in points if not p.diverged and p.val]
