@@ -83,6 +83,8 @@ def run_isolated(spec: TrialSpec, on_event: Callable[[dict], None] | None = None
                 elif message["kind"] == "result":
                     result = TrialResult(**message["result"])
             elif not process.is_alive():
+                if receiver.poll(0):
+                    continue  # it sent its result between the poll above and its exit: read that first
                 break
     except KeyboardInterrupt:
         _kill(process)
