@@ -19,7 +19,7 @@ between the cheapest evidence each flow ranks by (the 30-step proxy; the 10-step
 target validation mean, over the points measured at both; the front at the target
 (validation means); its knee and its best point against default LoRA at its own rate, paired
 by seed on the test split (``autopeft.search.answer.paired``: "within noise" = within 2
-standard errors); the best point at <= 25 % of default LoRA's parameters and whether it is
+standard errors, the error never below one test example); the best point at <= 25 % of default LoRA's parameters and whether it is
 within one seed-sd of default LoRA; near-duplicates (a trial with the same method, targets,
 placement and rank as an earlier one at a rate within x1.5 of it:
 ``autopeft.search.dedup.near_duplicates``).
@@ -34,8 +34,9 @@ Usage:
     python benchmarks/one_search.py [--seeds 0,1] [--flows old,new,random] [--task tweet-sentiment]
         [--workdir DIR] [--quick]
 
-A flow may name its trial count, ``new:24``: the search to the target with 24 trials (about
-the CPU-seconds of search + verify).
+A flow may name its trial count and its lowest rung: ``new:24`` is the search to the target
+with 24 trials (about the CPU-seconds of search + verify), ``new@30`` the same search judged
+first at 30 steps instead of the space's 10.
 
 ``--quick``: 4-step rungs and target, tiny data, 4 trials: a smoke run of the script (CI).
 """
@@ -142,7 +143,7 @@ def _as_records(points: list[Point], objectives, metric: str):
     return out
 
 
-def _vs(point: Point, base: Point, metric: str) -> str:
+def _vs(point: Point, base: Point, metric: str, floor: float) -> str:
     if point.number is not None and point.number == base.number:
         return "is default LoRA"
     from autopeft.search.answer import paired
@@ -151,7 +152,7 @@ def _vs(point: Point, base: Point, metric: str) -> str:
     rows = [VerificationRecord(study="bench", subject=str(n), seed=s, protocol={}, candidate={}, trial_number=n,
                                status="complete", test_metrics={metric: v})
             for n, p in ((0, point), (1, base)) for s, v in p.test.items()]
-    pr = paired(0, 1, rows, metric, 1)
+    pr = paired(0, 1, rows, metric, 1, floor)
     return "no shared seed" if pr is None else pr.describe()
 
 
@@ -180,14 +181,16 @@ def _mean_sd(d: dict) -> str:
 
 def run(flow: str, seed: int, work: Path, task: str, quick: bool) -> dict:
     from autopeft.cli import main
+    from autopeft.search.answer import SHARE_METRICS
     from autopeft.search.pareto import knee, pareto_front
     from autopeft.store import Store
     from autopeft.store.verifications import Verifications
 
-    name = flow.replace(":", "x")  # new:24 -> study new x24
+    name = flow.replace(":", "x").replace("@", "r")  # new:24@30 -> study newx24r30
     url = f"sqlite:///{work / f'{name}-{seed}.db'}"
     study = f"{name}-{seed}"
-    kind, _, trials = flow.partition(":")
+    flow_only, _, lowest = flow.partition("@")
+    kind, _, trials = flow_only.partition(":")
     sets = [f"study={study}", f"task.dataset={task}", f"search.seed={seed}", *(QUICK if quick else [])]
     if quick:
         sets += ["proxy.steps=2", "search.trials=4", "target.steps=4"] if kind != "old" else []
@@ -197,6 +200,8 @@ def run(flow: str, seed: int, work: Path, task: str, quick: bool) -> dict:
         sets.append("search.sampler=random")
     if trials:
         sets.append(f"search.trials={int(trials)}")
+    if lowest:
+        sets.append(f"proxy.steps={int(lowest)}")
     args = ["search", str(SPACE), "--storage", url]
     for s in sets:
         args += ["--set", s]
@@ -230,7 +235,8 @@ def run(flow: str, seed: int, work: Path, task: str, quick: bool) -> dict:
     if base is not None and base.test:
         small = [p for p in healthy if p.params <= 0.25 * base.params and p.test]
         out["small"] = max(small, key=lambda p: statistics.fmean(p.test.values()), default=None)
-        out["vs"] = {name: _vs(p, base, metric) for name, p in (("knee", k), ("best", best)) if p.test}
+        floor = 1.0 / s.splits["test"] if metric in SHARE_METRICS and (s.splits or {}).get("test") else 0.0
+        out["vs"] = {name: _vs(p, base, metric, floor) for name, p in (("knee", k), ("best", best)) if p.test}
     return out
 
 

@@ -11,7 +11,7 @@ from autopeft.search.loop import run_search
 from autopeft.search.prepare import prepare_search
 from autopeft.space import load_space_text
 from autopeft.store import Store
-from autopeft.store.verifications import Verifications
+from autopeft.store.verifications import VerificationRecord, Verifications
 from autopeft.trials.spec import TrialResult
 
 SPACE = """
@@ -144,9 +144,23 @@ def test_the_answer_compares_the_front_with_default_lora_on_the_same_seeds(searc
     assert {p.trial for p in a.paired} == {r.number for r in a.front} - {a.reference.number}
     for p in a.paired:
         assert p.seeds == (0, 1, 2)
-        # The fake's seed offsets are the same for both points: a paired difference has no spread.
-        assert p.se == pytest.approx(0.0, abs=1e-12)
+        # The fake's seed offsets are the same for both points: a paired difference has no
+        # spread, and its standard error is one test example, the resolution of an accuracy.
+        assert p.se == pytest.approx(1 / out.study.splits["test"])
     assert a.sentence and a.tau[1] >= 1
+
+
+def test_seeds_that_agree_to_the_example_are_not_a_difference_of_none():
+    from autopeft.search.answer import paired
+
+    rows = [VerificationRecord(study="s", subject=f"trial:{n}", seed=seed, protocol={}, candidate={}, trial_number=n,
+                               status="complete", test_metrics={"accuracy": acc})
+            for n, accs in ((1, (0.70, 0.72)), (0, (0.68, 0.70))) for seed, acc in enumerate(accs)]
+    # both seeds +2 examples of 100: no spread at all, which two seeds can show by chance
+    assert paired(1, 0, rows, "accuracy", 1).verdict == "better"
+    one_example = paired(1, 0, rows, "accuracy", 1, floor=0.01)
+    assert one_example.verdict == "within noise" and one_example.se == pytest.approx(0.01)
+    assert paired(1, 0, rows, "accuracy", 1, floor=0.001).verdict == "better", "of 1,000 examples it is one"
 
 
 def test_the_search_ends_with_the_answer_and_show_says_the_same(tmp_path, monkeypatch, capsys):

@@ -6,7 +6,10 @@ Pure functions over a study's records (their ``values`` hold the target means ov
 - ``paired``: a front point against default LoRA on the seeds both ran (the same data
   order and initialisation seeds), on the test split the search never read: the mean
   paired difference and its standard error, called *within noise* when it is within two
-  standard errors of zero;
+  standard errors of zero. For a share of examples (accuracy, choice accuracy, exact
+  match) the standard error is never taken below one test example: two or three seeds
+  can agree to the example by chance (two seeds both +2 of 100 give an error of 0), and a
+  difference of one example is not evidence;
 - ``rung_tau``: Kendall tau between the lowest rung's metric and the target mean, over the
   trials that reached both: how far the first rung could be trusted in this study;
 - ``answer``: all of it, with one plain sentence.
@@ -75,8 +78,13 @@ def reference(records: Sequence[TrialRecord], metric_sign: int, metric_index: in
     return max(refs, key=lambda r: metric_sign * r.values[metric_index], default=None)
 
 
-def paired(point: int, base: int, rows, metric: str, metric_sign: int) -> Paired | None:
-    """``point`` against ``base`` on the seeds both completed (test metric); None: no shared seed."""
+#: Metrics that are a share of the test examples: their resolution is one example.
+SHARE_METRICS = ("accuracy", "choice_accuracy", "exact_match")
+
+
+def paired(point: int, base: int, rows, metric: str, metric_sign: int, floor: float = 0.0) -> Paired | None:
+    """``point`` against ``base`` on the seeds both completed (test metric); None: no shared
+    seed. ``floor``: the least standard error (one test example for a share metric)."""
     def by_seed(n):
         return {r.seed: r.test_metrics[metric] for r in rows
                 if r.trial_number == n and r.status == "complete" and metric in r.test_metrics}
@@ -87,7 +95,7 @@ def paired(point: int, base: int, rows, metric: str, metric_sign: int) -> Paired
         return None
     diffs = [metric_sign * (a[s] - b[s]) for s in seeds]
     mean = statistics.fmean(diffs)
-    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    se = max(statistics.stdev(diffs) / math.sqrt(len(diffs)), floor) if len(diffs) > 1 else 0.0
     if len(diffs) < 2 or abs(mean) <= 2 * se:
         verdict = "within noise"
     else:
@@ -118,8 +126,10 @@ def answer(study: StudyRecord, records: Sequence[TrialRecord], rows, metric: str
     sign = 1 if METRIC_DIRECTIONS[metric] == "max" else -1
     front = tuple(sorted(pareto_front(records, study.objectives), key=lambda r: r.trainable_params or 0))
     ref = reference(records, sign, mi)
+    n_test = (study.splits or {}).get("test") or 0
+    floor = 1.0 / n_test if metric in SHARE_METRICS and n_test else 0.0
     pairs = tuple(p for r in front if ref is not None and r.number != ref.number
-                  and (p := paired(r.number, ref.number, rows, metric, sign)) is not None)
+                  and (p := paired(r.number, ref.number, rows, metric, sign, floor)) is not None)
     return Answer(front, ref, pairs, rung_tau(records, mi), _sentence(front, ref, pairs))
 
 
