@@ -143,7 +143,8 @@ def is_default_lora(candidate: dict, num_layers: int) -> bool:
 def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     """One row per trial: state, candidate, objectives, resources, Pareto membership.
 
-    Objective columns are named after the objectives; ``pareto`` marks the front over all
+    Objective columns are named after the objectives (a pruned trial's task metric is the one
+    it had at the rung it stopped at, ``fidelity`` the step); ``pareto`` marks the front over all
     objectives (never a diverged trial: ``autopeft.search.pareto.eligible``); ``diverged`` says
     why a complete trial counts as diverged ("" otherwise); ``role`` names a reference trial the
     study enqueued (``default LoRA``, ``cheapest``; ``autopeft.search.baseline``); ``baseline``
