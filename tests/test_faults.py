@@ -217,7 +217,7 @@ TARGET_SPACE = SPACE.replace("steps: {steps}, batch_size: 8", "steps: 6, batch_s
 
 def _checkpointed(url: str, number: int) -> Path | None:
     """The newest checkpoint folder trial ``number`` has written, once it has one."""
-    from autopeft.search import checkpoints
+    from autopeft.search.fidelity import checkpoints
 
     store = Store(url)
     try:

@@ -62,7 +62,7 @@ def test_stopped_trials_are_recorded_with_their_fidelity_and_kept_off_the_front(
     complete = [r for r in out.records if r.status == "complete"]
     assert pruned and complete and len(pruned) + len(complete) == 8
     assert all(r.extras["fidelity"] in (10, 20) and r.values is None for r in pruned)
-    assert all([s for s, _ in r.extras["rungs"]] == [10, 20] for r in complete)
+    assert all([s for s, *_ in r.extras["rungs"]] == [10, 20] for r in complete)
     assert {r.number for r in pareto_front(out.records, out.study.objectives)} <= {r.number for r in complete}
     states = {t.number: t.state for t in optuna.load_study(study_name="mf", storage=url).trials}
     assert all(states[r.number] == optuna.trial.TrialState.PRUNED for r in pruned)

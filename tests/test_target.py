@@ -203,7 +203,7 @@ def test_a_rerun_of_a_dead_trial_resumes_its_checkpoint_and_keeps_its_rungs(tmp_
     import dataclasses
 
     from autopeft.methods import get_method
-    from autopeft.search import checkpoints
+    from autopeft.search.fidelity import checkpoints
     from autopeft.search.session import SearchSession
 
     store = Store(f"sqlite:///{tmp_path / 'tg.db'}")

@@ -14,6 +14,7 @@ This module is the training loop and its rung decisions. The model it trains is 
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import time
@@ -31,6 +32,8 @@ from autopeft.trials.spec import TrialFailure, TrialResult, TrialSpec
 Emit = Callable[[dict], None]
 #: Asked at each rung with (step, validation metrics): go on training?
 Decide = Callable[[int, dict], bool]
+#: Steps whose mean training loss a rung reports as ``train_loss``.
+TRAIN_LOSS_WINDOW = 10
 
 
 def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide | None = None) -> TrialResult:
@@ -41,7 +44,8 @@ def run_proxy(spec: TrialSpec, emit: Emit = lambda event: None, decide: Decide |
         emit: Called with ``{"kind": "curve", "step": s, "loss": l}`` as training goes, so a
             parent process keeps the partial curve if this one dies.
         decide: Asked at each of ``spec.proxy.rungs`` (below ``spec.proxy.steps``) with the validation
-            metrics there; ``False`` stops the trial as ``pruned`` at that fidelity.
+            metrics there, and ``train_loss``, the mean training loss of the last
+            ``TRAIN_LOSS_WINDOW`` steps; ``False`` stops the trial as ``pruned`` at that fidelity.
     """
     started = time.perf_counter()
     placement = _set_up_process(spec)
@@ -92,6 +96,8 @@ class _Training:
         self.spec, self.method, self.model, self.placement = spec, method, model, placement
         self.trainable, self.n_trainable, self.data, self.started = trainable, _count(trainable), data, started
         self.diagnostics: dict = {}  # what tells a collapsed run, from the validation split
+        # The last steps' losses: a rung's smoothed training loss (one batch's loss is too noisy to rank by).
+        self.recent: collections.deque = collections.deque(maxlen=TRAIN_LOSS_WINDOW)
         self.eval_time = 0.0
         schedule = self._prepare_data()
         self._prepare_optimizer()
@@ -142,10 +148,12 @@ class _Training:
         self.t0 = time.perf_counter()
         self.setup_time = self.t0 - self.started
         for step in range(self.start + 1, spec.proxy.steps + 1):
-            self._record(step, self._step(step), emit)
+            loss = self._step(step)
+            self._record(step, loss, emit)
+            self.recent.append(loss)
             at_rung = step in spec.proxy.rungs and step < spec.proxy.steps
             if decide is not None and at_rung:
-                rung_metrics = self.evaluate()
+                rung_metrics = {**self.evaluate(), "train_loss": sum(self.recent) / len(self.recent)}
                 if not decide(step, rung_metrics):
                     return self._result("pruned", rung_metrics, self._train_time(), {"fidelity": step, **self.resume})
             # After the rung's decision, never before: a checkpoint at a rung then means "recorded
@@ -197,7 +205,8 @@ class _Training:
         e0 = time.perf_counter()
         with self.placement.autocast():
             metrics = trial_metrics(self.model, self.spec, self.data[split], self.gens[split], skip=self.skip,
-                                    diagnostics=self.diagnostics if split == "eval" else None)
+                                    diagnostics=self.diagnostics if split == "eval" else None,
+                                    outcomes=split == "test")  # runs are compared pairwise on test
         self.eval_time += time.perf_counter() - e0
         return metrics
 

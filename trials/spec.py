@@ -51,6 +51,11 @@ class ProxySpec:
         prefix_cache: Skip (and cache) the frozen layers below a trial's lowest adapter.
         ist: IST sparse tuning for LoRA-family methods (None = off).
         rungs: Steps at which a trial is judged against the others (multi-fidelity).
+        auto_rungs: ``rungs: auto`` in a space: the rungs are placed while the study runs,
+            after its reference run has begun to learn (``autopeft.search.fidelity.placement``);
+            ``rungs`` then holds the probe or placed steps of one trial.
+        signal: What a rung judges by (``autopeft.search.fidelity.signals``): ``eval_loss``,
+            ``train_loss`` or a task metric.
         eta: At each rung, the best 1/eta of the trials there (by non-dominated sorting) go on.
         device: Where trials run: ``auto`` (CUDA, else MPS, else CPU; resolved in the trial
             process), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``autopeft.trials.device``).
@@ -77,6 +82,8 @@ class ProxySpec:
     prefix_cache: bool = True
     ist: IstSpec | None = None
     rungs: tuple[int, ...] = ()
+    auto_rungs: bool = False
+    signal: str = "eval_loss"
     eta: int = 3
     device: str = "auto"
     precision: str = "fp32"

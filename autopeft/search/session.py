@@ -14,7 +14,7 @@ constraint-aware samplers learn where the budget boundary is.
 
 A study with a ``target:`` trains each trial towards the target with successive halving at
 its rungs (``autopeft.search.fidelity``), checkpointed at each rung so that a re-run of a
-dead process's trial resumes (``autopeft.search.checkpoints``); a trial that reaches the
+dead process's trial resumes (``autopeft.search.fidelity.checkpoints``); a trial that reaches the
 target is trained over more seeds, and those seed runs come before new trials
 (``autopeft.search.seeds``): the study's answer is decided on them.
 
@@ -32,6 +32,9 @@ import time
 from typing import Callable
 
 from autopeft.errors import MethodError
+from autopeft.search.fidelity.placement import Ladder, keep_ladder, place, probe_steps, read_ladder
+from autopeft.search.fidelity.promotion import entry_reading, rung_entry
+from autopeft.search.fidelity.signals import rung_signal
 from autopeft.search.ledger import TRAINED, Budget, Ledger, LedgerSettings, Ticket
 from autopeft.search.objectives import constrain, objective_values, with_importance
 from autopeft.search.prepare import PreparedSearch, trial_spec
@@ -207,24 +210,42 @@ class SearchSession:
             running = self.ledger.update(dataclasses.replace(
                 running, extras={**running.extras, "checkpoints": overrides["checkpoint_dir"],
                                  **({"rungs": list(rungs)} if rungs else {})}))
+        if prep.space.proxy.auto_rungs:  # the placed ladder, or probes until it is placed
+            ladder = self.ladder()
+            overrides["rungs"] = ladder.rungs if ladder is not None else probe_steps(prep.space.proxy.steps)
         spec = trial_spec(prep, candidate, peft_config, study=self.study.name, trial=trial.number, **overrides)
         from autopeft.search.baseline import DEFAULT_LORA
 
         # Towards a target, default LoRA (enqueued at several rates) goes on at its best rate.
-        role = DEFAULT_LORA if prep.space.target is not None and base.extras.get("baseline") == DEFAULT_LORA else None
+        is_reference = base.extras.get("baseline") == DEFAULT_LORA
+        role = DEFAULT_LORA if prep.space.target is not None and is_reference else None
+        signal = rung_signal(prep.space)
+        probes: list = []
 
         def on_rung(step: int, metrics: dict) -> bool:
-            value = metrics[prep.space.task.metric]
-            rungs.append([step, value])
-            self.ledger.update(dataclasses.replace(running, extras={**running.extras, "rungs": list(rungs)}))
+            nonlocal running
+            reading = signal.read(metrics)
+            entry = rung_entry(step, metrics.get(prep.space.task.metric), reading)
+            if prep.space.proxy.auto_rungs:
+                probes.append(entry)
+                ladder = self.ladder() or self._place(trial.number, is_reference, probes, metrics, finished=False)
+                if ladder is None or step not in ladder.rungs:  # a probe, not a rung: nothing is judged
+                    running = self.ledger.update(dataclasses.replace(
+                        running, extras={**running.extras, "probes": list(probes)}))
+                    return True
+            rungs.append(entry)
+            running = self.ledger.update(dataclasses.replace(
+                running, extras={**running.extras, "rungs": list(rungs), **({"probes": list(probes)} if probes else {})}))
             # Re-read the store: other workers' trials at this rung count too.
-            return promote(self.store.trials(self.study.name), self.study.objectives, trial.number, step, value,
-                           count, prep.space.proxy.eta, role=role)
+            return promote(self.store.trials(self.study.name), self.study.objectives, trial.number, step,
+                           entry[1], count, prep.space.proxy.eta, role=role, signal=signal, reading=reading)
 
         with self.stop.interruptible():
             result = self.runner(spec, on_rung=on_rung) if spec.proxy.rungs else self.runner(spec)
+        if prep.space.proxy.auto_rungs and result.status == "complete" and self.ladder() is None:
+            self._place(trial.number, is_reference, probes, result.metrics, finished=True)
         # The run is over in this process (a killed one never gets here): nothing will resume it.
-        from autopeft.search.checkpoints import remove
+        from autopeft.search.fidelity.checkpoints import remove
 
         remove(overrides.get("checkpoint_dir"))
         trainable = result.trainable_params or count
@@ -246,7 +267,8 @@ class SearchSession:
                        "eval_time": result.eval_time, "cpu_time": result.cpu_time, "peak_rss_mb": result.peak_rss_mb,
                        "peak_memory_mb": result.peak_memory_mb, "memory_kind": result.memory_kind,
                        "device": result.device},
-            extras={**running.extras, **with_importance(result.extras, prep), **({"rungs": rungs} if rungs else {})},
+            extras={**running.extras, **with_importance(result.extras, prep), **({"rungs": rungs} if rungs else {}),
+                    **({"probes": probes} if probes else {})},
             error=result.error if status == "failed" else None,
             finished_at=utcnow(),
         )
@@ -256,17 +278,41 @@ class SearchSession:
             record = self._queue_seeds(record, result.test_metrics)
         return record
 
+    # ------------------------------------------------------------------ the rungs
+    def ladder(self) -> Ladder | None:
+        """The study's placed rungs (``proxy.rungs: auto``); None while they are not placed."""
+        return read_ladder(self.ledger.storage, self.study.name)
+
+    def _place(self, number: int, is_reference: bool, probes: list, metrics: dict, *, finished: bool) -> Ladder | None:
+        """Place the ladder from trial ``number``'s probes if they can: it is default LoRA, or
+        the study has no default-LoRA trial (then any trial's run is the reference)."""
+        from autopeft.search.baseline import DEFAULT_LORA
+
+        if not is_reference and any(r.extras.get("baseline") == DEFAULT_LORA for r in self.store.trials(self.study.name)):
+            return None
+        signal = rung_signal(self.prep.space)
+        readings = [(e[0], entry_reading(e, signal)) for e in probes]
+        readings = [(step, r) for step, r in readings if r is not None]
+        proxy = self.prep.space.proxy
+        ladder = place(signal, readings, target_steps=proxy.steps, eta=proxy.eta, reference=number, finished=finished,
+                       prior_loss=metrics.get("eval_prior_loss") if signal.name == "eval_loss" else None)
+        if ladder is None:
+            return None
+        ladder = keep_ladder(self.ledger.storage, self.study.name, ladder)
+        log.info("study '%s': %s", self.study.name, ladder.why())
+        return ladder
+
     # ------------------------------------------------------------------ the target
     def _towards_target(self, method, running: TrialRecord) -> tuple[dict, list]:
         """``trial_spec`` overrides of a trial towards the study's target, and the rungs it
         has passed already (a re-run that resumes its predecessor's checkpoint)."""
-        from autopeft.search import checkpoints
+        from autopeft.search.fidelity import checkpoints
 
         space = self.prep.space
         if space.target is None:
             return {}, []
         overrides: dict = {"test_split": True}  # the target's own run is its first seed: scored on test too
-        if not space.proxy.rungs or not checkpoints.resumable(method, space.proxy):
+        if not (space.proxy.rungs or space.proxy.auto_rungs) or not checkpoints.resumable(method, space.proxy):
             return overrides, []
         before = running.extras.get("retry_of")
         previous = self.store.trial(self.study.name, before) if before is not None else None

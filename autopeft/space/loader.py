@@ -105,6 +105,7 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
     if "target" in top and top["target"].value is not None:  # `--set target=null`: the proxy is the target
         target, proxy = read_target(top["target"], proxy)
     _check_proxy(proxy, target, source)
+    _check_signal(proxy, task, source)
     importance = read_importance(top["importance"]) if "importance" in top else "none"
     _check_importance(space, importance, source)
 
@@ -127,6 +128,12 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
 
 def _check_proxy(proxy: ProxySpec, target: TargetSpec | None, source: str) -> None:
     """The proxy's keys against each other, once ``target:`` has set its steps and rungs."""
+    if proxy.auto_rungs and target is None:
+        raise SpaceError(source, "proxy.rungs", "'auto' places rungs on the way to a target: add target: {steps: N}, "
+                                                "or list the rungs")
+    if proxy.auto_rungs and proxy.runner:
+        raise SpaceError(source, "proxy.rungs", f"proxy.runner ({proxy.runner}) trains the whole trial itself; "
+                                                "rungs need the built-in trainer: drop one of them")
     if proxy.runner and (proxy.rungs or proxy.ist):
         # Rungs and IST act inside the built-in training loop, which a runner replaces.
         key = "proxy.rungs" if proxy.rungs else "proxy.ist"
@@ -139,6 +146,16 @@ def _check_proxy(proxy: ProxySpec, target: TargetSpec | None, source: str) -> No
         raise SpaceError(source, "proxy.warmup_steps", f"expected at most {limit}, got {proxy.warmup_steps}")
     if proxy.rungs and proxy.rungs[-1] > proxy.steps:
         raise SpaceError(source, "proxy.rungs", f"expected rungs at most proxy.steps={proxy.steps}, got {proxy.rungs[-1]}")
+
+
+def _check_signal(proxy: ProxySpec, task, source: str) -> None:
+    """``proxy.signal`` must be one the task produces at a rung."""
+    from autopeft.search.fidelity.signals import signals_for
+
+    known = signals_for(task.type, task.metric)
+    if proxy.signal not in known:
+        raise SpaceError(source, "proxy.signal", f"expected one of {', '.join(known)} (what a {task.type} task scored by "
+                                                 f"{task.metric} reports at a rung), got '{proxy.signal}'")
 
 
 def _check_importance(space: SpaceSpec, importance: str, source: str) -> None:

@@ -278,6 +278,8 @@ def _switch(sp: dict[str, Node], key: str, item: Reader, default: Fixed, *, nume
 
 
 def _rungs(node: Node) -> tuple[int, ...]:
+    if isinstance(node.value, str):  # 'auto' is read by read_proxy; any other word is a mistake
+        raise node.fail(f"expected 'auto' or a list of strictly increasing step counts, got {node.value!r}")
     rungs = tuple(n.int(low=1) for n in node.list(nonempty=False))
     if list(rungs) != sorted(set(rungs)):
         raise node.fail(f"expected strictly increasing step counts, got {node.value!r}")
@@ -320,6 +322,7 @@ PROXY: dict[str, Reader] = {
     "threads": optional(integer(low=1, high=256)),
     "prefix_cache": boolean,
     "rungs": _rungs,
+    "signal": string(),  # checked against the task in autopeft.space.loader
     "eta": integer(low=2),
     "device": _device,
     "precision": string(PRECISIONS),
@@ -330,6 +333,10 @@ PROXY: dict[str, Reader] = {
 
 
 def read_proxy(node: Node) -> ProxySpec:
+    """``proxy:``; ``rungs: auto`` sets ``auto_rungs`` (the rungs are placed while the study runs)."""
+    if isinstance(node.value, dict) and node.value.get("rungs") == "auto":
+        rest = Node({k: v for k, v in node.value.items() if k != "rungs"}, node.path, node.source)
+        return dataclasses.replace(read_into(rest, ProxySpec, PROXY), auto_rungs=True)
     return read_into(node, ProxySpec, PROXY)
 
 
@@ -383,6 +390,9 @@ def read_target(node: Node, proxy: ProxySpec) -> tuple[TargetSpec, ProxySpec]:
     seeds = tk["seeds"].int(low=1, high=100) if "seeds" in tk else TargetSpec.seeds
     if steps < proxy.steps:
         raise where.fail(f"expected a target of at least proxy.steps={proxy.steps} (the lowest rung), got {steps} steps")
+    if proxy.auto_rungs:  # placed while the study runs (autopeft.search.fidelity.placement)
+        return (TargetSpec(steps=steps, seeds=seeds, epochs=epochs),
+                dataclasses.replace(proxy, steps=steps, rungs=()))
     if proxy.rungs:
         if proxy.rungs[-1] >= steps:
             raise where.fail(f"expected a target beyond the last of proxy.rungs ({proxy.rungs[-1]}), got {steps} steps")
