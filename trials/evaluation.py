@@ -4,6 +4,12 @@ For classification, accuracy, macro-F1 and the mean cross-entropy (``evaluate``)
 language modelling, the token-weighted loss and its perplexity. Instruction data scored by
 its answers (choice accuracy, exact match) goes through ``autopeft.trials.generative``
 first; ``trial_metrics`` combines the two as a proxy run reports them.
+
+On the test split a run also reports, under ``OUTCOMES``, whether it answered each example
+right (accuracy for classification, choice accuracy for instruction data): two runs of a
+study are scored on the same test rows in the same order (the split is carved from the data
+set, its size and the study's seed alone: ``autopeft.assets.splits.three_way_split``), so
+their outcomes pair example by example (``autopeft.search.paired``).
 """
 
 from __future__ import annotations
@@ -15,39 +21,73 @@ from autopeft.trials.batches import trim
 from autopeft.trials.model import forward
 from autopeft.trials.spec import TrialSpec
 
+#: The ``test_metrics`` key of a run's per-example outcomes (``outcomes_record``).
+OUTCOMES = "outcomes"
 
-def trial_metrics(model, spec: TrialSpec, split: dict, gen: dict, *, skip=None, diagnostics: dict | None = None) -> dict:
+
+def trial_metrics(model, spec: TrialSpec, split: dict, gen: dict, *, skip=None, diagnostics: dict | None = None,
+                  outcomes: bool = False) -> dict:
     """The metrics of ``spec`` on ``split``: its answers scored (``gen``, from
     ``autopeft.trials.generative.load_gen``; empty for other tasks), then one pass of
     ``evaluate`` when answer scoring did not yield the loss.
 
     ``skip``: the frozen-prefix cache's ``SkipPrefix`` (``autopeft.trials.model.use_prefix_cache``)
     or ``None``; answer scoring runs the full stack. ``diagnostics``, if given, receives what
-    tells a collapsed run (``evaluate``'s, or the answers' when the metric is ``choice_accuracy``)."""
+    tells a collapsed run (``evaluate``'s, or the answers' when the metric is ``choice_accuracy``).
+    ``outcomes``: also report, under ``OUTCOMES``, which examples the run got right
+    (``outcomes_record``): asked on the test split only, where runs are compared pairwise."""
     from autopeft.trials.generative import generative_metrics
 
+    hits: dict | None = {} if outcomes else None  # {metric: bool tensor (n,)}, filled by the scorers
     metrics = generative_metrics(
         model, split, gen, metric=spec.metric, max_new_tokens=spec.max_new_tokens,
         tokenizer_location=spec.model, batch_size=max(64, spec.proxy.batch_size),
         full_stack=skip.full_stack if skip is not None else contextlib.nullcontext,
         # Scored by its answers, a run answering one thing has collapsed (autopeft.search.divergence);
         # a loss-scored run is judged by its loss, whatever its answers.
-        diagnostics=diagnostics if spec.metric == "choice_accuracy" else None,
+        diagnostics=diagnostics if spec.metric == "choice_accuracy" else None, outcomes=hits,
     )
     if "eval_loss" not in metrics:  # answer scoring did not yield it: one pass of its own
         metrics.update(evaluate(model, split, spec.num_labels, batch_size=max(32, spec.proxy.batch_size * 2),
-                                skip=skip, diagnostics=diagnostics))
+                                skip=skip, diagnostics=diagnostics, outcomes=hits))
+    if hits:
+        metric, right = next(iter(hits.items()))
+        metrics[OUTCOMES] = outcomes_record(right, gen["gold"] if metric == "choice_accuracy" else split["labels"], metric)
     return metrics
 
 
-def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=None, diagnostics: dict | None = None) -> dict:
+def outcomes_record(right, gold, metric: str) -> dict:
+    """Which examples of a split a run got right, in the split's order, as JSON-able text.
+
+    Args:
+        right: Bool tensor ``(n,)``: example ``i`` answered right.
+        gold: Int tensor ``(n,)``: the gold labels (or answer indices) in the same order.
+        metric: The share metric the outcomes make up (``accuracy``, ``choice_accuracy``).
+
+    Returns:
+        ``{"metric": metric, "right": "0110...", "split": digest}``: one character per
+        example (``"1"`` right), and the first 12 hex digits of the SHA-1 of the gold labels
+        in order, so that outcomes of two runs pair only when they scored the same rows in the
+        same order (about 2 KB for the largest test split, 2,000 rows)."""
+    import hashlib
+
+    bits = "".join("1" if r else "0" for r in right.tolist())
+    digest = hashlib.sha1(",".join(str(int(g)) for g in gold.tolist()).encode()).hexdigest()[:12]
+    return {"metric": metric, "right": bits, "split": digest}
+
+
+def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=None, diagnostics: dict | None = None,
+             outcomes: dict | None = None) -> dict:
     """Accuracy, macro-F1 (mean over classes of F1, 0 for a class never predicted nor
     present) and mean cross-entropy on ``split``; for language modelling (2-D labels), the
     token-weighted loss and its perplexity.
 
     ``diagnostics``, if given, receives ``predicted_classes`` (how many classes the model
     predicts at all) and ``majority_rate`` (the accuracy of always answering the most frequent
-    class): a run that predicts one class has collapsed, whatever its accuracy looks like."""
+    class): a run that predicts one class has collapsed, whatever its accuracy looks like.
+    ``outcomes``, if given, receives ``accuracy``: a bool tensor ``(n,)``, example ``i``
+    predicted right, in the split's order (classification only: a language-modelling loss has
+    no per-example verdict)."""
     import torch
 
     if split["labels"].dim() == 2:
@@ -73,6 +113,8 @@ def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=Non
     if diagnostics is not None:
         diagnostics["predicted_classes"] = int(pred.unique().numel())
         diagnostics["majority_rate"] = float(torch.bincount(gold).max()) / max(len(gold), 1)
+    if outcomes is not None:
+        outcomes["accuracy"] = pred == gold
     return {
         "accuracy": float((pred == gold).float().mean()),
         "macro_f1": macro_f1(pred.tolist(), gold.tolist(), num_labels),

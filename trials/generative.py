@@ -227,14 +227,16 @@ def exact_match(model, split: dict, gen: dict, tokenizer, max_new_tokens: int, b
 
 
 def generative_metrics(model, split: dict, gen: dict, *, metric: str, max_new_tokens: int, tokenizer_location=None,
-                       batch_size: int = 32, full_stack=contextlib.nullcontext, diagnostics: dict | None = None) -> dict:
+                       batch_size: int = 32, full_stack=contextlib.nullcontext, diagnostics: dict | None = None,
+                       outcomes: dict | None = None) -> dict:
     """``choice_accuracy`` when the data has an answer set; ``exact_match`` when it is the
     task metric (decoding costs more than scoring, so only when asked for).
 
     ``full_stack``: a context in which the model runs every layer (the frozen-prefix cache
     skips layers for the cached training and validation sequences only). ``diagnostics``, if
     given, receives :func:`choice_diagnostics` of the answer scores (nothing without an
-    answer set), as ``evaluate``'s ``diagnostics`` does for classification."""
+    answer set), as ``evaluate``'s ``diagnostics`` does for classification. ``outcomes``, if
+    given, receives ``choice_accuracy``: a bool tensor ``(n,)``, prompt ``i`` answered right."""
     out = {}
     if not gen:
         return out
@@ -245,6 +247,8 @@ def generative_metrics(model, split: dict, gen: dict, *, metric: str, max_new_to
             if "choice_ids" in gen:
                 scores = score_choices(model, split, gen, batch_size)
                 out["choice_accuracy"] = choice_accuracy(scores, gen["gold"])
+                if outcomes is not None:
+                    outcomes["choice_accuracy"] = scores.argmax(dim=1) == gen["gold"]
                 if diagnostics is not None:
                     diagnostics.update(choice_diagnostics(scores, gen["gold"]))
                 if gen.get("loss_from_choices"):
