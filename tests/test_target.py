@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import statistics
 
 import pytest
 
@@ -142,11 +144,20 @@ def test_the_answer_compares_the_front_with_default_lora_on_the_same_seeds(searc
     a = answer(out.study, out.records, rows_of(Verifications(store), out.study, space), "accuracy")
     assert a.reference is not None and a.front
     assert {p.trial for p in a.paired} == {r.number for r in a.front} - {a.reference.number}
+    n = out.study.splits["test"]
     for p in a.paired:
         assert p.seeds == (0, 1, 2)
-        # The fake's seed offsets are the same for both points: a paired difference has no
-        # spread, and its standard error is one test example, the resolution of an accuracy.
-        assert p.se == pytest.approx(1 / out.study.splits["test"])
+        # The fake keeps no per-example outcomes: paired by seed only, and said to be approximate.
+        c = p.comparison
+        assert c.how == "by seed only" and "unpaired by example: approximate" in p.describe()
+        # Its seed offsets are the same for both points, so the seeds show no spread: the error
+        # is one test example, plus the test split's own sampling error of two accuracies.
+        pa = statistics.fmean(v.test_metrics["accuracy"] for v in rows_of(Verifications(store), out.study, space)
+                              if v.trial_number == p.trial)
+        pb = statistics.fmean(v.test_metrics["accuracy"] for v in rows_of(Verifications(store), out.study, space)
+                              if v.trial_number == a.reference.number)
+        se = math.sqrt((1 / n) ** 2 + (pa * (1 - pa) + pb * (1 - pb)) / n)
+        assert c.half_width == pytest.approx(1.959964 * se, rel=1e-4)
     assert a.sentence and a.tau[1] >= 1
 
 
@@ -158,9 +169,12 @@ def test_seeds_that_agree_to_the_example_are_not_a_difference_of_none():
             for n, accs in ((1, (0.70, 0.72)), (0, (0.68, 0.70))) for seed, acc in enumerate(accs)]
     # both seeds +2 examples of 100: no spread at all, which two seeds can show by chance
     assert paired(1, 0, rows, "accuracy", 1).verdict == "better"
-    one_example = paired(1, 0, rows, "accuracy", 1, floor=0.01)
-    assert one_example.verdict == "within noise" and one_example.se == pytest.approx(0.01)
+    # ... unless the error is taken no lower than the floor (the 95 % half-width is 1.96 floors)
+    floored = paired(1, 0, rows, "accuracy", 1, floor=0.011)
+    assert floored.verdict == "within noise" and floored.comparison.half_width == pytest.approx(0.011 * 1.959964)
     assert paired(1, 0, rows, "accuracy", 1, floor=0.001).verdict == "better", "of 1,000 examples it is one"
+    # ... but 100 test rows alone carry ~6 points of sampling error on a difference of two accuracies
+    assert paired(1, 0, rows, "accuracy", 1, floor=0.001, n_test=100).verdict == "within noise"
 
 
 def test_the_search_ends_with_the_answer_and_show_says_the_same(tmp_path, monkeypatch, capsys):
@@ -242,3 +256,103 @@ def test_target_null_makes_the_proxy_the_target_again():
     doc = apply_overrides(yaml.safe_load(SPACE), ["target=null"])
     sp = parse_space(doc, "tg.yaml")
     assert sp.target is None and sp.proxy.steps == 4 and sp.proxy.rungs == ()
+
+
+# ---------------------------------------------------------------- the answer, paired by example
+def _study(n_test: int):
+    from datetime import datetime, timezone
+
+    from autopeft.store.records import StudyRecord
+
+    return StudyRecord(name="s", created_at=datetime.now(timezone.utc), space_yaml="", space_hash="h",
+                       objectives=(("accuracy", "max"), ("trainable_params", "min")), trials_target=4, model="m",
+                       model_fingerprint="f", dataset="d", data_fingerprint="f", splits={"test": n_test})
+
+
+def _record(number: int, accuracy: float, params: int, baseline: bool = False):
+    from datetime import datetime, timezone
+
+    from autopeft.search.baseline import DEFAULT_LORA
+    from autopeft.store.records import TrialRecord
+
+    return TrialRecord(study="s", number=number, status="complete", candidate={"learning_rate": 1e-3}, params={},
+                       started_at=datetime.now(timezone.utc), values=[accuracy, float(params)],
+                       trainable_params=params, metrics={"accuracy": accuracy},
+                       extras={"baseline": DEFAULT_LORA} if baseline else {})
+
+
+def _rows(right_by_trial: dict, n: int, seeds=(0, 1), outcomes: bool = True):
+    """Seed rows whose test outcomes are right on k rows of n (per trial and seed, k or
+    (offset, k): right on rows offset..offset+k-1)."""
+    rows = []
+    for trial, ks in right_by_trial.items():
+        for seed, k in zip(seeds, ks):
+            offset, k = k if isinstance(k, tuple) else (0, k)
+            right = "0" * offset + "1" * k + "0" * (n - k - offset)
+            test = {"accuracy": k / n, **({"outcomes": {"metric": "accuracy", "right": right, "split": "abc"}}
+                                         if outcomes else {})}
+            rows.append(VerificationRecord(study="s", subject=f"trial:{trial}", seed=seed, protocol={}, candidate={},
+                                           trial_number=trial, status="complete", test_metrics=test))
+    return rows
+
+
+def test_the_answer_names_the_best_and_the_smallest_point_not_worse_than_default_lora():
+    from autopeft.search.answer import answer
+
+    n = 500
+    # default LoRA (trial 0, 100k parameters) right on 350 of 500; trial 1 (2k) worse by 50 rows;
+    # trial 2 (10k) a row better, within noise; trial 3 (400k) better by 60 rows on both seeds.
+    records = [_record(0, 0.70, 100_000, baseline=True), _record(1, 0.60, 2_000), _record(2, 0.702, 10_000),
+               _record(3, 0.82, 400_000)]
+    rows = _rows({0: (350, 350), 1: (300, 300), 2: (351, 351), 3: (410, 410)}, n)
+    a = answer(_study(n), records, rows, "accuracy")
+    verdicts = {p.trial: p.verdict for p in a.paired}
+    assert verdicts == {1: "worse", 2: "within noise", 3: "better"}
+    assert all(p.comparison.how == "paired bootstrap" and p.comparison.examples == n for p in a.paired)
+    assert a.best.trial == 3 and a.smallest.trial == 2  # trial 1 is smaller, but worse
+    assert a.sentence.startswith("trial 3 beats default LoRA by 0.1200 (95% interval ")
+    assert "paired bootstrap over 2 seeds × 500 test rows" in a.sentence
+    assert "the smallest point not worse than default LoRA is trial 2 with 10,000 trainable parameters (10.0%" in a.sentence
+    # The same answer, deterministic: `autopeft show` computes it again from the same rows.
+    assert answer(_study(n), records, rows, "accuracy").sentence == a.sentence
+
+
+def test_without_a_win_the_answer_says_what_the_protocol_cannot_separate():
+    from autopeft.search.answer import answer
+
+    n = 500
+    records = [_record(0, 0.70, 100_000, baseline=True), _record(2, 0.71, 10_000), _record(3, 0.712, 400_000)]
+    # +5 and +6 rows of 500 on each of two seeds (1.0 and 1.2 points), each the balance of some
+    # 60 rows the points answer differently: within what 2 seeds x 500 rows can tell
+    rows = _rows({0: (350, 340), 2: ((30, 355), (30, 345)), 3: ((30, 356), (30, 346))}, n)
+    a = answer(_study(n), records, rows, "accuracy")
+    assert a.best.trial == 3 and a.best.verdict == "within noise" and a.smallest.trial == 2
+    hw = a.best.comparison.half_width
+    assert a.sentence.startswith("nothing found here beats default LoRA beyond noise: the best, trial 3")
+    assert f"2 seeds × 500 test rows cannot separate differences under {100 * hw:.1f} points here" in a.sentence
+    assert 100 * hw > 1.2  # the gain it could not separate
+    assert "the smallest point not worse than default LoRA is trial 2" in a.sentence
+
+
+def test_an_older_study_without_outcomes_is_compared_by_seed_and_says_so():
+    from autopeft.search.answer import answer
+
+    n = 500
+    records = [_record(0, 0.70, 100_000, baseline=True), _record(2, 0.80, 10_000)]
+    a = answer(_study(n), records, _rows({0: (350, 350), 2: (400, 400)}, n, outcomes=False), "accuracy")
+    (p,) = a.paired
+    assert p.comparison.how == "by seed only" and p.verdict == "better"
+    assert "2 seeds, unpaired by example: approximate" in a.sentence
+    # Outcomes of different test rows (another split's digest) are not paired either.
+    mixed = _rows({0: (350, 350), 2: (400, 400)}, n)
+    mixed[0] = dataclasses.replace(mixed[0], test_metrics={**mixed[0].test_metrics,
+                                                           "outcomes": {**mixed[0].test_metrics["outcomes"], "split": "zzz"}})
+    assert answer(_study(n), records, mixed, "accuracy").paired[0].comparison.how == "by seed only"
+
+
+def test_every_point_worse_is_said():
+    from autopeft.search.answer import answer
+
+    records = [_record(0, 0.70, 100_000, baseline=True), _record(1, 0.5, 2_000)]
+    a = answer(_study(500), records, _rows({0: (350, 350), 1: (250, 250)}, 500), "accuracy")
+    assert a.smallest is None and a.sentence.endswith("every point compared is worse than default LoRA")

@@ -4,50 +4,55 @@ Pure functions over a study's records (their ``values`` hold the target means ov
 ``extras["target"]`` the per-seed summary: ``autopeft.search.seeds``) and its seed runs:
 
 - ``paired``: a front point against default LoRA on the seeds both ran (the same data
-  order and initialisation seeds), on the test split the search never read: the mean
-  paired difference and its standard error, called *within noise* when it is within two
-  standard errors of zero. For a share of examples (accuracy, choice accuracy, exact
-  match) the standard error is never taken below one test example: two or three seeds
-  can agree to the example by chance (two seeds both +2 of 100 give an error of 0), and a
-  difference of one example is not evidence;
+  order and initialisation seeds), on the test split the search never read
+  (``autopeft.search.paired``): where both kept their per-example outcomes, the paired
+  bootstrap over seeds and test examples, its 95 % interval and verdict (``better`` or
+  ``worse`` only when the interval excludes 0); otherwise, paired by seed only, an
+  approximate interval that says so;
 - ``rung_tau``: Kendall tau between the lowest rung's metric and the target mean, over the
   trials that reached both: how far the first rung could be trusted in this study;
-- ``answer``: all of it, with one plain sentence.
+- ``answer``: all of it, with one plain sentence naming the best point, the smallest point
+  not worse than default LoRA, the interval used, and what the protocol cannot separate.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
+from autopeft.search.paired import PairedComparison
 from autopeft.store.records import StudyRecord, TrialRecord
 
 
 @dataclass(frozen=True)
 class Paired:
-    """A point against default LoRA, paired by seed on the test split.
+    """A front point against default LoRA on the test split.
 
     Attributes:
         trial: The point's trial number.
-        seeds: The seeds both ran.
-        diff: Mean of (point - default LoRA) over those seeds, in the metric's units,
-            signed so that positive is better.
-        se: Its standard error (0 with one seed).
-        verdict: ``better``, ``worse`` or ``within noise`` (within 2 se of 0, or one seed).
+        comparison: The paired comparison (``autopeft.search.paired``): the mean difference
+            (point - default LoRA, positive is better, in the metric's units), its interval,
+            the verdict and over what it was computed.
     """
 
     trial: int
-    seeds: tuple[int, ...]
-    diff: float
-    se: float
-    verdict: str
+    comparison: PairedComparison
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.comparison.seeds
+
+    @property
+    def diff(self) -> float:
+        return self.comparison.diff
+
+    @property
+    def verdict(self) -> str:
+        return self.comparison.verdict
 
     def describe(self) -> str:
-        if self.verdict == "within noise":
-            return f"within noise ({self.diff:+.4f} ± {self.se:.4f}, {len(self.seeds)} seeds)"
-        return f"{self.verdict} by {abs(self.diff):.4f} ± {self.se:.4f} ({len(self.seeds)} seeds)"
+        return self.comparison.describe()
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,10 @@ class Answer:
     Attributes:
         front: The eligible front at the target (trial records, values = target means).
         reference: Default LoRA's best trial at the target (None: it never got there healthy).
-        paired: One ``Paired`` per front point (empty without a reference).
+        paired: One ``Paired`` per front point but default LoRA (empty without a reference).
+        best: The paired point with the largest difference (None: nothing paired).
+        smallest: The paired point with the fewest trainable parameters whose verdict is not
+            ``worse`` (None: every one is worse, or nothing paired).
         tau: Kendall tau between the lowest rung and the target, and over how many trials.
         sentence: The answer, said plainly.
     """
@@ -65,6 +73,8 @@ class Answer:
     front: tuple[TrialRecord, ...]
     reference: TrialRecord | None
     paired: tuple[Paired, ...]
+    best: Paired | None
+    smallest: Paired | None
     tau: tuple[float | None, int]
     sentence: str
 
@@ -82,25 +92,53 @@ def reference(records: Sequence[TrialRecord], metric_sign: int, metric_index: in
 SHARE_METRICS = ("accuracy", "choice_accuracy", "exact_match")
 
 
-def paired(point: int, base: int, rows, metric: str, metric_sign: int, floor: float = 0.0) -> Paired | None:
-    """``point`` against ``base`` on the seeds both completed (test metric); None: no shared
-    seed. ``floor``: the least standard error (one test example for a share metric)."""
-    def by_seed(n):
-        return {r.seed: r.test_metrics[metric] for r in rows
-                if r.trial_number == n and r.status == "complete" and metric in r.test_metrics}
+def paired(point: int, base: int, rows, metric: str, metric_sign: int, floor: float = 0.0, n_test: int = 0,
+           *, rng_seed: int = 0) -> Paired | None:
+    """``point`` against ``base`` on the test split, over the seeds both completed; None: no
+    shared seed.
 
-    a, b = by_seed(point), by_seed(base)
+    Paired by test example (``autopeft.search.paired.bootstrap``) when every shared seed's
+    two runs kept outcomes of ``metric`` on the same test rows; otherwise by seed only
+    (``by_seed``, said to be approximate) with ``floor`` (the least standard error over
+    seeds: one test example for a share metric) and ``n_test`` (test rows, for the sampling
+    error of a share metric; 0: unknown).
+
+    Args:
+        rows: The study's seed rows (``VerificationRecord``) of both trials.
+        metric_sign: 1 when higher ``metric`` is better, -1 when lower is.
+        rng_seed: The bootstrap's seed: the same rows give the same interval.
+    """
+    from autopeft.search.paired import bootstrap, by_seed
+
+    def complete(n):
+        return {r.seed: r for r in rows if r.trial_number == n and r.status == "complete" and metric in r.test_metrics}
+
+    a, b = complete(point), complete(base)
     seeds = tuple(sorted(set(a) & set(b)))
     if not seeds:
         return None
-    diffs = [metric_sign * (a[s] - b[s]) for s in seeds]
-    mean = statistics.fmean(diffs)
-    se = max(statistics.stdev(diffs) / math.sqrt(len(diffs)), floor) if len(diffs) > 1 else 0.0
-    if len(diffs) < 2 or abs(mean) <= 2 * se:
-        verdict = "within noise"
+    outcomes = [(_outcomes(a[s], metric), _outcomes(b[s], metric)) for s in seeds]
+    splits = {o["split"] for pair in outcomes if None not in pair for o in pair}
+    if metric_sign > 0 and all(None not in pair for pair in outcomes) and len(splits) == 1 \
+            and len({len(o["right"]) for pair in outcomes for o in pair}) == 1:
+        from autopeft.search.paired import outcome_bits
+
+        comparison = bootstrap([outcome_bits(x["right"]) for x, _ in outcomes],
+                               [outcome_bits(y["right"]) for _, y in outcomes], seeds, rng_seed=rng_seed)
     else:
-        verdict = "better" if mean > 0 else "worse"
-    return Paired(point, seeds, mean, se, verdict)
+        comparison = by_seed({s: metric_sign * a[s].test_metrics[metric] for s in seeds},
+                             {s: metric_sign * b[s].test_metrics[metric] for s in seeds},
+                             n_test=n_test, share=metric in SHARE_METRICS, floor=floor)
+    return Paired(point, comparison)
+
+
+def _outcomes(row, metric: str) -> dict | None:
+    """A seed row's per-example test outcomes of ``metric`` (None: not kept, or of another metric)."""
+    from autopeft.trials.evaluation import OUTCOMES
+
+    o = row.test_metrics.get(OUTCOMES)
+    ok = isinstance(o, dict) and o.get("metric") == metric and isinstance(o.get("right"), str) and o["right"]
+    return o if ok else None
 
 
 def rung_tau(records: Sequence[TrialRecord], metric_index: int) -> tuple[float | None, int]:
@@ -129,29 +167,39 @@ def answer(study: StudyRecord, records: Sequence[TrialRecord], rows, metric: str
     n_test = (study.splits or {}).get("test") or 0
     floor = 1.0 / n_test if metric in SHARE_METRICS and n_test else 0.0
     pairs = tuple(p for r in front if ref is not None and r.number != ref.number
-                  and (p := paired(r.number, ref.number, rows, metric, sign, floor)) is not None)
-    return Answer(front, ref, pairs, rung_tau(records, mi), _sentence(front, ref, pairs))
+                  and (p := paired(r.number, ref.number, rows, metric, sign, floor, n_test)) is not None)
+    size = {r.number: r.trainable_params or 0 for r in front}
+    best = max(pairs, key=lambda p: p.diff, default=None)
+    smallest = min((p for p in pairs if p.verdict != "worse"), key=lambda p: (size[p.trial], p.trial), default=None)
+    return Answer(front, ref, pairs, best, smallest, rung_tau(records, mi),
+                  _sentence(front, ref, pairs, best, smallest))
 
 
-def _sentence(front, ref, pairs) -> str:
+def _sentence(front, ref, pairs, best: Paired | None, smallest: Paired | None) -> str:
     if not front:
         return "no point reached the target healthy: nothing to recommend (see `autopeft show`)"
     if ref is None:
         return "default LoRA did not reach the target healthy, so nothing is compared with it"
+    if best is None:
+        return "no other point reached the target beside default LoRA: nothing to compare it with"
     by_trial = {r.number: r for r in front}
     base = ref.trainable_params or 0
-    better = [p for p in pairs if p.verdict == "better"]
-    if better:
-        best = max(better, key=lambda p: p.diff)
-        r = by_trial[best.trial]
-        return (f"trial {r.number} beats default LoRA by {best.diff:.4f} ± {best.se:.4f} on the test split with "
-                f"{r.trainable_params:,} trainable parameters ({_share(r, base)} of default LoRA's)")
-    even = [p for p in pairs if p.verdict == "within noise" and (by_trial[p.trial].trainable_params or 0) < base]
-    if even:
-        r = min((by_trial[p.trial] for p in even), key=lambda r: r.trainable_params or 0)
-        return (f"default LoRA is as good as anything found here; the smallest point within noise of it is "
-                f"trial {r.number} with {r.trainable_params:,} trainable parameters ({_share(r, base)} of default LoRA's)")
-    return "default LoRA is as good as anything found here, and no smaller point comes within noise of it"
+    b, c = by_trial[best.trial], best.comparison
+    if c.verdict == "better":
+        head = (f"trial {b.number} beats default LoRA by {c.diff:.4f} ({c.interval()}) with "
+                f"{b.trainable_params:,} trainable parameters ({_share(b, base)} of default LoRA's)")
+    else:
+        head = (f"nothing found here beats default LoRA beyond noise: the best, trial {b.number} "
+                f"({b.trainable_params:,} trainable parameters, {_share(b, base)} of default LoRA's), is "
+                f"{c.verdict} at {c.diff:+.4f} ({c.interval()}); {c.resolution()}")
+    if smallest is None:
+        return f"{head}; every point compared is worse than default LoRA"
+    if smallest.trial == best.trial:
+        return f"{head}; it is also the smallest point not worse than default LoRA"
+    s, sc = by_trial[smallest.trial], smallest.comparison
+    return (f"{head}; the smallest point not worse than default LoRA is trial {s.number} with "
+            f"{s.trainable_params:,} trainable parameters ({_share(s, base)} of default LoRA's), "
+            f"{sc.verdict} at {sc.diff:+.4f} ({sc.low:+.4f}..{sc.high:+.4f})")
 
 
 def _share(r: TrialRecord, base: int) -> str:
