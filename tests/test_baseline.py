@@ -63,9 +63,13 @@ def test_show_and_the_dashboard_table_mark_them(tmp_path, capsys):
 
     url = f"sqlite:///{tmp_path}/s.db"
     out = run_search(prep(trials=3), Store(url), runner=fake([]))
-    assert main(["show", "refs", "--storage", url]) == 0
+    assert main(["show", "refs", "--storage", url, "--wide"]) == 0
     text = capsys.readouterr().out
     assert "0 (default LoRA)" in text and "1 (cheapest)" in text
+    assert main(["show", "refs", "--storage", url]) == 0  # narrow: the role leads the note
+    rows = {line[2:4].strip(): line for line in capsys.readouterr().out.splitlines() if line[:1] in (" ", "★")
+            and line[2:4].strip().isdigit()}
+    assert "default LoRA" in rows["0"] and "cheapest" in rows["1"]
     frame = data.trials_frame(out.study, out.records).set_index("number")
     assert list(frame["role"]) == ["default LoRA", "cheapest", ""]
     assert frame.loc[0, "baseline"] and not frame.loc[1, "baseline"]

@@ -211,7 +211,7 @@ def _cli(*args):
 
 
 def test_show_lists_the_diverged_trial_without_a_star(url, capsys):
-    assert _cli("show", "div", "--storage", url) == 0
+    assert _cli("show", "div", "--storage", url, "--wide") == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if "vera" in line)
     assert "diverged:" in row and "★" not in row
@@ -224,7 +224,7 @@ def test_printed_front_leaves_it_out_and_says_when_everything_diverged():
     from autopeft.cli.render import print_front
 
     console = Console(file=io.StringIO(), width=200)
-    print_front(console, _study(), RECORDS)
+    print_front(console, _study(), RECORDS, wide=True)
     out = console.file.getvalue()
     rows = [line for line in out.splitlines() if "complete" in line]
     assert len(rows) == 3 and all("★" in line for line in rows) and "vera" not in out

@@ -104,8 +104,9 @@ def test_the_study_records_its_splits_and_show_prints_them(tmp_path, capsys):
     assert open_study(store, prepare_search(sp, with_data=False)).splits is None  # --submit-only: no data yet
     prep = prepare_search(sp)
     splits = open_study(store, prep).splits
-    assert splits == {"train": 24, "eval": 6, "test": 5, "seed": 0, "test_source": "given",
+    assert splits == {"train": 24, "eval": 6, "test": 5, "seed": 0, "test_source": "given", "skipped": 0, "skipped_why": [],
                       "fingerprint": prep.data.fingerprint}
     assert main(["show", "given", "--storage", url]) == 0
     out = capsys.readouterr().out
-    assert "splits: 24 train · 6 validation (trials) · 5 test (given, never read by the search) · seed 0" in out
+    assert ("splits: 24 (of 100 asked) train · 6 validation (trials) · 5 test (given, never read by the search) · seed 0"
+            in out)

@@ -58,6 +58,7 @@ def check_rows(name: str, ds, task) -> InstructionRows:
         DataError: an empty completion, a completion outside ``task.choices``, a malformed
             chat, or (``choice_accuracy``) no small answer set to choose among.
     """
+    from autopeft.assets.dataset_sources import keyed
     from autopeft.errors import AssetError
 
     columns = list(ds.column_names)
@@ -65,7 +66,7 @@ def check_rows(name: str, ds, task) -> InstructionRows:
     key = "task.messages" if task.messages else "task.text"
     for col in wanted:
         if col not in columns:
-            raise AssetError(f"dataset '{name}' has no column '{col}' ({key}); columns: {columns}")
+            raise keyed(AssetError(f"dataset '{name}' has no column '{col}'; columns: {columns}"), key)
     table = ds.select_columns(wanted).to_dict()
     prompts, completions, rows = [], [], []
     skipped = 0
@@ -89,7 +90,7 @@ def check_rows(name: str, ds, task) -> InstructionRows:
             completions.append(c)
             rows.append(i)
     if not prompts:
-        raise AssetError(f"dataset '{name}': no row has a non-empty prompt")
+        raise keyed(AssetError(f"dataset '{name}': no row has a non-empty prompt"), key)
     choices = _answer_set(name, task, completions, rows)
     if choices:
         index = {normalise(c): k for k, c in enumerate(choices)}

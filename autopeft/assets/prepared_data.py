@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autopeft.assets.cache import cache_dir
-from autopeft.assets.dataset_sources import DatasetRef
+from autopeft.assets.dataset_sources import DatasetRef, keyed
 from autopeft.assets.dataset_tables import LabelledTable, load_table, load_test_table
 from autopeft.assets.instruction_arrays import instruction_arrays
 from autopeft.assets.models import ModelRef
@@ -55,6 +55,54 @@ class PreparedData:
     n_test: int = 0  # the held-out test split (``autopeft verify`` only)
     #: ``carved`` from the data set (``verify.test_examples``), or ``given`` (``task.test``).
     test_source: str = "carved"
+    #: Why rows were skipped: ``(reason, count)`` pairs (``LabelledTable.skipped_why``).
+    skipped_why: tuple[tuple[str, int], ...] = ()
+
+
+#: The fewest examples the train or the validation split may hold (fewer when the space asks
+#: fewer): below it a proxy's score says nothing about the candidate, and a search on it would
+#: end blaming the training ("every completed trial diverged") for what is the data's fault.
+MIN_SPLIT = 8
+
+
+def split_sizes(n_rows: int, n_train: int, n_eval: int, n_test: int) -> tuple[int, int, int]:
+    """``(train, validation, test)`` sizes ``three_way_split`` gives ``n_rows`` rows (before
+    stratification's rounding): the test split first (at most a third), then validation (at
+    most half of the rest), then training from what is left."""
+    test = min(n_test, n_rows // 3) if n_test > 0 else 0
+    rest = n_rows - test
+    evals = min(n_eval, rest // 2)
+    return min(n_train, rest - evals), evals, test
+
+
+def check_split_sizes(name: str, n_rows: int, skipped: int, proxy: ProxySpec, test_examples: int | float = 0,
+                      test_cap: int = 2000, given_test: bool = False) -> tuple[int, int, int]:
+    """The split sizes ``n_rows`` usable rows give; refuse data too small to split as asked.
+
+    Raises:
+        AssetError: (at ``task.dataset``) when the train or the validation split would hold
+            fewer than :data:`MIN_SPLIT` examples (or than the space asks, if that is fewer):
+            one line naming the data set, the rows found and the rows needed.
+    """
+    def sizes(n: int) -> tuple[int, int, int]:
+        n_test = 0 if given_test else min(test_size(n, test_examples), test_cap)
+        return split_sizes(n, proxy.train_examples, proxy.eval_examples, n_test)
+
+    floor = (min(proxy.train_examples, MIN_SPLIT), min(proxy.eval_examples, MIN_SPLIT))
+    got = sizes(n_rows)
+    if got[0] >= floor[0] and got[1] >= floor[1]:
+        return got
+    needed = next(n for n in range(n_rows + 1, 100 * sum(floor) + 100)
+                  if sizes(n)[0] >= floor[0] and sizes(n)[1] >= floor[1])
+    full = next((n for n in range(needed, 10 * (proxy.train_examples + proxy.eval_examples) + 100)
+                 if sizes(n)[:2] == (proxy.train_examples, proxy.eval_examples)), None)
+    test = "" if given_test else f" / {got[2]} test"
+    raise keyed(AssetError(
+        f"dataset '{name}': too small to split: {n_rows} usable row{'s' if n_rows != 1 else ''}"
+        + (f" ({skipped} skipped)" if skipped else "") + f" give {got[0]} train / {got[1]} validation{test}; "
+        f"it needs at least {needed} rows ({floor[0]} train and {floor[1]} validation examples)"
+        + (f", {full} for the sizes asked (proxy.train_examples {proxy.train_examples}, "
+           f"proxy.eval_examples {proxy.eval_examples})" if full else "")), "task.dataset")
 
 
 def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: ProxySpec,
@@ -97,9 +145,12 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
         return PreparedData(str(path), len(meta["label_names"]), tuple(meta["label_names"]),
                             meta["n_train"], meta["n_eval"], meta["skipped"], fingerprint,
                             tuple(meta.get("choices", ())), meta.get("too_long", 0), meta.get("template"),
-                            meta.get("n_test", 0), meta.get("test_source", "carved"))
+                            meta.get("n_test", 0), meta.get("test_source", "carved"),
+                            tuple(tuple(w) for w in meta.get("skipped_why", ())))
 
     table = load_table(dataset, task)
+    check_split_sizes(dataset.name, len(table.labels), table.skipped, proxy, test_examples, test_cap,
+                      given_test=test is not None)
     if test is None:
         n_test = min(test_size(len(table.labels), test_examples), test_cap)
         train_idx, eval_idx, test_idx = three_way_split(table.labels, proxy.train_examples, proxy.eval_examples,
@@ -111,10 +162,11 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
         test_idx = np.arange(n_rows, n_rows + len(given.labels))
         table = LabelledTable(tuple(a + b for a, b in zip(table.texts, given.texts)),
                               np.concatenate([table.labels, given.labels]), table.label_names, table.skipped,
-                              table.choices)
+                              table.choices, table.skipped_why)
     tokenizer = tokenizer or load_tokenizer(model)
     arrays = {}
     meta: dict = {"label_names": list(table.label_names), "skipped": table.skipped,
+                  "skipped_why": [list(w) for w in table.skipped_why],
                   "test_source": "carved" if test is None else "given"}
     if task.instruction:
         sizes = instruction_arrays(arrays, meta, tokenizer, task.template, table, train_idx, eval_idx, proxy.max_length,
@@ -146,7 +198,7 @@ def prepare_data(model: ModelRef, dataset: DatasetRef, task: TaskSpec, proxy: Pr
     tmp.replace(path)  # atomic: concurrent workers never read a half-written file
     return PreparedData(str(path), len(table.label_names), table.label_names, sizes["train"], sizes["eval"],
                         table.skipped, fingerprint, tuple(meta.get("choices", ())), meta.get("too_long", 0),
-                        meta.get("template"), sizes.get("test", 0), meta["test_source"])
+                        meta.get("template"), sizes.get("test", 0), meta["test_source"], table.skipped_why)
 
 
 def _lm_arrays(tokenizer, texts: list[str], max_length: int):

@@ -12,12 +12,14 @@ from typing import List, Optional
 
 import typer
 
-from autopeft.cli._common import SET, STORAGE, make_console, storage_url
+from autopeft.cli._common import SET, STORAGE, make_console, naming_the_space, storage_url
 from autopeft.cli.render import (
+    data_warnings,
     print_answer,
     print_effort,
     print_front,
     print_importance,
+    print_splits,
     print_space,
     print_studies,
     print_trials,
@@ -32,8 +34,17 @@ def validate(space: str = typer.Argument(..., help="Search-space YAML."), set_: 
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
 
+    from autopeft.assets.dataset_tables import load_table
+    from autopeft.assets.prepared_data import check_split_sizes
+
     sp = load_space(space, set_ or ())
-    prep = warn(prepare_search(sp, with_data=False))
+    with naming_the_space(sp):
+        prep = warn(prepare_search(sp, with_data=False))
+        table = load_table(prep.dataset, prep.space.task)
+        v = sp.verify
+        sizes = check_split_sizes(prep.dataset.name, len(table.labels), table.skipped, sp.proxy, v.test_examples,
+                                  v.max_test_examples, given_test=sp.task.test is not None)
+    data_warnings(sp, table.skipped, table.skipped_why, len(table.labels) + table.skipped, sizes)
     print_space(make_console(), sp, prep)
 
 
@@ -52,6 +63,7 @@ def search(
     log_to: Optional[str] = typer.Option(None, "--log-to", help="mlflow or mlflow:TRACKING_URI: also log every trial as an MLflow run."),
     heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Seconds between heartbeats of the running trial."),
     grace: int = typer.Option(60, "--grace", min=2, help="Seconds without a heartbeat before a trial counts as lost and is re-run."),
+    wide: bool = typer.Option(False, "--wide", help="Print every field of the front in full (the table reads at 100 columns without it)."),
 ) -> None:
     """Run (or resume) a search and print its Pareto front."""
     from autopeft.events import Tee, log_to_events
@@ -73,13 +85,18 @@ def search(
     console = make_console()
     console.print(f"preparing [bold]{sp.study}[/]: model {sp.model.name}, data {sp.task.dataset} ...")
     if submit_only:
-        study = open_study(store, warn(prepare_search(sp, with_data=False)), trials)
+        with naming_the_space(sp):
+            study = open_study(store, warn(prepare_search(sp, with_data=False)), trials)
         flag = f" --storage '{store.display_url}'"
         console.print(f"submitted study {study.name} ({study.trials_target} trials) to {store.display_url}; run it with:\n"
                       f"  autopeft worker {study.name}{flag}")
         return
     gpu_of = gpu_assignment(sp.proxy.device, workers, gpus, per_gpu)
-    prep = warn(prepare_search(sp))
+    with naming_the_space(sp):
+        prep = warn(prepare_search(sp))
+    if prep.data is not None:
+        d = prep.data
+        data_warnings(sp, d.skipped, d.skipped_why, None, (d.n_train, d.n_eval, d.n_test))
     if workers > 1:
         outcome = run_local_workers(store, prep, trials, workers, gpu_of, log=console.print)
         if logger is not None:  # the workers' trials ran in other processes: log them now
@@ -95,19 +112,23 @@ def search(
         console.print(f"trials logged to MLflow at {logger.tracking_uri}, experiment '{outcome.study.name}'")
     target = stored_target(outcome.study)
     if target is None:
-        print_front(console, outcome.study, outcome.records)
+        print_front(console, outcome.study, outcome.records, wide=wide)
     else:
         records = store.trials(outcome.study.name)  # with the seeds folded in at the end
-        print_front(console, outcome.study, records, verified=verified_by_trial(store, outcome.study))
+        print_front(console, outcome.study, records, verified=verified_by_trial(store, outcome.study), wide=wide)
         console.print(f"target: {target.describe()}", highlight=False)
         print_answer(console, store, outcome.study, records)
     print_effort(console, store, outcome.study, store.trials(outcome.study.name))
+    from autopeft.search.pareto import eligible
+
     url = store.display_url
     flag = "" if url == "sqlite:///autopeft.db" else f" --storage '{url}'"
+    # An export needs a complete, non-diverged trial: without one, `export --pick knee` would only be refused.
+    export_hint = (f"\n  export:   autopeft export {outcome.study.name}{flag} --pick knee --out ./{outcome.study.name}-adapter"
+                   if eligible(store.trials(outcome.study.name)) else "")
     console.print(f"\nstored in {url}\n"
                   f"  inspect:  autopeft show {outcome.study.name}{flag}\n"
-                  f"  explore:  autopeft dashboard{flag}\n"
-                  f"  export:   autopeft export {outcome.study.name}{flag} --pick knee --out ./{outcome.study.name}-adapter")
+                  f"  explore:  autopeft dashboard{flag}" + export_hint, highlight=False)
     if outcome.interrupted:
         console.print("[yellow]interrupted[/]: the running trial was recorded as failed; run the same command to resume")
         raise typer.Exit(128 + (outcome.signal or 2))  # 130 for Ctrl-C, 143 for SIGTERM
@@ -125,6 +146,7 @@ def show(
     storage: Optional[str] = STORAGE,
     importance: bool = typer.Option(False, "--importance", help="Print the study's layer x module importance map."),
     proxy: bool = typer.Option(False, "--proxy", help="Mark the proxy front even when verified means exist."),
+    wide: bool = typer.Option(False, "--wide", help="Print every field in full (the table reads at 100 columns without it)."),
 ) -> None:
     """The trials of a study; Pareto-optimal rows are marked with ★ (on verified means once
     `autopeft verify` has run, unless --proxy). Diverged trials are listed, noted, never starred."""
@@ -144,16 +166,13 @@ def show(
     # With a target the trials' values are the target means over seeds on validation: the
     # front is decided there, as the search decided it; the test means stand beside it.
     print_trials(console, s, records, verified=verified,
-                 front_on_verified=bool(verified) and not proxy and target is None)
+                 front_on_verified=bool(verified) and not proxy and target is None, wide=wide)
     if target is not None:
         console.print(f"target: {target.describe()}", highlight=False)
         print_answer(console, store, s, records)
     print_effort(console, store, s, records)
     if s.splits:
-        sp = s.splits
-        console.print(f"splits: {sp['train']:,} train · {sp['eval']:,} validation (trials) · {sp['test']:,} test "
-                      f"({sp['test_source']}, never read by the search) · seed {sp['seed']} · data {sp['fingerprint'][:12]}",
-                      highlight=False)
+        print_splits(console, s)
     if verified:
         print_verification(console, store, study)
     else:

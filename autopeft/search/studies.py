@@ -82,7 +82,8 @@ def study_splits(prep: PreparedSearch) -> dict:
     prepares the study (the split is a function of the data, the space and its seed)."""
     data = prep.data
     return {"train": data.n_train, "eval": data.n_eval, "test": data.n_test, "seed": prep.space.proxy.seed,
-            "test_source": data.test_source, "fingerprint": data.fingerprint}
+            "test_source": data.test_source, "fingerprint": data.fingerprint, "skipped": data.skipped,
+            "skipped_why": [list(w) for w in data.skipped_why]}
 
 
 def study_importance(store: Store, study: StudyRecord, prep: PreparedSearch):
