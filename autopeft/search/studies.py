@@ -34,8 +34,8 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
     if existing is not None:
         if existing.space_hash != digest:
             raise StoreError(
-                f"study '{space.study}' already exists in {store.display_url} with a different search space; "
-                "resume it with the same YAML, or start a new study (--set study=NEW_NAME)"
+                f"study '{space.study}' already exists in {store.display_url} with a different search space"
+                f"{_changes(existing, space)}; resume it with the same YAML, or start a new study (--set study=NEW_NAME)"
             )
         if existing.trials_target != target:
             store.set_trials_target(space.study, target)
@@ -75,6 +75,20 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
         references = enqueue_references(ostudy, prep)
     enqueue_startup(ostudy, prep, room=target - len(references))
     return created
+
+
+def _changes(existing: StudyRecord, space) -> str:
+    """`` (stored vs now: space.rank: [2, 8] vs [2, 4, 8, 16])``: what a refused resume changed."""
+    from autopeft.search.prepare import study_space
+    from autopeft.space.identity import space_changes
+
+    if not existing.space_yaml:
+        return ""
+    try:
+        changes = space_changes(study_space(existing), space)
+    except Exception:  # a stored space this version cannot read: the refusal alone
+        return ""
+    return f" (stored vs now: {'; '.join(changes)})" if changes else ""
 
 
 def study_splits(prep: PreparedSearch) -> dict:

@@ -32,6 +32,44 @@ def space_hash(space: SearchSpace) -> str:
     objective. An omitted ``space.learning_rate`` is hashed as the built-in bands it stands
     for, so a change to those bands is a change of the space.
     """
+    return hashlib.sha256(json.dumps(identity_document(space), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def space_changes(old: SearchSpace, new: SearchSpace, limit: int = 3) -> list[str]:
+    """What differs between two spaces in what :func:`space_hash` covers, one
+    ``key.path: OLD vs NEW`` per changed key (``space.rank: [2, 8] vs [2, 4, 8, 16]``), at most
+    ``limit`` of them and a count of the rest; ``(absent)`` for a key one side lacks."""
+    a, b = _flat(identity_document(old)), _flat(identity_document(new))
+    keys = [k for k in sorted(set(a) | set(b), key=lambda k: (k.split(".")[0] != "space", k)) if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+    said = [f"{k}: {_show(a.get(k, _ABSENT))} vs {_show(b.get(k, _ABSENT))}" for k in keys[:limit]]
+    if len(keys) > limit:
+        said.append(f"and {len(keys) - limit} more")
+    return said
+
+
+_ABSENT = object()
+
+
+def _flat(doc, prefix: str = "") -> dict:
+    """``{"space.rank": [2, 8], ...}``: mappings flattened to dotted key paths, lists kept whole."""
+    if not isinstance(doc, dict) or not doc:
+        return {prefix: doc} if prefix else {}
+    out = {}
+    for key, value in doc.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _show(value) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = json.dumps(value, default=str).replace('"', "")
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def identity_document(space: SearchSpace) -> dict:
+    """The document :func:`space_hash` hashes: ``space.document`` without the ignored keys, and
+    an omitted ``space.learning_rate`` as the built-in bands it stands for."""
     doc = json.loads(json.dumps(space.document))
     ignored = IGNORED_KEYS if "train_time" in space.objective_names else IGNORED_KEYS + TIMING_KEYS
     for path in ignored:
@@ -43,4 +81,4 @@ def space_hash(space: SearchSpace) -> str:
         methods = sp.get("method")
         sp["learning_rate"] = {"built-in": {str(m): list(default_learning_rate(str(m)))
                                             for m in (methods if isinstance(methods, list) else [methods])}}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    return doc
