@@ -2,6 +2,8 @@
 # Start a private PostgreSQL cluster for autopeft's tests and print its URL.
 #
 #   eval "$(bash .ci/postgres.sh | tail -1)"   # sets AUTOPEFT_TEST_POSTGRES_URL
+#   bash .ci/postgres.sh running               # exit 0 when the cluster is running
+#   bash .ci/postgres.sh stop                  # stop it (nothing to do when it is not running)
 #
 # Installs Debian's `postgresql` if no server binaries are found, then runs a throw-away
 # cluster (initdb + pg_ctl) in a directory owned by the `postgres` user, listening only
@@ -30,6 +32,18 @@ find_bindir() {
 }
 
 BIN="$(find_bindir || true)"
+case "${1:-start}" in
+    start) ;;
+    running|stop)
+        [ -n "$BIN" ] && [ -s "$DATA/PG_VERSION" ] || { [ "$1" = stop ] && exit 0; exit 1; }
+        if [ "$(id -u)" = 0 ]; then pg() { runuser -u postgres -- "$@"; }; else pg() { "$@"; }; fi
+        pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1 || { [ "$1" = stop ] && exit 0; exit 1; }
+        [ "$1" = running ] && exit 0
+        log "stopping the cluster in $DATA"
+        pg "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >&2
+        exit 0 ;;
+    *) log "usage: postgres.sh [start|running|stop]"; exit 2 ;;
+esac
 if [ -z "$BIN" ]; then
     [ "$(id -u)" = 0 ] || { log "PostgreSQL is not installed and this is not root: apt-get install postgresql"; exit 1; }
     log "installing Debian's postgresql ..."
