@@ -58,3 +58,21 @@ METRIC_DIRECTIONS = {m: d for kind in TASKS.values() for m, d in kind.metrics.it
 
 def task_kind(name: str) -> TaskKind:
     return TASKS[name]
+
+#: What every task reports at a rung besides its own metrics: the validation loss and the
+#: mean training loss of the last steps (smaller is better).
+LOSS_SIGNALS = {"eval_loss": "min", "train_loss": "min"}
+
+
+def rung_signals(task_type: str, metric: str) -> dict[str, str]:
+    """The signals a task of ``task_type`` scored by ``metric`` reports at a rung -> direction.
+
+    Its own metric, the losses, and for classification both of its rates (a rung evaluates
+    them together). Answer metrics other than the study's own are not computed at a rung.
+    """
+    out = {metric: METRIC_DIRECTIONS[metric], **LOSS_SIGNALS}
+    if task_type == "classification":
+        out.update(TASKS["classification"].metrics)
+    elif task_type == "causal_lm":
+        out["perplexity"] = "min"
+    return out

@@ -23,6 +23,11 @@ from typing import Any, Collection, Sequence
 from autopeft.search.scales import LOG_SCALED
 from autopeft.store.records import TrialRecord
 
+#: The optuna user attribute of :func:`observations` (``autopeft.search.sampling.multi_fidelity``).
+OBSERVATIONS = "rung_observations"
+#: The optuna study user attribute holding the steps a trial trains to (the target).
+TARGET_STEPS = "autopeft:target_steps"
+
 #: The unit each cost objective is measured in, as a suffix of its optuna metric name.
 _UNITS = {"peak_memory": "mib", "train_time": "s"}
 
@@ -83,7 +88,20 @@ def trial_user_attrs(record: TrialRecord, method_uses: Collection[str] | None = 
         attrs["reason"] = reason
     if record.peft_config is not None:
         attrs["peft_config"] = json.dumps(record.peft_config, sort_keys=True, default=str)
+    observed = observations(record)
+    if observed:
+        attrs[OBSERVATIONS] = observed
     return {k: _json_safe(v) for k, v in attrs.items()}
+
+
+def observations(record: TrialRecord) -> list[list[float]]:
+    """``[[step, task metric], ...]`` of every evaluation of ``record`` before its end (its
+    probes and rungs, in step order): what a multi-fidelity sampler learns from a stopped trial."""
+    seen: dict[int, float] = {}
+    for entry in [*(record.extras or {}).get("probes", []), *(record.extras or {}).get("rungs", [])]:
+        if len(entry) >= 2 and entry[1] is not None and math.isfinite(float(entry[1])):
+            seen[int(entry[0])] = float(entry[1])
+    return [[step, seen[step]] for step in sorted(seen)]
 
 
 def _reason(record: TrialRecord) -> str | None:

@@ -76,6 +76,14 @@ def _botorch(search: SearchSpec, key=None):
                     consider_running_trials=True)
 
 
+@register_sampler("mf-botorch", "multi-fidelity GP over (configuration, step) fed every rung of every trial; "
+                                "qLogNEHVI at the target")
+def _mf_botorch(search: SearchSpec, key=None):
+    from autopeft.search.sampling.multi_fidelity import MultiFidelitySampler
+
+    return MultiFidelitySampler(startup_trials=search.startup_trials, seed=search.seed, key=key)
+
+
 @register_sampler("gp", "optuna's GPSampler (log EHVI for several objectives)")
 def _gp(search: SearchSpec, key=None):
     import optuna

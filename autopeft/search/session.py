@@ -87,6 +87,7 @@ class SearchSession:
         self.sampler = sampler if sampler is not None else make_sampler(self.prep.space.search, self.prep.encoding)
         self.ledger = Ledger(store, self.study, sampler=self.sampler, settings=settings, describe=self._describe)
         self.poll = poll if poll is not None else min(5.0, self.ledger.settings.heartbeat)
+        self._say_target_steps()
         from autopeft.search.seeds import target_protocol
         from autopeft.store.verifications import Verifications, protocol_key
 
@@ -279,6 +280,17 @@ class SearchSession:
         return record
 
     # ------------------------------------------------------------------ the rungs
+    def _say_target_steps(self) -> None:
+        """Tell optuna's study the steps a trial trains to: the fidelity a multi-fidelity sampler
+        proposes for (``autopeft.search.sampling.multi_fidelity``), readable by every worker."""
+        from autopeft.search.optuna_view import TARGET_STEPS
+        from autopeft.store.retry import retried_optuna
+
+        steps = self.prep.space.proxy.steps
+        ostudy = self.ledger.ostudy
+        if ostudy.user_attrs.get(TARGET_STEPS) != steps:
+            retried_optuna(lambda: ostudy.set_user_attr(TARGET_STEPS, steps))
+
     def ladder(self) -> Ladder | None:
         """The study's placed rungs (``proxy.rungs: auto``); None while they are not placed."""
         return read_ladder(self.ledger.storage, self.study.name)

@@ -150,9 +150,9 @@ def _check_proxy(proxy: ProxySpec, target: TargetSpec | None, source: str) -> No
 
 def _check_signal(proxy: ProxySpec, task, source: str) -> None:
     """``proxy.signal`` must be one the task produces at a rung."""
-    from autopeft.search.fidelity.signals import signals_for
+    from autopeft.tasks import rung_signals
 
-    known = signals_for(task.type, task.metric)
+    known = rung_signals(task.type, task.metric)
     if proxy.signal not in known:
         raise SpaceError(source, "proxy.signal", f"expected one of {', '.join(known)} (what a {task.type} task scored by "
                                                  f"{task.metric} reports at a rung), got '{proxy.signal}'")

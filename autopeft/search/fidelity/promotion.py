@@ -75,10 +75,10 @@ def promote(records: Sequence[TrialRecord], objectives, number: int, step: int, 
             own best rate whatever the front holds.
     """
     objs = rung_objectives(objectives)
+    if reading is None:  # the trial did not report the signal (a runner of its own): the task metric judges
+        signal, reading = None, Reading(float(metric_value))
     if signal is not None:  # the signal stands where the task metric stood
         objs = [(signal.name, signal.direction) if n != "trainable_params" else (n, d) for n, d in objs]
-    if signal is None or reading is None:
-        reading = Reading(float(metric_value))
     metric_col = next(i for i, (n, _) in enumerate(objs) if n != "trainable_params")
     if role is not None:
         mine = _point(objs, reading.value, trainable_params)[metric_col]

@@ -16,8 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-#: The signals every task produces at a rung, besides its own metrics.
-LOSS_SIGNALS = {"eval_loss": "min", "train_loss": "min"}
 #: Metrics that are a rate over validation examples (their standard error is binomial).
 _RATES = ("accuracy", "choice_accuracy", "exact_match", "macro_f1")
 
@@ -59,27 +57,13 @@ class RungSignal:
         return value if self.direction == "min" else -value
 
 
-def signals_for(task_type: str, metric: str) -> dict[str, str]:
-    """The signals a task of ``task_type`` scored by ``metric`` produces at a rung -> direction.
-
-    Its own metric, the validation and training losses, and for classification both of its
-    rates (a rung evaluates them together). Answer metrics other than the study's own are not
-    computed at a rung.
-    """
-    from autopeft.tasks import METRIC_DIRECTIONS, TASKS
-
-    out = {metric: METRIC_DIRECTIONS[metric], **LOSS_SIGNALS}
-    if task_type == "classification":
-        out.update(TASKS["classification"].metrics)
-    elif task_type == "causal_lm":
-        out["perplexity"] = "min"
-    return out
-
-
 def rung_signal(space) -> RungSignal:
-    """The rung signal of a ``SearchSpace`` (its ``proxy.signal``)."""
+    """The rung signal of a ``SearchSpace`` (its ``proxy.signal``; ``autopeft.tasks.rung_signals``
+    says which a task reports)."""
+    from autopeft.tasks import rung_signals
+
     name = space.proxy.signal
-    return RungSignal(name, signals_for(space.task.type, space.task.metric)[name])
+    return RungSignal(name, rung_signals(space.task.type, space.task.metric)[name])
 
 
 def _standard_error(name: str, value: float, metrics: dict) -> float:
