@@ -94,7 +94,7 @@ def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=Non
         return _evaluate_lm(model, split, batch_size, skip)
 
     model.eval()
-    preds, losses = [], []
+    preds, losses = [], []  # losses: one cross-entropy per example
     n = len(split["labels"])
     # Batches of similar length: each batch is trimmed to its longest example, so sorting
     # by length cuts the padding the model computes on (measured: benchmarks/overhead.py).
@@ -104,7 +104,8 @@ def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=Non
             rows = order[start:start + batch_size]
             batch = trim({k: v[rows] for k, v in split.items()})
             out = forward(model, batch, skip)
-            losses.append(float(out.loss) * len(batch["labels"]))
+            # Per example, not the batch mean: the rung signal's standard error comes from their spread.
+            losses.append(torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"], reduction="none").cpu())
             preds.append(out.logits.argmax(dim=-1).cpu())
     model.train()
     pred = torch.empty_like(split["labels"])
@@ -115,11 +116,24 @@ def evaluate(model, split: dict, num_labels: int, batch_size: int = 64, skip=Non
         diagnostics["majority_rate"] = float(torch.bincount(gold).max()) / max(len(gold), 1)
     if outcomes is not None:
         outcomes["accuracy"] = pred == gold
+    per_example = torch.cat(losses).double()
     return {
         "accuracy": float((pred == gold).float().mean()),
         "macro_f1": macro_f1(pred.tolist(), gold.tolist(), num_labels),
-        "eval_loss": sum(losses) / n,
+        "eval_loss": float(per_example.mean()),
+        # The standard error of that mean over the split's examples: how far two runs' losses
+        # must differ before a rung tells them apart (autopeft.search.fidelity.signals).
+        "eval_loss_se": float(per_example.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0,
+        "eval_examples": n,
+        # The loss of answering the split's label frequencies whatever the input: a classifier
+        # whose loss is not below it has learned nothing about the inputs yet.
+        "eval_prior_loss": _entropy(torch.bincount(gold).double()),
     }
+
+
+def _entropy(counts) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
 
 
 def _evaluate_lm(model, split: dict, batch_size: int, skip) -> dict:
