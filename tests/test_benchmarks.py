@@ -4,7 +4,9 @@ Only that they ran: the figures themselves are the benchmarks' business (and are
 too noisy at quick sizes to assert on). These smoke runs are marked ``bench``: they take
 minutes and guard scripts, not the library, so the suite runs them only when asked
 (``AUTOPEFT_BENCH=1``, see ``conftest.py``). The sampler benchmark reads the committed table
-(``benchmarks/data/tabular_tweet.jsonl``), so it trains nothing. The quick runs
+(``benchmarks/data/tabular_tweet.jsonl``), so it trains nothing; so does the learning-curve
+replay (``benchmarks/curves/replay.py`` on ``benchmarks/data/curves_tweet.jsonl``; skipped
+while that table is absent). The quick runs
 are started together (they are mostly waiting on process start-up and model loads), so
 the module takes as long as the slowest of them. The ledger soak needs PostgreSQL and
 starts only with its own test; its checks (nothing lost or left running) are asserted.
@@ -21,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("sampler_quality.py", "overhead.py", "proxy_fidelity.py", "multi_fidelity.py", "found_vs_default.py",
-           "devices.py", "one_search.py")
+           "devices.py", "one_search.py", "curves/replay.py")
 TIMEOUT = 900  # five quick runs share the cores: 521 s measured under a load average of ~5
 
 
@@ -80,6 +82,17 @@ def test_sampler_quality_quick_prints_its_table_and_summary(quick_runs):
     assert "HV@10" in out and "random" in out and "botorch" in out
     assert "wall time" in out
     assert last_line(out).startswith("SUMMARY sampler_quality:")
+
+
+@pytest.mark.slow
+@pytest.mark.bench
+def test_curves_replay_quick_prints_its_tables_and_summary(quick_runs):
+    if not (REPO / "benchmarks" / "data" / "curves_tweet.jsonl").exists():
+        pytest.skip("no learning-curve table: benchmarks/curves/build.py makes it")
+    out = output(quick_runs, "curves/replay.py")
+    assert "HV@" in out and "random+halving" in out and "steps to reach random search" in out
+    assert "wins-ties-losses" in out and "wall time" in out
+    assert last_line(out).startswith("SUMMARY curves/replay:")
 
 
 @pytest.mark.slow

@@ -109,8 +109,8 @@ def test_a_configuration_the_table_lacks_gets_its_nearest(table):
     assert table.nearest("ia3", 16, "all-linear", 6, 3e-3).config == Config("ia3", 0, "all-linear", 6, 2)
     # The failed row is never an answer.
     assert table.nearest("lora", 8, "query+value", 2, 5e-4).config == Config("lora", 0, "query+value", 2, 0)
-    with pytest.raises(KeyError):
-        table.nearest("adalora", 8, "query+value", 2, 1e-3)
+    # A method the table has no run of yet (a table being built): the nearest row of any method.
+    assert table.nearest("adalora", 16, "query+value", 6, 5e-3).config == Config("lora", 3, "query+value", 6, 2)
 
 
 def test_the_runner_orients_a_loss_signal_for_a_metric_maximised(table):
@@ -138,3 +138,14 @@ def test_the_registry_refuses_a_name_twice_and_builds_overrides():
                                                              "search.baseline=false"]
     assert "proxy.rungs=[30, 90]" in STRATEGIES["botorch"].space_overrides(150)
     assert "proxy.rungs=auto" in STRATEGIES["new"].space_overrides(150)
+
+
+def test_rows_with_the_loss_error_and_the_reported_training_loss(tmp_path):
+    r = row("lora", 0, "query+value", 2, 0, 0.6, 1_000)
+    r["evals"] = [[s, a, f, l, 0.05, 1.5 if s < 150 else None] for s, a, f, l in r["evals"]]
+    path = tmp_path / "curves.jsonl"
+    path.write_text(json.dumps(r) + "\n")
+    only = Table.load(path).rows[Config("lora", 0, "query+value", 2, 0)]
+    assert only.metrics_at(30)["eval_loss_se"] == 0.05 and only.metrics_at(30)["train_loss"] == 1.5
+    # At the target the run reported no training loss: the curve's last point stands in.
+    assert only.metrics_at(150)["train_loss"] == pytest.approx(2.5 - 0.6)

@@ -38,7 +38,8 @@ steps (max; the mean of the table's seeds where it has two) and trainable parame
 log10). Reference point: the table's worst accuracy and largest parameter count. HV is
 normalised by that of the whole table's front: 1.0 = the true front.
 
-Budget: ``--budget`` target runs' worth of steps (default 60 x 150 = 9,000 steps).
+Budget: ``--budget`` runs to the target's worth of steps (default 60 x 150 = 9,000 steps;
+``auto``: a third of the table's configurations, 10 to 60 runs, for a table still being built).
 
 Reported over ``--seeds`` search seeds (default 20): HV at 10, 25, 50 and 100 % of the budget
 (mean ± sd), the steps each strategy needs to reach random search's mean final HV, and wins
@@ -46,7 +47,11 @@ at equal steps between every pair of strategies (paired by seed).
 
 Usage:
     python benchmarks/curves/replay.py [--task tweet] [--seeds 20] [--budget 60] [--only a,b]
-        [--jobs 1] [--traces PATH] [--quick]
+        [--seeds-for botorch=5,gp=5] [--jobs 1] [--traces PATH] [--quick]
+
+``--quick`` (2 seeds, 10 runs' budget, random, random+halving, tpe and the peers) is the smoke
+run; the GP-based samplers (botorch, gp, new) take ~1 s per proposal on 2 CPU cores, so a
+full run gives them fewer seeds with ``--seeds-for``.
 """
 
 from __future__ import annotations
@@ -307,22 +312,28 @@ def main(argv=None) -> int:
     ap.add_argument("--task", choices=("tweet", "bbc"), default="tweet")
     ap.add_argument("--table", default=None, help="default: benchmarks/data/curves_<task>.jsonl")
     ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--budget", type=int, default=60, help="in target runs: budget = N x 150 steps")
+    ap.add_argument("--budget", default="60",
+                    help="in runs to the target: N x 150 steps; 'auto': a third of the table's configurations, 10..60")
     ap.add_argument("--only", default=None, help="comma-separated strategies (default: all registered)")
     ap.add_argument("--seeds-for", default="", help="fewer seeds for some, e.g. botorch=5,gp=5")
     ap.add_argument("--jobs", type=int, default=1, help="processes for the autopeft replays")
     ap.add_argument("--peer-timeout", type=float, default=3600.0)
     ap.add_argument("--traces", default=None, help="write every trace here (JSON)")
-    ap.add_argument("--quick", action="store_true", help="2 seeds, budget 15 target runs: the smoke run")
+    ap.add_argument("--quick", action="store_true",
+                    help="the smoke run: 2 seeds, budget 10 runs, no GP-based sampler (their fits take minutes)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.seeds, args.budget = 2, 15
+        args.seeds, args.budget = 2, "10"
         if args.only is None:
-            args.only = "random,random+halving,tpe,botorch,synetune-moasha,neps,new"
+            args.only = "random,random+halving,tpe,synetune-moasha,neps"
     started = time.perf_counter()
     table_path = Path(args.table or DATA / f"curves_{args.task}.jsonl")
+    if not table_path.exists():
+        print(f"no table at {table_path}: build it first (benchmarks/curves/build.py --task {args.task})")
+        return 2
     table = Table.load(table_path, TARGET)
-    budget = args.budget * TARGET
+    runs = min(60, max(10, len(table.rows) // 3)) if args.budget == "auto" else int(args.budget)
+    budget = runs * TARGET
     names = [n.strip() for n in args.only.split(",")] if args.only else list(DEFAULT)
     unknown = [n for n in names if n not in STRATEGIES]
     if unknown:
@@ -331,7 +342,7 @@ def main(argv=None) -> int:
     print(f"table {table_path.name}: {table.runs} runs, {len(table.rows)} configurations "
           f"({sum(r.seeds > 1 for r in table.rows.values())} with 2 seeds); front HV 1.0 = {table.front_hv:.4f} "
           f"(reference: accuracy {table.worst_accuracy:.3f}, {table.largest:,} parameters)")
-    print(f"budget {budget:,} steps ({args.budget} runs to the target of {TARGET}); seeds {args.seeds}; "
+    print(f"budget {budget:,} steps ({runs} runs to the target of {TARGET}); seeds {args.seeds}; "
           f"2 CPU cores; rung signal via {'proxy.signal' if product_reads_signal() else 'the task metric (oriented)'}",
           flush=True)
 
@@ -361,10 +372,11 @@ def main(argv=None) -> int:
         return 1
     if args.traces:
         Path(args.traces).write_text(json.dumps({n: [t.to_json() for t in ts] for n, ts in traces.items()}))
+    lines = report(table, traces, budget, times)
     print()
-    for line in report(table, traces, budget, times):
-        print(line)
+    print("\n".join(lines[:-1]))
     print(f"wall time {time.perf_counter() - started:.0f} s")
+    print(lines[-1])
     return 0
 
 

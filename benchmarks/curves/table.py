@@ -13,8 +13,10 @@ every 15 steps to the target (150), and the training-loss curve every 5 steps.
 What a strategy sees and what it is scored on:
 
 - **seen**: the seed-0 run of the configuration (the run a trial with ``proxy.seed: 0``
-  would make), at any step: an evaluation step's values, or the last evaluation before a
-  step between two; the training loss is the curve's mean of the last 5 steps;
+  would make), at any step: an evaluation step's values (accuracy, macro-F1, validation loss
+  and, in rows that have them, its standard error and the training loss the run reported
+  there), or the last evaluation before a step between two; without a reported training loss,
+  the curve's mean of the last 5 steps;
 - **scored**: validation accuracy at the target, the mean over the table's seeds where it
   has two (every fifth configuration), and trainable parameters on a log10 scale.
 
@@ -23,7 +25,8 @@ integer 2..6, the table has 2 and 6; learning rates are continuous, the table ha
 method; a partial table lacks some points) is answered by the nearest row of the same
 method: same targets and placement when the table has them (then the nearest ``top_k``,
 ties to the smaller), and among those the smallest sum of the rank-index distance (over the
-rank range) and the log learning-rate distance (over the method's band).
+rank range) and the log learning-rate distance (over the method's band). While the table is
+being built it may lack a method altogether: then the rows of every method answer.
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ class Row:
     """A configuration's runs, merged.
 
     Attributes:
-        evals: Seed 0's ``(step, accuracy, macro_f1, eval_loss)`` at each evaluation step.
+        evals: Seed 0's ``(step, accuracy, macro_f1, eval_loss, eval_loss_se, train_loss)`` at
+            each evaluation step (the last two None where the row does not have them).
         curve: Seed 0's ``(step, training loss)`` points.
         accuracy: Validation accuracy at the target, the mean over the table's seeds.
         seeds: How many seeds that mean is over.
@@ -75,7 +79,7 @@ class Row:
     config: Config
     learning_rate: float
     trainable_params: int
-    evals: tuple[tuple[int, float, float, float], ...]
+    evals: tuple[tuple, ...]
     curve: tuple[tuple[int, float], ...]
     accuracy: float
     seeds: int
@@ -83,10 +87,14 @@ class Row:
     def metrics_at(self, step: int) -> dict:
         """What a trial of this configuration reports at a rung at ``step`` (seed 0)."""
         known = [e for e in self.evals if e[0] <= step] or [self.evals[0]]
-        _, acc, f1, loss = known[-1]
-        points = [c for c in self.curve if c[0] <= step] or [self.curve[0]]
-        return {"accuracy": acc, "macro_f1": f1, "eval_loss": loss, "train_loss": points[-1][1],
-                "eval_examples": EVAL_EXAMPLES}
+        _, acc, f1, loss, loss_se, train = known[-1]
+        if train is None:
+            points = [c for c in self.curve if c[0] <= step] or [self.curve[0]]
+            train = points[-1][1]
+        out = {"accuracy": acc, "macro_f1": f1, "eval_loss": loss, "train_loss": train, "eval_examples": EVAL_EXAMPLES}
+        if loss_se is not None:
+            out["eval_loss_se"] = loss_se
+        return out
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,7 @@ class Table:
         for r in rows:
             if r.get("status") != "complete" or not r.get("evals") or r["evals"][-1][0] != target:
                 continue
-            if any(v is None for e in r["evals"] for v in e):
+            if any(v is None for e in r["evals"] for v in e[:4]):
                 continue
             runs.setdefault(Config.from_json(r["point"]), {})[int(r["seed"])] = r
         self.rows: dict[Config, Row] = {}
@@ -164,7 +172,7 @@ class Table:
             accs = [float(r["evals"][-1][1]) for r in by_seed.values()]
             self.rows[config] = Row(
                 config, float(first["learning_rate"]), int(first["trainable_params"]),
-                tuple((int(s), float(a), float(f), float(l)) for s, a, f, l in first["evals"]),
+                tuple(_eval(e) for e in first["evals"]),
                 tuple((int(s), float(v)) for s, v in first["curve"]) or ((0, float("nan")),),
                 sum(accs) / len(accs), len(accs))
         if not self.rows:
@@ -188,14 +196,13 @@ class Table:
     # ----------------------------------------------------------------- lookup
     def nearest(self, method: str, rank: int, targets: str, top_k: int, learning_rate: float) -> Row:
         """The row answering a configuration (``rank``: the rank itself, e.g. 8, not an index)."""
-        rows = [r for r in self.rows.values() if r.config.method == method]
-        if not rows:
-            raise KeyError(f"the table has no run of method {method!r}")
+        # A table still being built may lack a method: then any method's rows answer.
+        rows = [r for r in self.rows.values() if r.config.method == method] or list(self.rows.values())
         same_targets = [r for r in rows if r.config.targets == targets] or rows
         ks = sorted({r.config.top_k for r in same_targets}, key=lambda k: (abs(k - top_k), k))
         placed = [r for r in same_targets if r.config.top_k == ks[0]]
         index = min(range(len(RANKS)), key=lambda i: (abs(math.log2(RANKS[i]) - math.log2(max(rank, 1))), i))
-        lo, hi = self.bands[method]
+        lo, hi = self.bands.get(method, (1.0, 10.0))
         width = math.log(hi / lo) if hi > lo else math.log(10.0)
         lr = math.log(learning_rate)
 
@@ -239,6 +246,13 @@ class Table:
                 found.append(e.config)
                 out.append((e.spent, self.normalised_hv(found)))
         return out
+
+
+def _eval(e: list) -> tuple:
+    """``(step, accuracy, macro_f1, eval_loss, eval_loss_se | None, train_loss | None)`` of a row's
+    evaluation (``build.EVAL_KEYS`` after the step; older rows have the first four only)."""
+    extra = [None if v is None else float(v) for v in e[4:6]]
+    return (int(e[0]), float(e[1]), float(e[2]), float(e[3]), *(extra + [None] * (2 - len(extra))))
 
 
 def hypervolume(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
