@@ -212,8 +212,9 @@ def _prepared(task: str):
 
 def _autopeft_job(task: str, table_path: str, name: str, seed: int, budget: int) -> tuple[dict, float]:
     table = Table.load(table_path, TARGET)
+    prep = _prepared(task)  # once per process: not a cost of the strategy
     t0 = time.perf_counter()
-    trace = replay_autopeft(task, STRATEGIES[name], _prepared(task), table, seed, budget)
+    trace = replay_autopeft(task, STRATEGIES[name], prep, table, seed, budget)
     return trace.to_json(), time.perf_counter() - t0
 
 
@@ -347,26 +348,37 @@ def main(argv=None) -> int:
           flush=True)
 
     traces: dict[str, list[Trace]] = {}
-    times: dict[str, float] = {}
+    times: dict[str, float] = {}  # seconds per strategy: the sum over its seeds' replays
+    ours: dict[str, list[int]] = {}
     for name in names:
         strategy = STRATEGIES[name]
         seeds = list(range(seeds_for.get(name, args.seeds)))
+        why = refusal(args.task, strategy) if isinstance(strategy, AutopeftStrategy) else None
+        if why:
+            print(f"{name}: skipped: {why}", flush=True)
+        elif isinstance(strategy, AutopeftStrategy):
+            ours[name] = seeds
+    # The product's strategies first, all (strategy, seed) replays in one pool of --jobs processes.
+    for (name, trace), seconds in run_autopeft(args.task, table_path, ours, budget, args.jobs):
+        traces.setdefault(name, []).append(trace)
+        times[name] = times.get(name, 0.0) + seconds
+    for name in ours:
+        print(f"{name}: {len(traces.get(name, []))} seeds, {times.get(name, 0.0):.0f} s", flush=True)
+    for name in names:
+        strategy = STRATEGIES[name]
+        if not isinstance(strategy, PeerStrategy):
+            continue
         t0 = time.perf_counter()
-        if isinstance(strategy, PeerStrategy):
-            with tempfile.TemporaryDirectory() as tmp:
-                got, why = replay_peer(strategy, table_path, seeds, budget, Path(tmp) / "trace.json", args.peer_timeout)
-            if why:
-                print(f"{name}: skipped: {why}", flush=True)
-                continue
-            traces[name] = got
-        else:
-            why = refusal(args.task, strategy)
-            if why:
-                print(f"{name}: skipped: {why}", flush=True)
-                continue
-            traces[name] = run_autopeft(args.task, table_path, name, seeds, budget, args.jobs)
+        with tempfile.TemporaryDirectory() as tmp:
+            got, why = replay_peer(strategy, table_path, list(range(seeds_for.get(name, args.seeds))), budget,
+                                   Path(tmp) / "trace.json", args.peer_timeout)
+        if why:
+            print(f"{name}: skipped: {why}", flush=True)
+            continue
+        traces[name] = got
         times[name] = time.perf_counter() - t0
-        print(f"{name}: {len(traces[name])} seeds in {times[name]:.0f} s", flush=True)
+        print(f"{name}: {len(got)} seeds, {times[name]:.0f} s", flush=True)
+    traces = {n: sorted(traces[n], key=lambda t: t.seed) for n in names if n in traces}
     if not traces:
         print("SUMMARY curves/replay: no strategy ran")
         return 1
@@ -380,17 +392,25 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_autopeft(task: str, table_path: Path, name: str, seeds: list[int], budget: int, jobs: int) -> list[Trace]:
+def run_autopeft(task: str, table_path: Path, seeds: dict[str, list[int]], budget: int, jobs: int):
+    """Yield ``((strategy, trace), seconds)`` of every (strategy, seed) replay, in ``jobs`` processes."""
+    work = [(name, s) for name, ss in seeds.items() for s in ss]
     if jobs <= 1:
         table = Table.load(table_path, TARGET)
-        return [replay_autopeft(task, STRATEGIES[name], _prepared(task), table, s, budget) for s in seeds]
+        prep = _prepared(task) if work else None
+        for name, s in work:
+            t0 = time.perf_counter()
+            trace = replay_autopeft(task, STRATEGIES[name], prep, table, s, budget)
+            yield (name, trace), time.perf_counter() - t0
+        return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        done = list(pool.map(_autopeft_job, [task] * len(seeds), [str(table_path)] * len(seeds), [name] * len(seeds),
-                             seeds, [budget] * len(seeds)))
-    return [Trace.from_json(t) for t, _ in done]
+        futures = [pool.submit(_autopeft_job, task, str(table_path), name, s, budget) for name, s in work]
+        for (name, _), future in zip(work, futures):
+            trace, seconds = future.result()
+            yield (name, Trace.from_json(trace)), seconds
 
 
 if __name__ == "__main__":
