@@ -11,8 +11,11 @@ throw-away SQLite store, with the space ``<task>.yaml`` plus the strategy's over
 per-method learning-rate band (the table's bands), ``target: {steps: 150, seeds: 1}`` (the
 table carries the seed means) and ``search.seed`` = the replay seed. Its runner
 (:class:`TableRunner`) looks the trial's configuration up in the table and reports, at each
-of the spec's rungs, what that run showed there; the session's own code decides (sampler,
-de-duplication, reference and start-up trials, ``autopeft.search.fidelity``'s promotion).
+of the spec's rungs (or probes), what that run showed there: accuracy, macro-F1, validation
+loss with its standard error (rows that have it), training loss, the number of validation
+examples, and the loss of answering the validation split's label frequencies; the session's
+own code decides (sampler, de-duplication, reference and start-up trials, rung placement,
+``autopeft.search.fidelity``'s promotion).
 A session costs ~0.2 s per trial in the store (SQLite on tmpfs) besides the sampler.
 
 **Rung signal.** A strategy names what its rungs judge by (``accuracy``, ``macro_f1``,
@@ -58,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -128,8 +132,9 @@ class TableRunner:
     answer is the nearest table configuration, and every step reached is charged.
     """
 
-    def __init__(self, table: Table, store, signal: str, orient: bool) -> None:
+    def __init__(self, table: Table, store, signal: str, orient: bool, prior_loss: float | None = None) -> None:
         self.table = table
+        self.prior_loss = prior_loss  # the validation split's label entropy: the same for every run
         self.store = store
         self.signal = signal
         self.orient = orient  # report the signal in the task metric's place, larger = better
@@ -144,6 +149,8 @@ class TableRunner:
 
     def metrics(self, row, step: int, metric: str) -> dict:
         m = row.metrics_at(step)
+        if self.prior_loss is not None:
+            m["eval_prior_loss"] = self.prior_loss
         if self.orient and self.signal != metric:
             value = m[self.signal]
             m[metric] = -value if SIGNALS[self.signal] == "min" else value
@@ -177,7 +184,8 @@ def replay_autopeft(task: str, strategy: AutopeftStrategy, prep, table: Table, s
     folder = Path(tempfile.mkdtemp(prefix="curves-replay-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
     try:
         store = Store(f"sqlite:///{folder / 'replay.db'}")
-        runner = TableRunner(table, store, strategy.signal, orient=not product_reads_signal())
+        runner = TableRunner(table, store, strategy.signal, orient=not product_reads_signal(),
+                             prior_loss=prior_loss(prep))
         session = SearchSession(prep, store, runner=runner)
         try:
             while runner.charger.spent < budget and not session.exhausted:
@@ -193,6 +201,26 @@ def replay_autopeft(task: str, strategy: AutopeftStrategy, prep, table: Table, s
 
 
 _PREP = None
+
+
+@functools.lru_cache(maxsize=4)
+def _prior_loss(path: str) -> float | None:
+    import math
+
+    try:
+        from autopeft.trials.data import load_split
+
+        labels = load_split(path)["eval"]["labels"].tolist()
+    except Exception:  # noqa: BLE001 - an older product or no data: trials then report none
+        return None
+    counts = [labels.count(c) for c in set(labels)]
+    return -sum(c / len(labels) * math.log(c / len(labels)) for c in counts)
+
+
+def prior_loss(prep) -> float | None:
+    """The loss of answering the validation split's label frequencies (what a trial reports as
+    ``eval_prior_loss``; the table's runs were evaluated on this same split)."""
+    return _prior_loss(prep.data.path) if prep.data is not None else None
 
 
 def _prepared(task: str):
