@@ -422,7 +422,8 @@ def main(argv=None) -> int:
 
 def run_autopeft(task: str, table_path: Path, seeds: dict[str, list[int]], budget: int, jobs: int):
     """Yield ``((strategy, trace), seconds)`` of every (strategy, seed) replay, in ``jobs`` processes."""
-    work = [(name, s) for name, ss in seeds.items() for s in ss]
+    # Later registrations first: the newest strategies are the slowest (GP fits), so the pool's tail is short.
+    work = [(name, s) for name, ss in reversed(list(seeds.items())) for s in ss]
     if jobs <= 1:
         table = Table.load(table_path, TARGET)
         prep = _prepared(task) if work else None
