@@ -282,14 +282,30 @@ def print_answer(console, store, study, records) -> None:
     tau, n = a.tau
     if tau is not None:
         say(f"Kendall tau between the lowest rung and the target: {tau:.2f} over {n} trials that reached both")
-    elif not space.proxy.rungs and not getattr(space.proxy, "auto_rungs", False):
+    elif not space.proxy.rungs and not space.proxy.auto_rungs:
         say("Kendall tau between the lowest rung and the target: none (the proxy has no rungs)")
     elif n < 3:
         say(f"Kendall tau between the lowest rung and the target: none, only {n} trial{'' if n == 1 else 's'} "
             "reached both the rung and the target (it needs 3)")
     else:
         say(f"Kendall tau between the lowest rung and the target: undefined over {n} trials (their values tie)")
+    say(rungs_line(store, study, space))
     say(f"answer: {a.sentence}")
+
+
+def rungs_line(store, study, space) -> str:
+    """Where the study's rungs fell, what they judged by, and why."""
+    from autopeft.search.fidelity.placement import read_ladder
+
+    signal = space.proxy.signal
+    if space.proxy.auto_rungs:
+        ladder = read_ladder(store.optuna_storage, study.name)
+        if ladder is None:
+            return f"rungs (judged by {signal}): not placed yet: no reference run has moved beyond its noise"
+        return f"rungs (judged by {signal}): {ladder.why()}"
+    if not space.proxy.rungs:
+        return "rungs: none (every trial trained to the end)"
+    return f"rungs (judged by {signal}): at {', '.join(map(str, space.proxy.rungs))} steps, as the space lists them"
 
 
 def print_splits(console, study) -> None:

@@ -228,8 +228,12 @@ class SearchSession:
             reading = signal.read(metrics)
             entry = rung_entry(step, metrics.get(prep.space.task.metric), reading)
             if prep.space.proxy.auto_rungs:
-                probes.append(entry)
-                ladder = self.ladder() or self._place(trial.number, is_reference, probes, metrics, finished=False)
+                ladder = self.ladder()
+                if ladder is None:  # probing: this reading may place the ladder
+                    probes.append(entry)
+                    ladder = self._place(trial.number, is_reference, probes, metrics, finished=False)
+                elif step not in ladder.rungs:
+                    probes.append(entry)
                 if ladder is None or step not in ladder.rungs:  # a probe, not a rung: nothing is judged
                     running = self.ledger.update(dataclasses.replace(
                         running, extras={**running.extras, "probes": list(probes)}))
