@@ -18,8 +18,9 @@ OBJECTIVES = (("accuracy", "max"), ("trainable_params", "min"))
 
 def _study(target: bool) -> StudyRecord:
     doc = dict(QUICKSTART)
-    if not target:
+    if not target:  # the proxy is the target: one short run, rungs by hand
         doc.pop("target")
+        doc["proxy"] = {**doc["proxy"], "rungs": [30], "steps": 90}
     return StudyRecord(name="quickstart", created_at=utcnow(), space_yaml=yaml.safe_dump(doc), space_hash="0" * 16,
                        objectives=OBJECTIVES, trials_target=12, model="minilm-l6", model_fingerprint="x",
                        dataset="tweet-sentiment", data_fingerprint="y",
@@ -140,3 +141,12 @@ def test_a_stopped_trial_says_its_rung_signal_in_three_digits():
     text = render(160, target=False)
     assert "stopped at step 30: accuracy 0.510" in text
     assert "{" not in text and "0.50999" not in text
+
+
+def test_a_trial_stopped_on_its_loss_says_the_loss_not_its_accuracy():
+    from autopeft.cli.render import note
+
+    r = _trial(3, status="pruned", extras={"fidelity": 36, "rungs": [[36, 0.4233, 1.02634, 0.016]]}, accuracy=0.4233)
+    assert note(r, "accuracy", signal="eval_loss") == "stopped at step 36: eval_loss 1.026"
+    old = _trial(4, status="pruned", extras={"fidelity": 30, "rungs": [[30, 0.51]]}, accuracy=0.51)
+    assert note(old, "accuracy", signal="eval_loss") == "stopped at step 30: accuracy 0.510"  # recorded before signals

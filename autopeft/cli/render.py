@@ -140,7 +140,7 @@ def print_trials(console, study, records, only_front: bool = False, verified: di
         kind = ("Pareto-optimal at the target: validation means over seeds" if stored_target(study) is not None
                 else "Pareto-optimal on the proxy")
     rows = [r for r in records if r.number in front] if only_front else records
-    metric = _task_metric(study)
+    metric, signal = _task_metric(study), _rung_signal(study)
     target = stored_target(study) is not None
     short = _ModuleNames([m for r in rows if not isinstance(r.candidate.get("targets"), str)
                           for m in r.candidate.get("targets") or ()])
@@ -176,7 +176,7 @@ def print_trials(console, study, records, only_front: bool = False, verified: di
         else:
             check = [f"{v.test[0]:.3f} ± {v.test[1]:.3f}" + (" div." if v.diverged else "") if v else ""] \
                 if verified else []
-        why = note(r, metric, wide=wide)
+        why = note(r, metric, wide=wide, signal=signal)
         if not wide:
             if v and not target:  # the seeds of `verify`, said once, in the note
                 why = f"{len(v.seeds)} seeds" + (f"; {why}" if why else "")
@@ -233,6 +233,18 @@ def _rate(lr: float, wide: bool) -> str:
     """A learning rate: ``1.0e-03`` (wide) or ``1.0e-3``."""
     text = f"{lr:.1e}"
     return text if wide else text.replace("e-0", "e-").replace("e+0", "e+")
+
+
+def _rung_signal(study) -> str | None:
+    """What the study's rungs judged by (``proxy.signal``), from its stored space."""
+    if not study.space_yaml:
+        return None
+    try:
+        from autopeft.search.prepare import study_space
+
+        return study_space(study).proxy.signal
+    except Exception:  # an old or foreign stored space: the note names the task metric
+        return None
 
 
 def _task_metric(study) -> str | None:
@@ -396,19 +408,22 @@ def number(r) -> str:
     return f"{r.number} ({role})" if role else str(r.number)
 
 
-def note(r, metric: str | None = None, wide: bool = True) -> str:
+def note(r, metric: str | None = None, wide: bool = True, signal: str | None = None) -> str:
     """The note column: why a trial stopped, diverged or failed; a target trial's seeds.
 
-    A stopped trial says the signal its rung judged it on: ``stopped at step 30: accuracy
-    0.510`` (``metric``, the task's metric; the first one reported when it is not known).
+    A stopped trial says the signal its rung judged it on: ``stopped at step 30: eval_loss
+    0.996`` (``signal``, the study's rung signal, where the rung recorded it; else ``metric``,
+    the task's metric; the first one reported when neither is known).
     """
     from autopeft.search.pareto import diverged
 
     cut = (lambda text: text) if wide else (lambda text: text if len(text) <= 44 else text[:43] + "…")
     if r.status == "pruned":
         step = r.extras.get("fidelity")
-        signal = next((value for s, value, *_ in reversed(r.extras.get("rungs") or []) if s == step), None)
-        name = metric
+        entry = next((e for e in reversed(r.extras.get("rungs") or []) if e[0] == step), None)
+        judged = signal is not None and entry is not None and len(entry) >= 4 and entry[2] is not None
+        name = signal if judged else metric
+        signal = (entry[2] if judged else entry[1]) if entry is not None else None
         if signal is None:
             metrics = r.metrics or {}
             name = metric if metric in metrics else next((k for k, v in metrics.items()
