@@ -38,8 +38,11 @@ def test_show_prints_dash_for_ignored_fields(tmp_path, capsys):
     for n, method in enumerate(["ia3", "prefix"]):
         store.save_trial(TrialRecord(study="f", number=n, status="complete", candidate={**CANDIDATE, "method": method},
                                      params={}, started_at=utcnow(), values=[0.5, 100.0 + n], trainable_params=100 + n))
-    assert main(["show", "f", "--storage", url]) == 0
-    rows = {line.split("│")[4].strip(): [c.strip() for c in line.split("│")]
-            for line in capsys.readouterr().out.splitlines() if line.count("│") > 5}
-    assert rows["ia3"][5] == "-" and rows["ia3"][6] == "query+value"  # rank hidden, placement shown
-    assert rows["prefix"][5] == "4" and rows["prefix"][6] == "-" and rows["prefix"][7] == "-"
+    assert main(["show", "f", "--storage", url, "--wide"]) == 0  # --wide: one column per field
+    lines = capsys.readouterr().out.splitlines()
+    head = next(line.split() for line in lines if "status" in line.split())
+    rows = {cells[head.index("method")]: cells for line in lines
+            if (cells := line.lstrip("★ ").split()) and cells[0].isdigit()}
+    col = {name: head.index(name) for name in ("rank", "targets", "layers")}
+    assert rows["ia3"][col["rank"]] == "-" and rows["ia3"][col["targets"]] == "query+value"  # rank hidden, placement shown
+    assert rows["prefix"][col["rank"]] == "4" and rows["prefix"][col["targets"]] == "-" and rows["prefix"][col["layers"]] == "-"

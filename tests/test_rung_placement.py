@@ -93,7 +93,6 @@ search: {sampler: random, trials: 8, startup_trials: 2, seed: 0}
 
 
 @pytest.mark.parametrize("change,path,words", [
-    (("target: {steps: 100, seeds: 1}\n", ""), "proxy.rungs", "add target"),
     (("rungs: auto", "rungs: automatic"), "proxy.rungs", "'auto' or a list"),
     (("rungs: auto", "rungs: auto, signal: choice_accuracy"), "proxy.signal", "eval_loss"),
     (("rungs: auto", "rungs: auto, runner: 'mypkg.train:run'"), "proxy.rungs", "proxy.runner"),
@@ -108,6 +107,9 @@ def test_rung_settings_that_cannot_be_met_name_their_key(change, path, words):
 def test_auto_rungs_leave_the_ladder_to_the_study():
     sp = load_space_text(SPACE, "auto.yaml")
     assert sp.proxy.auto_rungs and sp.proxy.rungs == () and sp.proxy.steps == 100 and sp.proxy.signal == "eval_loss"
+    # `--set target=null`: the proxy is the target, and a run of it has nothing to place rungs on the way to.
+    flat = load_space_text(SPACE.replace("target: {steps: 100, seeds: 1}\n", ""), "auto.yaml")
+    assert flat.target is None and flat.proxy.rungs == ()
 
 
 class LearningRunner:

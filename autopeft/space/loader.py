@@ -10,6 +10,8 @@ their dependencies need, and checks what holds across sections.
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,8 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
     target = None
     if "target" in top and top["target"].value is not None:  # `--set target=null`: the proxy is the target
         target, proxy = read_target(top["target"], proxy)
+    if proxy.auto_rungs and target is None:  # the proxy is the target: no way to it to place rungs on
+        proxy = dataclasses.replace(proxy, auto_rungs=False)
     _check_proxy(proxy, target, source)
     _check_signal(proxy, task, source)
     importance = read_importance(top["importance"]) if "importance" in top else "none"
@@ -128,9 +132,6 @@ def parse_space(document: Any, source: str = "<memory>") -> SearchSpace:
 
 def _check_proxy(proxy: ProxySpec, target: TargetSpec | None, source: str) -> None:
     """The proxy's keys against each other, once ``target:`` has set its steps and rungs."""
-    if proxy.auto_rungs and target is None:
-        raise SpaceError(source, "proxy.rungs", "'auto' places rungs on the way to a target: add target: {steps: N}, "
-                                                "or list the rungs")
     if proxy.auto_rungs and proxy.runner:
         raise SpaceError(source, "proxy.rungs", f"proxy.runner ({proxy.runner}) trains the whole trial itself; "
                                                 "rungs need the built-in trainer: drop one of them")

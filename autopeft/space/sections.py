@@ -333,7 +333,8 @@ PROXY: dict[str, Reader] = {
 
 
 def read_proxy(node: Node) -> ProxySpec:
-    """``proxy:``; ``rungs: auto`` sets ``auto_rungs`` (the rungs are placed while the study runs)."""
+    """``proxy:``; ``rungs: auto`` sets ``auto_rungs`` (the rungs are placed while the study runs,
+    on the way to ``target:``; without a target the proxy is the target, and there are none)."""
     if isinstance(node.value, dict) and node.value.get("rungs") == "auto":
         rest = Node({k: v for k, v in node.value.items() if k != "rungs"}, node.path, node.source)
         return dataclasses.replace(read_into(rest, ProxySpec, PROXY), auto_rungs=True)
