@@ -99,8 +99,9 @@ def test_quickstart_parses_and_mirrors_its_yaml():
     assert len(space.space.targets) == len(raw["space"]["targets"])
     assert space.objective_names == tuple(raw["objectives"])
     assert space.search.trials == raw["search"]["trials"]
-    # The trials train to the target; proxy.steps is the lowest rung.
-    assert space.proxy.steps == raw["target"]["steps"] and space.proxy.rungs[0] == raw["proxy"]["steps"]
+    # The trials train to the target; the rungs are placed while the study runs.
+    assert space.proxy.steps == raw["target"]["steps"] and space.proxy.rungs == ()
+    assert space.proxy.auto_rungs and raw["proxy"]["rungs"] == "auto" and space.proxy.signal == raw["proxy"]["signal"]
     assert space.source == str(QUICKSTART)
 
 
