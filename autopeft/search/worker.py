@@ -209,7 +209,9 @@ class Worker:
                          "interrupted (queued again)")
                 return True
             self.verified += 1
-            detail = f"test {done.test_metrics}" if done.status == "complete" else (done.error or "")
+            # The metrics, not the per-example outcomes the paired comparison keeps (up to 2,000 characters).
+            shown = {k: round(v, 4) for k, v in done.test_metrics.items() if isinstance(v, (int, float))}
+            detail = f"test {shown}" if done.status == "complete" else (done.error or "")
             self.log(f"worker {self.name}: study '{name}' verification {record.subject} seed {record.seed} "
                      f"{done.status} {detail}")
             return True
