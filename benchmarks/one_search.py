@@ -18,8 +18,9 @@ the records, plus this process's: the asks and bookkeeping) and wall seconds; Ke
 between the cheapest evidence each flow ranks by (the 30-step proxy; the 10-step rung) and the
 target validation mean, over the points measured at both; the front at the target
 (validation means); its knee and its best point against default LoRA at its own rate, paired
-by seed on the test split (``autopeft.search.answer.paired``: "within noise" = within 2
-standard errors, the error never below one test example); the best point at <= 25 % of default LoRA's parameters and whether it is
+on the test split (``autopeft.search.answer.paired``: a paired bootstrap over seeds and test
+rows where the runs kept their per-example outcomes, "better" only when its 95 % interval
+excludes 0); the best point at <= 25 % of default LoRA's parameters and whether it is
 within one seed-sd of default LoRA; near-duplicates (a trial with the same method, targets,
 placement and rank as an earlier one at a rate within x1.5 of it:
 ``autopeft.search.dedup.near_duplicates``).
@@ -73,6 +74,7 @@ class Point:
     test: dict
     cheap: float | None  # the flow's cheapest evidence for it (30-step proxy / lowest rung)
     diverged: bool
+    test_runs: dict = dataclasses.field(default_factory=dict)  # seed -> the run's whole test metrics (outcomes too)
 
 
 def _self_cpu() -> float:
@@ -100,7 +102,8 @@ def _points_new(store, runs, study: str, metric: str) -> tuple[list[Point], Poin
         mine = [x for x in rows if x.trial_number == r.number]
         pts[r.number] = Point(r.number, r.candidate, r.trainable_params or 0,
                               {x.seed: x.metrics[metric] for x in mine}, {x.seed: x.test_metrics[metric] for x in mine},
-                              r.extras["rungs"][0][1] if r.extras.get("rungs") else None, diverged(r) is not None)
+                              r.extras["rungs"][0][1] if r.extras.get("rungs") else None, diverged(r) is not None,
+                              {x.seed: x.test_metrics for x in mine})
     ref = reference(records, 1, mi)
     return list(pts.values()), (pts.get(ref.number) if ref is not None else None)
 
@@ -119,7 +122,8 @@ def _points_old(store, runs, study: str, metric: str) -> tuple[list[Point], Poin
         t = by_number.get(v.trial_number)
         p = Point(v.trial_number, v.candidate, v.trainable_params, {r.seed: r.metrics[metric] for r in mine},
                   {r.seed: r.test_metrics[metric] for r in mine},
-                  t.metrics.get(metric) if t is not None else None, v.diverged is not None)
+                  t.metrics.get(metric) if t is not None else None, v.diverged is not None,
+                  {r.seed: r.test_metrics for r in mine})
         if subject == "baseline":
             base = p
         else:
@@ -150,8 +154,8 @@ def _vs(point: Point, base: Point, metric: str, floor: float) -> str:
     from autopeft.store.verifications import VerificationRecord
 
     rows = [VerificationRecord(study="bench", subject=str(n), seed=s, protocol={}, candidate={}, trial_number=n,
-                               status="complete", test_metrics={metric: v})
-            for n, p in ((0, point), (1, base)) for s, v in p.test.items()]
+                               status="complete", test_metrics=p.test_runs.get(s) or {metric: v})
+            for n, p in ((0, point), (1, base)) for s, v in p.test.items()]  # with outcomes: paired by example
     pr = paired(0, 1, rows, metric, 1, floor)
     return "no shared seed" if pr is None else pr.describe()
 
