@@ -113,6 +113,20 @@ def targets_text(targets) -> str:
     return targets if isinstance(targets, str) else ",".join(map(str, targets or []))
 
 
+def _chosen_reference(study, records) -> int | None:
+    """The trial number of default LoRA at its best rate at the target (``autopeft.search.answer.reference``);
+    None when none got there."""
+    from autopeft.search.answer import reference
+    from autopeft.tasks import METRIC_DIRECTIONS
+
+    index = next((i for i, (n, _) in enumerate(study.objectives) if n in METRIC_DIRECTIONS), None)
+    if index is None:
+        return None
+    sign = 1 if study.objectives[index][1] == "max" else -1
+    ref = reference(records, sign, index)
+    return ref.number if ref is not None else None
+
+
 def is_default_lora(candidate: dict, num_layers: int) -> bool:
     """Whether ``candidate`` is default LoRA as ``autopeft.retrain`` defines it: ``BASELINE``'s
     method and rank, no DoRA/rsLoRA, on every one of ``num_layers`` layers, and targets that are
@@ -160,6 +174,9 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     front = {r.number for r in pareto_front(records, study.objectives)}
     num_layers = 1 + max((max(r.candidate.get("layers") or [0]) for r in records), default=0)
     has_reference = any((r.extras or {}).get("baseline") == DEFAULT_LORA for r in records)
+    # Towards a target default LoRA is tried at several rates; the reference is the best of them
+    # there (the one the answer compares with), drawn once.
+    chosen = _chosen_reference(study, records) if has_reference else None
     rows = []
     for r in records:
         c = r.candidate or {}
@@ -189,7 +206,10 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
         row["peak_rss_mb"] = (r.resources or {}).get("peak_rss_mb")
         row["pareto"] = r.number in front
         row["role"] = (r.extras or {}).get("baseline") or ""
-        row["baseline"] = row["role"] == DEFAULT_LORA if has_reference else is_default_lora(c, num_layers)
+        if chosen is not None:
+            row["baseline"] = r.number == chosen
+        else:
+            row["baseline"] = row["role"] == DEFAULT_LORA if has_reference else is_default_lora(c, num_layers)
         row["fidelity"] = (r.extras or {}).get("fidelity") or ("full" if r.status == "complete" else None)
         row["diverged"] = diverged(r) or ""
         row["error"] = r.error or ""

@@ -64,3 +64,11 @@ def test_the_studys_own_reference_trial_is_default_lora():
     assert _baselines(records) == [0]
     frame = data.trials_frame(_study(), records)
     assert frame["role"].tolist() == ["default LoRA", "cheapest", ""]
+
+
+def test_default_lora_at_several_rates_is_one_reference_its_best_at_the_target():
+    # Towards a target the study tries default LoRA at three rates; two reached the target. The
+    # chart draws one reference star: the best of them (the one the answer compares with).
+    records = [_trial(0, role="default LoRA", accuracy=0.62), _trial(1, role="default LoRA", accuracy=0.66),
+               _trial(2, role="default LoRA", accuracy=0.42), _trial(3, rank=16, accuracy=0.69)]
+    assert _baselines(records) == [1]
