@@ -4,6 +4,7 @@ as failed results with a reason, and the parent process lives on."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -40,7 +41,13 @@ def with_(spec: TrialSpec, **changes) -> TrialSpec:
 def test_a_healthy_trial_completes_with_metrics_curve_and_resources(base_spec):
     result = run_isolated(base_spec)
     assert result.status == "complete", result.error
-    assert set(result.metrics) == {"accuracy", "macro_f1", "eval_loss"}
+    assert set(result.metrics) == {"accuracy", "macro_f1", "eval_loss", "eval_loss_se", "eval_examples",
+                                   "eval_prior_loss"}
+    # The loss's noise over the validation examples, and the loss of answering the label frequencies:
+    # what a rung needs to tell a run that has learned from one at chance.
+    m = result.metrics
+    assert 0 < m["eval_loss_se"] < m["eval_loss"] and m["eval_examples"] > 1
+    assert 0 < m["eval_prior_loss"] <= math.log(base_spec.num_labels) + 1e-9
     assert [p[0] for p in result.curve] == [1, 2, 3, 4]
     assert result.peak_rss_mb > 100 and result.train_time > 0
     assert result.cpu_time > result.train_time / 4, "the trial process's own CPU time, not the search's"
