@@ -32,9 +32,6 @@ import time
 from typing import Callable
 
 from autopeft.errors import MethodError
-from autopeft.search.fidelity.placement import Ladder, keep_ladder, place, probe_steps, read_ladder
-from autopeft.search.fidelity.promotion import entry_reading, rung_entry
-from autopeft.search.fidelity.signals import rung_signal
 from autopeft.search.ledger import TRAINED, Budget, Ledger, LedgerSettings, Ticket
 from autopeft.search.objectives import constrain, objective_values, with_importance
 from autopeft.search.prepare import PreparedSearch, trial_spec
@@ -185,7 +182,6 @@ class SearchSession:
     # ------------------------------------------------------------------ one trial
     def _train(self, ticket: Ticket) -> TrialRecord:
         from autopeft.methods import BuildContext, get_method
-        from autopeft.search.fidelity import promote
 
         prep, trial, candidate, base = self.prep, ticket.trial, ticket.candidate, ticket.record
         method = get_method(candidate.method)
@@ -211,44 +207,28 @@ class SearchSession:
             running = self.ledger.update(dataclasses.replace(
                 running, extras={**running.extras, "checkpoints": overrides["checkpoint_dir"],
                                  **({"rungs": list(rungs)} if rungs else {})}))
-        if prep.space.proxy.auto_rungs:  # the placed ladder, or probes until it is placed
-            ladder = self.ladder()
-            overrides["rungs"] = ladder.rungs if ladder is not None else probe_steps(prep.space.proxy.steps)
-        spec = trial_spec(prep, candidate, peft_config, study=self.study.name, trial=trial.number, **overrides)
         from autopeft.search.baseline import DEFAULT_LORA
+        from autopeft.search.fidelity.judge import RungJudge
 
-        # Towards a target, default LoRA (enqueued at several rates) goes on at its best rate.
         is_reference = base.extras.get("baseline") == DEFAULT_LORA
-        role = DEFAULT_LORA if prep.space.target is not None and is_reference else None
-        signal = rung_signal(prep.space)
-        probes: list = []
 
-        def on_rung(step: int, metrics: dict) -> bool:
+        def save(extras: dict) -> None:
             nonlocal running
-            reading = signal.read(metrics)
-            entry = rung_entry(step, metrics.get(prep.space.task.metric), reading)
-            if prep.space.proxy.auto_rungs:
-                ladder = self.ladder()
-                if ladder is None:  # probing: this reading may place the ladder
-                    probes.append(entry)
-                    ladder = self._place(trial.number, is_reference, probes, metrics, finished=False)
-                elif step not in ladder.rungs:
-                    probes.append(entry)
-                if ladder is None or step not in ladder.rungs:  # a probe, not a rung: nothing is judged
-                    running = self.ledger.update(dataclasses.replace(
-                        running, extras={**running.extras, "probes": list(probes)}))
-                    return True
-            rungs.append(entry)
-            running = self.ledger.update(dataclasses.replace(
-                running, extras={**running.extras, "rungs": list(rungs), **({"probes": list(probes)} if probes else {})}))
-            # Re-read the store: other workers' trials at this rung count too.
-            return promote(self.store.trials(self.study.name), self.study.objectives, trial.number, step,
-                           entry[1], count, prep.space.proxy.eta, role=role, signal=signal, reading=reading)
+            running = self.ledger.update(dataclasses.replace(running, extras={**running.extras, **extras}))
 
+        judge = RungJudge(prep.space, self.ledger.storage, self.study.name, self.study.objectives, number=trial.number,
+                          params=count, reference=DEFAULT_LORA, is_reference=is_reference, rungs=rungs, save=save,
+                          # Towards a target, default LoRA (enqueued at several rates) goes on at its best rate.
+                          role=DEFAULT_LORA if prep.space.target is not None and is_reference else None,
+                          # Re-read at each decision: other workers' trials at a rung count too.
+                          records=lambda: self.store.trials(self.study.name))
+        if prep.space.proxy.auto_rungs:
+            overrides["rungs"] = judge.planned()
+        spec = trial_spec(prep, candidate, peft_config, study=self.study.name, trial=trial.number, **overrides)
         with self.stop.interruptible():
-            result = self.runner(spec, on_rung=on_rung) if spec.proxy.rungs else self.runner(spec)
-        if prep.space.proxy.auto_rungs and result.status == "complete" and self.ladder() is None:
-            self._place(trial.number, is_reference, probes, result.metrics, finished=True)
+            result = self.runner(spec, on_rung=judge) if spec.proxy.rungs else self.runner(spec)
+        if result.status == "complete":
+            judge.finished(result.metrics)
         # The run is over in this process (a killed one never gets here): nothing will resume it.
         from autopeft.search.fidelity.checkpoints import remove
 
@@ -272,8 +252,7 @@ class SearchSession:
                        "eval_time": result.eval_time, "cpu_time": result.cpu_time, "peak_rss_mb": result.peak_rss_mb,
                        "peak_memory_mb": result.peak_memory_mb, "memory_kind": result.memory_kind,
                        "device": result.device},
-            extras={**running.extras, **with_importance(result.extras, prep), **({"rungs": rungs} if rungs else {}),
-                    **({"probes": probes} if probes else {})},
+            extras={**running.extras, **with_importance(result.extras, prep), **judge.extras()},
             error=result.error if status == "failed" else None,
             finished_at=utcnow(),
         )
@@ -283,7 +262,7 @@ class SearchSession:
             record = self._queue_seeds(record, result.test_metrics)
         return record
 
-    # ------------------------------------------------------------------ the rungs
+    # ------------------------------------------------------------------ the study's attributes
     def _say_target_steps(self) -> None:
         """Tell optuna's study the steps a trial trains to: the fidelity a multi-fidelity sampler
         proposes for (``autopeft.search.sampling.multi_fidelity``), readable by every worker."""
@@ -294,29 +273,6 @@ class SearchSession:
         ostudy = self.ledger.ostudy
         if ostudy.user_attrs.get(TARGET_STEPS) != steps:
             retried_optuna(lambda: ostudy.set_user_attr(TARGET_STEPS, steps))
-
-    def ladder(self) -> Ladder | None:
-        """The study's placed rungs (``proxy.rungs: auto``); None while they are not placed."""
-        return read_ladder(self.ledger.storage, self.study.name)
-
-    def _place(self, number: int, is_reference: bool, probes: list, metrics: dict, *, finished: bool) -> Ladder | None:
-        """Place the ladder from trial ``number``'s probes if they can: it is default LoRA, or
-        the study has no default-LoRA trial (then any trial's run is the reference)."""
-        from autopeft.search.baseline import DEFAULT_LORA
-
-        if not is_reference and any(r.extras.get("baseline") == DEFAULT_LORA for r in self.store.trials(self.study.name)):
-            return None
-        signal = rung_signal(self.prep.space)
-        readings = [(e[0], entry_reading(e, signal)) for e in probes]
-        readings = [(step, r) for step, r in readings if r is not None]
-        proxy = self.prep.space.proxy
-        ladder = place(signal, readings, target_steps=proxy.steps, eta=proxy.eta, reference=number, finished=finished,
-                       prior_loss=metrics.get("eval_prior_loss") if signal.name == "eval_loss" else None)
-        if ladder is None:
-            return None
-        ladder = keep_ladder(self.ledger.storage, self.study.name, ladder)
-        log.info("study '%s': %s", self.study.name, ladder.why())
-        return ladder
 
     # ------------------------------------------------------------------ the target
     def _towards_target(self, method, running: TrialRecord) -> tuple[dict, list]:
