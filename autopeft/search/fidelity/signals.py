@@ -48,10 +48,6 @@ class RungSignal:
         value = float(value)
         return Reading(value, _standard_error(self.name, value, metrics))
 
-    def better(self, a: float, b: float) -> bool:
-        """Whether reading value ``a`` is strictly better than ``b``."""
-        return a < b if self.direction == "min" else a > b
-
     def oriented(self, value: float) -> float:
         """``value`` as a loss (smaller is better), whatever the direction."""
         return value if self.direction == "min" else -value
