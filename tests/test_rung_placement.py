@@ -39,9 +39,11 @@ def test_without_a_standard_error_nothing_counts_as_learning():
 
 def test_later_rungs_are_eta_apart_on_the_probe_grid_below_the_target():
     assert probe_steps(150) == tuple(range(15, 150, 15))
-    assert ladder_from(45, 150, 3) == (45, 135)
-    assert ladder_from(60, 150, 3) == (60,)
-    assert ladder_from(40, 150, 2) == (45, 75, 150)[:2]  # 40 -> 45 on the grid, 80 -> 75, 160 is past the target
+    assert ladder_from(45, 150, 3) == (45,)  # 135 would leave the target less than eta times the rung
+    assert ladder_from(15, 150, 3) == (15, 45)
+    assert ladder_from(60, 150, 3) == (60,)  # the first rung stands even above target / eta
+    assert ladder_from(40, 150, 2) == (45, 75)  # 40 -> 45 on the grid, 80 -> 75 = target / eta
+    assert ladder_from(15, 150, 2) == (15, 30, 60)  # 120 > 75
 
 
 def test_the_ladder_says_where_it_fell_and_why():

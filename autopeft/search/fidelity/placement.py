@@ -7,7 +7,7 @@ never judged. The first rung is the first probe step at which a reference's rung
 moved beyond its noise from where it started — by more than :data:`Z` standard errors, from
 its first probe or, for a classifier's validation loss, from the loss of answering the label
 frequencies whatever the input (``eval_prior_loss``), whichever is lower. Later rungs follow geometrically, ``eta`` apart,
-up to the target, each on the probe grid so that a run probed from the start is judged at
+up to ``target / eta``, each on the probe grid so that a run probed from the start is judged at
 them too. If the reference reaches the target without having moved, there are no rungs: every
 trial trains to the target, and the study says why.
 
@@ -107,12 +107,17 @@ def learned_at(signal: RungSignal, probes: Sequence[tuple[int, Reading]], prior_
 
 
 def ladder_from(first: int, target_steps: int, eta: int) -> tuple[int, ...]:
-    """Rungs from ``first`` up by factors of ``eta`` below the target, each rounded to the probe grid."""
+    """Rungs from ``first`` up by factors of ``eta``, each rounded to the probe grid.
+
+    A later rung stands only at or below ``target / eta``, as in successive halving, where the
+    target is ``eta`` times the last rung: a rung just short of the target (135 of 150) would
+    cost a promoted run nearly the whole target and then cut it without a result at the target.
+    """
     every = probe_every(target_steps)
     rungs, rung = [], float(first)
     while True:
         step = max(every, int(round(rung / every)) * every)
-        if step >= target_steps:
+        if step >= target_steps or (rungs and step * eta > target_steps):
             break
         if not rungs or step > rungs[-1]:
             rungs.append(step)
