@@ -145,7 +145,7 @@ class Pool:
 
 
 def trained_so_far(url: str) -> int:
-    from autopeft.search.ledger import trained_count
+    from autopeft.search.ledger.budget import trained_count
     from autopeft.store import Store
 
     store = Store(url, migrate=False)
@@ -184,7 +184,7 @@ def audit(url: str, target: int, grace: int) -> dict:
     """Read both ledgers and count what the soak promises."""
     import optuna
 
-    from autopeft.search.ledger import trained_count
+    from autopeft.search.ledger.budget import trained_count
     from autopeft.store import Store
 
     store = Store(url, migrate=False)

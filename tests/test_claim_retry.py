@@ -14,7 +14,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from autopeft.search.ledger import Ledger, LedgerSettings
+from autopeft.search.ledger.heartbeat import LedgerSettings
+from autopeft.search.ledger.ledger import Ledger
 from autopeft.store import Store
 from test_store_contract import study_record, trial_record
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from autopeft.search.ledger import trained_count
+from autopeft.search.ledger.budget import trained_count
 from autopeft.store import Store
 from test_executor import base_spec, with_  # noqa: F401 - base_spec is a fixture
 from test_workers import CLI, SPACE, assert_ledgers_agree, ledgers

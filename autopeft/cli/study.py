@@ -68,7 +68,7 @@ def search(
     """Run (or resume) a search and print its Pareto front."""
     from autopeft.events import Tee, log_to_events
     from autopeft.progress import RichEvents
-    from autopeft.search.ledger import LedgerSettings
+    from autopeft.search.ledger.heartbeat import LedgerSettings
     from autopeft.search.local_pool import gpu_assignment, run_local_workers
     from autopeft.search.loop import open_study, run_search
     from autopeft.search.prepare import prepare_search, stored_target

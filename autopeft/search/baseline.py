@@ -20,14 +20,14 @@ first trials (optuna ``enqueue_trial``):
 When both are the same point it is enqueued once (as default LoRA). They are ordinary trials
 in every other way: trained by the same proxy, counted against ``search.trials``, over budget
 → infeasible. Each record carries its role in ``extras["baseline"]`` (copied by the ledger
-from the optuna user attribute :data:`autopeft.search.ledger.ROLE`).
+from the optuna user attribute :data:`autopeft.search.ledger.pairing.ROLE`).
 """
 
 from __future__ import annotations
 
 import logging
 
-from autopeft.search.ledger import ROLE
+from autopeft.search.ledger.pairing import ROLE
 
 log = logging.getLogger("autopeft")
 

@@ -8,7 +8,8 @@ call this; ``autopeft worker`` drives sessions itself (:mod:`autopeft.search.wor
 
 from __future__ import annotations
 
-from autopeft.search.ledger import LedgerSettings, trained_count
+from autopeft.search.ledger.budget import trained_count
+from autopeft.search.ledger.heartbeat import LedgerSettings
 from autopeft.search.objectives import BUDGET_CONSTRAINT, objective_values
 from autopeft.search.optuna_setup import optuna_study
 from autopeft.search.prepare import PreparedSearch

@@ -4,7 +4,7 @@
 one trial (or answers None when the study's budget is met) and :meth:`SearchSession.run`
 steps until the target is reached. ``autopeft search`` runs one session; a worker keeps one
 per study it serves and calls ``step()`` on whichever it serves next. Every write that
-pairs an optuna trial with its record goes through :class:`~autopeft.search.ledger.Ledger`.
+pairs an optuna trial with its record goes through :class:`~autopeft.search.ledger.ledger.Ledger`.
 
 Failures are data: a trial that crashes, times out, runs out of memory or hits a
 non-finite loss is told to the study as FAIL and recorded with its reason, and the search
@@ -32,7 +32,10 @@ import time
 from typing import Callable
 
 from autopeft.errors import MethodError
-from autopeft.search.ledger import TRAINED, Budget, Ledger, LedgerSettings, Ticket
+from autopeft.search.ledger.budget import TRAINED, Budget
+from autopeft.search.ledger.heartbeat import LedgerSettings
+from autopeft.search.ledger.ledger import Ledger
+from autopeft.search.ledger.pairing import Ticket
 from autopeft.search.objectives import constrain, objective_values, with_importance
 from autopeft.search.prepare import PreparedSearch, trial_spec
 from autopeft.search.reports import SearchEvents, SearchOutcome, Silent

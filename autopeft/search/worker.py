@@ -38,7 +38,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from autopeft.errors import AutoPeftError
-from autopeft.search.ledger import Ledger, LedgerSettings, trained_count
+from autopeft.search.ledger.budget import trained_count
+from autopeft.search.ledger.heartbeat import LedgerSettings
+from autopeft.search.ledger.ledger import Ledger
 from autopeft.search.session import Runner, SearchSession
 from autopeft.search.signals import StopSignals
 from autopeft.store import Store, StudyRecord, TrialRecord

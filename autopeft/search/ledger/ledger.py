@@ -10,20 +10,24 @@ curve, error). Every write that keeps the two in step goes through :class:`Ledge
   the trial number: the first outcome told wins, and a repeat is a no-op (never a second
   record, never an exception).
 - :meth:`Ledger.budget`: trained trials plus trials being trained right now by any process,
-  against the study's target (counted by :mod:`autopeft.search.budget`).
+  against the study's target (counted by :mod:`autopeft.search.ledger.budget`).
 - :meth:`Ledger.reap`: trials whose process died (no heartbeat for ``grace`` seconds) are
   failed, their points queued again, and records are brought in line with optuna
-  (:mod:`autopeft.search.reaper`).
+  (:mod:`autopeft.search.ledger.reaper`).
 
 Crash safety. The two writes of a finish are two transactions in two sets of tables, so
-``finish`` writes ahead (:mod:`autopeft.search.wal`): the final record rides in the optuna
+``finish`` writes ahead (:mod:`autopeft.search.ledger.wal`): the final record rides in the optuna
 trial's system attributes before the tell. A process that dies between the tell and its own
 record write leaves a record ``running`` whose optuna trial is finished; the next
 :meth:`~Ledger.reap`, by any process, writes the final record from that copy. A process that
 dies before the tell leaves a RUNNING trial without heartbeat: reaped after ``grace``.
 
-Heartbeats. A :class:`~autopeft.search.heartbeat.Heartbeat` beats from a background thread
+Heartbeats. A :class:`~autopeft.search.ledger.heartbeat.Heartbeat` beats from a background thread
 from ask to finish, in a single ``autopeft search`` as in a worker.
+
+The ledger orders the writes; what each says of one trial on either side (the ticket of an asked
+trial, the state and stand-in values optuna is told, the role a record keeps) is
+:mod:`autopeft.search.ledger.pairing`.
 """
 
 from __future__ import annotations
@@ -33,46 +37,19 @@ import functools
 import logging
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from autopeft.errors import AutoPeftError, LedgerError
-from autopeft.search.budget import TRAINED, Budget, count_budget, trained_count
-from autopeft.search.heartbeat import Heartbeat, LedgerSettings
+from autopeft.errors import LedgerError
+from autopeft.search.ledger.budget import Budget, count_budget
+from autopeft.search.ledger.heartbeat import Heartbeat, LedgerSettings
+from autopeft.search.ledger.pairing import Ticket, annotate, orphan_record, stand_ins, started_record, told_state
+from autopeft.search.ledger.reaper import Reaper
+from autopeft.search.ledger.wal import write_ahead
 from autopeft.search.optuna_setup import open_optuna_study
-from autopeft.search.reaper import Reaper, local_aware
-from autopeft.search.wal import PENDING, write_ahead
 from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
 from autopeft.store.retry import retried_optuna
 
-# The names of the budget, the heartbeat and the write-ahead log stay importable from here,
-# where their callers have always found them.
-__all__ = ["PENDING", "ROLE", "TRAINED", "Budget", "Heartbeat", "Ledger", "LedgerSettings", "Ticket", "trained_count"]
-
 log = logging.getLogger("autopeft")
-
-#: optuna user attribute of an enqueued reference trial (``autopeft.search.baseline``): its
-#: role, which the trial's record keeps as ``extras["baseline"]``.
-ROLE = "autopeft:baseline"
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """An asked trial.
-
-    Attributes:
-        trial: optuna's live ``Trial`` (for ``set_constraint`` and user attributes).
-        candidate: What ``suggest`` made of it (a ``Candidate``).
-        record: The record it started as (status ``running``).
-    """
-
-    trial: Any
-    candidate: Any
-    record: TrialRecord
-
-    @property
-    def number(self) -> int:
-        return self.record.number
 
 
 def _ledger_call(method):
@@ -216,12 +193,7 @@ class Ledger:
             t2 = time.perf_counter()
             self._spent -= t2 - t1  # the sampler's time, not the ledger's
             self._spent_cpu -= time.thread_time() - c1
-            history = _system_attrs(self.storage, trial).get("retry_history") or []
-            record = TrialRecord(
-                study=self.name, number=trial.number, status="running", candidate=candidate.to_json(),
-                params=dict(trial.params), started_at=utcnow(), sampler_time=(t2 - t0),
-                extras={**({"retry_of": history[-1]} if history else {}), **_role(trial.user_attrs)},
-            )
+            record = started_record(self.name, trial, candidate, self.storage, sampler_time=t2 - t0)
             if not self.store.claim_trial(record):
                 # optuna hands a waiting (enqueued or re-queued) trial to whoever pops it first,
                 # guarded by SELECT ... FOR UPDATE, which SQLite ignores: two processes can pop
@@ -273,7 +245,7 @@ class Ledger:
         """
         from optuna.exceptions import UpdateFinishedTrialError
 
-        state = _told_state(record, told)
+        state = told_state(record, told)
         trial_id = self._trial_id(record.number)
         try:
             # Write-ahead: if this process dies after the tell, reap() writes this record.
@@ -281,7 +253,7 @@ class Ledger:
             if record.error and record.status in ("failed", "infeasible"):
                 key = "infeasible" if record.status == "infeasible" else "error"
                 retried_optuna(lambda: self.storage.set_trial_user_attr(trial_id, key, record.error))
-            self._annotate(trial_id, record)
+            annotate(self.storage, trial_id, record)
             # skip_if_finished: a reaper may fail it between the copy and the tell; settled below.
             frozen = retried_optuna(lambda: self.ostudy.tell(self._asked.get(record.number, record.number),
                                                              None if told is None else list(told), state=state,
@@ -301,14 +273,6 @@ class Ledger:
         self._finished = record.number
         return final
 
-    def _annotate(self, trial_id: int, record: TrialRecord) -> None:
-        """What was trained, as optuna user attributes (``optuna_view.trial_user_attrs``):
-        written before the tell, since optuna refuses to update a finished trial."""
-        from autopeft.search.optuna_view import trial_user_attrs
-
-        for key, value in trial_user_attrs(record).items():
-            retried_optuna(lambda: self.storage.set_trial_user_attr(trial_id, key, value))
-
     @_ledger_call
     def infeasible(self, record: TrialRecord) -> TrialRecord:
         """Finish an untrained candidate (over budget, or not buildable) as infeasible.
@@ -323,14 +287,8 @@ class Ledger:
         record = dataclasses.replace(record, status="infeasible", finished_at=utcnow())
         if not done:
             return self.finish(record)
-        imputed = []
-        for i, (name, direction) in enumerate(self.study.objectives):
-            if name == "trainable_params" and record.trainable_params is not None:
-                imputed.append(float(record.trainable_params))
-            else:
-                column = [v[i] for v in done]
-                imputed.append(min(column) if direction == "max" else max(column))
-        return self.finish(record, scaled(self.study.objectives, imputed))
+        return self.finish(record, scaled(self.study.objectives,
+                                          stand_ins(self.study.objectives, done, record.trainable_params)))
 
     @_ledger_call
     def interrupt(self, number: int) -> TrialRecord:
@@ -414,18 +372,8 @@ class Ledger:
                                          self.store.live_optuna_trials(self.name), self._open)[0]
         if not (full and self.describe is not None):
             return written
-        return written + self._reaper.record_orphans(self._stub)
-
-    def _stub(self, frozen) -> TrialRecord | None:
-        """The ``running`` record that finished optuna trial ``frozen`` would have started as
-        (None: its parameters were drawn in part, so there is nothing to describe)."""
-        try:
-            candidate = self.describe(dict(frozen.params))
-        except (KeyError, ValueError, AutoPeftError):
-            return None
-        return TrialRecord(study=self.name, number=frozen.number, status="running", candidate=candidate,
-                           params=dict(frozen.params), started_at=local_aware(frozen.datetime_start) or utcnow(),
-                           extras=_role(frozen.user_attrs))
+        return written + self._reaper.record_orphans(functools.partial(orphan_record, self.name,
+                                                                       describe=self.describe))
 
     # ------------------------------------------------------------------ internals
     def _stop_beat(self, number: int) -> None:
@@ -439,33 +387,5 @@ class Ledger:
             self._stop_beat(number)
 
 
-def _role(user_attrs: dict) -> dict:
-    """``{"baseline": role}`` for an enqueued reference trial (a retry of one keeps the role)."""
-    role = user_attrs.get(ROLE)
-    return {"baseline": role} if role else {}
-
-
 class _TakenElsewhere(Exception):
     """The trial optuna handed out was recorded by another process first."""
-
-
-def _told_state(record: TrialRecord, told):
-    from optuna.trial import TrialState
-
-    if record.status == "complete":
-        if told is None:
-            raise LedgerError(f"trial {record.number} is complete: optuna must be told its objective values")
-        return TrialState.COMPLETE
-    if record.status == "infeasible":
-        return TrialState.FAIL if told is None else TrialState.COMPLETE
-    if record.status == "failed":
-        return TrialState.FAIL
-    if record.status == "pruned":
-        return TrialState.PRUNED
-    raise LedgerError(f"trial {record.number}: cannot finish a trial as '{record.status}'")
-
-
-def _system_attrs(storage, trial) -> dict:
-    """The system attributes optuna read when it made ``trial`` (asking again costs a query)."""
-    frozen = getattr(trial, "_cached_frozen_trial", None)  # optuna >= 3.0 keeps it; private, so a fallback
-    return frozen.system_attrs if frozen is not None else storage.get_trial_system_attrs(trial._trial_id)

@@ -1,7 +1,7 @@
 """Heartbeats: how a running trial shows that its process is alive, and when it counts as dead.
 
 optuna keeps a heartbeat per trial; a RUNNING trial whose last beat is older than ``grace``
-seconds belongs to a dead process, and the reaper (:mod:`autopeft.search.reaper`) fails it
+seconds belongs to a dead process, and the reaper (:mod:`autopeft.search.ledger.reaper`) fails it
 and queues its point again. :class:`LedgerSettings` holds those numbers (optuna's heartbeat
 storage is opened with them), :class:`Heartbeat` beats for one trial from ask to finish, in a
 single ``autopeft search`` as in a worker.

@@ -7,7 +7,7 @@ never-beaten RUNNING trial (its process died inside ``ask``) is given a first be
 stale ``grace`` seconds later unless its owner beats.
 
 Records then follow optuna. A record ``running`` whose optuna trial has finished gets its
-final state: the write-ahead copy (:mod:`autopeft.search.wal`) if its process told it, else
+final state: the write-ahead copy (:mod:`autopeft.search.ledger.wal`) if its process told it, else
 "worker lost". A failed record whose point was queued again links to the retry
 (``extras["retried_as"]``), so that only the retry counts against the budget. A trial
 failed as dead while alive (its heartbeat could not reach the database for ``grace``
@@ -25,8 +25,8 @@ from datetime import datetime
 from typing import Callable, Container, Sequence
 
 from autopeft.errors import LedgerError
-from autopeft.search.heartbeat import LedgerSettings
-from autopeft.search.wal import replayed, without_copy
+from autopeft.search.ledger.heartbeat import LedgerSettings
+from autopeft.search.ledger.wal import replayed, without_copy
 from autopeft.store import LiveTrial, Store, StudyRecord, TrialRecord, TrialSummary, utcnow
 from autopeft.store.retry import retried_optuna
 

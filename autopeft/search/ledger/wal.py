@@ -4,7 +4,7 @@ Finishing a trial is two writes in two sets of tables (optuna's tell, then autop
 record), so two transactions: a process can die between them. Before the tell, the final
 record and the state it is told as ride in the optuna trial's system attributes
 (:data:`PENDING`); whoever later finds the trial finished in optuna with a record still
-``running`` (:mod:`autopeft.search.reaper`, or the same ledger repeating a finish) replays
+``running`` (:mod:`autopeft.search.ledger.reaper`, or the same ledger repeating a finish) replays
 that copy instead of guessing the outcome.
 """
 
