@@ -12,7 +12,7 @@ from sampler_quality import Table, SPACE, TABLE, seed_sd
 from autopeft.search.prepare import prepare_search
 from autopeft.space import load_space
 from optuna._transform import _SearchSpaceTransform
-from autopeft.search.acquisition import QLogNEHVICandidates
+from autopeft.search.sampling.acquisition import QLogNEHVICandidates
 from botorch.utils.transforms import normalize
 enc = prepare_search(load_space(str(SPACE)), with_data=False).encoding
 table = Table(TABLE, enc)

@@ -109,7 +109,7 @@ def submit(url: str, trials: int) -> None:
     """Create the study and optuna's tables once (what `autopeft db upgrade` + `search --submit-only` do)."""
     from autopeft.search.loop import open_study, optuna_study
     from autopeft.search.prepare import prepare_search
-    from autopeft.search.samplers import make_sampler
+    from autopeft.search.sampling.samplers import make_sampler
     from autopeft.space import load_space_text
     from autopeft.store import Store
 

@@ -243,7 +243,7 @@ def run_arm(space_path: str, overrides: tuple, run: Run, full_steps: int, cheape
     """Start trials one at a time (resuming the same study) until ``run.budget`` steps are spent."""
     from autopeft.search.loop import run_search, trained_count
     from autopeft.search.prepare import prepare_search
-    from autopeft.search.samplers import make_sampler
+    from autopeft.search.sampling.samplers import make_sampler
     from autopeft.space import load_space
     from autopeft.store import Store
 

@@ -1,7 +1,7 @@
 """Near-duplicates late in a search: how much of the budget re-probes one configuration?
 
 Seen in practice: a user's 12-trial BoTorch study spent 8 of 12 trials on one method / targets /
-layer placement at nearby learning rates. ``autopeft.search.dedup`` only rejects a proposal
+layer placement at nearby learning rates. ``autopeft.search.sampling.dedup`` only rejects a proposal
 whose learning rate is within 12 % of a tried one; a rate 20-50 % away is a new
 configuration to it, but inside what a short, noisy proxy can tell apart.
 
@@ -77,7 +77,7 @@ def analyse(space_path: str, storage: str, study_name: str | None, start: int | 
     import optuna
     from optuna.trial import TrialState
 
-    from autopeft.search.dedup import configuration_key
+    from autopeft.search.sampling.dedup import configuration_key
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
 

@@ -23,7 +23,7 @@ rows where the runs kept their per-example outcomes, "better" only when its 95 %
 excludes 0); the best point at <= 25 % of default LoRA's parameters and whether it is
 within one seed-sd of default LoRA; near-duplicates (a trial with the same method, targets,
 placement and rank as an earlier one at a rate within x1.5 of it:
-``autopeft.search.dedup.near_duplicates``).
+``autopeft.search.sampling.dedup.near_duplicates``).
 
 Both flows choose their front on validation means and are judged on test means. K is the
 quickstart's ``target.seeds`` (2) for both; search + verify with 3 verify seeds would cost
@@ -171,7 +171,7 @@ def _tau(points: list[Point]) -> tuple[float | None, int]:
 
 
 def _near_duplicates(store, study: str) -> int:
-    from autopeft.search.dedup import near_duplicates
+    from autopeft.search.sampling.dedup import near_duplicates
 
     tried = sorted((t for t in store.trials(study) if t.status in ("complete", "pruned", "failed")),
                    key=lambda t: t.number)

@@ -137,7 +137,7 @@ def sampler_ask_time(prep, told: int, asks: int, refit_every: int | None = None)
     import optuna
 
     from autopeft.methods import BuildContext, get_method
-    from autopeft.search.samplers import make_sampler
+    from autopeft.search.sampling.samplers import make_sampler
     from autopeft.search.scales import scaled
     from autopeft.space.schema import SearchSpec
 

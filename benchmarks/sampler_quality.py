@@ -8,7 +8,7 @@ holds one real proxy fine-tune for every point of the grid in
 up in the table -> ``study.tell`` the table's accuracy and trainable parameters on the
 scale ``autopeft search`` tells them (``autopeft.search.scales``: log10 parameters). The
 sampler is ``make_sampler(..., encoding)``, as in a search: repeats of a configuration
-already tried are redrawn (``autopeft.search.dedup``). No training happens here, so a
+already tried are redrawn (``autopeft.search.sampling.dedup``). No training happens here, so a
 60-trial search costs only the samplers' own time.
 
 Snapping. A suggestion is mapped to the nearest grid point before the lookup:
@@ -154,9 +154,9 @@ def run_one(table: Table, box: Box, sampler_name: str, seed: int, trials: int, s
     """HV after each trial of one seeded search, and the CPU seconds the sampler spent."""
     import optuna
 
-    from autopeft.search.samplers import make_sampler
+    from autopeft.search.sampling.samplers import make_sampler
     from autopeft.search.scales import scaled
-    from autopeft.search.startup import startup_methods
+    from autopeft.search.sampling.startup import startup_methods
     from autopeft.space.schema import SearchSpec
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -166,7 +166,7 @@ def run_one(table: Table, box: Box, sampler_name: str, seed: int, trials: int, s
     spec = SearchSpec(sampler=sampler_name, trials=trials, startup_trials=startup, seed=seed, noise=told_noise)
     sampler = make_sampler(spec, table.encoding)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-    if start == "stratified":  # what a new study enqueues (autopeft.search.startup); no references here
+    if start == "stratified":  # what a new study enqueues (autopeft.search.sampling.startup); no references here
         for method in startup_methods(table.encoding, spec, trials):
             study.enqueue_trial({} if method is None else {"method": method})
     seen: list[int] = []
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
     ap.add_argument("--startup", type=int, default=8, help="random start-up trials of the model-based samplers")
     ap.add_argument("--start", choices=("stratified", "random"), default="stratified",
                     help="the start-up trials: stratified over methods, as a new study enqueues them "
-                    "(autopeft.search.startup), or the sampler's own random draws (before that)")
+                    "(autopeft.search.sampling.startup), or the sampler's own random draws (before that)")
     ap.add_argument("--samplers", default=",".join(SAMPLERS))
     ap.add_argument("--cap", default="", help="per-sampler trial caps for the slow ones, e.g. botorch=20,gp=40 "
                     "(their curves then stop there; the CPU time is stated in the report)")

@@ -36,7 +36,7 @@ search: {{sampler: random, trials: {trials}, seed: 0}}
 def run(storage: str, workers: int, trials: int, steps: int) -> tuple[float, int]:
     from autopeft.search.loop import open_study, optuna_study
     from autopeft.search.prepare import prepare_search
-    from autopeft.search.samplers import make_sampler
+    from autopeft.search.sampling.samplers import make_sampler
     from autopeft.space import load_space_text
     from autopeft.store import Store
 

@@ -161,14 +161,14 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     it had at the rung it stopped at, ``fidelity`` the step); ``pareto`` marks the front over all
     objectives (never a diverged trial: ``autopeft.search.pareto.eligible``); ``diverged`` says
     why a complete trial counts as diverged ("" otherwise); ``role`` names a reference trial the
-    study enqueued (``default LoRA``, ``cheapest``; ``autopeft.search.baseline``); ``baseline``
+    study enqueued (``default LoRA``, ``cheapest``; ``autopeft.search.sampling.baseline``); ``baseline``
     marks default LoRA: the study's own default-LoRA reference when it enqueued one, else a
     trial that is default LoRA by ``is_default_lora``.
     """
     import pandas as pd
 
     from autopeft.methods.fields import used_config
-    from autopeft.search.baseline import DEFAULT_LORA
+    from autopeft.search.sampling.baseline import DEFAULT_LORA
     from autopeft.search.pareto import diverged, pareto_front
 
     front = {r.number for r in pareto_front(records, study.objectives)}

@@ -6,8 +6,8 @@ import optuna
 import pytest
 
 from autopeft.errors import MethodError
-from autopeft.search.dedup import Deduplicated, configuration_key
-from autopeft.search.samplers import make_sampler, sampler_names
+from autopeft.search.sampling.dedup import Deduplicated, configuration_key
+from autopeft.search.sampling.samplers import make_sampler, sampler_names
 from autopeft.space import parse_space
 from autopeft.space.encoding import SpaceEncoding
 from autopeft.space.schema import SearchSpec
@@ -102,7 +102,7 @@ def test_every_registered_sampler_comes_deduplicated(name):
 
 
 def test_a_partial_parameter_set_is_compared_raw_and_a_broken_full_one_raises():
-    from autopeft.search.dedup import key_of
+    from autopeft.search.sampling.dedup import key_of
 
     key = configuration_key(encoding())
     partial = {"method": "lora", "rank": 1}
@@ -130,7 +130,7 @@ def test_botorch_answers_the_best_untried_configuration_itself():
 
 
 def test_near_duplicates_are_one_structure_at_a_rate_within_the_factor_of_an_earlier_one():
-    from autopeft.search.dedup import near_duplicates
+    from autopeft.search.sampling.dedup import near_duplicates
     from autopeft.space.encoding import Candidate
 
     enc = encoding()

@@ -13,7 +13,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from autopeft.space import parse_space
 from autopeft.space.encoding import Candidate, SpaceEncoding
 from autopeft.space.schema import SearchSpec, Targets
-from autopeft.search.samplers import make_sampler
+from autopeft.search.sampling.samplers import make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -208,7 +208,7 @@ def test_botorch_uses_the_noisy_acquisition(monkeypatch):
     import botorch.acquisition.multi_objective.logei as logei
     import torch
 
-    from autopeft.search.acquisition import QLogNEHVICandidates
+    from autopeft.search.sampling.acquisition import QLogNEHVICandidates
 
     sampler = make_sampler(SearchSpec(sampler="botorch", trials=5, startup_trials=3, seed=0))
     assert isinstance(sampler.base._candidates_func, QLogNEHVICandidates)
@@ -230,7 +230,7 @@ def test_botorch_uses_the_noisy_acquisition(monkeypatch):
 def test_botorch_refits_gp_hyperparameters_every_few_trials_and_conditions_on_all_data():
     import torch
 
-    from autopeft.search.acquisition import QLogNEHVICandidates
+    from autopeft.search.sampling.acquisition import QLogNEHVICandidates
 
     generate = QLogNEHVICandidates(refit_every=3)
     torch.manual_seed(0)
@@ -259,7 +259,7 @@ def test_search_noise_fixes_the_gp_observation_noise_instead_of_inferring_it():
     import torch
     from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
 
-    from autopeft.search.acquisition import QLogNEHVICandidates
+    from autopeft.search.sampling.acquisition import QLogNEHVICandidates
 
     torch.manual_seed(0)
     x = torch.rand(10, 3, dtype=torch.float64)

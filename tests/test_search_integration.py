@@ -11,7 +11,7 @@ import pytest
 
 from autopeft.search.loop import run_search
 from autopeft.search.prepare import prepare_search
-from autopeft.search.samplers import make_sampler
+from autopeft.search.sampling.samplers import make_sampler
 from autopeft.space import load_space_text
 from autopeft.store import Store
 

@@ -1,5 +1,5 @@
 """A new study's random start covers every method before any model is fitted
-(``autopeft.search.startup``): enqueued after the references with only the method fixed,
+(``autopeft.search.sampling.startup``): enqueued after the references with only the method fixed,
 the rest of each point drawn at random, counted against the budget, enqueued once."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from autopeft.search.loop import run_search
-from autopeft.search.samplers import make_sampler
-from autopeft.search.startup import STARTUP, startup_methods
+from autopeft.search.sampling.samplers import make_sampler
+from autopeft.search.sampling.startup import STARTUP, startup_methods
 from autopeft.store import Store
 from autopeft.trials.spec import TrialResult
 from test_baseline import prep as baseline_space

@@ -348,7 +348,7 @@ def print_splits(console, study) -> None:
 
 def print_effort(console, store, study, records) -> None:
     """The study's CPU seconds and near-duplicates (``autopeft.search.effort``), in one line."""
-    from autopeft.search.dedup import NEAR_FACTOR
+    from autopeft.search.sampling.dedup import NEAR_FACTOR
     from autopeft.search.effort import effort
     from autopeft.store.verifications import Verifications
 

@@ -81,7 +81,7 @@ class Answer:
 
 def reference(records: Sequence[TrialRecord], metric_sign: int, metric_index: int) -> TrialRecord | None:
     """Default LoRA's best complete, healthy trial (by its target mean)."""
-    from autopeft.search.baseline import DEFAULT_LORA
+    from autopeft.search.sampling.baseline import DEFAULT_LORA
     from autopeft.search.pareto import eligible
 
     refs = [r for r in eligible(records) if r.extras.get("baseline") == DEFAULT_LORA]

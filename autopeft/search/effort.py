@@ -5,7 +5,7 @@
   figure of its last report). Unlike wall time it does not grow while the process waits for
   a core another job holds, though contention for caches and memory still raises it a little.
 - Near-duplicates: trained trials that repeat an earlier trial's structure at a learning
-  rate within ``dedup.NEAR_FACTOR`` of it (``autopeft.search.dedup.near_duplicates``). A
+  rate within ``dedup.NEAR_FACTOR`` of it (``autopeft.search.sampling.dedup.near_duplicates``). A
   trial whose point was queued again (``extras["retried_as"]``: interrupted, or its process
   died) is left out: its retry is the same point by design, not a re-probe.
 """
@@ -54,7 +54,7 @@ class Effort:
 
 def effort(records: Sequence[TrialRecord], runs) -> Effort:
     """The ``Effort`` of a study's trial ``records`` and its verification ``runs``."""
-    from autopeft.search.dedup import near_duplicates
+    from autopeft.search.sampling.dedup import near_duplicates
 
     trained = sorted((r for r in records if r.status in ("complete", "pruned", "failed")), key=lambda r: r.number)
     apart = [r for r in runs if r.status in ("complete", "failed") and not r.extras.get(TRIAL_RUN)]

@@ -56,7 +56,7 @@ def run_local_workers(store, prep, trials: Optional[int], workers: int, gpu_of: 
 
     from autopeft.search.optuna_setup import optuna_study
     from autopeft.search.reports import SearchOutcome
-    from autopeft.search.samplers import make_sampler
+    from autopeft.search.sampling.samplers import make_sampler
     from autopeft.search.signals import StopSignals
     from autopeft.search.studies import open_study
 

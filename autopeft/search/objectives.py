@@ -1,7 +1,7 @@
 """What a trial tells the study: its objective values, the budget constraint, its importance map.
 
 The session trains a trial and records it; these say what of its result counts. The sampler
-sees the budget as an optuna constraint (``autopeft.search.samplers``), and the objective
+sees the budget as an optuna constraint (``autopeft.search.sampling.samplers``), and the objective
 values in study order (on the sampler's scale: ``autopeft.search.scales``).
 """
 

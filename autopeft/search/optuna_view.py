@@ -149,7 +149,7 @@ def annotate_study(store, study_name: str) -> int:
     except KeyError:
         raise unstarted from None
     ostudy = optuna.load_study(study_name=study_name, storage=storage)
-    # A submitted study holds only its queued reference trials (autopeft.search.baseline): unstarted too.
+    # A submitted study holds only its queued reference trials (autopeft.search.sampling.baseline): unstarted too.
     if all(t.state == optuna.trial.TrialState.WAITING for t in ostudy.get_trials(deepcopy=False)):
         raise unstarted
     with warnings.catch_warnings():  # experimental since optuna 3.2, and the one way optuna-dashboard reads names

@@ -73,7 +73,7 @@ class SearchSession:
                  runner: Runner | None = None, events: SearchEvents | None = None,
                  settings: LedgerSettings | None = None, stop: StopSignals | None = None,
                  poll: float | None = None) -> None:
-        from autopeft.search.samplers import make_sampler
+        from autopeft.search.sampling.samplers import make_sampler
 
         if runner is None:
             from autopeft.trials.executor import run_isolated as runner
@@ -210,7 +210,7 @@ class SearchSession:
             running = self.ledger.update(dataclasses.replace(
                 running, extras={**running.extras, "checkpoints": overrides["checkpoint_dir"],
                                  **({"rungs": list(rungs)} if rungs else {})}))
-        from autopeft.search.baseline import DEFAULT_LORA
+        from autopeft.search.sampling.baseline import DEFAULT_LORA
         from autopeft.search.fidelity.judge import RungJudge
 
         is_reference = base.extras.get("baseline") == DEFAULT_LORA

@@ -19,8 +19,8 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
     """Create the study, or resume it when it exists with the same space.
 
     Creating it (and only that: not a resume, not a second worker) also enqueues its
-    reference trials when ``search.baseline`` is true (``autopeft.search.baseline``), then its
-    method-stratified start-up trials (``autopeft.search.startup``).
+    reference trials when ``search.baseline`` is true (``autopeft.search.sampling.baseline``), then its
+    method-stratified start-up trials (``autopeft.search.sampling.startup``).
     """
     import yaml
 
@@ -65,12 +65,12 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
         raise
     # Only the process whose insert created the study gets here: the references and the
     # start-up design are enqueued once, never again on a resume or by a second worker.
-    from autopeft.search.startup import enqueue_startup
+    from autopeft.search.sampling.startup import enqueue_startup
 
     ostudy = optuna_study(store, created, None)
     references = []
     if space.search.baseline:
-        from autopeft.search.baseline import enqueue_references
+        from autopeft.search.sampling.baseline import enqueue_references
 
         references = enqueue_references(ostudy, prep)
     enqueue_startup(ostudy, prep, room=target - len(references))

@@ -5,7 +5,7 @@ selects on. Verification re-trains the chosen points — the whole proxy front, 
 points nearest the knee — on all the training rows for an epoch (or ``--steps``), once per
 seed, and scores each run on validation *and* on the test split that no trial ever read
 (``autopeft.assets.splits.three_way_split``, or the file of ``task.test``). The study's
-completed reference trials (default LoRA and the cheapest point, ``autopeft.search.baseline``)
+completed reference trials (default LoRA and the cheapest point, ``autopeft.search.sampling.baseline``)
 are always verified with them, so that the verified front shows them too. With
 ``--baseline``, default LoRA is also verified under the same protocol at the learning rate
 its own sweep picks (``autopeft.retrain``). A study whose every completed trial diverged has

@@ -293,7 +293,7 @@ class Worker:
         fresh sampler per trial would repeat its first point. One per study for the
         worker's lifetime, seeded from the study seed, the host and the process id.
         """
-        from autopeft.search.samplers import make_sampler
+        from autopeft.search.sampling.samplers import make_sampler
 
         search = prep.space.search
         seed = zlib.crc32(f"{search.seed}:{self.name}".encode()) % (2**31)

@@ -239,7 +239,7 @@ class SearchSpec:
 
     Attributes:
         baseline: A new study enqueues default LoRA and the space's cheapest point as its
-            first trials (``autopeft.search.baseline``); they count against ``trials``.
+            first trials (``autopeft.search.sampling.baseline``); they count against ``trials``.
     """
 
     sampler: str = "botorch"
@@ -249,7 +249,7 @@ class SearchSpec:
     baseline: bool = True
     #: Observation noise sd per objective, on the scale the sampler is told, in objective order
     #: (``search.noise: {accuracy: 0.05}``; unlisted objectives are exact). Empty: the GP infers
-    #: it (the default). Only the botorch sampler reads it (``autopeft.search.acquisition``).
+    #: it (the default). Only the botorch sampler reads it (``autopeft.search.sampling.acquisition``).
     noise: tuple[tuple[str, float], ...] = ()
 
 

@@ -345,8 +345,8 @@ def read_proxy(node: Node) -> ProxySpec:
 
 
 def _sampler(node: Node) -> str:
-    # The registry lives with the samplers it registers (search.samplers needs only space.schema).
-    from autopeft.search.samplers import sampler_names
+    # The registry lives with the samplers it registers (search.sampling.samplers needs only space.schema).
+    from autopeft.search.sampling.samplers import sampler_names
 
     return node.str(sampler_names())
 

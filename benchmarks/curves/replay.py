@@ -113,7 +113,7 @@ def strategy_space(task: str, strategy: AutopeftStrategy, seed: int):
 def refusal(task: str, strategy: AutopeftStrategy) -> str | None:
     """Why the product cannot run ``strategy`` (None: it can)."""
     from autopeft.errors import AutoPeftError
-    from autopeft.search.samplers import sampler_names
+    from autopeft.search.sampling.samplers import sampler_names
 
     if strategy.sampler not in sampler_names():
         return f"the product has no sampler {strategy.sampler!r} (it has {', '.join(sampler_names())})"

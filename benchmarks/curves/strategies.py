@@ -1,7 +1,7 @@
 """The replay's strategies: a registry, so that a strategy is one line.
 
 An autopeft strategy is a search as the product runs it, told by space overrides: the sampler
-(a name of ``autopeft.search.samplers``), the rungs (a list of steps, ``()`` for none: every
+(a name of ``autopeft.search.sampling.samplers``), the rungs (a list of steps, ``()`` for none: every
 trial trains to the target, or ``"auto"``: placed while the study runs), the rung signal
 (``accuracy`` | ``macro_f1`` | ``eval_loss`` | ``train_loss``) and ``eta``, plus any other
 ``--set`` overrides. A peer strategy is a script run in its own virtual environment that

@@ -20,7 +20,7 @@ from autopeft.search.ledger.reaper import local_aware
 from autopeft.store import TrialRecord, utcnow
 from autopeft.store.retry import retried_optuna
 
-#: optuna user attribute of an enqueued reference trial (``autopeft.search.baseline``): its
+#: optuna user attribute of an enqueued reference trial (``autopeft.search.sampling.baseline``): its
 #: role, which the trial's record keeps as ``extras["baseline"]``.
 ROLE = "autopeft:baseline"
 

@@ -51,7 +51,7 @@ def target_acquisition(models, data):
     n_objectives = 1 + len(data.objectives)
     # botorch compiles a C++ kernel for this acquisition on first use (tens of seconds, and a
     # killed compile leaves a lock every later process waits on); its Python path is the same
-    # maths (autopeft.search.acquisition says more).
+    # maths (autopeft.search.sampling.acquisition says more).
     if getattr(logei, "_C", None) is None and hasattr(logei, "_load_attempted"):
         logei._load_attempted = True
     extra = {}

@@ -19,8 +19,8 @@ whether the trial was stopped, failed later or completed:
 * the start-up counts trials *trained* (any evaluation at all), not trials completed.
 
 The proposal is the highest-valued point, among the acquisition's optima and a Sobol pool, that
-rounds to a configuration the study has not tried (``key``: ``autopeft.search.dedup``'s
-configuration key); ``autopeft.search.dedup.Deduplicated`` stays the safety net.
+rounds to a configuration the study has not tried (``key``: ``autopeft.search.sampling.dedup``'s
+configuration key); ``autopeft.search.sampling.dedup.Deduplicated`` stays the safety net.
 """
 
 from __future__ import annotations

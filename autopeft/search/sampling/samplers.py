@@ -41,9 +41,9 @@ def sampler_names() -> tuple[str, ...]:
 
 def make_sampler(search: SearchSpec, encoding=None):
     """A fresh sampler for ``search`` (seeded by ``search.seed``) that never re-proposes a
-    configuration the study already has (``autopeft.search.dedup``; pass the search's
+    configuration the study already has (``autopeft.search.sampling.dedup``; pass the search's
     ``encoding`` so that "the same" means the same configuration, not the same raw values)."""
-    from autopeft.search.dedup import Deduplicated, configuration_key
+    from autopeft.search.sampling.dedup import Deduplicated, configuration_key
 
     key = configuration_key(encoding) if encoding is not None else None
     return Deduplicated(_REGISTRY[search.sampler].make(search, key), key)
@@ -56,12 +56,12 @@ def _botorch(search: SearchSpec, key=None):
     from optuna.exceptions import ExperimentalWarning
     from optuna_integration import BoTorchSampler
 
-    from autopeft.search.acquisition import QLogNEHVICandidates
+    from autopeft.search.sampling.acquisition import QLogNEHVICandidates
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     # qLogNEHVI: short proxies are noisy (seed sd ~2.7 pt), so the noisy variant, not qEHVI,
     # which trusts each observed value; fitted and optimised more cheaply than
-    # optuna-integration's default (autopeft.search.acquisition says why and by how much).
+    # optuna-integration's default (autopeft.search.sampling.acquisition says why and by how much).
     class _BoTorch(BoTorchSampler):
         # Tells the candidate generator how this ask's columns round to configurations.
         def sample_relative(self, study, trial, search_space):
@@ -88,7 +88,7 @@ def _mf_botorch(search: SearchSpec, key=None):
 def _gp(search: SearchSpec, key=None):
     import optuna
 
-    # Independent draws happen by design (autopeft.search.dedup redraws repeats): not news.
+    # Independent draws happen by design (autopeft.search.sampling.dedup redraws repeats): not news.
     return optuna.samplers.GPSampler(seed=search.seed, n_startup_trials=search.startup_trials,
                                      warn_independent_sampling=False)
 

@@ -20,7 +20,7 @@ pruned baseline), and
   benchmark: from about trial 20 on, nearly every proposal). Told the space's column
   layout (:meth:`QLogNEHVICandidates.bind`), it ranks the restarts' optima and the raw
   samples by acquisition value and returns the first whose rounding is not a trial of the
-  study (told or running); ``autopeft.search.dedup`` stays the safety net.
+  study (told or running); ``autopeft.search.sampling.dedup`` stays the safety net.
 
 Optionally (``search.noise``, ``noise_sd``), the GP is told each objective's observation
 noise instead of inferring one shared-prior noise per outcome: ``SingleTaskGP(train_Yvar=...)``
@@ -67,11 +67,11 @@ class QLogNEHVICandidates:
 
         ``search_space`` is the dict BoTorchSampler transforms (its column layout is optuna's
         ``_SearchSpaceTransform`` of it, which optuna-integration itself uses); ``key`` maps a
-        parameter dict to a configuration key (``autopeft.search.dedup.configuration_key``).
+        parameter dict to a configuration key (``autopeft.search.sampling.dedup.configuration_key``).
         """
         from optuna._transform import _SearchSpaceTransform
 
-        from autopeft.search.dedup import key_of
+        from autopeft.search.sampling.dedup import key_of
 
         transform = _SearchSpaceTransform(search_space)
         self._row_key = lambda row: key_of(transform.untransform(row.detach().cpu().numpy()), key)
@@ -141,7 +141,7 @@ class QLogNEHVICandidates:
         for i in order.tolist():
             if self._row_key(points[i]) not in seen:
                 return points[i].unsqueeze(0)
-        return points[order[0]].unsqueeze(0)  # every one tried: autopeft.search.dedup redraws it
+        return points[order[0]].unsqueeze(0)  # every one tried: autopeft.search.sampling.dedup redraws it
 
     def _model(self, x, train_y):
         """A SingleTaskGP on all the data; hyper-parameters refitted or kept (see module doc)."""

@@ -9,7 +9,7 @@ model-based trials was IA3 again; verified, the front it found lost to default L
 after the references with only the method fixed, the methods taken in turn (in an order
 shuffled by ``search.seed``): every method gets its share of the start before any model is
 fitted. Every other parameter of these trials is drawn at random
-(:class:`autopeft.search.dedup.Deduplicated` never lets a model complete an enqueued point).
+(:class:`autopeft.search.sampling.dedup.Deduplicated` never lets a model complete an enqueued point).
 On the tabular benchmark (20 seeds) this raised BoTorch's hypervolume after 20 trials from
 0.787 to 0.824 (benchmarks/README.md, section 2).
 
