@@ -62,7 +62,7 @@ class StudyResult:
         # A notebook echoes the result: a summary, not every record's peft config.
         from collections import Counter
 
-        from autopeft.search.pareto import pareto_front
+        from autopeft.search.analysis.pareto import pareto_front
 
         counts = ", ".join(f"{n} {s}" for s, n in Counter(r.status for r in self.records).items())
         objectives = ", ".join(f"{n} ({d})" for n, d in self.study.objectives)
@@ -98,7 +98,7 @@ class StudyResult:
             ExportError: an unknown pick, or no completed trial fits it (also when every
                 completed trial diverged).
         """
-        from autopeft.search.pareto import diverged, pick, trial_by_number
+        from autopeft.search.analysis.pareto import diverged, pick, trial_by_number
 
         kind, _, arg = how.partition(":")
         if kind == "trial":
@@ -214,7 +214,7 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]) -> pandas.D
     import pandas as pd
 
     from autopeft.methods.fields import used_config
-    from autopeft.search.pareto import diverged, pareto_front
+    from autopeft.search.analysis.pareto import diverged, pareto_front
 
     front = {r.number for r in pareto_front(records, study.objectives)}
     names = [n for n, _ in study.objectives]

@@ -60,7 +60,7 @@ class LineEvents:
 
     def trial_finished(self, record: TrialRecord, records: list[TrialRecord]) -> None:
         from autopeft.search.loop import trained_count
-        from autopeft.search.pareto import diverged, pareto_front
+        from autopeft.search.analysis.pareto import diverged, pareto_front
 
         why = diverged(record)
         self.emit(trial_line(self.study, record) + (f" | diverged: {why}" if why else "")

@@ -156,8 +156,8 @@ def _convert(record: TrialRecord, as_: str) -> tuple[str, dict]:
 
 def select_trial(store: Store, study_name: str, trial: int | None, pick: str | None) -> tuple[StudyRecord, TrialRecord, str]:
     """The study and the trial chosen by ``--trial N`` or ``--pick ...`` (exactly one)."""
-    from autopeft.search.pareto import pick as pick_trial
-    from autopeft.search.pareto import trial_by_number
+    from autopeft.search.analysis.pareto import pick as pick_trial
+    from autopeft.search.analysis.pareto import trial_by_number
 
     if (trial is None) == (pick is None):
         raise ExportError("give exactly one of --trial N or --pick (knee | best:OBJECTIVE | budget:PARAMS)")

@@ -1,6 +1,6 @@
 """The search's progress bar: trial i/N, elapsed, ETA, best of each objective, front size.
 
-The best values and the front are over eligible trials (``autopeft.search.pareto.eligible``):
+The best values and the front are over eligible trials (``autopeft.search.analysis.pareto.eligible``):
 a diverged trial is reported as such, never as a best.
 """
 
@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from autopeft.search.loop import trained_count
-from autopeft.search.pareto import best, diverged, eligible, pareto_front
+from autopeft.search.analysis.pareto import best, diverged, eligible, pareto_front
 from autopeft.store import StudyRecord, TrialRecord
 
 

@@ -12,7 +12,7 @@ in BERT, ``q_proj``/``v_proj`` in Llama, ``q_lin``/``v_lin`` in DistilBERT, GPT-
 sweep over standard LoRA rates (``BASELINE_RATES``, one seed each on validation): borrowed
 rates made it diverge twice (an IA3 trial's 2e-2, a LoRA trial's 1.2e-2 on another subset of
 layers), and a diverged run is never a comparison: every run is checked
-(``autopeft.search.divergence``) and the card says so instead of claiming a win.
+(``autopeft.search.analysis.divergence``) and the card says so instead of claiming a win.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class SeedRun:
     metrics: dict
     trainable_params: int
     train_time: float
-    diverged: str | None = None  # why the run counts as diverged (autopeft.search.divergence)
+    diverged: str | None = None  # why the run counts as diverged (autopeft.search.analysis.divergence)
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def sweep_baseline(candidate: dict, prep, protocol: Protocol, rates: tuple[float
         if result.status != "complete":
             rows.append((lr, None, f"failed: {result.error}"))
             continue
-        from autopeft.search.divergence import divergence
+        from autopeft.search.analysis.divergence import divergence
 
         rows.append((lr, result.metrics[protocol.metric], divergence(result.metrics, result.extras, result.curve)))
     trained = [r for r in rows if r[1] is not None]
@@ -227,7 +227,7 @@ def best_rate(scored, *, maximise: bool) -> float:
 
 
 def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:
-    from autopeft.search.divergence import divergence
+    from autopeft.search.analysis.divergence import divergence
 
     runs, best = [], None
     with tempfile.TemporaryDirectory(prefix="autopeft-train-") as tmp:

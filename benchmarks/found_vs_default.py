@@ -115,7 +115,7 @@ def describe(c: dict) -> str:
 
 def print_search(url: str, study: str, picked: int, metric: str) -> None:
     """Every trial of the study (from the database), the Pareto front marked."""
-    from autopeft.search.pareto import pareto_front
+    from autopeft.search.analysis.pareto import pareto_front
     from autopeft.store import Store
 
     store = Store(url)
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     diff = f_mean - d_mean
     tolerance = max(math.sqrt((f_sd ** 2 + d_sd ** 2) / 2), 1 / card["eval_examples"])
     ratio = found["params"] / default["params"]
-    # A diverged run is never a comparison (autopeft.search.divergence): neither side "wins".
+    # A diverged run is never a comparison (autopeft.search.analysis.divergence): neither side "wins".
     broken = [name for name, row in (("baseline", default), ("found", found)) if row["diverged"]]
     within = diff >= -tolerance and not broken
     met = within and ratio <= TARGET_RATIO

@@ -38,7 +38,7 @@ the space allows within its budget); ideal = (accuracy 1, the smallest count the
 allows). Normalised: 1 = the whole box. Only complete (full-fidelity) trials inside the
 budget count: a pruned trial's accuracy is at fewer steps and is not a result (the product
 keeps them off the front for the same reason). The volume is
-``autopeft.search.hypervolume``'s exact computation (optuna's WFG). Accuracy and parameter
+``autopeft.search.analysis.hypervolume``'s exact computation (optuna's WFG). Accuracy and parameter
 counts are read from each record's metrics and ``trainable_params``, not from the objective
 values told to optuna (whose scale may change).
 
@@ -148,7 +148,7 @@ class Box:
         self.area = (1.0 - majority) * (math.log10(high) - math.log10(low))
 
     def hv(self, records) -> float:
-        from autopeft.search.hypervolume import _compute
+        from autopeft.search.analysis.hypervolume import _compute
 
         if not records:
             return 0.0

@@ -59,7 +59,7 @@ def hv_at(trials, n: int, box: tuple[float, float, float, float]) -> float:
     in a fixed box (accuracy low, high, params low, high): the same box for every study compared."""
     import numpy as np
 
-    from autopeft.search.hypervolume import _compute
+    from autopeft.search.analysis.hypervolume import _compute
 
     acc_lo, acc_hi, p_lo, p_hi = box
     pts = [t.values for t in trials[:n] if t.values is not None and t.state.name == "COMPLETE"

@@ -18,7 +18,7 @@ the records, plus this process's: the asks and bookkeeping) and wall seconds; Ke
 between the cheapest evidence each flow ranks by (the 30-step proxy; the 10-step rung) and the
 target validation mean, over the points measured at both; the front at the target
 (validation means); its knee and its best point against default LoRA at its own rate, paired
-on the test split (``autopeft.search.answer.paired``: a paired bootstrap over seeds and test
+on the test split (``autopeft.search.analysis.answer.paired``: a paired bootstrap over seeds and test
 rows where the runs kept their per-example outcomes, "better" only when its 95 % interval
 excludes 0); the best point at <= 25 % of default LoRA's parameters and whether it is
 within one seed-sd of default LoRA; near-duplicates (a trial with the same method, targets,
@@ -88,8 +88,8 @@ def _spent(store, runs, study: str) -> float:
 
 
 def _points_new(store, runs, study: str, metric: str) -> tuple[list[Point], Point | None]:
-    from autopeft.search.answer import reference
-    from autopeft.search.pareto import diverged
+    from autopeft.search.analysis.answer import reference
+    from autopeft.search.analysis.pareto import diverged
 
     s = store.get_study(study)
     records = store.trials(study)
@@ -109,7 +109,7 @@ def _points_new(store, runs, study: str, metric: str) -> tuple[list[Point], Poin
 
 
 def _points_old(store, runs, study: str, metric: str) -> tuple[list[Point], Point | None]:
-    from autopeft.search.trust import summarize
+    from autopeft.search.analysis.trust import summarize
 
     by_number = {t.number: t for t in store.trials(study)}
     done = [r for r in runs.of(study) if r.status == "complete" and metric in r.test_metrics]
@@ -150,7 +150,7 @@ def _as_records(points: list[Point], objectives, metric: str):
 def _vs(point: Point, base: Point, metric: str, floor: float) -> str:
     if point.number is not None and point.number == base.number:
         return "is default LoRA"
-    from autopeft.search.answer import paired
+    from autopeft.search.analysis.answer import paired
     from autopeft.store.verifications import VerificationRecord
 
     rows = [VerificationRecord(study="bench", subject=str(n), seed=s, protocol={}, candidate={}, trial_number=n,
@@ -185,8 +185,8 @@ def _mean_sd(d: dict) -> str:
 
 def run(flow: str, seed: int, work: Path, task: str, quick: bool) -> dict:
     from autopeft.cli import main
-    from autopeft.search.answer import SHARE_METRICS
-    from autopeft.search.pareto import knee, pareto_front
+    from autopeft.search.analysis.answer import SHARE_METRICS
+    from autopeft.search.analysis.pareto import knee, pareto_front
     from autopeft.store import Store
     from autopeft.store.verifications import Verifications
 

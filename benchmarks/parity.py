@@ -30,7 +30,7 @@ def _close(a, b, tol: float) -> bool:
 
 def compare(url_a: str, url_b: str, study: str, tol: float) -> list[str]:
     """The differences between the two studies, one line each (empty: the same results)."""
-    from autopeft.search.pareto import pareto_front
+    from autopeft.search.analysis.pareto import pareto_front
     from autopeft.store import Store
 
     a, b = Store(url_a), Store(url_b)

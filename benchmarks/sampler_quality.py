@@ -27,8 +27,8 @@ Hypervolume. Objectives: accuracy (max) and trainable parameters (min) on a log1
 the same corner and the front reduces to accuracy alone). Both axes are normalised with
 one fixed box for every sampler and seed: 0 = the table's ideal (best accuracy, fewest
 parameters of any row), 1 = the reference point = the table's worst value of each
-objective plus 10 % of its range (``autopeft.search.hypervolume.REFERENCE_MARGIN``).
-The exact 2-D volume comes from ``autopeft.search.hypervolume`` (optuna's WFG). 1.0 would
+objective plus 10 % of its range (``autopeft.search.analysis.hypervolume.REFERENCE_MARGIN``).
+The exact 2-D volume comes from ``autopeft.search.analysis.hypervolume`` (optuna's WFG). 1.0 would
 be a single point at the ideal; the table's own best (all rows) is printed as "table".
 
 Noise ceiling: the table's second-seed rows give the seed-to-seed accuracy spread of the
@@ -123,7 +123,7 @@ class Box:
     """The fixed normalisation box: losses (acc -> -acc, params -> log10 params) in [0, 1]."""
 
     def __init__(self, values: np.ndarray) -> None:
-        from autopeft.search.hypervolume import REFERENCE_MARGIN
+        from autopeft.search.analysis.hypervolume import REFERENCE_MARGIN
 
         losses = self.losses(values)
         self.ideal = losses.min(axis=0)
@@ -141,7 +141,7 @@ class Box:
         return float(-self.reference[0]), float(10 ** self.reference[1])
 
     def hv(self, values: np.ndarray) -> float:
-        from autopeft.search.hypervolume import _compute
+        from autopeft.search.analysis.hypervolume import _compute
 
         if len(values) == 0:
             return 0.0

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_task(dataset: str, work: Path, quick: bool, extra: list[str]) -> str:
     from autopeft.cli import main
-    from autopeft.search.trust import dominating_baseline, fidelity, summarize
+    from autopeft.search.analysis.trust import dominating_baseline, fidelity, summarize
     from autopeft.space import load_space
     from autopeft.store import Store
     from autopeft.store.verifications import Verifications

@@ -145,7 +145,7 @@ def page_pareto(url: str, sd: data.StudyData) -> None:
 
 
 def page_hypervolume(url: str, sd: data.StudyData) -> None:
-    from autopeft.search.hypervolume import hypervolume_report
+    from autopeft.search.analysis.hypervolume import hypervolume_report
 
     st.header(f"Hypervolume vs trials - {sd.study.name}")
     report = hypervolume_report(sd.records, sd.study.objectives)
@@ -238,7 +238,7 @@ def page_compare(url: str, names: list[str], current: str) -> None:
 
 
 def page_export(url: str, sd: data.StudyData, display_url: str) -> None:
-    from autopeft.search.pareto import diverged, pick, trial_by_number
+    from autopeft.search.analysis.pareto import diverged, pick, trial_by_number
 
     st.header(f"Export - {sd.study.name}")
     done = [r.number for r in sd.records if r.status == "complete"]

@@ -59,7 +59,7 @@ def status_counts(records: Sequence[TrialRecord]) -> dict[str, int]:
 
 def best_values(study: StudyRecord, records: Sequence[TrialRecord]) -> dict[str, float | None]:
     """The best value reached for each objective (None without completed trials)."""
-    from autopeft.search.pareto import best
+    from autopeft.search.analysis.pareto import best
 
     out: dict[str, float | None] = {}
     for i, (name, _) in enumerate(study.objectives):
@@ -74,8 +74,8 @@ def studies_frame(studies: Sequence[StudyData]):
     """One row per study for the Studies page."""
     import pandas as pd
 
-    from autopeft.search.hypervolume import hypervolume_report
-    from autopeft.search.pareto import pareto_front
+    from autopeft.search.analysis.hypervolume import hypervolume_report
+    from autopeft.search.analysis.pareto import pareto_front
 
     rows = []
     for sd in studies:
@@ -114,9 +114,9 @@ def targets_text(targets) -> str:
 
 
 def _chosen_reference(study, records) -> int | None:
-    """The trial number of default LoRA at its best rate at the target (``autopeft.search.answer.reference``);
+    """The trial number of default LoRA at its best rate at the target (``autopeft.search.analysis.answer.reference``);
     None when none got there."""
-    from autopeft.search.answer import reference
+    from autopeft.search.analysis.answer import reference
     from autopeft.tasks import METRIC_DIRECTIONS
 
     index = next((i for i, (n, _) in enumerate(study.objectives) if n in METRIC_DIRECTIONS), None)
@@ -159,7 +159,7 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
 
     Objective columns are named after the objectives (a pruned trial's task metric is the one
     it had at the rung it stopped at, ``fidelity`` the step); ``pareto`` marks the front over all
-    objectives (never a diverged trial: ``autopeft.search.pareto.eligible``); ``diverged`` says
+    objectives (never a diverged trial: ``autopeft.search.analysis.pareto.eligible``); ``diverged`` says
     why a complete trial counts as diverged ("" otherwise); ``role`` names a reference trial the
     study enqueued (``default LoRA``, ``cheapest``; ``autopeft.search.sampling.baseline``); ``baseline``
     marks default LoRA: the study's own default-LoRA reference when it enqueued one, else a
@@ -169,7 +169,7 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
 
     from autopeft.methods.fields import used_config
     from autopeft.search.sampling.baseline import DEFAULT_LORA
-    from autopeft.search.pareto import diverged, pareto_front
+    from autopeft.search.analysis.pareto import diverged, pareto_front
 
     front = {r.number for r in pareto_front(records, study.objectives)}
     num_layers = 1 + max((max(r.candidate.get("layers") or [0]) for r in records), default=0)
@@ -234,7 +234,7 @@ def pair_front(frame, x: str, y: str, directions: dict[str, str], *, stopped: bo
     ``target:`` the front is decided at the target)."""
     import numpy as np
 
-    from autopeft.search.hypervolume import front_mask
+    from autopeft.search.analysis.hypervolume import front_mask
 
     shown = ("complete", "pruned") if stopped else ("complete",)
     done = frame[frame["status"].isin(shown) & frame[x].notna() & frame[y].notna()].copy()
@@ -405,13 +405,13 @@ def verified_view(store, study: StudyRecord, records: Sequence[TrialRecord]):
     """``(frame, fidelity, baseline)`` of ``autopeft verify``'s results, or None before any.
 
     ``frame``: one row per verified trial with its proxy metric and verified validation/test
-    means and sds; ``fidelity``: ``autopeft.search.trust.Fidelity``; ``baseline``: default LoRA's
+    means and sds; ``fidelity``: ``autopeft.search.analysis.trust.Fidelity``; ``baseline``: default LoRA's
     ``Verified`` (or None).
     """
     import pandas as pd
 
     from autopeft.errors import SpaceError
-    from autopeft.search.trust import fidelity, summarize
+    from autopeft.search.analysis.trust import fidelity, summarize
     from autopeft.space import load_space_text
     from autopeft.space.schema import ProxySpec
     from autopeft.store.verifications import Verifications

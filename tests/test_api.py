@@ -63,7 +63,7 @@ def test_search_returns_frames_and_reports_one_plain_line_per_trial(searched):
     assert "alpha" in trials.columns  # LoRA's: the column exists, missing for IA3 rows
     front = result.front
     # the Pareto-optimal trials that did not diverge (a 2-step proxy may leave none)
-    from autopeft.search.pareto import pareto_front
+    from autopeft.search.analysis.pareto import pareto_front
 
     assert front["number"].tolist() == [r.number for r in pareto_front(result.records, result.study.objectives)]
     assert front["pareto"].all() and (front["status"] == "complete").all() and front["diverged"].isna().all()
@@ -79,7 +79,7 @@ def test_search_returns_frames_and_reports_one_plain_line_per_trial(searched):
 def test_pick_and_export_reuse_the_cli_logic(searched, tmp_path):
     from peft import PeftConfig
 
-    from autopeft.search.pareto import eligible, knee
+    from autopeft.search.analysis.pareto import eligible, knee
 
     url, result, _ = searched
     if eligible(result.records):

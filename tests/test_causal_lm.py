@@ -14,7 +14,7 @@ import math
 import pytest
 
 from autopeft.search.loop import run_search
-from autopeft.search.pareto import diverged, pareto_front
+from autopeft.search.analysis.pareto import diverged, pareto_front
 from autopeft.search.prepare import prepare_search
 from autopeft.space import load_space_text
 from autopeft.store import Store
@@ -123,7 +123,7 @@ def test_analytic_counts_equal_peft_on_the_tiny_random_gpt2(tiny_random_gpt2, me
 def test_a_choice_scored_trial_records_what_divergence_needs(tiny_random_gpt2, tmp_path):
     """A real choice-accuracy trial reports how many answers it gives and the most frequent
     answer's rate, so a run that answers one thing is judged diverged, not Pareto-optimal."""
-    from autopeft.search.divergence import divergence
+    from autopeft.search.analysis.divergence import divergence
 
     yaml = space_yaml(tiny_random_gpt2).replace("metric: eval_loss", "metric: choice_accuracy").replace(
         "eval_loss: min", "choice_accuracy: max").replace("trials: 3", "trials: 1")

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 import torch
 
-from autopeft.search.divergence import divergence
-from autopeft.search.pareto import diverged, eligible
+from autopeft.search.analysis.divergence import divergence
+from autopeft.search.analysis.pareto import diverged, eligible
 from autopeft.store import TrialRecord, utcnow
 from autopeft.trials import generative
 

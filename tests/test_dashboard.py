@@ -354,8 +354,8 @@ def test_hypervolume_matches_botorch_and_never_decreases(synthetic_url):
     import torch
     from botorch.utils.multi_objective.hypervolume import Hypervolume
 
-    from autopeft.search.hypervolume import hypervolume_report
-    from autopeft.search.pareto import completed
+    from autopeft.search.analysis.hypervolume import hypervolume_report
+    from autopeft.search.analysis.pareto import completed
     from autopeft.store import Store
 
     store = Store(synthetic_url)
@@ -375,7 +375,7 @@ def test_hypervolume_matches_botorch_and_never_decreases(synthetic_url):
 
 
 def test_hypervolume_of_known_points():
-    from autopeft.search.hypervolume import hypervolume_report
+    from autopeft.search.analysis.hypervolume import hypervolume_report
     from autopeft.store import TrialRecord, utcnow
 
     objectives = (("accuracy", "max"), ("trainable_params", "min"))
@@ -491,7 +491,7 @@ def test_launcher_hides_streamlits_deploy_toolbar():
 def test_the_pareto_page_shows_proxy_vs_verified_with_fidelity_and_a_diverged_baseline(app, tmp_path):
     import dataclasses
 
-    from autopeft.search.pareto import pareto_front
+    from autopeft.search.analysis.pareto import pareto_front
     from autopeft.store import Store
     from autopeft.store.verifications import VerificationRecord, Verifications
 

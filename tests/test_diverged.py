@@ -1,4 +1,4 @@
-"""A diverged trial (``autopeft.search.divergence``) is never Pareto-optimal and never picked,
+"""A diverged trial (``autopeft.search.analysis.divergence``) is never Pareto-optimal and never picked,
 wherever a front or a pick is made; it stays in every trial table, labelled as diverged.
 
 The study: a classification task whose majority class is 80 % of the validation split. Its
@@ -16,7 +16,7 @@ from datetime import timedelta
 import pytest
 
 from autopeft.errors import ExportError
-from autopeft.search.pareto import best, diverged, eligible, knee, pareto_front, pick, within_budget
+from autopeft.search.analysis.pareto import best, diverged, eligible, knee, pareto_front, pick, within_budget
 from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
 
 OBJECTIVES = (("accuracy", "max"), ("trainable_params", "min"))
@@ -114,7 +114,7 @@ def test_every_pick_says_when_all_completed_trials_diverged(how):
 
 # ---------------------------------------------------------------------- hypervolume
 def test_hypervolume_ignores_the_diverged_trial():
-    from autopeft.search.hypervolume import hypervolume_report
+    from autopeft.search.analysis.hypervolume import hypervolume_report
 
     with_it, without = hypervolume_report(RECORDS, OBJECTIVES), hypervolume_report(HEALTHY_RECORDS, OBJECTIVES)
     assert with_it.value == pytest.approx(without.value)

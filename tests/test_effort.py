@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from autopeft.search.effort import TRIAL_RUN, effort
+from autopeft.search.analysis.effort import TRIAL_RUN, effort
 from autopeft.store import TrialRecord, utcnow
 from autopeft.store.verifications import VerificationRecord
 

@@ -8,7 +8,7 @@ import pytest
 
 from autopeft.search.fidelity import promote
 from autopeft.search.loop import run_search
-from autopeft.search.pareto import pareto_front
+from autopeft.search.analysis.pareto import pareto_front
 from autopeft.search.prepare import prepare_search
 from autopeft.space import load_space_text
 from autopeft.store import Store, TrialRecord

@@ -480,7 +480,7 @@ def test_a_decoder_search_exports_a_loadable_lora_and_export_train_reproduces_it
     assert main(["export", "llm-test", "--storage", url, "--trial", str(trial.number), "--out", str(trained), "--train",
                  "--seeds", "1", "--steps", "2", "--train-examples", "16"]) == 0
     card = (trained / "README.md").read_text()
-    # (a 2-step run may be flagged "**diverged**" beside its name: autopeft.search.divergence)
+    # (a 2-step run may be flagged "**diverged**" beside its name: autopeft.search.analysis.divergence)
     reported = float(re.search(r"\| chosen(?: \*\*diverged\*\*)? \| lora \| [\d,]+ \| ([\d.]+) ±", card).group(1))
     snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
     assert "resolve_model(ModelSpec('smollm2-135m'))" in snippet

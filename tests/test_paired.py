@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from autopeft.errors import AutoPeftError
-from autopeft.search.paired import PAIRED, UNPAIRED, PairingError, bootstrap, by_seed, outcome_bits
+from autopeft.search.analysis.paired import PAIRED, UNPAIRED, PairingError, bootstrap, by_seed, outcome_bits
 
 
 def _base(seeds: int, n: int, rate: float = 0.7, rng_seed: int = 0) -> np.ndarray:
@@ -128,7 +128,7 @@ def test_the_evaluation_keeps_each_example_right_or_wrong_in_split_order():
 
     import torch
 
-    from autopeft.search.paired import outcome_bits as bits
+    from autopeft.search.analysis.paired import outcome_bits as bits
     from autopeft.trials.evaluation import OUTCOMES, evaluate, outcomes_record
 
     class Parity(torch.nn.Module):

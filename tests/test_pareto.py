@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from autopeft.errors import ExportError
-from autopeft.search.pareto import (
+from autopeft.search.analysis.pareto import (
     best,
     knee,
     non_dominated,

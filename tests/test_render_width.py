@@ -72,7 +72,7 @@ def _records():
 
 
 def _verified():
-    from autopeft.search.trust import Verified
+    from autopeft.search.analysis.trust import Verified
 
     return {r.number: Verified(f"trial:{r.number}", r.number, (0, 1), (0.78, 0.004), (0.7830, 0.0042),
                                r.trainable_params, None, r.candidate)

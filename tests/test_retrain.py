@@ -65,7 +65,7 @@ def test_a_diverged_baseline_is_never_shown_as_beaten():
 
 
 def test_divergence_is_read_from_what_the_trial_reports():
-    from autopeft.search.divergence import divergence
+    from autopeft.search.analysis.divergence import divergence
 
     assert divergence({"accuracy": 0.5}, {"predicted_classes": 1, "majority_rate": 0.5}, []) == "predicts a single class"
     assert "majority class" in divergence({"accuracy": 0.40}, {"predicted_classes": 3, "majority_rate": 0.42}, [])

@@ -16,7 +16,7 @@ from test_render_width import _study
 @pytest.mark.parametrize("n, words", [(2, "only 2 trials reached both the rung and the target"),
                                       (1, "only 1 trial reached both")])
 def test_the_tau_line_says_why_there_is_no_tau(monkeypatch, n, words):
-    import autopeft.search.answer as answer_module
+    import autopeft.search.analysis.answer as answer_module
     import autopeft.search.seeds as seeds
     import autopeft.store.verifications as verifications
     from autopeft.cli.render import print_answer

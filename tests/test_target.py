@@ -136,7 +136,7 @@ def _quality_of(record) -> float:
 
 
 def test_the_answer_compares_the_front_with_default_lora_on_the_same_seeds(searched):
-    from autopeft.search.answer import answer
+    from autopeft.search.analysis.answer import answer
     from autopeft.search.seeds import rows_of
 
     out, store, _ = searched
@@ -162,7 +162,7 @@ def test_the_answer_compares_the_front_with_default_lora_on_the_same_seeds(searc
 
 
 def test_seeds_that_agree_to_the_example_are_not_a_difference_of_none():
-    from autopeft.search.answer import paired
+    from autopeft.search.analysis.answer import paired
 
     rows = [VerificationRecord(study="s", subject=f"trial:{n}", seed=seed, protocol={}, candidate={}, trial_number=n,
                                status="complete", test_metrics={"accuracy": acc})
@@ -297,7 +297,7 @@ def _rows(right_by_trial: dict, n: int, seeds=(0, 1), outcomes: bool = True):
 
 
 def test_the_answer_names_the_best_and_the_smallest_point_not_worse_than_default_lora():
-    from autopeft.search.answer import answer
+    from autopeft.search.analysis.answer import answer
 
     n = 500
     # default LoRA (trial 0, 100k parameters) right on 350 of 500; trial 1 (2k) worse by 50 rows;
@@ -318,7 +318,7 @@ def test_the_answer_names_the_best_and_the_smallest_point_not_worse_than_default
 
 
 def test_without_a_win_the_answer_says_what_the_protocol_cannot_separate():
-    from autopeft.search.answer import answer
+    from autopeft.search.analysis.answer import answer
 
     n = 500
     records = [_record(0, 0.70, 100_000, baseline=True), _record(2, 0.71, 10_000), _record(3, 0.712, 400_000)]
@@ -335,7 +335,7 @@ def test_without_a_win_the_answer_says_what_the_protocol_cannot_separate():
 
 
 def test_an_older_study_without_outcomes_is_compared_by_seed_and_says_so():
-    from autopeft.search.answer import answer
+    from autopeft.search.analysis.answer import answer
 
     n = 500
     records = [_record(0, 0.70, 100_000, baseline=True), _record(2, 0.80, 10_000)]
@@ -351,7 +351,7 @@ def test_an_older_study_without_outcomes_is_compared_by_seed_and_says_so():
 
 
 def test_every_point_worse_is_said():
-    from autopeft.search.answer import answer
+    from autopeft.search.analysis.answer import answer
 
     records = [_record(0, 0.70, 100_000, baseline=True), _record(1, 0.5, 2_000)]
     a = answer(_study(500), records, _rows({0: (350, 350), 1: (250, 250)}, 500), "accuracy")

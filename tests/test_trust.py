@@ -1,4 +1,4 @@
-"""The proxy's measured fidelity (``autopeft.search.trust.fidelity``) on the figures of a real
+"""The proxy's measured fidelity (``autopeft.search.analysis.trust.fidelity``) on the figures of a real
 verified study: the quickstart on tweet-sentiment, 4 points verified at 150 steps x 3 seeds
 (benchmarks/README.md, "Verified fidelity"); the expected values are worked out by hand."""
 
@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from autopeft.search.trust import Verified, fidelity
+from autopeft.search.analysis.trust import Verified, fidelity
 from test_pareto import rec, study_record
 
 # trial: (proxy accuracy, trainable params, verified test mean, test sd)

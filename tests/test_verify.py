@@ -31,7 +31,7 @@ def test_the_test_split_is_disjoint_fixed_and_stratified():
 def test_only_searched_points_can_dominate_default_lora_not_its_own_sweep():
     """Found on bbc-news: the baseline's 3e-3 sweep run (one seed, 0.970) was listed among the
     points that dominate default LoRA (0.967): it is default LoRA."""
-    from autopeft.search.trust import Verified, dominating_baseline
+    from autopeft.search.analysis.trust import Verified, dominating_baseline
 
     def point(subject, number, test, params, diverged=None):
         return Verified(subject, number, (0, 1, 2), (test, 0.0), (test, 0.005), params, diverged, {})
@@ -112,7 +112,7 @@ def test_a_second_verify_resumes_and_trains_nothing_again(verified_study, capsys
 def test_show_and_export_use_the_verified_means(verified_study, capsys, tmp_path):
     import json
 
-    from autopeft.search.trust import dominating_baseline, summarize
+    from autopeft.search.analysis.trust import dominating_baseline, summarize
     from autopeft.store import Store
     from autopeft.store.verifications import Verifications
 

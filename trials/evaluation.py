@@ -9,7 +9,7 @@ On the test split a run also reports, under ``OUTCOMES``, whether it answered ea
 right (accuracy for classification, choice accuracy for instruction data): two runs of a
 study are scored on the same test rows in the same order (the split is carved from the data
 set, its size and the study's seed alone: ``autopeft.assets.splits.three_way_split``), so
-their outcomes pair example by example (``autopeft.search.paired``).
+their outcomes pair example by example (``autopeft.search.analysis.paired``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def trial_metrics(model, spec: TrialSpec, split: dict, gen: dict, *, skip=None, 
         model, split, gen, metric=spec.metric, max_new_tokens=spec.max_new_tokens,
         tokenizer_location=spec.model, batch_size=max(64, spec.proxy.batch_size),
         full_stack=skip.full_stack if skip is not None else contextlib.nullcontext,
-        # Scored by its answers, a run answering one thing has collapsed (autopeft.search.divergence);
+        # Scored by its answers, a run answering one thing has collapsed (autopeft.search.analysis.divergence);
         # a loss-scored run is judged by its loss, whatever its answers.
         diagnostics=diagnostics if spec.metric == "choice_accuracy" else None, outcomes=hits,
     )

@@ -191,7 +191,7 @@ def choice_accuracy(scores, gold) -> float:
 
 def choice_diagnostics(scores, gold) -> dict:
     """What tells a collapsed run from a learned one, under the keys classification uses
-    (``autopeft.trials.evaluation.evaluate``), so ``autopeft.search.divergence`` reads both alike:
+    (``autopeft.trials.evaluation.evaluate``), so ``autopeft.search.analysis.divergence`` reads both alike:
     ``predicted_classes``, how many distinct answers the argmax predicts, and ``majority_rate``,
     the choice accuracy of always answering the split's most frequent gold answer. Empty for
     an empty split."""

@@ -69,7 +69,7 @@ def print_studies(console, store) -> None:
     """``studies``: one row per study: trials done / failed / infeasible, front size."""
     from rich.table import Table
 
-    from autopeft.search.pareto import pareto_front
+    from autopeft.search.analysis.pareto import pareto_front
 
     table = Table()
     for col in ("study", "model", "dataset", "complete", "failed", "infeasible", "target", "front", "created"):
@@ -123,12 +123,12 @@ def print_trials(console, study, records, only_front: bool = False, verified: di
 
     from autopeft.methods.fields import used_config
     from autopeft.progress import fmt
-    from autopeft.search.pareto import pareto_front
+    from autopeft.search.analysis.pareto import pareto_front
     from autopeft.search.prepare import stored_target
 
     verified = verified or {}
     if front_on_verified:  # the front of what held up at full fidelity, on the held-out test split
-        from autopeft.search.trust import verified_records
+        from autopeft.search.analysis.trust import verified_records
         from autopeft.space import load_space_text
 
         metric = load_space_text(study.space_yaml, f"study '{study.name}'").task.metric
@@ -261,7 +261,7 @@ def _task_metric(study) -> str | None:
 
 def print_front(console, study, records, verified: dict | None = None, wide: bool = False) -> None:
     """The Pareto front as ``print_trials`` draws it, or why it is empty."""
-    from autopeft.search.pareto import eligible
+    from autopeft.search.analysis.pareto import eligible
 
     if not any(r.status == "complete" for r in records):
         console.print("no trial completed; see `autopeft show` for the reasons")
@@ -274,7 +274,7 @@ def print_front(console, study, records, verified: dict | None = None, wide: boo
 
 def print_answer(console, store, study, records) -> None:
     """Default LoRA beside the front at the target, the paired comparisons, tau, the sentence."""
-    from autopeft.search.answer import answer
+    from autopeft.search.analysis.answer import answer
     from autopeft.search.prepare import study_space
     from autopeft.search.seeds import rows_of
     from autopeft.store.verifications import Verifications
@@ -347,9 +347,9 @@ def print_splits(console, study) -> None:
 
 
 def print_effort(console, store, study, records) -> None:
-    """The study's CPU seconds and near-duplicates (``autopeft.search.effort``), in one line."""
+    """The study's CPU seconds and near-duplicates (``autopeft.search.analysis.effort``), in one line."""
     from autopeft.search.sampling.dedup import NEAR_FACTOR
-    from autopeft.search.effort import effort
+    from autopeft.search.analysis.effort import effort
     from autopeft.store.verifications import Verifications
 
     e = effort(records, Verifications(store).of(study.name))
@@ -361,7 +361,7 @@ def print_verification(console, store, study: str) -> None:
     """The verified table, the proxy's fidelity and the comparison with default LoRA."""
     from rich.table import Table
 
-    from autopeft.search.trust import dominating_baseline, fidelity, summarize
+    from autopeft.search.analysis.trust import dominating_baseline, fidelity, summarize
     from autopeft.space import load_space_text
     from autopeft.store.verifications import Verifications
 
@@ -415,7 +415,7 @@ def note(r, metric: str | None = None, wide: bool = True, signal: str | None = N
     0.996`` (``signal``, the study's rung signal, where the rung recorded it; else ``metric``,
     the task's metric; the first one reported when neither is known).
     """
-    from autopeft.search.pareto import diverged
+    from autopeft.search.analysis.pareto import diverged
 
     cut = (lambda text: text) if wide else (lambda text: text if len(text) <= 44 else text[:43] + "…")
     if r.status == "pruned":

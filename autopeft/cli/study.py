@@ -2,7 +2,7 @@
 
 Plain functions: ``autopeft.cli`` registers them on its app. They read the options, call the
 search (``autopeft.search``: the loop, the local worker pool in ``search.local_pool``, the
-verified points in ``search.trust``) and print through ``autopeft.cli.render``.
+verified points in ``search.analysis.trust``) and print through ``autopeft.cli.render``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def search(
     from autopeft.search.local_pool import gpu_assignment, run_local_workers
     from autopeft.search.loop import open_study, run_search
     from autopeft.search.prepare import prepare_search, stored_target
-    from autopeft.search.trust import verified_by_trial
+    from autopeft.search.analysis.trust import verified_by_trial
     from autopeft.space import load_space
     from autopeft.store import Store
 
@@ -119,7 +119,7 @@ def search(
         console.print(f"target: {target.describe()}", highlight=False)
         print_answer(console, store, outcome.study, records)
     print_effort(console, store, outcome.study, store.trials(outcome.study.name))
-    from autopeft.search.pareto import eligible
+    from autopeft.search.analysis.pareto import eligible
 
     url = store.display_url
     flag = "" if url == "sqlite:///autopeft.db" else f" --storage '{url}'"
@@ -151,7 +151,7 @@ def show(
     """The trials of a study; Pareto-optimal rows are marked with ★ (on verified means once
     `autopeft verify` has run, unless --proxy). Diverged trials are listed, noted, never starred."""
     from autopeft.search.prepare import stored_target
-    from autopeft.search.trust import verified_by_trial
+    from autopeft.search.analysis.trust import verified_by_trial
     from autopeft.store import Store
 
     store = Store(storage_url(storage))
@@ -203,7 +203,7 @@ def export(
 ) -> None:
     """Write a trial's peft adapter_config.json (loadable with PeftConfig.from_pretrained)."""
     from autopeft.export import export_trial, select_trial
-    from autopeft.search.trust import select_verified
+    from autopeft.search.analysis.trust import select_verified
     from autopeft.store import Store
 
     # Every refusal comes before anything is opened or written: a refused export leaves no files.
@@ -211,7 +211,7 @@ def export(
     store = Store(storage_url(storage))
     s, record, how = (select_verified if verified else select_trial)(store, study, trial, pick)
     if trial is not None and not verified:  # a pick never lands on a diverged trial; one asked for by number may be
-        from autopeft.search.pareto import diverged
+        from autopeft.search.analysis.pareto import diverged
 
         if why := diverged(record):
             typer.echo(f"warning: trial {record.number} diverged ({why}); it is never on the front", err=True)

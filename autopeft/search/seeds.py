@@ -27,7 +27,7 @@ import dataclasses
 import statistics
 from typing import Sequence
 
-from autopeft.search.effort import TRIAL_RUN
+from autopeft.search.analysis.effort import TRIAL_RUN
 from autopeft.store import Store, StudyRecord, TrialRecord
 from autopeft.store.verifications import VerificationRecord, Verifications
 
@@ -98,7 +98,7 @@ def fold(store: Store, study: StudyRecord, space, record: TrialRecord,
     """``record`` with its task metric in ``values`` the mean over its complete seed rows, and
     ``extras["target"]`` saying over what; saved when it changed. Idempotent: computed from
     the rows alone, so any process may fold, as often as it likes."""
-    from autopeft.search.divergence import divergence
+    from autopeft.search.analysis.divergence import divergence
 
     metric = space.task.metric
     mine = [r for r in rows if r.trial_number == record.number]

@@ -305,7 +305,7 @@ class SearchSession:
         """A trial complete at the target: its run is seed one; queue the others (not for a
         diverged run: more seeds of a collapse measure nothing)."""
         from autopeft.search import seeds
-        from autopeft.search.pareto import diverged
+        from autopeft.search.analysis.pareto import diverged
 
         if diverged(record):
             return record

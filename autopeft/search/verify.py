@@ -89,7 +89,7 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
             study has reference trials: then those are verified, with default LoRA), ``top`` < 1,
             both ``steps`` and ``epochs``, or a test split too small for the task's classes.
     """
-    from autopeft.search.pareto import knee, pareto_front
+    from autopeft.search.analysis.pareto import knee, pareto_front
 
     study = store.get_study(name)  # StoreError naming the studies if missing
     if top is not None and top < 1:
@@ -146,7 +146,7 @@ def _all_diverged(study: StudyRecord, records: list[TrialRecord], baseline: bool
     LoRA beside the study's reference trials (which then are the plan's only points: they stand
     for the search in the verified table, and default LoRA's sweep takes its template from them).
 
-    A diverged trial is never on a front (``autopeft.search.pareto.eligible``), so a study whose
+    A diverged trial is never on a front (``autopeft.search.analysis.pareto.eligible``), so a study whose
     every trial diverged has nothing to verify of its own; default LoRA at the rate of its own
     sweep says whether the task and the model can be learned at all under the full protocol.
 
@@ -154,7 +154,7 @@ def _all_diverged(study: StudyRecord, records: list[TrialRecord], baseline: bool
         VerifyError: no trial completed; or every completed trial diverged, without ``--baseline``
             or without a reference trial.
     """
-    from autopeft.search.pareto import completed, diverged
+    from autopeft.search.analysis.pareto import completed, diverged
 
     name = study.name
     done = completed(records)
@@ -177,7 +177,7 @@ def _nearest_knee(front: list[TrialRecord], k: TrialRecord, study: StudyRecord) 
     """``front`` ordered by distance to the knee ``k`` in the knee's own normalised space."""
     import numpy as np
 
-    from autopeft.search.pareto import _losses
+    from autopeft.search.analysis.pareto import _losses
 
     losses = _losses(front, study.objectives)
     span = np.ptp(losses, axis=0)
@@ -258,7 +258,7 @@ def baseline_rows(p: VerifyPlan, prep, runs: Verifications, sweep: list[Verifica
         VerifyError: every sweep run failed.
     """
     from autopeft.retrain import baseline_candidate, best_rate
-    from autopeft.search.divergence import divergence
+    from autopeft.search.analysis.divergence import divergence
     from autopeft.tasks import METRIC_DIRECTIONS
 
     metric = prep.space.task.metric

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from autopeft.search.fidelity.signals import Reading, RungSignal
-from autopeft.search.pareto import non_dominated
+from autopeft.search.analysis.pareto import non_dominated
 from autopeft.store.records import TrialRecord
 
 #: Standard errors of a difference below which two rung readings are "within noise" (~95 %).

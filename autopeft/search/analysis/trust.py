@@ -15,7 +15,7 @@ into what a user decides on:
 - ``verified_by_trial`` and ``select_verified``: the same read from a study's store, for
   ``autopeft show`` (the verified column and front) and ``autopeft export --verified``.
 
-Diverged runs (``autopeft.search.divergence``) are kept and flagged, never averaged into a
+Diverged runs (``autopeft.search.analysis.divergence``) are kept and flagged, never averaged into a
 win: a configuration with a diverged seed is marked so wherever it is shown.
 """
 
@@ -26,7 +26,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-from autopeft.search.divergence import divergence
+from autopeft.search.analysis.divergence import divergence
 from autopeft.store.records import StudyRecord, TrialRecord
 
 
@@ -137,7 +137,7 @@ class Fidelity:
 def fidelity(study: StudyRecord, records: Sequence[TrialRecord], verified: Sequence[Verified], metric: str,
              proxy_steps: int, eval_examples: int) -> Fidelity:
     """Proxy metric vs verified test mean over the verified trials (see ``Fidelity``)."""
-    from autopeft.search.pareto import pareto_front
+    from autopeft.search.analysis.pareto import pareto_front
 
     points = [(r, v) for r in records for v in verified if v.trial_number == r.number and metric in r.metrics]
     n = len(points)
@@ -208,8 +208,8 @@ def select_verified(store, study: str, trial: int | None, pick: str | None) -> t
             was not verified.
     """
     from autopeft.errors import ExportError
-    from autopeft.search.pareto import pick as pick_trial
-    from autopeft.search.pareto import trial_by_number
+    from autopeft.search.analysis.pareto import pick as pick_trial
+    from autopeft.search.analysis.pareto import trial_by_number
     from autopeft.space import load_space_text
 
     if (trial is None) == (pick is None):

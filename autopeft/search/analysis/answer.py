@@ -5,7 +5,7 @@ Pure functions over a study's records (their ``values`` hold the target means ov
 
 - ``paired``: a front point against default LoRA on the seeds both ran (the same data
   order and initialisation seeds), on the test split the search never read
-  (``autopeft.search.paired``): where both kept their per-example outcomes, the paired
+  (``autopeft.search.analysis.paired``): where both kept their per-example outcomes, the paired
   bootstrap over seeds and test examples, its 95 % interval and verdict (``better`` or
   ``worse`` only when the interval excludes 0); otherwise, paired by seed only, an
   approximate interval that says so;
@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from autopeft.search.paired import PairedComparison
+from autopeft.search.analysis.paired import PairedComparison
 from autopeft.store.records import StudyRecord, TrialRecord
 
 
@@ -31,7 +31,7 @@ class Paired:
 
     Attributes:
         trial: The point's trial number.
-        comparison: The paired comparison (``autopeft.search.paired``): the mean difference
+        comparison: The paired comparison (``autopeft.search.analysis.paired``): the mean difference
             (point - default LoRA, positive is better, in the metric's units), its interval,
             the verdict and over what it was computed.
     """
@@ -82,7 +82,7 @@ class Answer:
 def reference(records: Sequence[TrialRecord], metric_sign: int, metric_index: int) -> TrialRecord | None:
     """Default LoRA's best complete, healthy trial (by its target mean)."""
     from autopeft.search.sampling.baseline import DEFAULT_LORA
-    from autopeft.search.pareto import eligible
+    from autopeft.search.analysis.pareto import eligible
 
     refs = [r for r in eligible(records) if r.extras.get("baseline") == DEFAULT_LORA]
     return max(refs, key=lambda r: metric_sign * r.values[metric_index], default=None)
@@ -97,7 +97,7 @@ def paired(point: int, base: int, rows, metric: str, metric_sign: int, floor: fl
     """``point`` against ``base`` on the test split, over the seeds both completed; None: no
     shared seed.
 
-    Paired by test example (``autopeft.search.paired.bootstrap``) when every shared seed's
+    Paired by test example (``autopeft.search.analysis.paired.bootstrap``) when every shared seed's
     two runs kept outcomes of ``metric`` on the same test rows; otherwise by seed only
     (``by_seed``, said to be approximate) with ``floor`` (the least standard error over
     seeds: one test example for a share metric) and ``n_test`` (test rows, for the sampling
@@ -108,7 +108,7 @@ def paired(point: int, base: int, rows, metric: str, metric_sign: int, floor: fl
         metric_sign: 1 when higher ``metric`` is better, -1 when lower is.
         rng_seed: The bootstrap's seed: the same rows give the same interval.
     """
-    from autopeft.search.paired import bootstrap, by_seed
+    from autopeft.search.analysis.paired import bootstrap, by_seed
 
     def complete(n):
         return {r.seed: r for r in rows if r.trial_number == n and r.status == "complete" and metric in r.test_metrics}
@@ -121,7 +121,7 @@ def paired(point: int, base: int, rows, metric: str, metric_sign: int, floor: fl
     splits = {o["split"] for pair in outcomes if None not in pair for o in pair}
     if metric_sign > 0 and all(None not in pair for pair in outcomes) and len(splits) == 1 \
             and len({len(o["right"]) for pair in outcomes for o in pair}) == 1:
-        from autopeft.search.paired import outcome_bits
+        from autopeft.search.analysis.paired import outcome_bits
 
         comparison = bootstrap([outcome_bits(x["right"]) for x, _ in outcomes],
                                [outcome_bits(y["right"]) for _, y in outcomes], seeds, rng_seed=rng_seed)
@@ -143,7 +143,7 @@ def _outcomes(row, metric: str) -> dict | None:
 
 def rung_tau(records: Sequence[TrialRecord], metric_index: int) -> tuple[float | None, int]:
     """Kendall tau between the lowest rung's metric and the target mean (None below 3 trials)."""
-    from autopeft.search.pareto import eligible
+    from autopeft.search.analysis.pareto import eligible
 
     pairs = [(r.extras["rungs"][0][1], r.values[metric_index]) for r in eligible(records) if r.extras.get("rungs")]
     if len(pairs) < 3:
@@ -156,7 +156,7 @@ def rung_tau(records: Sequence[TrialRecord], metric_index: int) -> tuple[float |
 
 def answer(study: StudyRecord, records: Sequence[TrialRecord], rows, metric: str) -> Answer:
     """The front at the target, default LoRA beside it, the paired comparisons, tau and the sentence."""
-    from autopeft.search.pareto import pareto_front
+    from autopeft.search.analysis.pareto import pareto_front
     from autopeft.tasks import METRIC_DIRECTIONS
 
     names = [n for n, _ in study.objectives]

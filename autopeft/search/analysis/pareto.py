@@ -5,7 +5,7 @@ the records know what optuna does not (an infeasible trial's imputed values are 
 results), and the dashboard must draw fronts without opening optuna's storage. The
 non-dominated filter is checked against ``study.best_trials`` in the tests.
 
-A diverged trial (``autopeft.search.divergence``: a collapsed classifier, a loss that did
+A diverged trial (``autopeft.search.analysis.divergence``: a collapsed classifier, a loss that did
 not fall) is a real observation, and the sampler learns from it, but it is never a result to
 offer: every front and pick here is taken over :func:`eligible` trials only, so a run that
 collapsed cannot sit on the front because it trained few parameters. Such trials stay in
@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from autopeft.errors import ExportError
-from autopeft.search.divergence import divergence
+from autopeft.search.analysis.divergence import divergence
 from autopeft.search.scales import scaled
 from autopeft.store.records import StudyRecord, TrialRecord
 
@@ -34,7 +34,7 @@ def diverged(record: TrialRecord) -> str | None:
     """Why a complete trial's run counts as diverged, in a few words; None when it does not
     (or the trial is not complete).
 
-    A verified point (``autopeft.search.trust.verified_records``) is judged by its
+    A verified point (``autopeft.search.analysis.trust.verified_records``) is judged by its
     verification, not by its proxy run: None. Verification keeps a configuration with a
     diverged seed and flags it where it is shown (``Verified.diverged``), so the verified
     front and picks are taken over every verified point.

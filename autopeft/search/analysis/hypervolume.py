@@ -15,7 +15,7 @@ reference point is fixed per study (the worst eligible value plus a 10 % margin 
 range), so the history over trials never decreases and 1.0 would be a single point at the
 ideal. The reference point is returned in the objectives' own units so it can be shown.
 
-Eligible trials are those the front is taken over (``autopeft.search.pareto.eligible``):
+Eligible trials are those the front is taken over (``autopeft.search.analysis.pareto.eligible``):
 complete and not diverged. A diverged trial adds nothing to the volume, nor to the box.
 """
 
@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from autopeft.search.pareto import _losses, eligible, non_dominated
+from autopeft.search.analysis.pareto import _losses, eligible, non_dominated
 from autopeft.search.scales import scaled, unscaled
 from autopeft.store.records import TrialRecord
 
