@@ -10,7 +10,7 @@ def _doc(name: str) -> str:
 
 
 def test_workers_doc_gives_the_verification_heartbeat_and_its_grace():
-    from autopeft.search.verify import HEARTBEAT, STALE_AFTER
+    from autopeft.search.runs import HEARTBEAT, STALE_AFTER
 
     doc = _doc("workers.md")
     assert "no heartbeat" not in doc and "6 hours" not in doc

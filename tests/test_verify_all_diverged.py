@@ -17,6 +17,7 @@ import pytest
 
 from autopeft.cli import main
 from autopeft.search import verify
+from autopeft.search.runs import run_pending
 from autopeft.space.encoding import Candidate
 from autopeft.space.schema import Targets
 from autopeft.store import Store, TrialRecord, utcnow
@@ -123,7 +124,7 @@ def test_with_baseline_the_reference_trials_and_default_lora_are_verified(tmp_pa
     runs.add(verify.jobs(p))
     lines = []
     runs.add(verify.baseline_jobs(p, prep, rates=(1e-4, 1e-3), log=lines.append, runs=runs))
-    verify.run_pending(runs, "alldiv", prep, log=lines.append)
+    run_pending(runs, "alldiv", prep, log=lines.append)
     rows = runs.of("alldiv")
     assert all(r.status == "complete" for r in rows), [(r.subject, r.error) for r in rows]
     subjects = sorted(r.subject for r in rows)

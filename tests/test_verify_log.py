@@ -12,7 +12,7 @@ import types
 
 import pytest
 
-from autopeft.search import verify
+from autopeft.search.runs import run_pending
 from autopeft.space.encoding import Candidate
 from autopeft.space.schema import Targets
 from autopeft.store import Store
@@ -60,7 +60,7 @@ def test_a_run_the_trial_failed_logs_the_reason_it_reported(runs, prep, monkeypa
     reason = "non-finite loss at step 2 (nan)"
     monkeypatch.setattr("autopeft.trials.executor.run_isolated", lambda spec: TrialResult.failed(reason, [[1, 2.0]]))
     lines = []
-    assert verify.run_pending(runs, "vlog", prep, log=lines.append) == 1
+    assert run_pending(runs, "vlog", prep, log=lines.append) == 1
     (row,) = runs.of("vlog")
     assert row.status == "failed" and row.error == reason
     assert lines[-1] == f"verify vlog: trial:0 seed 0 failed: {reason}"
@@ -73,7 +73,7 @@ def test_a_run_that_raised_keeps_its_traceback_in_the_log_and_the_record(runs, p
     monkeypatch.setattr("autopeft.trials.executor.run_isolated", broken_runner)
     lines = []
     with caplog.at_level(logging.ERROR, logger="autopeft"):
-        verify.run_pending(runs, "vlog", prep, log=lines.append)
+        run_pending(runs, "vlog", prep, log=lines.append)
     (row,) = runs.of("vlog")
     assert row.status == "failed" and row.error == "KeyError: 'peak_rss_mb'"
     trace = row.extras["traceback"]
@@ -85,9 +85,9 @@ def test_a_run_that_raised_keeps_its_traceback_in_the_log_and_the_record(runs, p
 
 def test_a_retried_run_does_not_keep_the_last_attempt_s_traceback(runs, prep, monkeypatch):
     monkeypatch.setattr("autopeft.trials.executor.run_isolated", lambda spec: {}["boom"])
-    verify.run_pending(runs, "vlog", prep)
+    run_pending(runs, "vlog", prep)
     runs.retry_failed("vlog")
     monkeypatch.setattr("autopeft.trials.executor.run_isolated", lambda spec: TrialResult.failed("out of memory"))
-    verify.run_pending(runs, "vlog", prep)
+    run_pending(runs, "vlog", prep)
     (row,) = runs.of("vlog")
     assert row.error == "out of memory" and "traceback" not in row.extras

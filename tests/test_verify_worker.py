@@ -116,7 +116,7 @@ def test_two_worker_processes_share_the_queue_and_train_each_run_once(tmp_path, 
 
 
 def test_run_one_records_an_exception_as_failed_and_puts_an_interrupted_run_back(tmp_path, monkeypatch):
-    import autopeft.search.verify as verify
+    import autopeft.search.runs as runs_mod
     from test_store_contract import study_record
     from test_verifications_store import job
 
@@ -128,16 +128,16 @@ def test_run_one_records_an_exception_as_failed_and_puts_an_interrupted_run_back
     def boom(record, prep, runner=None):
         raise RuntimeError("CUDA error: device-side assert\nmore lines")
 
-    monkeypatch.setattr(verify, "train", boom)
-    done = verify.run_one(runs, runs.claim("s", "w"), prep=None)
+    monkeypatch.setattr(runs_mod, "train", boom)
+    done = runs_mod.run_one(runs, runs.claim("s", "w"), prep=None)
     assert done.status == "failed" and runs.get(done.id).error == "RuntimeError: CUDA error: device-side assert"
 
     def stopped(record, prep, runner=None):
         raise KeyboardInterrupt  # SIGTERM to a worker mid-run
 
-    monkeypatch.setattr(verify, "train", stopped)
+    monkeypatch.setattr(runs_mod, "train", stopped)
     claimed = runs.claim("s", "w")
     with pytest.raises(KeyboardInterrupt):
-        verify.run_one(runs, claimed, prep=None)
+        runs_mod.run_one(runs, claimed, prep=None)
     assert runs.get(claimed.id).status == "pending"  # any worker may train it again, now
     store.close()

@@ -36,7 +36,8 @@ def verify(
     for `autopeft worker` processes; `autopeft show STUDY` (or this command again) prints what
     they have verified so far.
     """
-    from autopeft.search.verify import VerifyError, baseline_jobs, enqueue_baseline, jobs, plan, run_pending
+    from autopeft.search.runs import run_pending
+    from autopeft.search.verify import VerifyError, baseline_jobs, enqueue_baseline, jobs, plan
     from autopeft.store import Store
     from autopeft.store.verifications import Verifications
 

@@ -320,7 +320,7 @@ class SearchSession:
         import socket
 
         from autopeft.search import seeds
-        from autopeft.search.verify import STALE_AFTER, run_one
+        from autopeft.search.runs import STALE_AFTER, run_one
 
         self.runs.requeue_stale(self.study.name, STALE_AFTER)
         row = self.runs.claim(self.study.name, f"{socket.gethostname()}:{os.getpid()}", only=self.target_key)

@@ -12,10 +12,10 @@ logged line by a worker serving every study.
 Verification runs: ``autopeft verify`` queues rows in ``autopeft_verifications`` (with
 ``--enqueue-only`` it trains none itself). A worker serves them before new trials, oldest
 first (of its study, or of every study without one): it claims a row atomically
-(``Verifications.claim``), trains it through ``autopeft.search.verify.run_one`` — the code path
+(``Verifications.claim``), trains it through ``autopeft.search.runs.run_one`` — the code path
 ``verify`` uses — on the study's full-fidelity preparation (made once per study and kept), and
 records it ``complete`` or ``failed`` with the reason. A ``running`` row older than
-``verify.STALE_AFTER`` belonged to a dead process and is queued again.
+``runs.STALE_AFTER`` belonged to a dead process and is queued again.
 
 Stopping: SIGTERM (or SIGINT) during a trial kills the trial process, records the trial as
 failed ("interrupted"), queues its point again for any worker (so the interruption costs
@@ -184,7 +184,7 @@ class Worker:
         budget goes on after them (at most one run's wait per trial). Trials first would
         leave verifications waiting behind a whole search budget — hours — for no gain.
         """
-        from autopeft.search.verify import STALE_AFTER, run_one
+        from autopeft.search.runs import STALE_AFTER, run_one
         from autopeft.store.verifications import Verifications
 
         runs = Verifications(self.store)
