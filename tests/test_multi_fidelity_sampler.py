@@ -116,3 +116,37 @@ def test_a_records_probes_and_rungs_become_its_observations():
                          extras={"probes": [[15, 0.4, 1.1, 0.03], [30, 0.5, 1.0, 0.03]],
                                  "rungs": [[30, 0.5, 1.0, 0.03], [45, None]]})
     assert observations(record) == [[15, 0.4], [30, 0.5]]
+
+
+def test_each_fit_starts_from_the_previous_fits_hyperparameters(monkeypatch):
+    """A warm start: the second ask's GPs begin where the first ask's ended, parameter by parameter."""
+    from autopeft.search.sampling import models as gp
+
+    sampler = MultiFidelitySampler(startup_trials=4, seed=0)
+    study = _study(sampler)
+    for x, kind in ((0.1, "small"), (0.3, "small"), (0.5, "large"), (0.9, "large")):
+        study.add_trial(_stopped(x, kind))
+    study.ask(DISTS)
+    first = sampler._hyperparameters
+    assert first is not None and len(first) == 2  # the metric's GP and the parameter count's
+    started = []
+    original = gp._warm_start
+    monkeypatch.setattr(gp, "_warm_start", lambda model, params: (
+        original(model, params), started.append({k: v.clone() for k, v in model.named_parameters()})))
+    study.add_trial(_stopped(0.7, "small"))
+    study.ask(DISTS)
+    assert len(started) == 2
+    for before, after in zip(first, started):
+        assert before.keys() == after.keys()
+        assert all(bool((before[k] == after[k]).all()) for k in before)
+
+
+def test_a_warm_start_skips_parameters_of_another_shape():
+    import torch
+
+    from autopeft.search.sampling.models import _warm_start
+
+    layer = torch.nn.Linear(3, 1)
+    _warm_start(layer, {"weight": torch.full((1, 3), 7.0), "bias": torch.zeros(2)})
+    assert bool((layer.weight == 7.0).all())
+    assert layer.bias.shape == (1,)

@@ -239,6 +239,9 @@ def _prepared(task: str):
 
 
 def _autopeft_job(task: str, table_path: str, name: str, seed: int, budget: int) -> tuple[dict, float]:
+    import torch
+
+    torch.set_num_threads(1)  # one job per core: the GP fits of two jobs must not fight for both
     table = Table.load(table_path, TARGET)
     prep = _prepared(task)  # once per process: not a cost of the strategy
     t0 = time.perf_counter()

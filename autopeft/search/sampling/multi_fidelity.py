@@ -64,6 +64,7 @@ class MultiFidelitySampler(BaseSampler):
         self._asks = 0
         #: Proposals the model made (tests and benchmarks read it).
         self.modelled = 0
+        self._hyperparameters: list[dict] | None = None  # the last fit's, where the next starts
 
     # ------------------------------------------------------------------ optuna's sampler protocol
     def reseed_rng(self) -> None:
@@ -121,10 +122,11 @@ class MultiFidelitySampler(BaseSampler):
     def _propose(self, study, search_space: dict, data) -> dict | None:
         import torch
 
-        from autopeft.search.sampling.models import fit_models, target_acquisition
+        from autopeft.search.sampling.models import fit_models, hyperparameters, target_acquisition
 
         torch.manual_seed((self.seed or 0) * 7919 + self._asks)
-        models = fit_models(data)
+        models = fit_models(data, warm=self._hyperparameters)
+        self._hyperparameters = hyperparameters(models)
         acqf = target_acquisition(models, data)
         return self._best_new(acqf, data, search_space)
 
