@@ -86,7 +86,14 @@ def schedule(points: list[dict]) -> list[tuple[dict, int]]:
         runs.append((p, 0))
         if i % SECOND_SEED_EVERY == 0:
             runs.append((p, 1))
-    return runs
+    # Default LoRA's runs first (the seeds chosen as above): the reference a search trains first,
+    # on which ``proxy.rungs: auto`` places the rungs (signals.py replays that placement).
+    return [r for r in runs if is_default_lora(r[0])] + [r for r in runs if not is_default_lora(r[0])]
+
+
+def is_default_lora(point: dict) -> bool:
+    """LoRA r8 (``rank`` 2: an index into 2, 4, 8, 16) on query and value, every layer, any rate."""
+    return (point["method"], point["rank"], point["targets"], point["top_k"]) == ("lora", 2, "query+value", 6)
 
 
 def key_of(point: dict, seed: int) -> str:

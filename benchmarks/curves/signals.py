@@ -6,14 +6,18 @@ training loss — the Spearman correlation, over the table's configurations (see
 signal at that step (oriented: a loss is negated) and validation accuracy at the target (step
 150). The signal a search should judge rungs by is the one that ranks like the target earliest.
 
-Also: the seed-to-seed figure of the same protocol (Spearman between seed 0's and seed 1's target
+Also: where ``proxy.rungs: auto`` puts the first rung on this table (the product's own
+``autopeft.search.fidelity.placement.place`` on default LoRA's row: LoRA r8 on query and value,
+every layer, the middle of its rate band, the reference a search trains first), and each
+signal's correlation there; and the seed-to-seed figure of the same protocol (Spearman between seed 0's and seed 1's target
 accuracy over the configurations with both), the ceiling any signal can reach.
 
 Usage:
     python benchmarks/curves/signals.py [--task tweet|bbc] [--table PATH]
 
-Ends with one SUMMARY line: each signal's correlation at the first evaluation step where the
-best signal reaches 0.6, and the seed-to-seed ceiling.
+Ends with one SUMMARY line: each signal's correlation at the first rung (goal: the rung signal,
+``eval_loss``, at least 0.6 there), at the first evaluation step where the best signal reaches
+0.6, and the seed-to-seed ceiling.
 """
 
 from __future__ import annotations
@@ -86,6 +90,40 @@ def seed_ceiling(rows: list[dict]) -> tuple[float, int]:
     return (spearman(*zip(*pairs)) if len(pairs) >= 3 else float("nan")), len(pairs)
 
 
+#: Default LoRA in the table's terms (rank 8 is RANKS[2]; lr 1: the middle of LoRA's band, the
+#: first of the three rates a search with a target trains it at).
+DEFAULT_LORA = {"method": "lora", "rank": 2, "targets": "query+value", "top_k": 6, "lr": 1}
+RUNG_SIGNAL = "eval_loss"  # the shipped proxy.signal
+ETA = 3
+
+
+def first_rung(rows: list[dict], prior_loss: float | None) -> tuple[int | None, str]:
+    """Where ``proxy.rungs: auto`` places the first rung, from default LoRA's seed-0 row, and why
+    (None: the row is not in the table yet, or its signal never moved)."""
+    from autopeft.search.fidelity.placement import place
+    from autopeft.search.fidelity.signals import Reading, RungSignal
+
+    row = next((r for r in rows if r["seed"] == 0 and r["point"] == DEFAULT_LORA), None)
+    if row is None:
+        return None, "default LoRA's run is not in the table yet"
+    col, _ = SIGNALS[RUNG_SIGNAL]
+    probes = [(e[0], Reading(e[col + 1], e[col + 2] or 0.0)) for e in row["evals"]
+              if e[0] < 150 and len(e) > col + 2 and e[col + 2] is not None]
+    if not probes:
+        return None, "default LoRA's row has no standard errors (built before they were recorded)"
+    ladder = place(RungSignal(RUNG_SIGNAL, "min"), probes, target_steps=150, eta=ETA, reference=0, finished=True,
+                   prior_loss=prior_loss)
+    return (ladder.rungs[0] if ladder.rungs else None), ladder.why()
+
+
+def label_entropy(task: str) -> float | None:
+    """The loss of answering the validation split's label frequencies (a trial's ``eval_prior_loss``)."""
+    sys.path.insert(0, str(HERE))
+    import replay
+
+    return replay.prior_loss(replay._prepared(task))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=("tweet", "bbc"), default="tweet")
@@ -102,10 +140,17 @@ def main(argv=None) -> int:
         print(f"{step:>5} " + " ".join(f"{corr[name][step]:>11.2f}" for name in SIGNALS))
     ceiling, pairs = seed_ceiling(rows)
     print(f"seed 0 vs seed 1 at the target: Spearman {ceiling:.2f} over {pairs} configurations (the ceiling)")
+    rung, why = first_rung(rows, label_entropy(args.task))
+    print(f"proxy.rungs: auto on this table: {why}")
+    if rung is not None:
+        print(f"at the first rung ({rung}): " + ", ".join(f"{n} {corr[n][rung]:.2f}" for n in SIGNALS))
     best_step = next((s for s in steps if max(corr[n][s] for n in SIGNALS if not math.isnan(corr[n][s])) >= 0.6), None)
     at = best_step if best_step is not None else steps[0]
     ranked = sorted(SIGNALS, key=lambda n: -np.nan_to_num(corr[n][at], nan=-9))
-    print(f"SUMMARY curves/signals ({args.task}, {n0} configurations): at step {at} "
+    at_rung = (f"first rung {rung}: {RUNG_SIGNAL} {corr[RUNG_SIGNAL][rung]:.2f} "
+               f"(goal >= 0.6: {'met' if corr[RUNG_SIGNAL][rung] >= 0.6 else 'not met'}); ") if rung is not None \
+        else "first rung: none placed; "
+    print(f"SUMMARY curves/signals ({args.task}, {n0} configurations): {at_rung}at step {at} "
           + ", ".join(f"{n} {corr[n][at]:.2f}" for n in ranked) + f"; seed-to-seed {ceiling:.2f} ({pairs} pairs)")
     return 0
 
