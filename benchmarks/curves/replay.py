@@ -329,13 +329,49 @@ def report(table: Table, traces: dict[str, list[Trace]], budget: int, times: dic
                     parts.append(f"{w}-{t}-{lo}")
                 cells.append(f"{' '.join(parts):>22}")
             lines.append(f"{a:<16} " + " ".join(cells))
+    goals = goal_lines(curves, budget, level) if NEW in curves and level is not None else []
+    if goals:
+        lines.append("")
+        lines.extend(f"goal {label}: {text}: {'met' if met else 'not met'}" for label, text, met in goals)
     best = max(finals, key=lambda n: statistics.fmean(finals[n].values()) if finals[n] else 0.0) if finals else "-"
     summary = "; ".join(f"{n} {statistics.fmean(v.values()):.3f}" for n, v in finals.items() if v)
     lines.append("")
+    met = ("; goals: " + ", ".join(f"{label} {'met' if ok else 'not met'}" for label, _, ok in goals)) if goals else ""
     lines.append(f"SUMMARY curves/replay: HV@{budget:,} steps (mean over seeds; table {table.runs} runs, "
                  f"{len(table.rows)} configurations): {summary}; best {best}"
-                 + (f"; steps to random's final HV: " + ", ".join(f"{n} {v}" for n, v in reach.items()) if reach else ""))
+                 + (f"; steps to random's final HV: " + ", ".join(f"{n} {v}" for n, v in reach.items()) if reach else "")
+                 + met)
     return lines
+
+
+#: The strategy the goals are about, and the rivals it must beat at equal steps.
+NEW = "new"
+RIVALS = ("random+halving", "synetune-moasha", "neps")
+WINS_NEEDED = 0.75  # 15 of 20 seeds
+
+
+def goal_lines(curves: dict, budget: int, level: float) -> list[tuple[str, str, bool]]:
+    """The benchmark's goals for the new search, each ``(label, what was measured, met)``:
+    it reaches random search's mean final HV within a third of the budget (in the median seed),
+    and at the budget's end it beats each rival in at least 3/4 of the seeds (paired by seed)."""
+    out = []
+    got = sorted(g for g in (steps_to(c, level) for c in curves[NEW].values()) if g is not None)
+    n = len(curves[NEW])
+    third = budget / 3
+    median = statistics.median(got) if len(got) * 2 > n else None  # reached in most seeds, else never
+    out.append(("A", f"{NEW} reaches random's final HV ({level:.3f}) in <= 1/3 of the budget ({third:,.0f} steps): "
+                     f"median {'never' if median is None else format(median, ',.0f')} over {n} seeds, "
+                     f"{sum(g <= third for g in got)}/{n} seeds within it", median is not None and median <= third))
+    for rival in RIVALS:
+        if rival not in curves:
+            out.append((f"B vs {rival}", "not replayed", False))
+            continue
+        common = sorted(set(curves[NEW]) & set(curves[rival]))
+        wins = sum(hv_at(curves[NEW][s], budget) > hv_at(curves[rival][s], budget) + 1e-9 for s in common)
+        need = WINS_NEEDED * len(common)
+        out.append((f"B vs {rival}", f"{NEW} has the higher HV at {budget:,} steps in {wins}/{len(common)} seeds "
+                                     f"(needed {need:.0f})", bool(common) and wins >= need))
+    return out
 
 
 # --------------------------------------------------------------------------- main
