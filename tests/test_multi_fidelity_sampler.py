@@ -132,7 +132,7 @@ def test_each_fit_starts_from_the_previous_fits_hyperparameters(monkeypatch):
     started = []
     original = gp._warm_start
     monkeypatch.setattr(gp, "_warm_start", lambda model, params: (
-        original(model, params), started.append({k: v.clone() for k, v in model.named_parameters()})))
+        original(model, params), started.append({k: v.clone() for k, v in model.named_parameters()}))[0])
     study.add_trial(_stopped(0.7, "small"))
     study.ask(DISTS)
     assert len(started) == 2
@@ -147,6 +147,7 @@ def test_a_warm_start_skips_parameters_of_another_shape():
     from autopeft.search.sampling.models import _warm_start
 
     layer = torch.nn.Linear(3, 1)
-    _warm_start(layer, {"weight": torch.full((1, 3), 7.0), "bias": torch.zeros(2)})
+    assert not _warm_start(layer, {"weight": torch.full((1, 3), 7.0), "bias": torch.zeros(2)})  # not every one
     assert bool((layer.weight == 7.0).all())
     assert layer.bias.shape == (1,)
+    assert _warm_start(layer, {"weight": torch.zeros(1, 3), "bias": torch.ones(1)})

@@ -14,6 +14,8 @@ ones included), pending points (running trials), the constraint feasible at <= 0
 
 from __future__ import annotations
 
+#: L-BFGS iterations of a fit from the priors' defaults, and of one from the last fit's optimum.
+COLD_ITERATIONS, WARM_ITERATIONS = 100, 50
 #: Monte-Carlo samples of the acquisition (stock: 256; proxies are noisy, 64 is plenty).
 MC_SAMPLES = 64
 
@@ -38,9 +40,9 @@ def fit_models(data, warm: "list[dict] | None" = None):
     for x, y in data.objectives + ((data.constraint,) if data.constraint is not None else ()):
         models.append(SingleTaskGP(_at_target(x), torch.as_tensor(y).unsqueeze(-1), outcome_transform=Standardize(m=1)))
     for i, model in enumerate(models):
-        if warm is not None and i < len(warm):
-            _warm_start(model, warm[i])
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model), optimizer_kwargs={"options": {"maxiter": 100}})
+        started = warm is not None and i < len(warm) and _warm_start(model, warm[i])
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model),
+                         optimizer_kwargs={"options": {"maxiter": WARM_ITERATIONS if started else COLD_ITERATIONS}})
         model.eval()
     return ModelListGP(*models)
 
@@ -51,16 +53,20 @@ def hyperparameters(models) -> list[dict]:
     return [{k: v.detach().clone() for k, v in m.named_parameters()} for m in models.models]
 
 
-def _warm_start(model, params: dict) -> None:
+def _warm_start(model, params: dict) -> bool:
     """Start ``model``'s hyperparameters at ``params`` where names and shapes agree (a model
-    over other inputs keeps its own)."""
+    over other inputs keeps its own); whether every one of them did."""
     import torch
 
+    every = True
     with torch.no_grad():
         for name, param in model.named_parameters():
             old = params.get(name)
             if old is not None and old.shape == param.shape:
                 param.copy_(old)
+            else:
+                every = False
+    return every
 
 
 def target_acquisition(models, data):
