@@ -1,0 +1,75 @@
+"""A run protocol's key is stored with every verification row: it must never drift.
+
+The keys pinned here were computed by the code that stored the rows of existing databases
+(``verify`` planning and a study's seed runs at its target); a row whose protocol hashes
+differently is no longer found, so a resumed ``verify`` or search would train it again.
+The plans are made from a stored study and a stand-in for the prepared data (only its
+sizes are read), so nothing is trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+
+from autopeft.space import load_space_text
+from autopeft.store import Store, utcnow
+from test_store_contract import study_record, trial_record
+from test_target import SPACE
+
+FLAT = SPACE.replace("target: {steps: 36, seeds: 3}\n", "").replace("study: tg", "study: flat")
+CONSTANT = SPACE.replace("eta: 3}", "eta: 3, schedule: constant, warmup_steps: 2}").replace("study: tg", "study: const")
+
+#: The stored protocol of tg's seed runs at its target (36 steps, proxy sizes, schedule).
+TARGET = {"fidelity": "target", "steps": 36, "batch_size": 8, "max_length": 16, "train_examples": 64,
+          "eval_examples": 32, "schedule": "linear"}
+#: ``verify`` of a study without a target: one epoch of the 4,000 training rows in batches of 8.
+EPOCH = {"steps": 500, "batch_size": 8, "max_length": 16, "train_examples": 4000, "eval_examples": 300,
+         "test_examples": 500}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('protocol')}/p.db")
+    for name, yaml in (("tg", SPACE), ("flat", FLAT), ("const", CONSTANT)):
+        store.add_study(study_record(name, space_yaml=yaml))
+        store.save_trial(trial_record(name, 0, status="complete", candidate={"method": "lora", "rank": 4},
+                                      metrics={"accuracy": 0.6}, values=[0.6, 1000], trainable_params=1000,
+                                      finished_at=utcnow()))
+    return store
+
+
+def _prep(store, name: str, *, given: bool = False):
+    space = load_space_text(store.get_study(name).space_yaml, name)
+    if given:
+        space = dataclasses.replace(space, task=dataclasses.replace(space.task, test="data/test.csv"))
+    data = SimpleNamespace(n_train=4000, n_eval=300, n_test=500, num_labels=3, test_source="given" if given else "carved")
+    return SimpleNamespace(space=space, data=data)
+
+
+@pytest.mark.parametrize("name, asked, given, stored, seeds, key", [
+    ("tg", {}, False, TARGET, (0, 1, 2), "532a62b8b92375c0"),
+    ("tg", {"seeds": 5}, False, TARGET, (0, 1, 2, 3, 4), "532a62b8b92375c0"),  # more seeds, the same rows
+    ("tg", {"steps": 10}, False, {**EPOCH, "steps": 10}, (0, 1, 2), "9223f4a1b7fbd5f7"),
+    ("flat", {}, False, EPOCH, (0, 1, 2), "94b1cc6203feb572"),
+    ("flat", {"steps": 7, "seeds": 2}, False, {**EPOCH, "steps": 7}, (0, 1), "850cce932ddad8e6"),
+    ("flat", {"epochs": 2.5}, False, {**EPOCH, "steps": 1250}, (0, 1, 2), "6986291de36844f4"),
+    ("flat", {}, True, {**EPOCH, "test_split": "given: data/test.csv"}, (0, 1, 2), "8caf5ec07111fbe8"),
+])
+def test_verify_stores_its_runs_under_the_keys_it_always_had(store, name, asked, given, stored, seeds, key):
+    from autopeft.search.verify import jobs, plan
+
+    p, _ = plan(store, name, prep=_prep(store, name, given=given), **asked)
+    rows = jobs(p)
+    assert [r.seed for r in rows] == list(seeds)
+    assert all(r.protocol == stored and r.protocol_key == key for r in rows)
+
+
+def test_a_studys_seed_runs_keep_their_key(store):
+    from autopeft.search.seeds import study_target_key
+
+    assert study_target_key(store.get_study("tg")) == "532a62b8b92375c0"
+    assert study_target_key(store.get_study("const")) == "08cfdd9a06fb8b33"  # the schedule is part of it
+    assert study_target_key(store.get_study("flat")) is None
