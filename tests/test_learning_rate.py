@@ -5,6 +5,7 @@ offset dimension (the rate's log-position inside the chosen method's band); and 
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import optuna
@@ -15,7 +16,8 @@ from optuna.distributions import FloatDistribution
 from autopeft.errors import SpaceError
 from autopeft.space import load_space, parse_space, space_hash
 from autopeft.space.encoding import LR_OFFSET, Candidate, NotInSpace, SpaceEncoding
-from autopeft.space.schema import LEARNING_RATE_FAMILIES, Fixed, PerMethod, Range, Targets, default_learning_rate
+from autopeft.space.dimensions import default_learning_rate
+from autopeft.space.schema import Fixed, PerMethod, Range, Targets
 
 from conftest import REPO
 
@@ -105,17 +107,39 @@ def test_each_bad_mapping_is_a_one_line_error_naming_its_key_path(tmp_path, rate
         assert word in msg, msg
 
 
-def test_omitted_it_is_the_built_in_band_of_each_method_family():
+#: The built-in bands (each method's ``learning_rate_band``) as a space that omits
+#: ``space.learning_rate`` is hashed with them. A change here changes the hash of every such
+#: space, so their studies no longer resume: change them on purpose only.
+BUILT_IN = {
+    "lora": [2.0e-4, 2.0e-3], "adalora": [2.0e-4, 2.0e-3], "loha": [2.0e-4, 2.0e-3], "lokr": [2.0e-4, 2.0e-3],
+    "ia3": [1.0e-3, 1.0e-2], "vera": [1.0e-3, 1.0e-2], "prefix": [2.0e-3, 2.0e-2], "bottleneck": [1.0e-4, 1.0e-3],
+}
+
+
+def test_omitted_it_is_the_built_in_band_of_each_method():
     space = parse_space(document(method=ALL, learning_rate=None)).space
     assert space.learning_rate == PerMethod(tuple((m, *default_learning_rate(m)) for m in ALL))
-    families = {m for methods, _ in LEARNING_RATE_FAMILIES.values() for m in methods}
-    from autopeft.methods import method_names
+    from autopeft.methods import get_method
 
-    assert set(method_names()) <= families, "every registered method has a family"
-    for _, (low, high) in LEARNING_RATE_FAMILIES.values():
-        assert 0 < low < high and 5 <= high / low <= 20, "bands span about tenfold"
+    assert {m: list(get_method(m).learning_rate_band) for m in ALL} == BUILT_IN
     assert default_learning_rate("lora")[0] <= 1e-3 <= default_learning_rate("lora")[1], "default LoRA's 1e-3 fits"
     assert default_learning_rate("ia3")[0] > default_learning_rate("lora")[0]
+
+
+def test_the_built_in_bands_hash_as_they_always_have():
+    """A shipped space without its ``learning_rate`` hashes with the built-in bands, as the same
+    JSON numbers as when the bands lived in one table of the schema."""
+    from autopeft.space.identity import identity_document
+
+    doc = yaml.safe_load((REPO / "search_spaces" / "bbc-news-all-methods.yaml").read_text())
+    del doc["space"]["learning_rate"]
+    sp = identity_document(parse_space(doc))["space"]
+    assert sorted(sp["method"]) == sorted(ALL)
+    assert json.dumps(sp["learning_rate"], sort_keys=True) == json.dumps({"built-in": BUILT_IN}, sort_keys=True)
+    assert json.dumps(BUILT_IN["lora"]) == "[0.0002, 0.002]"
+    # Every method with its built-in band: the hash this document had before the bands moved
+    # from the schema into the methods.
+    assert space_hash(parse_space(document(method=ALL, learning_rate=None))) == "2bcf1341963442d7"
 
 
 def test_narrowing_space_method_on_the_command_line_keeps_the_bands_of_the_methods_left():

@@ -22,6 +22,7 @@ import pytest
 
 from autopeft.errors import MethodError
 from autopeft.methods import BuildContext, config_to_json, get_method, method_names, register_method
+from autopeft.space.dimensions import default_learning_rate
 from autopeft.space.encoding import Candidate
 from autopeft.space.schema import Targets
 
@@ -198,6 +199,18 @@ def test_adapters_go_only_to_the_chosen_layers_and_modules(name, model_info, mod
     hit_layers = {int(n.split(prefix, 1)[1].split(".")[0]) for n in adapted}
     assert hit_layers == set(layers)
     assert all(".query." in n or ".value." in n for n in adapted)
+
+
+# ------------------------------------------------------------------- what a method declares
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_every_method_declares_a_sane_learning_rate_band(name):
+    low, high = get_method(name).learning_rate_band
+    assert isinstance(low, float) and isinstance(high, float)
+    assert 1e-5 <= low < high <= 1e-1, "fine-tuning rates, low < high"
+    assert 5 <= high / low <= 20, "a band spans about tenfold, so the search picks the rate"
+    assert default_learning_rate(name) == (low, high), "a space that omits the rate takes the method's band"
 
 
 # ------------------------------------------------------------------------------ registry

@@ -30,7 +30,7 @@ def test_a_band_per_method_is_printed_as_the_bands(capsys):
 
 
 def test_an_omitted_learning_rate_prints_the_built_in_bands(capsys, tmp_path):
-    from autopeft.space.schema import default_learning_rate
+    from autopeft.space.dimensions import default_learning_rate
 
     doc = yaml.safe_load(QUICKSTART.read_text())
     del doc["space"]["learning_rate"]

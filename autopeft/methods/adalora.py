@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from autopeft.errors import MethodError
 from autopeft.methods.base import BuildContext, MethodBase, selected_modules, target_regex, task_type_for
+from autopeft.methods.lora import LoRA
 
 
 def schedule(steps: int) -> dict:
@@ -26,6 +27,7 @@ class AdaLoRA(MethodBase):
     uses = frozenset({"rank", "alpha", "dropout", "targets", "layers"})
     supports_ist = True  # its adapter is the identity when its parameters are zero (autopeft.trials.ist)
     stateful_steps = True  # update_and_allocate keeps importance averages across steps
+    learning_rate_band = LoRA.learning_rate_band  # LoRA in SVD form
 
     def build(self, cand, ctx: BuildContext):
         from peft import AdaLoraConfig

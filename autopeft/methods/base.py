@@ -45,6 +45,10 @@ class Method(Protocol):
     #: Whether ``on_step`` keeps state of its own between steps (AdaLoRA's rank allocator):
     #: such a run cannot be checkpointed and resumed exactly (``autopeft.trials.checkpoint``).
     stateful_steps: bool
+    #: The learning-rate band ``(low, high)`` a space gives the method when it omits
+    #: ``space.learning_rate`` (``autopeft.space.dimensions.default_learning_rate``). A space that
+    #: omits the rate is hashed with these numbers, so changing them makes it another space.
+    learning_rate_band: tuple[float, float]
 
     def build(self, cand, ctx: BuildContext) -> Any:
         """The peft ``PeftConfig`` for ``cand``."""
@@ -86,6 +90,13 @@ class MethodBase:
     uses: frozenset[str] = frozenset()
     supports_ist = False
     stateful_steps = False
+    #: The band of a method that declares none (a plug-in): centred on 1e-3. A method's own
+    #: band is a long-run rate from its papers and peft's examples, spanning 10x so that the
+    #: search, not the band, picks the rate. Good rates differ about tenfold between methods,
+    #: and one band shared by all would put some at the edge of divergence. A proxy of a few
+    #: dozen steps wants the bands shifted up (``search_spaces/quickstart.yaml`` gives its own
+    #: and says why).
+    learning_rate_band: tuple[float, float] = (3.0e-4, 3.0e-3)
 
     def config_json(self, config) -> dict:
         return config_to_json(config)

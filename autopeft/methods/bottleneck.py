@@ -206,6 +206,7 @@ def _in_module(param_name: str, module: str) -> bool:
 class Bottleneck(MethodBase):
     name = "bottleneck"
     uses = frozenset({"rank", "targets", "layers"})
+    learning_rate_band = (1.0e-4, 1.0e-3)  # ~1e-4 in Houlsby et al. 2019 and AdapterHub
 
     def build(self, cand, ctx: BuildContext) -> BottleneckConfig:
         layers = tuple(sorted(cand.layers))

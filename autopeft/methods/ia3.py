@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-
 from autopeft.methods.base import BuildContext, MethodBase, selected_modules, target_regex, task_type_for
 
 
 class IA3(MethodBase):
     name = "ia3"
     uses = frozenset({"targets", "layers"})
+    # T-Few (Liu et al. 2022) trains IA3 at 3e-3, peft's method-comparison benchmark near 5e-3.
+    learning_rate_band = (1.0e-3, 1.0e-2)
 
     def build(self, cand, ctx: BuildContext):
         from peft import IA3Config

@@ -10,12 +10,14 @@ Candidate mapping: ``rank`` -> ``r``, ``alpha`` -> ``alpha``, ``dropout`` -> ``r
 from __future__ import annotations
 
 from autopeft.methods.base import BuildContext, MethodBase, lycoris_config, selected_modules
+from autopeft.methods.lora import LoRA
 
 
 class LoHa(MethodBase):
     name = "loha"
     uses = frozenset({"rank", "alpha", "dropout", "targets", "layers"})
     supports_ist = True  # its adapter is the identity when its parameters are zero (autopeft.trials.ist)
+    learning_rate_band = LoRA.learning_rate_band  # a low-rank update like LoRA's
 
     def build(self, cand, ctx: BuildContext):
         from peft import LoHaConfig

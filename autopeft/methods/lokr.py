@@ -14,6 +14,7 @@ peft defaults otherwise (``decompose_both=False``, ``decompose_factor=-1``). Per
 from __future__ import annotations
 
 from autopeft.methods.base import BuildContext, MethodBase, lycoris_config, selected_modules
+from autopeft.methods.lora import LoRA
 
 
 def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
@@ -51,6 +52,7 @@ class LoKr(MethodBase):
     name = "lokr"
     uses = frozenset({"rank", "alpha", "dropout", "targets", "layers"})
     supports_ist = True  # its adapter is the identity when its parameters are zero (autopeft.trials.ist)
+    learning_rate_band = LoRA.learning_rate_band  # a factorised update like LoRA's
 
     def build(self, cand, ctx: BuildContext):
         from peft import LoKrConfig

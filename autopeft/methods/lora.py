@@ -9,6 +9,10 @@ class LoRA(MethodBase):
     name = "lora"
     uses = frozenset({"rank", "alpha", "dropout", "targets", "layers", "dora", "rslora"})
     supports_ist = True  # its adapter is the identity when its parameters are zero (autopeft.trials.ist)
+    # Hu et al. 2021 (RoBERTa/DeBERTa on GLUE) train at 4e-4..5e-4, peft's LoRA examples at
+    # 1e-4..3e-4 on long runs, and autopeft's default LoRA at 1e-3. DoRA and rsLoRA, switches
+    # of LoRA, share it; so do the LoRA-like methods (adalora, loha, lokr).
+    learning_rate_band = (2.0e-4, 2.0e-3)
 
     def build(self, cand, ctx: BuildContext):
         from peft import LoraConfig

@@ -29,6 +29,8 @@ def token_dim(arch) -> int:
 class PrefixTuning(MethodBase):
     name = "prefix"
     uses = frozenset({"rank"})
+    # P-tuning v2 and peft's prefix-tuning examples train at 5e-3..1e-2.
+    learning_rate_band = (2.0e-3, 2.0e-2)
 
     def build(self, cand, ctx: BuildContext):
         from peft import PrefixTuningConfig

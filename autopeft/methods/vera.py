@@ -22,12 +22,14 @@ layers switched off (rank 0) stay off.
 from __future__ import annotations
 
 from autopeft.methods.base import BuildContext, MethodBase, selected_modules, target_regex, task_type_for
+from autopeft.methods.ia3 import IA3
 
 
 class VeRA(MethodBase):
     name = "vera"
     uses = frozenset({"rank", "dropout", "targets", "layers"})
     supports_ist = True  # its adapter is the identity when its parameters are zero (autopeft.trials.ist)
+    learning_rate_band = IA3.learning_rate_band  # scaling vectors like IA3's, trained at similar or higher rates
 
     def build(self, cand, ctx: BuildContext):
         from peft import VeraConfig

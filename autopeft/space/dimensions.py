@@ -23,7 +23,6 @@ from autopeft.space.schema import (
     Placement,
     Range,
     Targets,
-    default_learning_rate,
 )
 
 
@@ -177,5 +176,17 @@ def learning_rate(node: Node, method: Dimension) -> Dimension:
 
 
 def built_in_learning_rate(method: Dimension) -> PerMethod:
-    """The built-in band of each method of the space (``schema.LEARNING_RATE_FAMILIES``)."""
+    """The built-in band of each method of the space (each method's ``learning_rate_band``)."""
     return PerMethod(tuple((m, *default_learning_rate(m)) for m in methods_of(method)))
+
+
+def default_learning_rate(method: str) -> tuple[float, float]:
+    """The rate ``space.learning_rate`` takes for ``method`` when the space omits it: the band
+    the method declares (``learning_rate_band``, ``autopeft.methods``), or ``MethodBase``'s
+    for a method that declares none or is not registered."""
+    from autopeft.methods import get_method, method_names
+    from autopeft.methods.base import MethodBase
+
+    found = get_method(method) if method in method_names() else None
+    low, high = getattr(found, "learning_rate_band", MethodBase.learning_rate_band)
+    return float(low), float(high)

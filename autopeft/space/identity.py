@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from autopeft.space.schema import SearchSpace, default_learning_rate
+from autopeft.space.dimensions import default_learning_rate
+from autopeft.space.schema import SearchSpace
 
 #: Key paths left out of the hash. ``search.trials``: the trial count may grow. The
 #: run-environment keys of ``proxy``: ``device``: a study started on a laptop's CPU can be

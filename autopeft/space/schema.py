@@ -82,35 +82,6 @@ class PerMethod:
 Dimension = Union[Fixed, Choice, Range, PerLayer, PerMethod]
 
 
-#: Learning-rate bands by method family: the rate ``space.learning_rate`` takes for a method
-#: when the space omits it, and the one place these numbers live. Good rates differ about
-#: tenfold between families, and a single band shared by all of them puts one family at the
-#: edge of divergence. Sources: LoRA (Hu et al. 2021, RoBERTa/DeBERTa on GLUE: 4e-4..5e-4) and
-#: peft's LoRA examples (1e-4..3e-4) on long runs, and autopeft's own default-LoRA rate 1e-3;
-#: IA3 at 3e-3 in T-Few (Liu et al. 2022) and near 5e-3 in peft's method-comparison benchmark,
-#: with VeRA's vectors trained at similar or higher rates; prefix tuning at 5e-3..1e-2 in
-#: P-tuning v2 and peft's prefix-tuning examples; bottleneck adapters at ~1e-4 (Houlsby et al.
-#: 2019, AdapterHub). Each band spans 10x so the search, not this table, picks the rate. These
-#: are long-run rates: a proxy of a few dozen steps wants them shifted up (the shipped
-#: search_spaces/quickstart.yaml gives its own bands and says why).
-LEARNING_RATE_FAMILIES: dict[str, tuple[tuple[str, ...], tuple[float, float]]] = {
-    "lora-like": (("lora", "adalora", "loha", "lokr"), (2.0e-4, 2.0e-3)),  # DoRA/rsLoRA: switches of lora
-    "ia3-like": (("ia3", "vera"), (1.0e-3, 1.0e-2)),
-    "prefix": (("prefix",), (2.0e-3, 2.0e-2)),
-    "bottleneck": (("bottleneck",), (1.0e-4, 1.0e-3)),
-}
-#: The band of a method in no family (a registered plug-in): centred on 1e-3.
-OTHER_LEARNING_RATE = (3.0e-4, 3.0e-3)
-
-
-def default_learning_rate(method: str) -> tuple[float, float]:
-    """The built-in learning-rate band of ``method`` (:data:`LEARNING_RATE_FAMILIES`)."""
-    for methods, band in LEARNING_RATE_FAMILIES.values():
-        if method in methods:
-            return band
-    return OTHER_LEARNING_RATE
-
-
 @dataclass(frozen=True)
 class Targets:
     """One choice of adapted modules: relative module names inside a layer, or all linears."""
