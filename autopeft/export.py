@@ -25,8 +25,9 @@ def export_trial(study: StudyRecord, record: TrialRecord, out: str | Path, *, pi
     """Write ``record``'s peft config and provenance into the directory ``out``.
 
     Args:
-        as_: ``"lora"`` turns an AdaLoRA trial into a plain LoRA config whose
-            ``rank_pattern`` holds the ranks AdaLoRA learned.
+        as_: Another method to write the trial as, when its method converts to it
+            (``Method.export_as``): ``"lora"`` turns an AdaLoRA trial into a plain LoRA
+            config whose ``rank_pattern`` holds the ranks AdaLoRA learned.
 
     Raises:
         ExportError: the trial has no buildable config, or ``out`` cannot be written.
@@ -140,18 +141,14 @@ def load_snippet(study: StudyRecord, method: str, out_dir: str, task: str, num_l
 
 
 def _convert(record: TrialRecord, as_: str) -> tuple[str, dict]:
-    if as_ != "lora":
-        raise ExportError(f"--as {as_}: only 'lora' is supported (from an AdaLoRA trial)")
-    allocation = record.extras.get("rank_allocation")
-    if record.candidate["method"] != "adalora" or not allocation:
-        raise ExportError(f"--as lora needs an AdaLoRA trial with a recorded rank allocation; trial {record.number} is {record.candidate['method']}")
+    """The trial's config as one of method ``as_``, converted by the trial's own method."""
     from autopeft.errors import MethodError
-    from autopeft.methods.adalora import as_lora
+    from autopeft.methods import get_method
 
     try:
-        return "lora", as_lora(record.peft_config, allocation)
+        return as_, get_method(record.candidate["method"]).export_as(as_, record.peft_config, record.extras or {})
     except MethodError as e:
-        raise ExportError(str(e)) from None
+        raise ExportError(f"--as {as_}: trial {record.number}: {e}") from None
 
 
 def select_trial(store: Store, study_name: str, trial: int | None, pick: str | None) -> tuple[StudyRecord, TrialRecord, str]:

@@ -213,6 +213,28 @@ def test_every_method_declares_a_sane_learning_rate_band(name):
     assert default_learning_rate(name) == (low, high), "a space that omits the rate takes the method's band"
 
 
+@pytest.mark.parametrize("name", method_names())
+def test_every_method_has_the_export_and_objective_hooks(name, model_info):
+    method = get_method(name)
+    assert callable(method.export_as) and callable(method.importance_map)
+    assert method.importance_map({}, model_info) is None, "a trial that recorded nothing measured no map"
+    with pytest.raises(MethodError):
+        method.export_as("no_such_method", {}, {})
+
+
+def test_method_base_defaults_are_those_of_a_plain_method(model_info):
+    from autopeft.methods.base import MethodBase
+
+    class Plain(MethodBase):
+        name = "plain"
+
+    assert Plain.learning_rate_band == (3.0e-4, 3.0e-3), "a plug-in's band is centred on 1e-3"
+    assert default_learning_rate("no_such_method") == Plain.learning_rate_band
+    assert Plain().importance_map({"rank_allocation": {"x": 1}}, model_info) is None
+    with pytest.raises(MethodError, match="converts to no other method"):
+        Plain().export_as("lora", {}, {})
+
+
 # ------------------------------------------------------------------------------ registry
 
 

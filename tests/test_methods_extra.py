@@ -277,6 +277,34 @@ def test_bottleneck_trained_weights_save_and_load(ctx, base_model, batch, tmp_pa
         assert torch.equal(model(**inputs).logits, loaded(**inputs).logits)
 
 
+def test_adalora_converts_to_lora_and_maps_its_final_ranks(model_info):
+    """AdaLoRA's hooks: ``export --as lora`` and the importance map a finished trial stores."""
+    from types import SimpleNamespace
+
+    from autopeft.search.objectives import with_importance
+
+    adalora = get_method("adalora")
+    layers = model_info.layers_path
+    extras = {"rank_allocation": {f"{layers}.5.attention.self.query.lora_E": 2,
+                                  f"{layers}.4.attention.self.value.lora_E": 0}}
+    config = {"peft_type": "ADALORA", "task_type": "SEQ_CLS", "r": 2, "lora_alpha": 4.0, "target_modules": ["query"]}
+    lora = adalora.export_as("lora", config, extras)
+    assert lora["peft_type"] == "LORA" and lora["r"] == 2
+    assert lora["target_modules"] == re.escape(f"{layers}.5.attention.self.query"), "rank 0 is left out"
+    for target, recorded in (("ia3", extras), ("lora", {})):
+        with pytest.raises(MethodError):
+            adalora.export_as(target, config, recorded)
+
+    imap = adalora.importance_map(extras, model_info)
+    assert imap.kind == "adalora"
+    scores = {(i, m): v for i, row in enumerate(imap.scores) for m, v in zip(imap.modules, row) if v is not None}
+    assert scores == {(5, "attention.self.query"): 2, (4, "attention.self.value"): 0}
+    prep = SimpleNamespace(arch=model_info)
+    assert with_importance(extras, prep, "adalora")["importance"] == imap.to_json()
+    assert with_importance(extras, prep, "lora") == extras, "only a method that measures a map adds one"
+    assert with_importance({}, prep, "adalora") == {}
+
+
 @pytest.mark.parametrize("name", ["loha", "lokr", "vera", "bottleneck"])
 def test_a_target_the_model_lacks_is_a_method_error(name, ctx):
     cand = candidate(name, 4, ("gate_proj",), (0,))

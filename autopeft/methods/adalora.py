@@ -59,6 +59,25 @@ class AdaLoRA(MethodBase):
         pattern = model.peft_config[model.active_adapter].rank_pattern or {}
         return {"rank_allocation": {name: int(sum(mask)) for name, mask in pattern.items()}}
 
+    def export_as(self, target: str, config: dict, extras: dict) -> dict:
+        """``lora``: the trial as plain LoRA with the ranks it learned (:func:`as_lora`)."""
+        if target != "lora":
+            raise MethodError(f"an adalora trial converts to lora only, not to {target}")
+        if not extras.get("rank_allocation"):
+            raise MethodError("an adalora trial converts to lora with the rank allocation it recorded, and this one has none")
+        return as_lora(config, extras["rank_allocation"])
+
+    def importance_map(self, extras: dict, arch):
+        """The final rank of every adapted matrix, by layer and module."""
+        if "rank_allocation" not in extras:
+            return None
+        from autopeft.importance import ImportanceMap
+
+        return ImportanceMap.from_named(
+            "adalora", extras["rank_allocation"], arch.layers_path, arch.num_layers,
+            tuple(s.name for s in arch.linears), note="final AdaLoRA rank per matrix",
+        )
+
 
 def as_lora(config: dict, rank_allocation: dict[str, int]) -> dict:
     """A plain LoRA config (JSON) with AdaLoRA's learned ranks as ``rank_pattern``.

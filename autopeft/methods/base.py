@@ -81,6 +81,18 @@ class Method(Protocol):
     def summary(self, model) -> dict:
         """Method-specific facts to record after training (e.g. AdaLoRA's final ranks)."""
 
+    def export_as(self, target: str, config: dict, extras: dict) -> dict:
+        """A trial of this method as a config (JSON) of method ``target`` (``export --as``),
+        from its ``config`` and what ``summary`` recorded (``extras``).
+
+        Raises:
+            MethodError: the trial cannot be converted to ``target``.
+        """
+
+    def importance_map(self, extras: dict, arch: ModelInfo):
+        """The ``autopeft.importance.ImportanceMap`` a trial measured (read from the ``extras``
+        ``summary`` recorded; AdaLoRA's final ranks), or None. The study stores it with the trial."""
+
 
 class MethodBase:
     """Defaults for methods whose config is a peft ``PeftConfig``: peft builds, wraps and
@@ -137,6 +149,12 @@ class MethodBase:
 
     def summary(self, model) -> dict:
         return {}
+
+    def export_as(self, target: str, config: dict, extras: dict) -> dict:
+        raise MethodError(f"a {self.name} trial converts to no other method; export it as it is")
+
+    def importance_map(self, extras: dict, arch: ModelInfo):
+        return None
 
 
 def selected_modules(cand, arch: ModelInfo) -> tuple[str, ...]:

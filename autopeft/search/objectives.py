@@ -40,14 +40,12 @@ def objective_values(study: StudyRecord, result: TrialResult, trainable_params: 
     return [float(v) for v in values]
 
 
-def with_importance(extras: dict, prep: PreparedSearch) -> dict:
-    """Add the trial's ``ImportanceMap`` when its method measured one (AdaLoRA's final ranks)."""
-    if "rank_allocation" not in extras or "importance" in extras:
+def with_importance(extras: dict, prep: PreparedSearch, method: str) -> dict:
+    """Add the trial's ``ImportanceMap`` when its method measured one (``Method.importance_map``:
+    AdaLoRA's final ranks)."""
+    if "importance" in extras:
         return extras
-    from autopeft.importance import ImportanceMap
+    from autopeft.methods import get_method
 
-    imap = ImportanceMap.from_named(
-        "adalora", extras["rank_allocation"], prep.arch.layers_path, prep.arch.num_layers,
-        tuple(s.name for s in prep.arch.linears), note="final AdaLoRA rank per matrix",
-    )
-    return {**extras, "importance": imap.to_json()}
+    imap = get_method(method).importance_map(extras, prep.arch)
+    return extras if imap is None else {**extras, "importance": imap.to_json()}

@@ -255,7 +255,7 @@ class SearchSession:
                        "eval_time": result.eval_time, "cpu_time": result.cpu_time, "peak_rss_mb": result.peak_rss_mb,
                        "peak_memory_mb": result.peak_memory_mb, "memory_kind": result.memory_kind,
                        "device": result.device},
-            extras={**running.extras, **with_importance(result.extras, prep), **judge.extras()},
+            extras={**running.extras, **with_importance(result.extras, prep, running.candidate["method"]), **judge.extras()},
             error=result.error if status == "failed" else None,
             finished_at=utcnow(),
         )
