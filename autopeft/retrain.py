@@ -4,15 +4,12 @@ The search's proxies are short and noisy; before a user ships a configuration, i
 trained on all the training data (unless limited) for each seed, in the same isolated
 trial process as the search, and the adapter of the best seed is saved with peft
 (``adapter_model.safetensors``). A model card reports the metric mean ± sd over seeds.
-``--baseline`` trains default LoRA (r=8, alpha 16, the attention's query and value
-projections, all layers) under the same protocol, so the card can say whether the search
-beat the guess. Query and value are found by the model's own module names (``query``/``value``
-in BERT, ``q_proj``/``v_proj`` in Llama, ``q_lin``/``v_lin`` in DistilBERT, GPT-2's fused
-``c_attn``), never by a table of model types. The baseline gets its own learning rate, from a
-sweep over standard LoRA rates (``BASELINE_RATES``, one seed each on validation): borrowed
-rates made it diverge twice (an IA3 trial's 2e-2, a LoRA trial's 1.2e-2 on another subset of
-layers), and a diverged run is never a comparison: every run is checked
-(``autopeft.search.analysis.divergence``) and the card says so instead of claiming a win.
+``--baseline`` trains default LoRA (``autopeft.space.default_lora``: r=8, alpha 16, the
+attention's query and value projections, all layers) under the same protocol, so the card can
+say whether the search beat the guess. The baseline gets its own learning rate, from a sweep
+over standard LoRA rates (``BASELINE_RATES``, one seed each on validation), and a diverged run
+is never a comparison: every run is checked (``autopeft.search.analysis.divergence``) and the
+card says so instead of claiming a win.
 """
 
 from __future__ import annotations
@@ -26,48 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autopeft.errors import ExportError
+from autopeft.space.default_lora import BASELINE, BASELINE_RATES, baseline_candidate, best_rate
 from autopeft.store import StudyRecord, TrialRecord
-
-#: Default LoRA; its targets are the model's query and value projections (``baseline_targets``).
-BASELINE = {"method": "lora", "rank": 8, "alpha": 16.0}
-#: The baseline's learning-rate sweep: standard LoRA rates, one seed each, best on validation.
-BASELINE_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
-_QUERY_WORDS = {"query", "q", "wq"}
-_VALUE_WORDS = {"value", "v", "wv"}
-
-
-def baseline_targets(arch) -> tuple[str, ...]:
-    """The relative names of the attention's query and value projections in a layer of ``arch``.
-
-    A linear is the query (value) projection when a word of its own name (split at ``_``)
-    is ``query``/``q``/``wq`` (``value``/``v``/``wv``): ``attention.self.query``,
-    ``self_attn.q_proj``, ``attention.q_lin``. A fused projection holding both
-    (``query_key_value``) is taken once; with neither (GPT-2's ``c_attn``), the first linear
-    of the attention block, which is the fused query/key/value projection.
-
-    Raises:
-        ExportError: the model's names say neither.
-    """
-    import re
-
-    def words(name: str) -> set[str]:
-        return set(re.split(r"_", name.rsplit(".", 1)[-1].lower()))
-
-    def short(name: str) -> str:  # `q_proj` rather than `self_attn.q_proj` when that names one module
-        last = name.rsplit(".", 1)[-1]
-        return last if sum(n.rsplit(".", 1)[-1] == last for n in names) == 1 else name
-
-    names = [s.name for s in arch.linears]
-    query = [n for n in names if words(n) & _QUERY_WORDS]
-    value = [n for n in names if words(n) & _VALUE_WORDS]
-    if query and value:
-        return tuple(dict.fromkeys([short(query[0]), short(value[0])]))
-    fused = [n for n in names if re.search(r"attn|attention", n, re.IGNORECASE)]
-    if fused:
-        return (short(fused[0]),)
-    raise ExportError(f"cannot tell the query and value projections among the model's linear modules "
-                      f"({', '.join(names)}); the default-LoRA baseline needs them")
-
 
 @dataclass(frozen=True)
 class SeedRun:
@@ -176,22 +133,6 @@ def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 
     return protocol, chosen, base
 
 
-def baseline_candidate(candidate: dict, arch, learning_rate: float | None = None):
-    """Default LoRA (``BASELINE`` on the query and value projections of every layer of
-    ``arch``, a ``ModelInfo``) with the chosen trial's dropout, and its learning rate unless
-    ``learning_rate`` is given.
-
-    Nothing else of the chosen candidate carries over: its per-layer ranks (``layer_ranks``,
-    from a ``rank: {per_layer: ...}`` space) would otherwise replace r=8 on the baseline.
-    """
-    from autopeft.space.encoding import Candidate
-
-    lr = {} if learning_rate is None else {"learning_rate": learning_rate}
-    return Candidate.from_json({**candidate, **BASELINE, "targets": list(baseline_targets(arch)),
-                                "layers": list(range(arch.num_layers)), "dora": False,
-                                "rslora": False, "layer_ranks": None, **lr})
-
-
 def sweep_baseline(candidate: dict, prep, protocol: Protocol, rates: tuple[float, ...], *, on_progress=None) -> Sweep:
     """Train default LoRA once (seed 0) at each of ``rates`` and pick the best on validation.
 
@@ -215,15 +156,6 @@ def sweep_baseline(candidate: dict, prep, protocol: Protocol, rates: tuple[float
     from autopeft.tasks import METRIC_DIRECTIONS
 
     return Sweep(tuple(rows), best_rate(trained, maximise=METRIC_DIRECTIONS[protocol.metric] == "max"))
-
-
-def best_rate(scored, *, maximise: bool) -> float:
-    """The learning rate a sweep picks: ``scored`` is ``[(rate, metric, why it diverged or None),
-    ...]`` over the runs that trained. The best healthy run's rate; a diverged run's only when
-    every run diverged. Ties go to the first (the order the rates were tried in)."""
-    healthy = [s for s in scored if s[2] is None] or list(scored)
-    sign = 1 if maximise else -1
-    return max(healthy, key=lambda s: sign * s[1])[0]
 
 
 def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:

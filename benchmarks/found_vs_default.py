@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     elif args.trials is not None:
         overrides.append(f"search.trials={args.trials}")
 
-    from autopeft.retrain import baseline_candidate
+    from autopeft.space.default_lora import baseline_candidate
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
 

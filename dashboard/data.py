@@ -127,33 +127,6 @@ def _chosen_reference(study, records) -> int | None:
     return ref.number if ref is not None else None
 
 
-def is_default_lora(candidate: dict, num_layers: int) -> bool:
-    """Whether ``candidate`` is default LoRA as ``autopeft.retrain`` defines it: ``BASELINE``'s
-    method and rank, no DoRA/rsLoRA, on every one of ``num_layers`` layers, and targets that are
-    exactly the query and value projections ``baseline_targets`` names among them (``query``/
-    ``value`` in BERT, ``q_proj``/``v_proj`` in Llama, a fused ``query_key_value`` or ``c_attn``).
-
-    For a trial the study did not mark as its default-LoRA reference (a study created with
-    ``search.baseline: false``, or before references existed): the model is not loaded here,
-    so the rule is applied to the trial's own target names.
-    """
-    from types import SimpleNamespace
-
-    from autopeft.errors import ExportError
-    from autopeft.retrain import BASELINE, baseline_targets
-
-    c = candidate or {}
-    targets = c.get("targets")
-    if (c.get("method") != BASELINE["method"] or c.get("rank") != BASELINE["rank"] or c.get("dora") or c.get("rslora")
-            or not isinstance(targets, list) or not targets or len(c.get("layers") or []) != num_layers):
-        return False
-    try:
-        wanted = baseline_targets(SimpleNamespace(linears=[SimpleNamespace(name=str(t)) for t in targets]))
-    except ExportError:  # neither a query nor a value projection among them
-        return False
-    return sorted(wanted) == sorted(map(str, targets))
-
-
 def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     """One row per trial: state, candidate, objectives, resources, Pareto membership.
 
@@ -163,13 +136,13 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     why a complete trial counts as diverged ("" otherwise); ``role`` names a reference trial the
     study enqueued (``default LoRA``, ``cheapest``; ``autopeft.search.sampling.baseline``); ``baseline``
     marks default LoRA: the study's own default-LoRA reference when it enqueued one, else a
-    trial that is default LoRA by ``is_default_lora``.
+    trial that is default LoRA by ``autopeft.space.default_lora.is_default_lora``.
     """
     import pandas as pd
 
     from autopeft.methods.fields import used_config
-    from autopeft.search.sampling.baseline import DEFAULT_LORA
     from autopeft.search.analysis.pareto import diverged, pareto_front
+    from autopeft.space.default_lora import DEFAULT_LORA, is_default_lora
 
     front = {r.number for r in pareto_front(records, study.objectives)}
     num_layers = 1 + max((max(r.candidate.get("layers") or [0]) for r in records), default=0)

@@ -1,6 +1,6 @@
 """The dashboard finds default LoRA the way autopeft defines it, on any model's module names:
 the study's own default-LoRA reference trial when it enqueued one (``extras["baseline"]``),
-else a trial that is ``autopeft.retrain``'s default LoRA (r=8, the query and value
+else a trial that is ``autopeft.space.default_lora``'s default LoRA (r=8, the query and value
 projections by ``baseline_targets``' rule, every layer) — ``q_proj``/``v_proj`` on a Llama,
 not only BERT's ``query``/``value``."""
 

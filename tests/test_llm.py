@@ -385,7 +385,7 @@ def test_per_layer_ranks_on_the_decoder_are_counted_as_peft_wraps_them(smollm2, 
 def test_default_lora_targets_come_from_module_names(model_info, smollm2_arch, tiny_random_gpt2):
     from autopeft.assets.architecture import LinearSpec, inspect_model
     from autopeft.assets.models import resolve_model
-    from autopeft.retrain import baseline_candidate, baseline_targets
+    from autopeft.space.default_lora import baseline_candidate, baseline_targets
     from autopeft.space.schema import ModelSpec
 
     assert baseline_targets(smollm2_arch) == ("q_proj", "v_proj")

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO
 
 from autopeft.methods import BuildContext, get_method
-from autopeft.retrain import baseline_candidate
+from autopeft.space.default_lora import baseline_candidate
 from autopeft.space.encoding import Candidate
 
 
@@ -161,7 +161,7 @@ def test_show_flags_a_collapsed_proxy_trial_as_diverged():
 
 
 def test_a_sweep_picks_the_best_healthy_rate_and_a_diverged_one_only_when_all_diverged():
-    from autopeft.retrain import best_rate
+    from autopeft.space.default_lora import best_rate
 
     # the highest score diverged (a collapse can still score well on a skewed split): not picked
     assert best_rate([(1e-4, 0.60, None), (1e-3, 0.70, None), (1e-2, 0.80, "predicts a single class")],

@@ -9,7 +9,7 @@ completed reference trials (default LoRA and the cheapest point,
 ``autopeft.search.sampling.baseline``) are always verified with them, so that the verified front
 shows them too. With
 ``--baseline``, default LoRA is also verified under the same protocol at the learning rate
-its own sweep picks (``autopeft.retrain``). A study whose every completed trial diverged has
+its own sweep picks (``autopeft.space.default_lora``, as ``export --train --baseline`` does). A study whose every completed trial diverged has
 no front (a diverged run is never on one): ``verify`` says so, and with ``--baseline`` verifies
 only its reference trials and default LoRA.
 
@@ -191,7 +191,7 @@ def sweep_jobs(p: VerifyPlan, prep, *, rates=None) -> list[VerificationRecord]:
     """Default LoRA's learning-rate sweep: one row per rate (seed 0, subject ``sweep:<rate>``).
 
     Ordinary verification rows: ``verify`` trains them itself, and a worker may take some."""
-    from autopeft.retrain import BASELINE_RATES, baseline_candidate
+    from autopeft.space.default_lora import BASELINE_RATES, baseline_candidate
 
     chosen = p.trials[0].candidate
     return [VerificationRecord(study=p.study.name, subject=f"sweep:{lr:g}", seed=0, protocol=p.protocol,
@@ -249,8 +249,8 @@ def baseline_rows(p: VerifyPlan, prep, runs: Verifications, sweep: list[Verifica
     Raises:
         VerifyError: every sweep run failed.
     """
-    from autopeft.retrain import baseline_candidate, best_rate
     from autopeft.search.analysis.divergence import divergence
+    from autopeft.space.default_lora import baseline_candidate, best_rate
     from autopeft.tasks import METRIC_DIRECTIONS
 
     metric = prep.space.task.metric

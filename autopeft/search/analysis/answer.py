@@ -81,8 +81,8 @@ class Answer:
 
 def reference(records: Sequence[TrialRecord], metric_sign: int, metric_index: int) -> TrialRecord | None:
     """Default LoRA's best complete, healthy trial (by its target mean)."""
-    from autopeft.search.sampling.baseline import DEFAULT_LORA
     from autopeft.search.analysis.pareto import eligible
+    from autopeft.space.default_lora import DEFAULT_LORA
 
     refs = [r for r in eligible(records) if r.extras.get("baseline") == DEFAULT_LORA]
     return max(refs, key=lambda r: metric_sign * r.values[metric_index], default=None)

@@ -4,10 +4,11 @@ A front means little without the point a user would otherwise have guessed. So a
 when it is created (once: never on a resume, never by a second worker), enqueues as its
 first trials (optuna ``enqueue_trial``):
 
-1. **default LoRA**: the candidate of :func:`autopeft.retrain.baseline_candidate` (LoRA r=8,
-   alpha 16, the model's query and value projections, every layer, no DoRA/rsLoRA, dropout
-   0) at learning rate 1e-3 — or, in a study with a ``target:``, at three rates across LoRA's
-   band, judged against each other at every rung so that the best goes on to the target. Method ``lora`` and that set of targets must be among the
+1. **default LoRA**: the candidate of :func:`autopeft.space.default_lora.baseline_candidate`
+   (LoRA r=8, alpha 16, the model's query and value projections, every layer, no DoRA/rsLoRA,
+   dropout 0) at learning rate 1e-3 — or, in a study with a ``target:``, at three rates across
+   LoRA's band (``reference_rates``), judged against each other at every rung so that the best
+   goes on to the target. Method ``lora`` and that set of targets must be among the
    space's choices (else it is skipped, with one log line); every number the space cannot
    take exactly snaps to the nearest it can (``SpaceEncoding.encode(nearest=True)``: rank 8
    among ``[2, 64]`` becomes 2, a learning-rate range clips 1e-3, ``layers: {top_k: [1, 4]}``
@@ -28,19 +29,18 @@ from __future__ import annotations
 import logging
 
 from autopeft.search.ledger.pairing import ROLE
+from autopeft.space.default_lora import DEFAULT_LORA, STANDARD_LR, baseline_candidate, reference_rates
 
 log = logging.getLogger("autopeft")
 
-DEFAULT_LORA = "default LoRA"
+#: The role of the space's cheapest point (default LoRA's is ``DEFAULT_LORA``).
 CHEAPEST = "cheapest"
-#: The learning rate the references ask for (snapped into the space).
-STANDARD_LR = 1e-3
 
 
 def reference_points(prep) -> list[tuple[str, dict]]:
     """``[(role, optuna params), ...]`` to enqueue for ``prep`` (a ``PreparedSearch``), in order."""
     points = []
-    for rate in _reference_rates(prep):
+    for rate in reference_rates(prep.space):
         params = _default_lora(prep, rate)
         if params is not None and not any(params == p for _, p in points):
             points.append((DEFAULT_LORA, params))
@@ -53,30 +53,6 @@ def reference_points(prep) -> list[tuple[str, dict]]:
     return points
 
 
-def _reference_rates(prep) -> list[float]:
-    """Default LoRA's learning rates: :data:`STANDARD_LR`; towards a ``target:``, three points
-    of LoRA's band (its middle first, then a sixth from the top and from the bottom), of
-    which successive halving keeps the best at each rung (``autopeft.search.fidelity``): the
-    reference is trained at its own rate, as ``verify --baseline``'s sweep does, inside the search."""
-    from autopeft.space.schema import PerMethod, Range
-
-    lr = prep.space.space.learning_rate
-    if prep.space.target is None:
-        return [STANDARD_LR]
-    if isinstance(lr, PerMethod):
-        try:
-            low, high = lr.band("lora")
-        except KeyError:
-            return [STANDARD_LR]
-    elif isinstance(lr, Range):
-        low, high = lr.low, lr.high
-    else:
-        return [STANDARD_LR]
-    if low == high:
-        return [low]
-    return [low * (high / low) ** f for f in (0.5, 5 / 6, 1 / 6)]
-
-
 def enqueue_references(ostudy, prep) -> list[tuple[str, dict]]:
     """Enqueue :func:`reference_points` in ``ostudy`` (an optuna study), marked with their role."""
     points = reference_points(prep)
@@ -87,7 +63,6 @@ def enqueue_references(ostudy, prep) -> list[tuple[str, dict]]:
 
 def _default_lora(prep, rate: float = STANDARD_LR) -> dict | None:
     from autopeft.errors import ExportError
-    from autopeft.retrain import baseline_candidate
     from autopeft.space.encoding import NotInSpace
 
     enc, study = prep.encoding, prep.space.study
@@ -98,10 +73,8 @@ def _default_lora(prep, rate: float = STANDARD_LR) -> dict | None:
         log.info("study '%s': no default-LoRA reference trial: targets chosen by importance cannot be "
                  "fixed to query/value", study)
         return None
-    template = {"method": "lora", "rank": 8, "alpha": 16.0, "dropout": 0.0, "targets": [], "layers": [],
-                "learning_rate": rate, "dora": False, "rslora": False, "layer_ranks": None}
-    try:
-        wanted = baseline_candidate(template, prep.arch, learning_rate=rate)
+    try:  # dropout 0; every other field is default LoRA's own
+        wanted = baseline_candidate({"dropout": 0.0}, prep.arch, learning_rate=rate)
         params = enc.encode(wanted, nearest=True)
     except (ExportError, NotInSpace) as e:
         log.info("study '%s': no default-LoRA reference trial: %s", study, e)
