@@ -15,7 +15,6 @@ card says so instead of claiming a win.
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 import statistics
 import tempfile
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autopeft.errors import ExportError
+from autopeft.search.protocol import RunProtocol
 from autopeft.space.default_lora import BASELINE, BASELINE_RATES, baseline_candidate, best_rate
 from autopeft.store import StudyRecord, TrialRecord
 
@@ -33,27 +33,6 @@ class SeedRun:
     trainable_params: int
     train_time: float
     diverged: str | None = None  # why the run counts as diverged (autopeft.search.analysis.divergence)
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """How final training is done; the same for the chosen config and the baseline."""
-
-    steps: int
-    batch_size: int
-    max_length: int
-    train_examples: int
-    eval_examples: int
-    seeds: tuple[int, ...]
-    metric: str
-    task: str = "classification"
-
-    @property
-    def better(self):
-        """``better(a, b)``: is metric value a better than b (direction from the task kind)."""
-        from autopeft.tasks import METRIC_DIRECTIONS
-
-        return (lambda a, b: a > b) if METRIC_DIRECTIONS[self.metric] == "max" else (lambda a, b: a < b)
 
 
 @dataclass(frozen=True)
@@ -97,28 +76,26 @@ class Sweep:
 def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 3, steps: int | None = None,
             epochs: float | None = None, train_examples: int | None = None, baseline: bool = False,
             baseline_rates: tuple[float, ...] = BASELINE_RATES,
-            on_progress=None) -> tuple[Protocol, ConfigReport, ConfigReport | None]:
+            on_progress=None) -> tuple[RunProtocol, ConfigReport, ConfigReport | None]:
     """Train ``record``'s configuration per seed, keep the best seed's adapter in ``out``.
 
-    With ``baseline``, default LoRA is trained under the same protocol at the best of
-    ``baseline_rates`` (a one-seed sweep on validation, ``sweep_baseline``)."""
+    The protocol: ``steps``, or ``epochs`` (default 1) of the training rows, for each of
+    ``seeds`` seeds; the same for the chosen configuration and the baseline. With
+    ``baseline``, default LoRA is trained under it at the best of ``baseline_rates`` (a
+    one-seed sweep on validation, ``sweep_baseline``)."""
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space_text
     from autopeft.space.encoding import Candidate
 
     if record.status != "complete":
         raise ExportError(f"trial {record.number} is {record.status}; pick a completed trial to train")
-    if steps is not None and epochs is not None:
-        raise ExportError("give --steps or --epochs, not both")
+    asked = RunProtocol(steps=steps, epochs=epochs, seeds=tuple(range(seeds)))  # AutoPeftError for both
     space = load_space_text(study.space_yaml, f"study {study.name}")
     full = dataclasses.replace(space.proxy, train_examples=train_examples or 10**9)
     space = dataclasses.replace(space, proxy=full)
     prep = prepare_search(space)
-    n_train = prep.data.n_train
-    if steps is None:
-        steps = max(1, math.ceil((epochs or 1.0) * n_train / full.batch_size))
-    protocol = Protocol(steps, full.batch_size, full.max_length, n_train, prep.data.n_eval, tuple(range(seeds)),
-                        space.task.metric, space.task.type)
+    protocol = asked.resolved(batch_size=full.batch_size, max_length=full.max_length, train_examples=prep.data.n_train,
+                              eval_examples=prep.data.n_eval, metric=space.task.metric, task=space.task.type)
 
     chosen = _train_all("chosen", Candidate.from_json(record.candidate), prep, protocol, out, keep=True, on_progress=on_progress)
     base = note = None
@@ -133,7 +110,8 @@ def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 
     return protocol, chosen, base
 
 
-def sweep_baseline(candidate: dict, prep, protocol: Protocol, rates: tuple[float, ...], *, on_progress=None) -> Sweep:
+def sweep_baseline(candidate: dict, prep, protocol: RunProtocol, rates: tuple[float, ...], *,
+                   on_progress=None) -> Sweep:
     """Train default LoRA once (seed 0) at each of ``rates`` and pick the best on validation.
 
     A run that diverges or fails (a non-finite loss) is recorded, never chosen while another
@@ -158,7 +136,7 @@ def sweep_baseline(candidate: dict, prep, protocol: Protocol, rates: tuple[float
     return Sweep(tuple(rows), best_rate(trained, maximise=METRIC_DIRECTIONS[protocol.metric] == "max"))
 
 
-def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:
+def _train_all(name, cand, prep, protocol: RunProtocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:
     from autopeft.search.analysis.divergence import divergence
 
     runs, best = [], None
@@ -180,7 +158,7 @@ def _train_all(name, cand, prep, protocol: Protocol, out: Path, *, keep: bool, o
     return ConfigReport(name, cand.to_json(), tuple(runs))
 
 
-def _train_one(name, cand, prep, protocol: Protocol, seed: int, save: Path | None, on_progress, note: str = ""):
+def _train_one(name, cand, prep, protocol: RunProtocol, seed: int, save: Path | None, on_progress, note: str = ""):
     """One isolated training run of ``cand`` under ``protocol`` with ``seed`` (a TrialResult)."""
     from autopeft.search.prepare import full_run_spec
     from autopeft.trials.executor import run_isolated
@@ -192,7 +170,7 @@ def _train_one(name, cand, prep, protocol: Protocol, seed: int, save: Path | Non
     return run_isolated(spec)
 
 
-def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: ConfigReport, base: ConfigReport | None,
+def model_card(study: StudyRecord, record: TrialRecord, p: RunProtocol, chosen: ConfigReport, base: ConfigReport | None,
                num_labels: int, baseline_note: str | None = None) -> str:
     from autopeft.export import load_snippet
 
@@ -234,7 +212,7 @@ def model_card(study: StudyRecord, record: TrialRecord, p: Protocol, chosen: Con
     return "\n".join(lines)
 
 
-def comparison(chosen: ConfigReport, base: ConfigReport, metric: str, p: Protocol) -> str:
+def comparison(chosen: ConfigReport, base: ConfigReport, metric: str, p: RunProtocol) -> str:
     """One sentence comparing the chosen configuration with the baseline — or saying why it cannot."""
     if base.diverged:
         return f"**Baseline diverged — not a comparison** ({base.diverged})."

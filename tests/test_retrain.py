@@ -51,9 +51,10 @@ def _report(name, method, values, params, diverged=None):
 def test_a_diverged_baseline_is_never_shown_as_beaten():
     """The case seen on a new data set: default LoRA at a borrowed rate predicted one class in
     every seed (0.503 ± 0.000) and the card read as a 25-point win for the chosen IA3 point."""
-    from autopeft.retrain import Protocol, comparison
+    from autopeft.retrain import comparison
+    from autopeft.search.protocol import RunProtocol
 
-    p = Protocol(180, 16, 64, 2000, 400, (0, 1, 2), "accuracy")
+    p = RunProtocol(180, 16, 64, 2000, 400, (0, 1, 2), "accuracy")
     chosen = _report("chosen", "ia3", [0.75, 0.77, 0.76], 5_000)
     broken = _report("baseline", "lora", [0.503, 0.503, 0.503], 75_000, diverged="predicts a single class")
     line = comparison(chosen, broken, "accuracy", p)
@@ -78,14 +79,15 @@ def test_divergence_is_read_from_what_the_trial_reports():
 def test_the_baseline_sweeps_its_own_learning_rate_and_flags_the_rate_where_it_diverges():
     import dataclasses
 
-    from autopeft.retrain import Protocol, sweep_baseline
+    from autopeft.retrain import sweep_baseline
+    from autopeft.search.protocol import RunProtocol
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
 
     space = load_space(REPO / "search_spaces" / "quickstart.yaml",
                        ["proxy.train_examples=480", "proxy.eval_examples=90", "proxy.max_length=32"])
     prep = prepare_search(space)
-    protocol = Protocol(60, 16, 32, prep.data.n_train, prep.data.n_eval, (0,), "accuracy")
+    protocol = RunProtocol(60, 16, 32, prep.data.n_train, prep.data.n_eval, (0,), "accuracy")
     chosen = {"method": "ia3", "rank": 8, "alpha": 16.0, "dropout": 0.0, "targets": ["query", "key", "value"],
               "layers": [3, 4, 5], "learning_rate": 2e-2, "dora": False, "rslora": False}
     sweep = sweep_baseline(chosen, dataclasses.replace(prep), protocol, (3e-3, 1.0))
@@ -103,6 +105,7 @@ def test_export_train_builds_its_trials_with_the_search_s_builder_revision_inclu
 
     import autopeft.retrain as retrain
     from autopeft.search.prepare import prepare_search
+    from autopeft.search.protocol import RunProtocol
     from autopeft.space import load_space
     from autopeft.trials.spec import TrialResult
 
@@ -119,7 +122,7 @@ def test_export_train_builds_its_trials_with_the_search_s_builder_revision_inclu
         return TrialResult(status="complete", metrics={"accuracy": 0.5}, trainable_params=10)
 
     monkeypatch.setattr("autopeft.trials.executor.run_isolated", fake_run)
-    protocol = retrain.Protocol(7, 8, 16, 32, 16, (0, 1), "accuracy")
+    protocol = RunProtocol(7, 8, 16, 32, 16, (0, 1), "accuracy")
     retrain._train_all("chosen", cand, prep, protocol, tmp_path / "out", keep=False, on_progress=None)
     assert [s.revision for s in seen] == ["0123abcd", "0123abcd"]
     assert [(s.proxy.steps, s.proxy.seed) for s in seen] == [(7, 0), (7, 1)]

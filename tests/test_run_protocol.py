@@ -45,7 +45,8 @@ def _prep(store, name: str, *, given: bool = False):
     space = load_space_text(store.get_study(name).space_yaml, name)
     if given:
         space = dataclasses.replace(space, task=dataclasses.replace(space.task, test="data/test.csv"))
-    data = SimpleNamespace(n_train=4000, n_eval=300, n_test=500, num_labels=3, test_source="given" if given else "carved")
+    data = SimpleNamespace(n_train=4000, n_eval=300, n_test=500, num_labels=3,
+                           test_source="given" if given else "carved")
     return SimpleNamespace(space=space, data=data)
 
 
@@ -73,3 +74,37 @@ def test_a_studys_seed_runs_keep_their_key(store):
     assert study_target_key(store.get_study("tg")) == "532a62b8b92375c0"
     assert study_target_key(store.get_study("const")) == "08cfdd9a06fb8b33"  # the schedule is part of it
     assert study_target_key(store.get_study("flat")) is None
+
+
+def test_the_protocols_as_built_give_the_pinned_keys():
+    from autopeft.search.protocol import RunProtocol
+    from autopeft.search.seeds import target_protocol
+
+    target = target_protocol(load_space_text(SPACE, "tg.yaml"))
+    assert target.as_dict() == TARGET and target.key() == "532a62b8b92375c0" and target.seeds == (0, 1, 2)
+    assert RunProtocol(**{k: v for k, v in TARGET.items() if k not in ("fidelity", "schedule")},
+                       fidelity="target", schedule="constant").key() == "08cfdd9a06fb8b33"
+    verify = RunProtocol(4, 8, 16, 120, 40, test_examples=60)
+    assert verify.as_dict() == {"steps": 4, "batch_size": 8, "max_length": 16, "train_examples": 120,
+                                "eval_examples": 40, "test_examples": 60}
+    assert verify.key() == "f63cdda7e5cba7ee"
+    # Which seeds there are, and how runs are compared, is not how each run is trained.
+    assert dataclasses.replace(verify, seeds=(0, 1, 2), metric="accuracy", task="causal_lm").key() == verify.key()
+
+
+def test_steps_or_epochs_not_both_and_epochs_resolve_against_the_data(store):
+    from autopeft.errors import AutoPeftError
+    from autopeft.search.protocol import RunProtocol
+    from autopeft.search.verify import plan
+
+    with pytest.raises(AutoPeftError, match=r"^give --steps or --epochs, not both$"):
+        RunProtocol(steps=3, epochs=1.0)
+    with pytest.raises(AutoPeftError, match="not both"):  # refused before anything is prepared
+        plan(store, "flat", steps=3, epochs=1.0)
+    sizes = {"batch_size": 8, "train_examples": 100}
+    assert RunProtocol().resolved(**sizes).steps == 13  # one epoch by default, the last batch partial
+    assert RunProtocol(epochs=0.01).resolved(**sizes).steps == 1
+    assert RunProtocol(epochs=2.0).resolved(**sizes) == RunProtocol(steps=25, **sizes)
+    assert RunProtocol(steps=7).resolved(**sizes).steps == 7
+    with pytest.raises(ValueError):
+        RunProtocol(epochs=2.0).as_dict()

@@ -226,10 +226,11 @@ def export(
 
 def _check_export_flags(as_, train, seeds, steps, epochs, train_examples, baseline) -> None:
     """Refuse the flag combinations ``export`` cannot honour."""
+    from autopeft.search.protocol import RunProtocol
+
     if train and as_:
         raise AutoPeftError("--train with --as is not supported: train the AdaLoRA trial, or export --as lora alone")
-    if steps is not None and epochs is not None:
-        raise AutoPeftError("give --steps or --epochs, not both")
+    RunProtocol(steps=steps, epochs=epochs)  # refuses both
     given = {"--seeds": seeds is not None, "--steps": steps is not None, "--epochs": epochs is not None,
              "--train-examples": train_examples is not None, "--baseline": baseline}
     without_train = [flag for flag, set_ in given.items() if set_]

@@ -52,9 +52,9 @@ def verify(
     trials = ", ".join(f"{r.number} ({r.extras['baseline']})" if r.extras.get("baseline") else str(r.number)
                        for r in p.trials)
     console.print(f"verifying {len(p.trials)} point(s) of '{study}' (trials {trials}) "
-                  f"x {len(p.seeds)} seed(s): {p.protocol['steps']} steps on {prep.data.n_train:,} training "
+                  f"x {len(p.seeds)} seed(s): {p.protocol.steps} steps on {prep.data.n_train:,} training "
                   f"rows, scored on {prep.data.n_eval:,} validation and {prep.data.n_test:,} test "
-                  f"examples, {p.protocol.get('test_split', 'carved from the data set')} ({new} new run(s))")
+                  f"examples, {p.protocol.test_split or 'carved from the data set'} ({new} new run(s))")
     log = lambda line: console.print(f"  {line}", markup=False, highlight=False)  # noqa: E731
     if enqueue_only:
         if baseline:

@@ -17,10 +17,13 @@ import logging
 import os
 import socket
 import traceback
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from autopeft.errors import AutoPeftError
 from autopeft.store.verifications import VerificationRecord, Verifications
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autopeft.search.protocol import RunProtocol
 
 logger = logging.getLogger("autopeft")
 
@@ -32,7 +35,7 @@ STALE_AFTER = 60.0
 
 def run_pending(runs: Verifications, name: str, prep, *, worker: str | None = None,
                 log: Callable[[str], None] = lambda line: None, subjects: set[str] | None = None,
-                limit: int | None = None, protocol: dict | None = None) -> int:
+                limit: int | None = None, protocol: RunProtocol | None = None) -> int:
     """Claim and train the study's pending runs (oldest first) until none is left; returns how many ran.
 
     Other processes may be claiming too: each run is trained once. ``subjects`` limits this
@@ -40,11 +43,9 @@ def run_pending(runs: Verifications, name: str, prep, *, worker: str | None = No
     that protocol (``prep`` trains them: a study's seed runs at its target need the search's
     preparation, a full-fidelity re-check another).
     """
-    from autopeft.store.verifications import protocol_key
-
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"
     runs.requeue_stale(name, STALE_AFTER)
-    only = protocol_key(protocol) if protocol is not None else None
+    only = protocol.key() if protocol is not None else None
     done = 0
     while limit is None or done < limit:
         record = (runs.claim(name, worker, only=only) if subjects is None

@@ -28,29 +28,30 @@ import statistics
 from typing import Sequence
 
 from autopeft.search.analysis.effort import TRIAL_RUN
+from autopeft.search.protocol import RunProtocol
 from autopeft.store import Store, StudyRecord, TrialRecord
 from autopeft.store.verifications import VerificationRecord, Verifications
 
-#: ``protocol["fidelity"]`` of the rows this module queues.
+#: ``RunProtocol.fidelity`` of the rows this module queues.
 TARGET = "target"
 
 
-def target_protocol(space) -> dict | None:
-    """The protocol of a study's seed runs at the target (None without a ``target:``)."""
+def target_protocol(space) -> RunProtocol | None:
+    """The protocol of a study's seed runs at the target (None without a ``target:``): the
+    target's steps on the proxy's data and schedule, over :func:`seed_numbers`."""
     if space.target is None:
         return None
     p = space.proxy
-    return {"fidelity": TARGET, "steps": space.target.steps, "batch_size": p.batch_size, "max_length": p.max_length,
-            "train_examples": p.train_examples, "eval_examples": p.eval_examples, "schedule": p.schedule}
+    return RunProtocol(space.target.steps, p.batch_size, p.max_length, p.train_examples, p.eval_examples,
+                       seed_numbers(space), fidelity=TARGET, schedule=p.schedule)
 
 
 def study_target_key(study: StudyRecord) -> str | None:
     """The protocol key of ``study``'s seed runs, from its stored space (None: no target)."""
     from autopeft.search.prepare import study_space
-    from autopeft.store.verifications import protocol_key
 
     protocol = target_protocol(study_space(study))
-    return protocol_key(protocol) if protocol else None
+    return protocol.key() if protocol is not None else None
 
 
 def seed_numbers(space) -> tuple[int, ...]:
@@ -63,9 +64,9 @@ def queue(runs: Verifications, study: StudyRecord, space, record: TrialRecord, t
     """Store ``record``'s own run (complete at the target) as its first seed and queue the
     others; returns how many rows were queued to train."""
     protocol = target_protocol(space)
-    seeds = seed_numbers(space)
-    own = VerificationRecord(study=study.name, subject=f"trial:{record.number}", seed=seeds[0], protocol=protocol,
-                             candidate=record.candidate, trial_number=record.number)
+    seeds = protocol.seeds
+    own = VerificationRecord(study=study.name, subject=f"trial:{record.number}", seed=seeds[0],
+                             protocol=protocol.as_dict(), candidate=record.candidate, trial_number=record.number)
     runs.add([own])
     claimed = next((r for r in runs.of(study.name) if r.subject == own.subject and r.seed == own.seed
                     and r.protocol_key == own.protocol_key and r.status == "pending"), None)
@@ -84,12 +85,10 @@ _KEPT_EXTRAS = ("predicted_classes", "majority_rate")
 
 def rows_of(runs: Verifications, study: StudyRecord, space) -> list[VerificationRecord]:
     """The study's seed rows (of its target protocol)."""
-    from autopeft.store.verifications import protocol_key
-
     protocol = target_protocol(space)
     if protocol is None:
         return []
-    key = protocol_key(protocol)
+    key = protocol.key()
     return [r for r in runs.of(study.name) if r.protocol_key == key]
 
 

@@ -89,12 +89,12 @@ class SearchSession:
         self.poll = poll if poll is not None else min(5.0, self.ledger.settings.heartbeat)
         self._say_target_steps()
         from autopeft.search.seeds import target_protocol
-        from autopeft.store.verifications import Verifications, protocol_key
+        from autopeft.store.verifications import Verifications
 
         self.runs = Verifications(store)
         protocol = target_protocol(self.prep.space)
         #: The protocol key of this study's seed runs at its target (None: no target).
-        self.target_key = protocol_key(protocol) if protocol else None
+        self.target_key = protocol.key() if protocol is not None else None
         #: The budget as the last step saw it.
         self.last_budget: Budget | None = None
         self._dry = 0  # trials asked in a row that trained nothing (infeasible)
@@ -210,8 +210,8 @@ class SearchSession:
             running = self.ledger.update(dataclasses.replace(
                 running, extras={**running.extras, "checkpoints": overrides["checkpoint_dir"],
                                  **({"rungs": list(rungs)} if rungs else {})}))
-        from autopeft.search.sampling.baseline import DEFAULT_LORA
         from autopeft.search.fidelity.judge import RungJudge
+        from autopeft.space.default_lora import DEFAULT_LORA
 
         is_reference = base.extras.get("baseline") == DEFAULT_LORA
 

@@ -7,11 +7,11 @@ seed, and scores each run on validation *and* on the test split that no trial ev
 (``autopeft.assets.splits.three_way_split``, or the file of ``task.test``). The study's
 completed reference trials (default LoRA and the cheapest point,
 ``autopeft.search.sampling.baseline``) are always verified with them, so that the verified front
-shows them too. With
-``--baseline``, default LoRA is also verified under the same protocol at the learning rate
-its own sweep picks (``autopeft.space.default_lora``, as ``export --train --baseline`` does). A study whose every completed trial diverged has
-no front (a diverged run is never on one): ``verify`` says so, and with ``--baseline`` verifies
-only its reference trials and default LoRA.
+shows them too. With ``--baseline``, default LoRA is also verified under the same protocol
+(``autopeft.search.protocol``) at the learning rate its own sweep picks
+(``autopeft.space.default_lora``, as ``export --train --baseline`` does). A study whose every
+completed trial diverged has no front (a diverged run is never on one): ``verify`` says so, and
+with ``--baseline`` verifies only its reference trials and default LoRA.
 
 Runs are rows in the database (``autopeft.store.verifications``): planning them is this
 module, which creates them (idempotently); any process runs them (:mod:`autopeft.search.runs`:
@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 from autopeft.errors import AutoPeftError
+from autopeft.search.protocol import RunProtocol
 from autopeft.search.runs import run_pending
 from autopeft.store import Store, StudyRecord, TrialRecord
 from autopeft.store.verifications import VerificationRecord, Verifications
@@ -48,16 +48,19 @@ class VerifyPlan:
     Attributes:
         study: The study.
         trials: The trials whose configurations are verified.
-        seeds: Seeds per configuration.
-        protocol: Steps, batch size and the split sizes (the same for every run).
+        protocol: Steps, batch size, the split sizes and the seeds (the same for every run).
         baseline: Whether default LoRA is verified too.
     """
 
     study: StudyRecord
     trials: tuple[TrialRecord, ...]
-    seeds: tuple[int, ...]
-    protocol: dict
+    protocol: RunProtocol
     baseline: bool
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seeds of every configuration."""
+        return self.protocol.seeds
 
 
 def full_fidelity(study: StudyRecord):
@@ -79,15 +82,15 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
     Raises:
         VerifyError: no completed trial, every completed trial diverged (unless ``baseline`` and the
             study has reference trials: then those are verified, with default LoRA), ``top`` < 1,
-            both ``steps`` and ``epochs``, or a test split too small for the task's classes.
+            or a test split too small for the task's classes.
+        AutoPeftError: both ``steps`` and ``epochs`` (``RunProtocol``).
     """
     from autopeft.search.analysis.pareto import knee, pareto_front
 
     study = store.get_study(name)  # StoreError naming the studies if missing
     if top is not None and top < 1:
         raise VerifyError(f"--top must be at least 1, got {top}")
-    if steps is not None and epochs is not None:
-        raise VerifyError("give --steps or --epochs, not both")
+    asked = RunProtocol(steps=steps, epochs=epochs)  # AutoPeftError for both
     records = store.trials(name)
     front = pareto_front(records, study.objectives)
     if not front:
@@ -110,20 +113,18 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
         raise VerifyError(f"the test split has {prep.data.n_test} examples for {prep.data.num_labels} classes; "
                           + ("give a larger task.test file" if given else "raise verify.test_examples"))
     if at_target:  # the study's own target: the rows the search made for its seeds, and more seeds if asked
-        from autopeft.search.seeds import seed_numbers, target_protocol
+        from autopeft.search.seeds import target_protocol
 
-        own = seed_numbers(space)
-        n_seeds = seeds or len(own)
-        return VerifyPlan(study, tuple(front), tuple(range(own[0], own[0] + n_seeds)), target_protocol(space),
-                          baseline), prep
-    if steps is None:
-        steps = max(1, math.ceil((epochs or 1.0) * prep.data.n_train / space.proxy.batch_size))
-    n_seeds = seeds or space.verify.seeds
-    protocol = {"steps": steps, "batch_size": space.proxy.batch_size, "max_length": space.proxy.max_length,
-                "train_examples": prep.data.n_train, "eval_examples": prep.data.n_eval, "test_examples": prep.data.n_test}
-    if given:  # the split is the user's file (task.test), not carved (only then: older protocols keep their key)
-        protocol["test_split"] = f"given: {space.task.test}"
-    return VerifyPlan(study, tuple(front), tuple(range(n_seeds)), protocol, baseline), prep
+        target = target_protocol(space)
+        first = target.seeds[0]
+        protocol = dataclasses.replace(target, seeds=tuple(range(first, first + (seeds or len(target.seeds)))))
+        return VerifyPlan(study, tuple(front), protocol, baseline), prep
+    protocol = asked.resolved(batch_size=space.proxy.batch_size, max_length=space.proxy.max_length,
+                              train_examples=prep.data.n_train, eval_examples=prep.data.n_eval,
+                              test_examples=prep.data.n_test, seeds=tuple(range(seeds or space.verify.seeds)),
+                              # the split is the user's file (task.test), not carved
+                              test_split=f"given: {space.task.test}" if given else None)
+    return VerifyPlan(study, tuple(front), protocol, baseline), prep
 
 
 def at_target_prep(study: StudyRecord):
@@ -182,7 +183,7 @@ def _nearest_knee(front: list[TrialRecord], k: TrialRecord, study: StudyRecord) 
 
 def jobs(p: VerifyPlan) -> list[VerificationRecord]:
     """The verification rows of the searched points (the baseline's come after its sweep)."""
-    return [VerificationRecord(study=p.study.name, subject=f"trial:{r.number}", seed=s, protocol=p.protocol,
+    return [VerificationRecord(study=p.study.name, subject=f"trial:{r.number}", seed=s, protocol=p.protocol.as_dict(),
                                candidate=r.candidate, trial_number=r.number)
             for r in p.trials for s in p.seeds]
 
@@ -194,7 +195,7 @@ def sweep_jobs(p: VerifyPlan, prep, *, rates=None) -> list[VerificationRecord]:
     from autopeft.space.default_lora import BASELINE_RATES, baseline_candidate
 
     chosen = p.trials[0].candidate
-    return [VerificationRecord(study=p.study.name, subject=f"sweep:{lr:g}", seed=0, protocol=p.protocol,
+    return [VerificationRecord(study=p.study.name, subject=f"sweep:{lr:g}", seed=0, protocol=p.protocol.as_dict(),
                                candidate=baseline_candidate(chosen, prep.arch, learning_rate=lr).to_json())
             for lr in rates or BASELINE_RATES]
 
@@ -266,7 +267,8 @@ def baseline_rows(p: VerifyPlan, prep, runs: Verifications, sweep: list[Verifica
     log(f"baseline learning rate {lr:g} (sweep: " + ", ".join(
         f"{rate:g} {r.metrics[metric]:.4f}" for rate, r in scored) + ")")
     cand = baseline_candidate(p.trials[0].candidate, prep.arch, learning_rate=lr).to_json()
-    return [VerificationRecord(study=p.study.name, subject="baseline", seed=s, protocol=p.protocol, candidate=cand)
+    return [VerificationRecord(study=p.study.name, subject="baseline", seed=s, protocol=p.protocol.as_dict(),
+                               candidate=cand)
             for s in p.seeds]
 
 
