@@ -210,7 +210,8 @@ def load_study(name: str, storage: str | None = None) -> StudyResult:
 
 
 def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]) -> pandas.DataFrame:
-    """``StudyResult.trials``: one row per trial (see there)."""
+    """``StudyResult.trials``: one row per trial (see there). The dashboard's table
+    (``autopeft.dashboard.data.trials_frame``) names a column it shares with this one alike."""
     import pandas as pd
 
     from autopeft.methods.fields import used_config
@@ -228,9 +229,8 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]) -> pandas.D
         row["trainable_params"] = r.trainable_params  # also for infeasible trials, which have no values
         for k, v in (r.metrics or {}).items():
             row.setdefault(k, v)
-        res = r.resources or {}
-        row["peak_memory_mib"] = res.get("peak_memory_mb") or res.get("peak_rss_mb")
-        row["train_time_s"] = res.get("train_time")
+        row["peak_memory_mib"] = r.peak_memory_mib
+        row["train_time_s"] = (r.resources or {}).get("train_time")
         row["pareto"] = r.number in front
         row["diverged"] = diverged(r)
         row["error"] = r.error

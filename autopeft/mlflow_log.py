@@ -156,8 +156,7 @@ def run_metrics(study: StudyRecord, record: TrialRecord) -> dict[str, float]:
     if record.trainable_params is not None:
         out["trainable_params"] = float(record.trainable_params)
     res = record.resources or {}
-    peak = res.get("peak_memory_mb") or res.get("peak_rss_mb")
-    for key, value in (("peak_memory_mib", peak), ("train_time_s", res.get("train_time")),
+    for key, value in (("peak_memory_mib", record.peak_memory_mib), ("train_time_s", res.get("train_time")),
                        ("wall_time_s", res.get("wall_time"))):
         if _finite(value):
             out[key] = float(value)

@@ -136,7 +136,8 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     why a complete trial counts as diverged ("" otherwise); ``role`` names a reference trial the
     study enqueued (``default LoRA``, ``cheapest``; ``autopeft.search.sampling.baseline``); ``baseline``
     marks default LoRA: the study's own default-LoRA reference when it enqueued one, else a
-    trial that is default LoRA by ``autopeft.space.default_lora.is_default_lora``.
+    trial that is default LoRA by ``autopeft.space.default_lora.is_default_lora``. ``peak_memory_mib``
+    is the API's column (``TrialRecord.peak_memory_mib``): this table is for reading, the API's for code.
     """
     import pandas as pd
 
@@ -176,7 +177,7 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
         for k, v in (r.metrics or {}).items():
             row.setdefault(k, v)
         row["wall_time"] = (r.resources or {}).get("wall_time")
-        row["peak_rss_mb"] = (r.resources or {}).get("peak_rss_mb")
+        row["peak_memory_mib"] = r.peak_memory_mib  # the API's column, the same figure
         row["pareto"] = r.number in front
         row["role"] = (r.extras or {}).get("baseline") or ""
         if chosen is not None:
@@ -189,7 +190,7 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
         rows.append(row)
     head = ["number", "status", "method", "rank", "layers", "n_layers", "targets", "learning_rate", "trainable_params"]
     head += [n for n, _ in study.objectives if n not in head]  # trainable_params is often an objective too
-    tail = ["wall_time", "peak_rss_mb", "fidelity", "pareto", "baseline", "role", "diverged", "error"]
+    tail = ["wall_time", "peak_memory_mib", "fidelity", "pareto", "baseline", "role", "diverged", "error"]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=head + tail)

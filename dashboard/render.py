@@ -229,7 +229,7 @@ def show_trial(record, trial_row: dict, curve_fig, importance_fig) -> None:
     res = record.resources or {}
     summary = {"method": trial_row.get("method"), "trainable params": fmt3(record.trainable_params)}
     summary.update({k: fmt3(v) for k, v in (record.metrics or {}).items()})
-    summary.update({"wall time (s)": fmt3(res.get("wall_time")), "peak memory (MB)": fmt3(res.get("peak_rss_mb"))})
+    summary.update({"wall time (s)": fmt3(res.get("wall_time")), "peak memory (MiB)": fmt3(record.peak_memory_mib)})
     for col, (label, value) in zip(st.columns(len(summary)), summary.items()):
         col.metric(label, str(value))
     if record.error:

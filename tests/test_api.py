@@ -157,3 +157,28 @@ def test_repr_is_a_summary(searched):
     _, result, _ = searched
     text = repr(result)
     assert text.startswith("StudyResult('api': 2 trials (") and "front " in text and "peft_type" not in text
+
+
+def test_the_api_and_the_dashboard_report_the_same_peak_memory():
+    """Both tables name it ``peak_memory_mib``: the device's own figure when measured (a GPU's
+    allocated peak), else the trial process's resident peak."""
+    from datetime import datetime, timezone
+
+    from autopeft.api import trials_frame
+    from autopeft.dashboard import data
+    from autopeft.store import StudyRecord, TrialRecord
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    study = StudyRecord(name="m", created_at=t0, space_yaml="", space_hash="0" * 32,
+                        objectives=(("accuracy", "max"), ("trainable_params", "min")), trials_target=3,
+                        model="minilm-l6", model_fingerprint="x", dataset="d", data_fingerprint="y")
+    cand = {"method": "lora", "rank": 2, "alpha": 4.0, "dropout": 0.0, "targets": ["query"], "layers": [5],
+            "learning_rate": 1e-3, "dora": False, "rslora": False}
+    resources = [{"peak_rss_mb": 900.0, "peak_memory_mb": 120.0, "memory_kind": "cuda"}, {"peak_rss_mb": 800.0}, {}]
+    records = [TrialRecord(study="m", number=n, status="complete", candidate=cand, params={}, started_at=t0,
+                           trainable_params=1000, metrics={"accuracy": 0.5}, values=[0.5, 1000.0], resources=res)
+               for n, res in enumerate(resources)]
+    api, dashboard = trials_frame(study, records), data.trials_frame(study, records)
+    assert "peak_rss_mb" not in dashboard.columns
+    for frame in (api, dashboard):
+        assert frame["peak_memory_mib"].tolist()[:2] == [120.0, 800.0] and frame["peak_memory_mib"].isna().tolist()[2]

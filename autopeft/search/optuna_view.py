@@ -77,11 +77,10 @@ def trial_user_attrs(record: TrialRecord, method_uses: Collection[str] | None = 
         attrs.setdefault(name, value)
     if record.trainable_params is not None:
         attrs["trainable_params"] = int(record.trainable_params)
-    res = record.resources or {}
-    peak = res.get("peak_memory_mb") or res.get("peak_rss_mb")
+    peak = record.peak_memory_mib
     if peak is not None:
         attrs["peak_memory_mib"] = peak
-        attrs["memory_kind"] = res.get("memory_kind") or "rss"
+        attrs["memory_kind"] = (record.resources or {}).get("memory_kind") or "rss"
     attrs["status"] = record.status
     reason = _reason(record)
     if reason:

@@ -54,7 +54,9 @@ class TrialRecord:
         metrics: Task metrics on the validation split.
         values: Objective values in study order (None unless complete).
         curve: ``[[step, loss], ...]``.
-        resources: ``wall_time``, ``train_time``, ``cpu_time`` (s), ``peak_rss_mb``.
+        resources: ``wall_time``, ``train_time``, ``cpu_time`` (s), ``peak_rss_mb`` (the trial
+            process's resident peak, MiB), ``peak_memory_mb`` (the device's own peak, MiB) and
+            ``memory_kind`` (which one that is); read the peak as :attr:`peak_memory_mib`.
         extras: Method-specific records (AdaLoRA rank allocation ...).
         error: Why the trial failed or was infeasible.
         sampler_time: Seconds the sampler took to propose this trial.
@@ -76,3 +78,11 @@ class TrialRecord:
     error: str | None = None
     finished_at: datetime | None = None
     sampler_time: float | None = None
+
+    @property
+    def peak_memory_mib(self) -> float | None:
+        """The trial's peak memory in MiB as every view reports it (the ``peak_memory_mib``
+        column of the API and the dashboard, the optuna and MLflow attributes): the device's
+        own figure when it was measured, else the process's resident peak; None if neither."""
+        res = self.resources or {}
+        return res.get("peak_memory_mb") or res.get("peak_rss_mb")
