@@ -141,7 +141,7 @@ class StudyResult:
             from autopeft.retrain import retrain
 
             retrain(self.study, record, path, seeds=seeds, steps=steps, epochs=epochs, train_examples=train_examples,
-                    baseline=baseline, records=self.records, on_progress=progress)
+                    baseline=baseline, on_progress=progress)
             make_portable(path, self.study)
         return path
 

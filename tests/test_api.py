@@ -103,6 +103,23 @@ def test_pick_and_export_reuse_the_cli_logic(searched, tmp_path):
 
 
 @pytest.mark.slow
+def test_export_with_train_hands_retrain_the_arguments_it_takes(searched, tmp_path, monkeypatch):
+    """``export(train=True)`` is ``export --train``: the training itself is not under test here,
+    the call is (it once passed ``records=``, which ``retrain`` no longer takes)."""
+    import inspect
+
+    import autopeft.retrain
+
+    takes, calls = inspect.signature(autopeft.retrain.retrain), []
+    monkeypatch.setattr(autopeft.retrain, "retrain", lambda *a, **kw: calls.append(takes.bind(*a, **kw).arguments))
+    monkeypatch.setattr("autopeft.export.make_portable", lambda *a, **kw: None)
+    _, result, _ = searched
+    number = next(r.number for r in result.records if r.status == "complete")
+    result.export(tmp_path / "trained", pick=f"trial:{number}", train=True, seeds=2, steps=3, baseline=True)
+    assert [(c["record"].number, c["seeds"], c["steps"], c["baseline"]) for c in calls] == [(number, 2, 3, True)]
+
+
+@pytest.mark.slow
 def test_load_study_reads_what_search_stored(searched):
     url, result, _ = searched
     loaded = load_study("api", url)
