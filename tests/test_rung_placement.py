@@ -142,8 +142,8 @@ class LearningRunner:
 
 @pytest.mark.slow
 def test_a_search_probes_the_reference_then_judges_every_trial_at_the_placed_rungs(tmp_path):
-    from autopeft.search.sampling.baseline import DEFAULT_LORA
     from autopeft.search.fidelity.placement import read_ladder
+    from autopeft.space.default_lora import DEFAULT_LORA
     from autopeft.search.loop import run_search
     from autopeft.search.prepare import prepare_search
     from autopeft.store import Store

@@ -118,7 +118,7 @@ def test_points_at_the_target_are_means_over_their_seeds(searched):
 
 
 def test_default_lora_is_trained_at_its_own_best_rate_among_several(searched):
-    from autopeft.search.sampling.baseline import DEFAULT_LORA
+    from autopeft.space.default_lora import DEFAULT_LORA
 
     out, _, _ = searched
     refs = [r for r in out.records if r.extras.get("baseline") == DEFAULT_LORA]
@@ -272,7 +272,7 @@ def _study(n_test: int):
 def _record(number: int, accuracy: float, params: int, baseline: bool = False):
     from datetime import datetime, timezone
 
-    from autopeft.search.sampling.baseline import DEFAULT_LORA
+    from autopeft.space.default_lora import DEFAULT_LORA
     from autopeft.store.records import TrialRecord
 
     return TrialRecord(study="s", number=number, status="complete", candidate={"learning_rate": 1e-3}, params={},
