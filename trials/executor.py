@@ -21,7 +21,7 @@ import time
 from typing import Callable
 
 from autopeft.trials.device import cpu_seconds, peak_rss_mb
-from autopeft.trials.spec import TrialFailure, TrialResult, TrialSpec
+from autopeft.trials.spec import OnRung, TrialFailure, TrialResult, TrialSpec
 
 _PRELOAD = ["torch", "transformers", "peft", "autopeft.trials.proxy", "autopeft.methods"]
 _context = None
@@ -39,7 +39,7 @@ def _mp_context():
 
 
 def run_isolated(spec: TrialSpec, on_event: Callable[[dict], None] | None = None,
-                 on_rung: Callable[[int, dict], bool] | None = None) -> TrialResult:
+                 on_rung: OnRung | None = None) -> TrialResult:
     """Run ``spec`` in a child process and return its result; never raises for trial faults.
 
     ``on_rung(step, metrics)`` answers, at each of ``spec.proxy.rungs``, whether the trial goes on

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Callable, Literal, Protocol
 
 
 class TrialFailure(Exception):
@@ -204,3 +204,19 @@ class TrialResult:
     @classmethod
     def failed(cls, reason: str, curve: list | None = None, **kw) -> "TrialResult":
         return cls(status="failed", error=reason, curve=list(curve or []), **kw)
+
+
+#: A rung callback: ``on_rung(step, metrics) -> go on?``, called by a runner at each of
+#: ``spec.proxy.rungs`` below ``spec.proxy.steps`` with the metrics measured there.
+OnRung = Callable[[int, dict], bool]
+
+
+class Runner(Protocol):
+    """What trains a trial: ``run_isolated``, a user's runner, or a fake in tests.
+
+    Called as ``runner(spec)`` when the trial has no rungs, ``runner(spec, on_rung=judge)`` when
+    it has: the runner asks ``judge`` at each rung and returns ``status="pruned"`` with the rung's
+    metrics (``extras["fidelity"]`` = the step) when it says stop.
+    """
+
+    def __call__(self, spec: TrialSpec, on_rung: OnRung | None = None) -> TrialResult: ...

@@ -29,7 +29,6 @@ import dataclasses
 import logging
 import signal
 import time
-from typing import Callable
 
 from autopeft.errors import MethodError
 from autopeft.search.ledger.budget import TRAINED, Budget
@@ -43,9 +42,8 @@ from autopeft.search.scales import scaled
 from autopeft.search.signals import StopSignals
 from autopeft.search.studies import open_study, study_importance
 from autopeft.store import Store, TrialRecord, utcnow
-from autopeft.trials.spec import TrialResult, TrialSpec
+from autopeft.trials.spec import Runner, TrialResult, TrialSpec
 
-Runner = Callable[[TrialSpec], TrialResult]
 log = logging.getLogger("autopeft")
 
 
