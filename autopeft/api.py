@@ -230,7 +230,7 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]) -> pandas.D
         for k, v in (r.metrics or {}).items():
             row.setdefault(k, v)
         row["peak_memory_mib"] = r.peak_memory_mib
-        row["train_time_s"] = (r.resources or {}).get("train_time")
+        row["train_time_s"] = r.resources.train_time
         row["pareto"] = r.number in front
         row["diverged"] = diverged(r)
         row["error"] = r.error

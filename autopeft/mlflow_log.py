@@ -155,9 +155,9 @@ def run_metrics(study: StudyRecord, record: TrialRecord) -> dict[str, float]:
             out.setdefault(name, float(value))
     if record.trainable_params is not None:
         out["trainable_params"] = float(record.trainable_params)
-    res = record.resources or {}
-    for key, value in (("peak_memory_mib", record.peak_memory_mib), ("train_time_s", res.get("train_time")),
-                       ("wall_time_s", res.get("wall_time"))):
+    res = record.resources
+    for key, value in (("peak_memory_mib", record.peak_memory_mib), ("train_time_s", res.train_time),
+                       ("wall_time_s", res.wall_time)):
         if _finite(value):
             out[key] = float(value)
     return out

@@ -83,7 +83,7 @@ def _self_cpu() -> float:
 
 
 def _spent(store, runs, study: str) -> float:
-    trials = sum((t.resources or {}).get("cpu_time", 0.0) for t in store.trials(study))
+    trials = sum((t.resources.cpu_time or 0.0) for t in store.trials(study))
     return trials + sum(r.extras.get("cpu_time", 0.0) for r in runs.of(study))
 
 

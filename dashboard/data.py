@@ -176,7 +176,7 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
                 row[name] = row.get(name)
         for k, v in (r.metrics or {}).items():
             row.setdefault(k, v)
-        row["wall_time"] = (r.resources or {}).get("wall_time")
+        row["wall_time"] = r.resources.wall_time
         row["peak_memory_mib"] = r.peak_memory_mib  # the API's column, the same figure
         row["pareto"] = r.number in front
         row["role"] = (r.extras or {}).get("baseline") or ""

@@ -226,10 +226,9 @@ def show_trial(record, trial_row: dict, curve_fig, importance_fig) -> None:
     import streamlit as st
 
     st.subheader(f"Trial {record.number} - {record.status}")
-    res = record.resources or {}
     summary = {"method": trial_row.get("method"), "trainable params": fmt3(record.trainable_params)}
     summary.update({k: fmt3(v) for k, v in (record.metrics or {}).items()})
-    summary.update({"wall time (s)": fmt3(res.get("wall_time")), "peak memory (MiB)": fmt3(record.peak_memory_mib)})
+    summary.update({"wall time (s)": fmt3(record.resources.wall_time), "peak memory (MiB)": fmt3(record.peak_memory_mib)})
     for col, (label, value) in zip(st.columns(len(summary)), summary.items()):
         col.metric(label, str(value))
     if record.error:
@@ -251,7 +250,7 @@ def show_trial(record, trial_row: dict, curve_fig, importance_fig) -> None:
         if importance_fig is not None:
             st.plotly_chart(importance_fig, key=f"importance-{record.number}")
     st.caption(f"started {record.started_at}, finished {record.finished_at or '-'}, "
-               f"train time {fmt3(res.get('train_time'))} s, sampler time {fmt3(record.sampler_time)} s")
+               f"train time {fmt3(record.resources.train_time)} s, sampler time {fmt3(record.sampler_time)} s")
 
 
 def verified_figure(frame, metric: str, baseline=None):

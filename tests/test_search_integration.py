@@ -65,9 +65,9 @@ def test_search_records_every_trial_in_both_ledgers(searched):
             assert scaled(outcome.study.objectives, r.values) == pytest.approx(list(by_number[r.number].values))
             assert r.values[1] == r.trainable_params
             assert by_number[r.number].values[1] == pytest.approx(math.log10(r.trainable_params))
-            assert r.resources["eval_time"] > 0 and r.resources["setup_time"] > 0
+            assert r.resources.eval_time > 0 and r.resources.setup_time > 0
             assert r.curve and r.curve[-1][0] == prep.space.proxy.steps
-            assert r.resources["train_time"] > 0 and r.resources["peak_rss_mb"] > 0
+            assert r.resources.train_time > 0 and r.resources.peak_rss_mb > 0
             assert r.trainable_params <= prep.budget_limit
     # The first two trials are the study's references (default LoRA as the space has it:
     # r=8 on query/value of every layer at 1e-3; then the cheapest point), the third its random

@@ -346,3 +346,15 @@ def test_missing_driver_package_is_a_clear_store_error():
 def test_sqlite_in_a_missing_directory_is_a_clear_store_error(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         Store(f"sqlite:///{tmp_path}/no/such/dir/a.db")
+
+
+def test_resources_are_a_typed_record_whatever_shape_they_arrive_in():
+    from autopeft.store import Resources
+
+    from_json = trial_record(number=1, status="complete", resources={"wall_time": 3.0, "peak_rss_mb": 700.0,
+                                                                       "written_by_a_newer_version": 1})
+    assert from_json.resources == Resources(wall_time=3.0, peak_rss_mb=700.0)
+    assert from_json.resources.to_json() == {"wall_time": 3.0, "peak_rss_mb": 700.0}  # nothing unmeasured is stored
+    assert trial_record(number=2, status="running", resources=None).resources == Resources()
+    assert from_json.peak_memory_mib == 700.0  # no device figure: the process's peak
+    assert Resources(peak_rss_mb=700.0, peak_memory_mb=120.0).peak_memory_mib == 120.0

@@ -80,7 +80,7 @@ def trial_user_attrs(record: TrialRecord, method_uses: Collection[str] | None = 
     peak = record.peak_memory_mib
     if peak is not None:
         attrs["peak_memory_mib"] = peak
-        attrs["memory_kind"] = (record.resources or {}).get("memory_kind") or "rss"
+        attrs["memory_kind"] = record.resources.memory_kind or "rss"
     attrs["status"] = record.status
     reason = _reason(record)
     if reason:

@@ -41,7 +41,7 @@ from autopeft.search.reports import SearchEvents, SearchOutcome, Silent
 from autopeft.search.scales import scaled
 from autopeft.search.signals import StopSignals
 from autopeft.search.studies import open_study, study_importance
-from autopeft.store import Store, TrialRecord, utcnow
+from autopeft.store import Resources, Store, TrialRecord, utcnow
 from autopeft.trials.spec import Runner, TrialResult, TrialSpec
 
 log = logging.getLogger("autopeft")
@@ -249,10 +249,7 @@ class SearchSession:
             metrics=result.metrics,
             values=values,
             curve=result.curve,
-            resources={"wall_time": result.wall_time, "train_time": result.train_time, "setup_time": result.setup_time,
-                       "eval_time": result.eval_time, "cpu_time": result.cpu_time, "peak_rss_mb": result.peak_rss_mb,
-                       "peak_memory_mb": result.peak_memory_mb, "memory_kind": result.memory_kind,
-                       "device": result.device},
+            resources=Resources.of(result),
             extras={**running.extras, **with_importance(result.extras, prep, running.candidate["method"]), **judge.extras()},
             error=result.error if status == "failed" else None,
             finished_at=utcnow(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 
 
@@ -42,6 +42,50 @@ TRIAL_STATUSES = ("running", "complete", "failed", "infeasible", "pruned")
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What a trial's run cost (None: not measured, e.g. a trial never trained).
+
+    Attributes:
+        wall_time, train_time, setup_time, eval_time, cpu_time: Seconds.
+        peak_rss_mb: The trial process's resident peak, MiB.
+        peak_memory_mb: The device's own peak, MiB (``memory_kind`` says which one it is).
+        memory_kind: ``cpu_peak_rss``, ``cuda_max_allocated`` ... (``autopeft.trials.spec.TrialResult``).
+        device: Where the trial ran (``cpu``, ``cuda:0``, ``mps``).
+    """
+
+    wall_time: float | None = None
+    train_time: float | None = None
+    setup_time: float | None = None
+    eval_time: float | None = None
+    cpu_time: float | None = None
+    peak_rss_mb: float | None = None
+    peak_memory_mb: float | None = None
+    memory_kind: str | None = None
+    device: str | None = None
+
+    @property
+    def peak_memory_mib(self) -> float | None:
+        """The peak as every view reports it: the device's own figure when it was measured, else
+        the process's resident peak; None if neither."""
+        return self.peak_memory_mb or self.peak_rss_mb
+
+    @classmethod
+    def of(cls, result) -> "Resources":
+        """The resources of a ``TrialResult``."""
+        return cls(**{f.name: getattr(result, f.name) for f in fields(cls)})
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "Resources":
+        """From the stored JSON (keys a newer version wrote are not read)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in names})
+
+    def to_json(self) -> dict:
+        """The stored JSON: the measured fields only."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
 class TrialRecord:
     """One trial as autopeft records it.
 
@@ -54,9 +98,8 @@ class TrialRecord:
         metrics: Task metrics on the validation split.
         values: Objective values in study order (None unless complete).
         curve: ``[[step, loss], ...]``.
-        resources: ``wall_time``, ``train_time``, ``cpu_time`` (s), ``peak_rss_mb`` (the trial
-            process's resident peak, MiB), ``peak_memory_mb`` (the device's own peak, MiB) and
-            ``memory_kind`` (which one that is); read the peak as :attr:`peak_memory_mib`.
+        resources: What the run cost (:class:`Resources`; a dict given here, as the store's
+            JSON is, is read into one).
         extras: Method-specific records (AdaLoRA rank allocation ...).
         error: Why the trial failed or was infeasible.
         sampler_time: Seconds the sampler took to propose this trial.
@@ -73,16 +116,18 @@ class TrialRecord:
     metrics: dict = field(default_factory=dict)
     values: list | None = None
     curve: list = field(default_factory=list)
-    resources: dict = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
     extras: dict = field(default_factory=dict)
     error: str | None = None
     finished_at: datetime | None = None
     sampler_time: float | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.resources, Resources):  # the store's JSON, or None from an old row
+            object.__setattr__(self, "resources", Resources.from_json(self.resources))
+
     @property
     def peak_memory_mib(self) -> float | None:
         """The trial's peak memory in MiB as every view reports it (the ``peak_memory_mib``
-        column of the API and the dashboard, the optuna and MLflow attributes): the device's
-        own figure when it was measured, else the process's resident peak; None if neither."""
-        res = self.resources or {}
-        return res.get("peak_memory_mb") or res.get("peak_rss_mb")
+        column of the API and the dashboard, the optuna and MLflow attributes)."""
+        return self.resources.peak_memory_mib

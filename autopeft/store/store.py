@@ -333,7 +333,7 @@ class Store:
 
         from autopeft.store.tables import trials
 
-        row = dataclasses.asdict(record)
+        row = _trial_row(record)
         study_id = self._study_id(row.pop("study"))
         try:
             with self._begin() as c:
@@ -350,7 +350,7 @@ class Store:
 
         from autopeft.store.tables import trials
 
-        row = dataclasses.asdict(record)
+        row = _trial_row(record)
         study_id = self._study_id(row.pop("study"))
         where = (trials.c.study_id == study_id) & (trials.c.number == record.number)
         # Update first: every trial is saved several times and inserted once.
@@ -470,6 +470,13 @@ def _naive(value) -> datetime:
 def _trial(row) -> TrialRecord:
     names = {f.name for f in dataclasses.fields(TrialRecord)}
     return TrialRecord(**{k: _aware(v) for k, v in row.items() if k in names})
+
+
+def _trial_row(record: TrialRecord) -> dict:
+    """The row of a record: its fields, the resources as the JSON of what was measured."""
+    row = dataclasses.asdict(record)
+    row["resources"] = record.resources.to_json()
+    return row
 
 
 def _study(row) -> StudyRecord:
