@@ -4,7 +4,9 @@ A refactor that moves code must not move results. Run the same search with the s
 under each version (each from its own clone and virtual environment), into two SQLite files,
 then compare them here, trial by trial: status, configuration, trainable parameters, task
 metrics and objective values (to ``--tol``), rungs, the target summary over seeds, and the
-front. CPU training with fixed seeds and thread counts is deterministic, so any difference
+front; then every verification run (the target's seed runs, ``autopeft verify``'s and
+``export --train``'s), matched by subject, seed and protocol key: status, trainable
+parameters, validation and test metrics. CPU training with fixed seeds and thread counts is deterministic, so any difference
 is a change of behaviour; use a sampler that is deterministic too (``random``: BoTorch's
 fits are not bit-reproducible from one run to the next).
 
@@ -51,6 +53,26 @@ def compare(url_a: str, url_b: str, study: str, tol: float) -> list[str]:
     fb = [r.number for r in pareto_front(list(tb.values()), sb.objectives)]
     if fa != fb:
         out.append(f"front: trials {fa} vs {fb}")
+    return out + compare_runs(a, b, study, tol)
+
+
+def compare_runs(a, b, study: str, tol: float) -> list[str]:
+    """The differences between two studies' verification runs, matched by (subject, seed, protocol key)."""
+    from autopeft.store.verifications import Verifications
+
+    def runs(store) -> dict:
+        return {(v.subject, v.seed, v.protocol_key): v for v in Verifications(store).of(study)}
+
+    ra, rb = runs(a), runs(b)
+    out = []
+    if ra.keys() != rb.keys():
+        out.append(f"verification runs differ: {len(ra)} vs {len(rb)}; only in one: "
+                   f"{sorted(ra.keys() ^ rb.keys())[:4]}")
+    for key in sorted(ra.keys() & rb.keys()):
+        x, y = ra[key], rb[key]
+        for field in ("status", "trainable_params", "metrics", "test_metrics"):
+            if not _close(getattr(x, field), getattr(y, field), tol):
+                out.append(f"run {key[0]} seed {key[1]} {field}: {getattr(x, field)} vs {getattr(y, field)}")
     return out
 
 
@@ -63,13 +85,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from autopeft.store import Store
 
+    from autopeft.store.verifications import Verifications
+
     n = len(Store(args.before).trials(args.study))
+    runs = len(Verifications(Store(args.before)).of(args.study))
     diffs = compare(args.before, args.after, args.study, args.tol)
     for line in diffs:
         print(line)
-    print(f"SUMMARY parity: {n} trials of study '{args.study}', "
+    print(f"SUMMARY parity: {n} trials and {runs} verification runs of study '{args.study}', "
           + (f"{len(diffs)} difference(s)" if diffs else f"identical (status, configuration, parameters, metrics and "
-             f"values to {args.tol:g}, rungs, target means, front)"))
+             f"values to {args.tol:g}, rungs, target means, front, every run's validation and test metrics)"))
     return 0
 
 
