@@ -39,7 +39,7 @@ def scalar_rows(url: str, query: str) -> list:
 
 
 def head() -> str:
-    from autopeft.store.store import head_revision
+    from autopeft.store.schema import head_revision
 
     return head_revision()
 
@@ -102,7 +102,7 @@ def test_downgrade_to_base_and_back_only_touches_our_tables(url, capsys):
     from alembic import command
     from alembic.config import Config
 
-    from autopeft.store.store import _MIGRATIONS
+    from autopeft.store.schema import MIGRATIONS
 
     storage = optuna.storages.RDBStorage(url)
     optuna.create_study(study_name="o", storage=storage)
@@ -111,7 +111,7 @@ def test_downgrade_to_base_and_back_only_touches_our_tables(url, capsys):
     optuna_version = scalar_rows(url, "SELECT version_num FROM alembic_version")
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     engine = create_engine(url)
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
@@ -158,11 +158,11 @@ def test_a_database_at_0001_upgrades_to_verifications_keeping_its_studies(url, c
     from alembic import command
     from alembic.config import Config
 
-    from autopeft.store.store import _MIGRATIONS
+    from autopeft.store.schema import MIGRATIONS
     from autopeft.store.tables import studies
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     engine = create_engine(url)
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection

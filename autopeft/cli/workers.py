@@ -21,7 +21,7 @@ def db_upgrade(storage: Optional[str] = STORAGE) -> None:
     alone (``optuna storage upgrade`` migrates it).
     """
     from autopeft.store import Store
-    from autopeft.store.store import schema_revision
+    from autopeft.store.schema import schema_revision
 
     url = storage_url(storage)
     before = schema_revision(url)
@@ -42,7 +42,7 @@ def db_upgrade(storage: Optional[str] = STORAGE) -> None:
 def db_current(storage: Optional[str] = STORAGE) -> None:
     """Print the revision of autopeft's tables, without changing anything."""
     from autopeft.store import mask_url
-    from autopeft.store.store import head_revision, schema_revision
+    from autopeft.store.schema import head_revision, schema_revision
 
     url = storage_url(storage)
     rev = schema_revision(url)

@@ -6,7 +6,7 @@ Optuna keeps its schema version in ``alembic_version``; ours lives in
 
 from alembic import context
 
-from autopeft.store.store import VERSION_TABLE
+from autopeft.store.schema import VERSION_TABLE
 from autopeft.store.tables import metadata
 
 connection = context.config.attributes["connection"]
