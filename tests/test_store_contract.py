@@ -358,3 +358,41 @@ def test_resources_are_a_typed_record_whatever_shape_they_arrive_in():
     assert trial_record(number=2, status="running", resources=None).resources == Resources()
     assert from_json.peak_memory_mib == 700.0  # no device figure: the process's peak
     assert Resources(peak_rss_mb=700.0, peak_memory_mb=120.0).peak_memory_mib == 120.0
+
+
+def test_the_loser_of_the_race_to_create_optunas_tables_opens_them_on_a_retry(tmp_path, monkeypatch):
+    """Two processes on a fresh database both create optuna's tables; the loser's duplicate key
+    (SQLite: ``UNIQUE constraint failed: alembic_version.version_num``) is retried, not raised."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    from autopeft.store import optuna_storage
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def losing_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", losing_once)
+    monkeypatch.setattr("autopeft.store.retry.time.sleep", lambda seconds: None)
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    storage = optuna_storage.open_storage(url, url)
+    assert len(calls) == 2 and storage.get_all_studies() == []
+
+
+def test_a_store_that_cannot_open_optunas_tables_says_so_in_one_error(tmp_path, monkeypatch):
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    from autopeft.store import optuna_storage
+
+    def never(*args, **kwargs):
+        raise OperationalError("CREATE TABLE studies", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", never)
+    monkeypatch.setattr("autopeft.store.retry.time.sleep", lambda seconds: None)
+    with pytest.raises(StoreError, match="cannot open optuna's tables in shown-url"):
+        optuna_storage.open_storage("sqlite:///unused.db", "shown-url", attempts=2)

@@ -36,16 +36,35 @@ class LiveTrial:
     retry_of: int | None = None
 
 
-def open_storage(url: str, display_url: str):
-    """optuna's ``RDBStorage`` on ``url``; ``StoreError`` when its tables cannot be opened or created."""
+def open_storage(url: str, display_url: str, attempts: int = 5):
+    """optuna's ``RDBStorage`` on ``url``; ``StoreError`` when its tables cannot be opened or
+    created (after ``attempts`` tries: see :func:`_first_to_create`)."""
+    import optuna
+
+    try:
+        return _first_to_create(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url)), attempts)
+    except RuntimeError as e:  # optuna's "incompatible schema version" check: no retry mends it
+        raise StoreError(f"cannot open optuna's tables in {display_url}: {first_line(e)}") from e
+    except _failures() as e:
+        raise StoreError(f"cannot open optuna's tables in {display_url}: {first_line(e)}") from e
+
+
+def _failures() -> tuple[type[BaseException], ...]:
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
-    except (SQLAlchemyError, optuna.exceptions.StorageInternalError, RuntimeError) as e:
-        # RuntimeError: optuna's "incompatible schema version" check
-        raise StoreError(f"cannot open optuna's tables in {display_url}: {first_line(e)}") from e
+    return (SQLAlchemyError, optuna.exceptions.StorageInternalError)
+
+
+def _first_to_create(open_storage, attempts: int):
+    """``open_storage()``, tried again while it fails as a loser of the race to create optuna's
+    tables: processes started together on a fresh database all find the tables missing and all
+    create them; the losers fail with a duplicate key (PostgreSQL: pg_type_typname_nsp_index;
+    SQLite: UNIQUE constraint failed: alembic_version.version_num). Once the winner commits, a
+    retry opens them."""
+    failures = _failures()
+    return retried(open_storage, attempts=attempts, retry_if=lambda e: isinstance(e, failures),
+                   pause=lambda n: 0.5 * n)
 
 
 def open_heartbeat_storage(url: str, display_url: str, heartbeat: int, grace: int, retries: int, attempts: int = 5):
@@ -60,7 +79,6 @@ def open_heartbeat_storage(url: str, display_url: str, heartbeat: int, grace: in
 
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-    from sqlalchemy.exc import SQLAlchemyError
 
     def open_storage():
         with warnings.catch_warnings():
@@ -71,14 +89,9 @@ def open_heartbeat_storage(url: str, display_url: str, heartbeat: int, grace: in
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries),
             )
 
-    failures = (SQLAlchemyError, optuna.exceptions.StorageInternalError)
     try:
-        # Processes started together on a fresh database all find optuna's tables missing
-        # and all create them; on PostgreSQL the losers fail with a duplicate key
-        # (pg_type_typname_nsp_index). Once the winner commits, a retry opens them.
-        return retried(open_storage, attempts=attempts, retry_if=lambda e: isinstance(e, failures),
-                       pause=lambda n: 0.5 * n)
-    except failures as e:
+        return _first_to_create(open_storage, attempts)
+    except _failures() as e:
         raise StoreError(f"cannot open optuna's tables in {display_url}: {first_line(e)}") from e
 
 
