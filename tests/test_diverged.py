@@ -221,7 +221,7 @@ def test_show_lists_the_diverged_trial_without_a_star(url, capsys):
 def test_printed_front_leaves_it_out_and_says_when_everything_diverged():
     from rich.console import Console
 
-    from autopeft.cli.render import print_front
+    from autopeft.cli.trial_table import print_front
 
     console = Console(file=io.StringIO(), width=200)
     print_front(console, _study(), RECORDS, wide=True)

@@ -82,7 +82,7 @@ def _verified():
 def render(width: int, *, target: bool, wide: bool = False, only_front: bool = False) -> str:
     from rich.console import Console
 
-    from autopeft.cli.render import print_trials
+    from autopeft.cli.trial_table import print_trials
 
     global TARGET
     TARGET = target
@@ -144,7 +144,7 @@ def test_a_stopped_trial_says_its_rung_signal_in_three_digits():
 
 
 def test_a_trial_stopped_on_its_loss_says_the_loss_not_its_accuracy():
-    from autopeft.cli.render import note
+    from autopeft.cli.trial_table import note
 
     r = _trial(3, status="pruned", extras={"fidelity": 36, "rungs": [[36, 0.4233, 1.02634, 0.016]]}, accuracy=0.4233)
     assert note(r, "accuracy", signal="eval_loss") == "stopped at step 36: eval_loss 1.026"

@@ -153,7 +153,7 @@ def test_trial_spec_carries_the_proxy_nested_and_resolves_threads(monkeypatch):
 
 
 def test_show_flags_a_collapsed_proxy_trial_as_diverged():
-    from autopeft.cli.render import note
+    from autopeft.cli.trial_table import note
 
     collapsed = _trial(3, "lora", 1e-2, 0.42)
     collapsed.extras.update({"predicted_classes": 1, "majority_rate": 0.42})

@@ -19,7 +19,7 @@ def test_the_tau_line_says_why_there_is_no_tau(monkeypatch, n, words):
     import autopeft.search.analysis.answer as answer_module
     import autopeft.search.seeds as seeds
     import autopeft.store.verifications as verifications
-    from autopeft.cli.render import print_answer
+    from autopeft.cli.comparison import print_answer
 
     monkeypatch.setattr(answer_module, "answer", lambda *a: SimpleNamespace(reference=None, paired=[], tau=(None, n),
                                                                            sentence="no comparison"))

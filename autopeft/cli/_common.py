@@ -1,6 +1,6 @@
 """What the command modules share: the ``--storage`` and ``--set`` options, the storage URL and the console.
 
-What they print is in ``autopeft.cli.render``.
+What they print is in ``autopeft.cli.render``, ``autopeft.cli.trial_table`` and ``autopeft.cli.comparison``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Plain functions: ``autopeft.cli`` registers them on its app. They read the options, call the
 search (``autopeft.search``: the loop, the local worker pool in ``search.local_pool``, the
-verified points in ``search.analysis.trust``) and print through ``autopeft.cli.render``.
+verified points in ``search.analysis.trust``) and print through ``autopeft.cli.render``,
+``autopeft.cli.trial_table`` and ``autopeft.cli.comparison``.
 """
 
 from __future__ import annotations
@@ -13,19 +14,9 @@ from typing import List, Optional
 import typer
 
 from autopeft.cli._common import SET, STORAGE, make_console, naming_the_space, storage_url
-from autopeft.cli.render import (
-    data_warnings,
-    print_answer,
-    print_effort,
-    print_front,
-    print_importance,
-    print_splits,
-    print_space,
-    print_studies,
-    print_trials,
-    print_verification,
-    warn,
-)
+from autopeft.cli.comparison import print_answer, print_verification
+from autopeft.cli.render import data_warnings, print_effort, print_importance, print_space, print_splits, print_studies, warn
+from autopeft.cli.trial_table import print_front, print_trials
 from autopeft.errors import AutoPeftError
 
 

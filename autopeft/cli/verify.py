@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from autopeft.cli._common import STORAGE, make_console, storage_url
-from autopeft.cli.render import print_verification
+from autopeft.cli.comparison import print_verification
 
 
 def verify(
