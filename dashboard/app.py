@@ -17,7 +17,7 @@ import streamlit as st
 
 # Absolute imports of the installed package: `streamlit run` executes this file as a script
 # (with its own folder on sys.path), never as autopeft.dashboard.app.
-from autopeft.dashboard import data, render
+from autopeft.dashboard import actions, data, importance_frames, render
 from autopeft.errors import AutoPeftError
 from autopeft.space import shipped_spaces
 
@@ -69,7 +69,7 @@ def _trials_frame(url: str, name: str):
 def _export_files(url: str, name: str, number: int, how: str) -> dict[str, str]:
     # Keyed by trial: a finished trial's config never changes, and peft is slow to import.
     sd = _study(url, name)
-    return data.export_files(sd.study, data.trial(sd.records, number), how)
+    return actions.export_files(sd.study, data.trial(sd.records, number), how)
 
 
 def _directions(sd: data.StudyData) -> dict[str, str]:
@@ -189,24 +189,24 @@ def page_trials(url: str, sd: data.StudyData) -> None:
     record = data.trial(sd.records, int(number))
     row = shown[shown["number"] == number].iloc[0].to_dict()
     curve = render.curve_figure(record.curve) if record.curve else None
-    matrix = data.trial_importance(record)
+    matrix = importance_frames.trial_importance(record)
     heat = render.importance_figure(matrix, f"Trial {record.number}: rank allocation") if matrix is not None else None
     render.show_trial(record, row, curve, heat)
 
 
 def page_importance(url: str, sd: data.StudyData) -> None:
     st.header(f"Importance - {sd.study.name}")
-    found = data.study_importance(sd.study, sd.records)
+    found = importance_frames.study_importance(sd.study, sd.records)
     if found is None:
         return st.info("No importance recorded for this study: it comes from the study's importance pass "
                        "(`importance:` in the space) or AdaLoRA's final rank allocation, so it appears once "
                        "either has run.")
     title, matrix = found
     st.plotly_chart(render.importance_figure(matrix, title), key="importance_study")
-    with_maps = [r.number for r in sd.records if data.has_importance(r)]
+    with_maps = [r.number for r in sd.records if importance_frames.has_importance(r)]
     if with_maps:
         number = st.selectbox("Per-trial map", with_maps, key="importance_trial")
-        st.plotly_chart(render.importance_figure(data.trial_importance(data.trial(sd.records, number)),
+        st.plotly_chart(render.importance_figure(importance_frames.trial_importance(data.trial(sd.records, number)),
                                                  f"Trial {number}: rank allocation"), key="importance_one")
 
 
@@ -261,7 +261,7 @@ def page_export(url: str, sd: data.StudyData, display_url: str) -> None:
     st.success(f"Trial {record.number} ({record.candidate.get('method')}): {values}")
     if why := diverged(record):  # only a trial asked for by number: picks never land on one
         st.warning(f"Trial {record.number} diverged ({why}); it is never on the front.")
-    main_file = data.config_file(files)
+    main_file = actions.config_file(files)
     c1, c2 = st.columns(2)
     c1.download_button(f"Download {main_file}", files[main_file], file_name=main_file, mime="application/json",
                        key="export_download", type="primary")
@@ -269,7 +269,7 @@ def page_export(url: str, sd: data.StudyData, display_url: str) -> None:
         c2.download_button("Download autopeft.json (provenance)", files["autopeft.json"], file_name="autopeft.json",
                            mime="application/json", key="export_provenance")
     st.markdown("Equivalent command (writes both files):")
-    st.code(data.export_command(sd.study.name, display_url, how), language="bash")
+    st.code(actions.export_command(sd.study.name, display_url, how), language="bash")
     st.code(files[main_file], language="json")
 
 
@@ -293,7 +293,7 @@ def page_new_search(url: str, display_url: str) -> None:
     c1.selectbox("Start from", list(spaces) or ["(none bundled)"], key="space_template", on_change=use_template)
     c2.file_uploader("Upload YAML", type=["yaml", "yml"], key="space_upload", on_change=use_upload)
     text = st.text_area("Search space (YAML)", height=360, key="space_yaml")
-    space, error = data.validate_space(text)
+    space, error = actions.validate_space(text)
     if error:
         st.error(error)
     else:
@@ -302,7 +302,7 @@ def page_new_search(url: str, display_url: str) -> None:
     if st.button("Create study", disabled=error is not None, type="primary", key="space_submit"):
         try:
             with st.spinner("Checking the space against its model and data ..."):
-                record = data.create_study(data.open_store(url, create=True), space)
+                record = actions.create_study(data.open_store(url, create=True), space)
         except AutoPeftError as e:
             return st.error(str(e))
         st.cache_data.clear()

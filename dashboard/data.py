@@ -1,17 +1,14 @@
-"""Loading from the store into plain data and pandas frames for the dashboard's pages.
+"""Loading from the store into plain data and pandas frames for the dashboard's pages: the
+studies, their trials, the front on a pair of objectives, the verified runs.
 
-Nothing here draws; nothing here decides what is optimal (``autopeft.search`` does). The
-only write is ``create_study`` (the New search page), which refuses an existing name so
-the dashboard never modifies a study it did not create.
+Nothing here draws; nothing here decides what is optimal (``autopeft.search`` does); nothing
+here writes (``autopeft.dashboard.actions`` creates studies). Importance maps are framed in
+``autopeft.dashboard.importance_frames``.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import shlex
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from autopeft.errors import AutoPeftError, StoreError
@@ -226,155 +223,7 @@ def trial(records: Sequence[TrialRecord], number: int) -> TrialRecord | None:
     return next((r for r in records if r.number == number), None)
 
 
-# ---------------------------------------------------------------------- importance
-_MODULE_NAME = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.(\d+)\.(.+)$")
-
-
-def importance_frame(allocation: dict):
-    """A ``{module path: rank}`` map -> layer x module DataFrame (None if nothing parses).
-
-    AdaLoRA reports e.g. ``...encoder.layer.3.attention.self.query.lora_E``: the number
-    after ``layer`` is the row, the last name that is not peft's own (``lora_*``) the column.
-    """
-    import pandas as pd
-
-    cells: dict[tuple[int, str], float] = {}
-    for name, value in (allocation or {}).items():
-        m = _MODULE_NAME.search(str(name))
-        if not m or not isinstance(value, (int, float)):
-            continue
-        parts = [p for p in m.group(2).split(".") if not p.startswith("lora_") and p not in ("default", "weight")]
-        if not parts:
-            continue
-        key = (int(m.group(1)), parts[-1])
-        cells[key] = cells.get(key, 0) + float(value)
-    if not cells:
-        return None
-    frame = pd.Series(cells).unstack()
-    frame.index.name, frame.columns.name = "layer", "module"
-    return frame.sort_index()
-
-
-def map_frame(imap: dict):
-    """An ``ImportanceMap`` JSON (``{kind, modules, scores, note}``) -> layer x module DataFrame."""
-    import pandas as pd
-
-    try:
-        frame = pd.DataFrame([[float("nan") if v is None else float(v) for v in row] for row in imap["scores"]],
-                             columns=[str(m) for m in imap["modules"]])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if frame.empty:
-        return None
-    frame.index.name, frame.columns.name = "layer", "module"
-    return frame
-
-
-def study_importance(study: StudyRecord, records: Sequence[TrialRecord]):
-    """``(title, layer x module frame)`` of the study, or None when nothing was recorded.
-
-    In order: the study's stored importance map (SPT sensitivity, ...), else the mean of its
-    trials' AdaLoRA rank allocations.
-    """
-    imp = study.importance
-    if isinstance(imp, dict):
-        frame = map_frame(imp) if "scores" in imp else importance_frame(imp.get("rank_allocation", imp))
-        if frame is not None:
-            kind = imp.get("kind", "stored")
-            return f"Study importance ({kind}){': ' + imp['note'] if imp.get('note') else ''}", frame
-    # Average the raw maps first and parse once: parsing 1,000 maps one by one takes seconds.
-    total: dict[str, float] = {}
-    count: dict[str, int] = {}
-    for r in records:
-        if r.status != "complete":
-            continue
-        for name, value in ((r.extras or {}).get("rank_allocation") or {}).items():
-            if isinstance(value, (int, float)):
-                total[name] = total.get(name, 0.0) + value
-                count[name] = count.get(name, 0) + 1
-    frame = importance_frame({k: v / count[k] for k, v in total.items()}) if total else None
-    return None if frame is None else ("Study importance: mean AdaLoRA rank per layer x module", frame)
-
-
-def has_importance(record: TrialRecord) -> bool:
-    return bool((record.extras or {}).get("rank_allocation"))
-
-
-def trial_importance(record: TrialRecord):
-    """The trial's own layer x module map: AdaLoRA's final rank allocation (None if absent)."""
-    return importance_frame((record.extras or {}).get("rank_allocation") or {})
-
-
-# ---------------------------------------------------------------------- export
-def export_files(study: StudyRecord, record: TrialRecord, how: str) -> dict[str, str]:
-    """``{file name: text}`` exactly as ``autopeft export`` writes them for ``record``.
-
-    Calls the CLI's own ``export_trial`` into a temporary directory, so the download and
-    the command are byte-identical: peft's ``adapter_config.json`` (written by peft's
-    ``save_pretrained``) for peft methods, the method's own file otherwise, plus
-    ``autopeft.json`` (provenance).
-
-    Raises:
-        AutoPeftError: the trial has no buildable config or is not complete.
-    """
-    import tempfile
-
-    from autopeft.export import export_trial
-
-    with tempfile.TemporaryDirectory(prefix="autopeft-dashboard-") as tmp:
-        out = export_trial(study, record, tmp, picked_by=how)
-        return {p.name: p.read_text() for p in sorted(Path(out).iterdir()) if p.is_file()}
-
-
-def config_file(files: dict[str, str]) -> str:
-    """The adapter config among ``export_files``' outputs (not the provenance)."""
-    if "adapter_config.json" in files:
-        return "adapter_config.json"
-    return next((n for n in files if n != "autopeft.json"), "autopeft.json")
-
-
-def export_command(study: str, display_url: str, how: str) -> str:
-    """The ``autopeft export`` line equivalent to the Export page's choice."""
-    from autopeft.store import DEFAULT_URL
-
-    parts = ["autopeft", "export", study]
-    if display_url != DEFAULT_URL:
-        parts += ["--storage", display_url]
-    parts += ["--trial", how.split(":", 1)[1]] if how.startswith("trial:") else ["--pick", how]
-    parts += ["--out", f"./{study}-adapter"]
-    return shlex.join(parts)
-
-
-# ---------------------------------------------------------------------- new search
-def validate_space(text: str):
-    """``(space, None)`` or ``(None, message)``: the CLI's key-path message on error."""
-    from autopeft.space.loader import load_space_text
-
-    try:
-        return load_space_text(text, "<pasted YAML>"), None
-    except AutoPeftError as e:
-        return None, str(e)
-
-
-def create_study(store, space) -> StudyRecord:
-    """Create the study of ``space`` for workers to run; never touch an existing one.
-
-    Raises:
-        AutoPeftError: the name is taken, or the space does not fit its model or data.
-    """
-    from autopeft.search.loop import open_study
-    from autopeft.search.prepare import prepare_search
-
-    if store.find_study(space.study) is not None:
-        raise StoreError(f"a study named '{space.study}' already exists; change `study:` to create a new one "
-                         "(the dashboard never modifies existing studies)")
-    return open_study(store, prepare_search(space, with_data=False))
-
-
-def to_json(value) -> str:
-    return json.dumps(value, indent=2, default=str)
-
-
+# ---------------------------------------------------------------------- verified runs
 def verified_view(store, study: StudyRecord, records: Sequence[TrialRecord]):
     """``(frame, fidelity, baseline)`` of ``autopeft verify``'s results, or None before any.
 
