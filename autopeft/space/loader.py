@@ -4,7 +4,8 @@ Strict by design: unknown keys, wrong types, empty choices and inverted ranges a
 that name the file, the key path and what was expected. Only ``yaml.safe_load`` is used.
 
 This module reads the file, applies the overrides (``autopeft.space.overrides``), reads each
-section (``autopeft.space.sections``, with values from ``autopeft.space.nodes``) in the order
+section (``autopeft.space.sections``; ``proxy:`` and ``target:`` in
+``autopeft.space.training_sections``; with values from ``autopeft.space.nodes``) in the order
 their dependencies need, and checks what holds across sections.
 """
 
@@ -27,14 +28,13 @@ from autopeft.space.sections import (
     read_importance,
     read_model,
     read_objectives,
-    read_proxy,
     read_search,
     read_space,
     read_study,
-    read_target,
     read_task,
     read_verify,
 )
+from autopeft.space.training_sections import read_proxy, read_target
 
 _TOP = {"study", "model", "task", "objectives", "budget", "space", "proxy", "search", "importance", "verify", "target"}
 
