@@ -285,7 +285,35 @@ def test_cached_prompt_choice_scores_equal_full_sequence_scores(smollm2_model, s
     from autopeft.trials.generative import loss_from_scores
     from autopeft.trials.evaluation import evaluate
 
-    assert loss_from_scores(cached, gen)["eval_loss"] == pytest.approx(evaluate(model, split, 0, 6)["eval_loss"], abs=1e-4)
+    from_scores, from_pass = loss_from_scores(cached, gen), evaluate(model, split, 0, 6)
+    assert from_scores["eval_loss"] == pytest.approx(from_pass["eval_loss"], abs=1e-4)
+    # Both carry the same standard error over the 6 examples: the rung signal's noise on a decoder.
+    assert from_pass["eval_examples"] == from_scores["eval_examples"] == 6
+    assert from_scores["eval_loss_se"] > 0
+    assert from_scores["eval_loss_se"] == pytest.approx(from_pass["eval_loss_se"], rel=1e-3)
+
+
+def test_a_decoders_loss_carries_a_standard_error_that_shrinks_with_more_examples():
+    import torch
+
+    from autopeft.trials.generative import token_weighted_loss
+
+    # Equal token counts: the ratio is a plain mean of per-token losses, whose standard error is known.
+    nll = torch.tensor([2.0, 4.0, 3.0, 7.0], dtype=torch.float64)
+    tokens = torch.full((4,), 2.0, dtype=torch.float64)
+    got = token_weighted_loss(nll, tokens)
+    per_token = nll / tokens
+    assert got["eval_loss"] == pytest.approx(float(per_token.mean()))
+    assert got["eval_loss_se"] == pytest.approx(float(per_token.std(unbiased=True) / 2.0))
+    assert got["eval_examples"] == 4
+    # Long answers weigh more in the ratio than in a mean of ratios.
+    uneven = token_weighted_loss(torch.tensor([1.0, 30.0], dtype=torch.float64), torch.tensor([1.0, 10.0], dtype=torch.float64))
+    assert uneven["eval_loss"] == pytest.approx(31.0 / 11.0)
+    # The same spread over 4x the examples: half the standard error.
+    more = token_weighted_loss(nll.repeat(4), tokens.repeat(4))
+    assert more["eval_loss_se"] == pytest.approx(got["eval_loss_se"] / 2, rel=0.2)
+    assert token_weighted_loss(nll[:1], tokens[:1])["eval_loss_se"] == 0.0
+    assert token_weighted_loss(torch.tensor([float("nan")]), torch.tensor([1.0])) == {}
 
 
 @pytest.mark.slow

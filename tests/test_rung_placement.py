@@ -112,6 +112,14 @@ def test_auto_rungs_leave_the_ladder_to_the_study():
     # `--set target=null`: the proxy is the target, and a run of it has nothing to place rungs on the way to.
     flat = load_space_text(SPACE.replace("target: {steps: 100, seeds: 1}\n", ""), "auto.yaml")
     assert flat.target is None and flat.proxy.rungs == ()
+    # With rungs placed while the study runs there is no lowest rung: a target under the default
+    # proxy.steps (30) is a target, not an error.
+    short = load_space_text(SPACE.replace("steps: 100", "steps: 12"), "auto.yaml")
+    assert short.target.steps == 12 and short.proxy.steps == 12 and short.proxy.rungs == ()
+    # Listed rungs still must stand below the target.
+    with pytest.raises(SpaceError) as e:
+        load_space_text(SPACE.replace("steps: 100", "steps: 12").replace("rungs: auto", "rungs: [10, 20]"), "auto.yaml")
+    assert e.value.path == "target.steps"
 
 
 class LearningRunner:

@@ -137,21 +137,27 @@ def _entropy(counts) -> float:
 
 
 def _evaluate_lm(model, split: dict, batch_size: int, skip) -> dict:
-    """The token-weighted loss on ``split`` (2-D labels, -100 where no token counts) and its perplexity."""
+    """The token-weighted loss on ``split`` (2-D labels, -100 where no token counts), its
+    standard error over examples, and its perplexity."""
     import torch
 
+    from autopeft.trials.generative import token_weighted_loss
+
     model.eval()
-    total, tokens = 0.0, 0
+    nll, counts = [], []  # per example: summed over its target tokens, and how many there are
     with torch.no_grad():
         for start in range(0, len(split["labels"]), batch_size):
             batch = trim({k: v[start:start + batch_size] for k, v in split.items()})
-            n = int((batch["labels"][:, 1:] != -100).sum())  # the model shifts labels by one
-            if n:
-                total += float(forward(model, batch, skip).loss) * n
-                tokens += n
+            labels = batch["labels"][:, 1:]  # the model shifts labels by one
+            logits = forward(model, batch, skip).logits[:, :-1].float()
+            token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100,
+                                                          reduction="none")
+            nll.append(token_nll.sum(dim=1).double().cpu())
+            counts.append((labels != -100).sum(dim=1).double().cpu())
     model.train()
-    loss = total / max(tokens, 1)
-    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+    nll, counts = torch.cat(nll), torch.cat(counts)
+    kept = counts > 0
+    return token_weighted_loss(nll[kept], counts[kept]) if kept.any() else {}
 
 
 def macro_f1(pred: list[int], gold: list[int], num_labels: int) -> float:

@@ -170,18 +170,36 @@ def _cache_kwarg(model) -> str:
 
 
 def loss_from_scores(scores, gen: dict) -> dict:
-    """``eval_loss`` (mean negative log-likelihood per completion token) and ``perplexity``
-    from the gold answers' scores: the validation loss itself when every completion is its
-    gold answer's tokens (``gen["loss_from_choices"]``, checked when the data was prepared)."""
+    """``eval_loss`` (mean negative log-likelihood per completion token), its standard error,
+    ``eval_examples`` and ``perplexity`` from the gold answers' scores: the validation loss
+    itself when every completion is its gold answer's tokens (``gen["loss_from_choices"]``,
+    checked when the data was prepared)."""
+    gold = gen["gold"]
+    nll = -scores.gather(1, gold[:, None]).squeeze(1).double()
+    tokens = gen["choice_len"][gold].double()
+    return token_weighted_loss(nll, tokens)
+
+
+def token_weighted_loss(nll, tokens) -> dict:
+    """``eval_loss`` = sum(nll) / sum(tokens) over examples, with its standard error over the
+    examples (the delta method for a ratio of means): a rung tells two runs' losses apart, and
+    rung placement tells "has learned" from noise, only with it (``autopeft.search.fidelity``).
+
+    Args:
+        nll: ``(n,)`` each example's negative log-likelihood summed over its target tokens.
+        tokens: ``(n,)`` each example's target tokens.
+    """
     import math
 
-    import torch
-
-    gold = gen["gold"]
-    nll = -float(scores.gather(1, gold[:, None]).sum())
-    tokens = int(gen["choice_len"][gold].sum())
-    loss = nll / max(tokens, 1)
-    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))} if torch.isfinite(torch.tensor(loss)) else {}
+    n = int(nll.numel())
+    loss = float(nll.sum() / tokens.sum().clamp(min=1))
+    if not math.isfinite(loss):
+        return {}
+    se = 0.0
+    if n > 1:
+        residual = nll - loss * tokens  # the ratio's linearisation, one term per example
+        se = float(residual.std(unbiased=True) / math.sqrt(n) / tokens.mean().clamp(min=1e-9))
+    return {"eval_loss": loss, "eval_loss_se": se, "eval_examples": n, "perplexity": math.exp(min(loss, 50.0))}
 
 
 def choice_accuracy(scores, gold) -> float:

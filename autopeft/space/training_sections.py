@@ -104,11 +104,11 @@ def read_target(node: Node, proxy: ProxySpec) -> tuple[TargetSpec, ProxySpec]:
         steps = max(1, math.ceil(epochs * proxy.train_examples / proxy.batch_size))
         where = tk["epochs"] if "epochs" in tk else node
     seeds = tk["seeds"].int(low=1, high=100) if "seeds" in tk else TargetSpec.seeds
-    if steps < proxy.steps:
-        raise where.fail(f"expected a target of at least proxy.steps={proxy.steps} (the lowest rung), got {steps} steps")
-    if proxy.auto_rungs:  # placed while the study runs (autopeft.search.fidelity.placement)
+    if proxy.auto_rungs:  # placed while the study runs (autopeft.search.fidelity.placement): no lowest rung to meet
         return (TargetSpec(steps=steps, seeds=seeds, epochs=epochs),
                 dataclasses.replace(proxy, steps=steps, rungs=()))
+    if steps < proxy.steps:
+        raise where.fail(f"expected a target of at least proxy.steps={proxy.steps} (the lowest rung), got {steps} steps")
     if proxy.rungs:
         if proxy.rungs[-1] >= steps:
             raise where.fail(f"expected a target beyond the last of proxy.rungs ({proxy.rungs[-1]}), got {steps} steps")
