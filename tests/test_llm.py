@@ -316,6 +316,25 @@ def test_a_decoders_loss_carries_a_standard_error_that_shrinks_with_more_example
     assert token_weighted_loss(torch.tensor([float("nan")]), torch.tensor([1.0])) == {}
 
 
+def test_a_decoders_prior_loss_is_that_of_answering_the_answer_frequencies():
+    import math
+
+    import torch
+
+    from autopeft.trials.generative import loss_from_scores
+
+    # 3 answers of 2, 1 and 3 tokens; gold answers 0, 0, 0, 1: frequencies 3/4 and 1/4.
+    gen = {"gold": torch.tensor([0, 0, 0, 1]), "choice_len": torch.tensor([2, 1, 3])}
+    knows_nothing = torch.full((4, 3), math.log(1 / 3))  # the same score for every answer
+    got = loss_from_scores(knows_nothing, gen)
+    tokens = 2 + 2 + 2 + 1
+    assert got["eval_prior_loss"] == pytest.approx((-3 * math.log(0.75) - math.log(0.25)) / tokens)
+    assert got["eval_loss"] == pytest.approx(4 * math.log(3) / tokens)
+    # A run that has learned only the frequencies scores the prior exactly.
+    frequencies = torch.log(torch.tensor([0.75, 0.25, 1e-9])).expand(4, 3)
+    assert loss_from_scores(frequencies, gen)["eval_loss"] == pytest.approx(got["eval_prior_loss"])
+
+
 @pytest.mark.slow
 def test_exact_match_is_greedy_decoding_compared_after_strip_and_casefold(smollm2_model, tweets, tokenizer):
     import torch

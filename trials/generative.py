@@ -173,11 +173,19 @@ def loss_from_scores(scores, gen: dict) -> dict:
     """``eval_loss`` (mean negative log-likelihood per completion token), its standard error,
     ``eval_examples`` and ``perplexity`` from the gold answers' scores: the validation loss
     itself when every completion is its gold answer's tokens (``gen["loss_from_choices"]``,
-    checked when the data was prepared)."""
+    checked when the data was prepared). Also ``eval_prior_loss``: that loss for answering
+    the split's answer frequencies whatever the prompt."""
     gold = gen["gold"]
     nll = -scores.gather(1, gold[:, None]).squeeze(1).double()
     tokens = gen["choice_len"][gold].double()
-    return token_weighted_loss(nll, tokens)
+    out = token_weighted_loss(nll, tokens)
+    if out and len(gold):
+        # The same loss of a run that has learned the answers' form and their frequencies but
+        # nothing of the prompts: a decoder's answer loss falls to it within a few steps, so
+        # rung placement counts learning only below it (autopeft.search.fidelity.placement).
+        frequency = gold.bincount(minlength=int(gen["choice_len"].numel())).double() / len(gold)
+        out["eval_prior_loss"] = float(-frequency[gold].log().sum() / tokens.sum().clamp(min=1))
+    return out
 
 
 def token_weighted_loss(nll, tokens) -> dict:
