@@ -211,7 +211,7 @@ class SearchSession:
         from autopeft.search.fidelity.judge import RungJudge
         from autopeft.space.default_lora import DEFAULT_LORA
 
-        is_reference = base.extras.get("baseline") == DEFAULT_LORA
+        is_reference = base.role == DEFAULT_LORA
 
         def save(extras: dict) -> None:
             nonlocal running
@@ -284,7 +284,7 @@ class SearchSession:
         overrides: dict = {"test_split": True}  # the target's own run is its first seed: scored on test too
         if not (space.proxy.rungs or space.proxy.auto_rungs) or not checkpoints.resumable(method, space.proxy):
             return overrides, []
-        before = running.extras.get("retry_of")
+        before = running.retry_of
         previous = self.store.trial(self.study.name, before) if before is not None else None
         folder = checkpoints.folder_for(self.store, self.study.name, running, previous)
         overrides["checkpoint_dir"] = str(folder)
@@ -294,7 +294,7 @@ class SearchSession:
         step, path = found
         overrides["resume_from"] = str(path)
         log.info("study '%s': trial %d resumes trial %d from step %d", self.study.name, running.number, before, step)
-        return overrides, [list(r) for r in previous.extras.get("rungs", []) if r[0] <= step]
+        return overrides, [r.to_json() for r in previous.rungs if r.step <= step]
 
     def _queue_seeds(self, record: TrialRecord, test_metrics: dict) -> TrialRecord:
         """A trial complete at the target: its run is seed one; queue the others (not for a

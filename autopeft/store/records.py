@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 
+from autopeft.store import trial_extras
+from autopeft.store.trial_extras import Rung, TargetSummary
+
 
 @dataclass(frozen=True)
 class StudyRecord:
@@ -37,7 +40,7 @@ class StudyRecord:
 
 #: complete: trained and evaluated. failed: crashed, timed out, OOM or non-finite loss.
 #: infeasible: over budget (or not buildable); never trained. running: in progress.
-#: pruned: stopped at a multi-fidelity rung (``extras["fidelity"]`` is the step).
+#: pruned: stopped at a multi-fidelity rung (``TrialRecord.stopped_at`` is the step).
 TRIAL_STATUSES = ("running", "complete", "failed", "infeasible", "pruned")
 
 
@@ -100,7 +103,11 @@ class TrialRecord:
         curve: ``[[step, loss], ...]``.
         resources: What the run cost (:class:`Resources`; a dict given here, as the store's
             JSON is, is read into one).
-        extras: Method-specific records (AdaLoRA rank allocation ...).
+        extras: What the trial recorded beside its metrics, as stored (JSON): method-specific
+            records, divergence diagnostics, and the keys read by the typed properties below
+            (``role``, ``stopped_at``, ``rungs``, ``probes``, ``target``, ``retry_of``,
+            ``retried_as``, ``rank_allocation``, ``checkpoint_dir``; parsed in
+            ``autopeft.store.trial_extras``), which code outside the store reads instead.
         error: Why the trial failed or was infeasible.
         sampler_time: Seconds the sampler took to propose this trial.
     """
@@ -131,3 +138,49 @@ class TrialRecord:
         """The trial's peak memory in MiB as every view reports it (the ``peak_memory_mib``
         column of the API and the dashboard, the optuna and MLflow attributes)."""
         return self.resources.peak_memory_mib
+
+    # What extras holds, typed (None or empty when missing or of an older shape).
+    @property
+    def role(self) -> str | None:
+        """The role of a reference trial the study enqueued (``default LoRA``, ``cheapest``)."""
+        return trial_extras.role(self.extras)
+
+    @property
+    def stopped_at(self) -> int | None:
+        """The step a pruned trial stopped at (its fidelity)."""
+        return trial_extras.stopped_at(self.extras)
+
+    @property
+    def rungs(self) -> tuple[Rung, ...]:
+        """The rungs the trial was judged at, in order."""
+        return trial_extras.rungs(self.extras)
+
+    @property
+    def probes(self) -> tuple[Rung, ...]:
+        """The evaluations that placed the study's rungs (``rungs: auto``), not judged."""
+        return trial_extras.rungs(self.extras, "probes")
+
+    @property
+    def target(self) -> TargetSummary | None:
+        """The summary over the trial's seeds at the target (None before any, or without a target)."""
+        return trial_extras.target(self.extras)
+
+    @property
+    def retry_of(self) -> int | None:
+        """The trial this one re-runs (its point, queued again)."""
+        return trial_extras.trial_number(self.extras, "retry_of")
+
+    @property
+    def retried_as(self) -> int | None:
+        """The trial that re-runs this one (then this one does not count against the budget)."""
+        return trial_extras.trial_number(self.extras, "retried_as")
+
+    @property
+    def rank_allocation(self) -> dict[str, float]:
+        """AdaLoRA's final ``{module path: rank}`` (a copy; empty for other methods)."""
+        return trial_extras.rank_allocation(self.extras)
+
+    @property
+    def checkpoint_dir(self) -> str | None:
+        """The folder of the trial's checkpoints (a study with a target that resumes re-runs)."""
+        return trial_extras.checkpoint_dir(self.extras)

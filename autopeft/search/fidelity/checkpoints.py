@@ -5,7 +5,7 @@ A trial of a study with a ``target:`` saves its state at each rung
 folder. When it ends in its own process (complete, pruned, failed) the folder is removed:
 a run that is over never resumes. When its process dies instead (kill -9, a lost machine),
 the folder stays; the ledger reaps the trial and queues its point again, and the re-run
-(``extras["retry_of"]``) takes over the folder and resumes from its newest checkpoint on
+(``TrialRecord.retry_of``) takes over the folder and resumes from its newest checkpoint on
 whichever worker claims it, without training the first steps again. A checkpoint that
 cannot be read makes the trial train from step 0, with the reason in
 ``extras["resume_failed"]``.
@@ -48,9 +48,9 @@ def resumable(method, proxy) -> bool:
 
 def folder_for(store, study: str, record, previous) -> Path:
     """The checkpoint folder of trial ``record``: its predecessor's when it re-runs one
-    (``previous``, the record of ``extras["retry_of"]``), else its own."""
-    if previous is not None and previous.extras.get("checkpoints"):
-        return Path(previous.extras["checkpoints"])
+    (``previous``, the record of its ``retry_of``), else its own."""
+    if previous is not None and previous.checkpoint_dir:
+        return Path(previous.checkpoint_dir)
     return artifacts_root(store) / study / f"trial-{record.number}"
 
 

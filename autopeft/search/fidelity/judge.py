@@ -18,6 +18,7 @@ from autopeft.search.fidelity.placement import Ladder, keep_ladder, place, probe
 from autopeft.search.fidelity.promotion import entry_reading, promote, rung_entry
 from autopeft.search.fidelity.signals import rung_signal
 from autopeft.store.records import TrialRecord
+from autopeft.store.trial_extras import Rung
 
 log = logging.getLogger("autopeft")
 
@@ -92,9 +93,9 @@ class RungJudge:
     def _place(self, metrics: dict, *, finished: bool) -> Ladder | None:
         """Place the ladder from this trial's probes if they can: it is a reference trial, or the
         study has none (then any trial's run is the reference)."""
-        if not self.is_reference and any(r.extras.get("baseline") == self.reference for r in self.records()):
+        if not self.is_reference and any(r.role == self.reference for r in self.records()):
             return None
-        readings = [(e[0], entry_reading(e, self.signal)) for e in self.probes]
+        readings = [(e.step, entry_reading(e, self.signal)) for e in map(Rung.from_json, self.probes)]
         proxy = self.space.proxy
         ladder = place(self.signal, [(s, r) for s, r in readings if r is not None], target_steps=proxy.steps,
                        eta=proxy.eta, reference=self.number, finished=finished,

@@ -8,9 +8,10 @@ runs apart at all: when the best and the worst signal there are within noise of 
 (:data:`Z` standard errors of their difference), a cut would rank noise, so every run goes on.
 
 The signal is the study's ``proxy.signal`` (``autopeft.search.fidelity.signals``); without one
-(older callers) it is the task metric. A record's ``extras["rungs"]`` holds one entry per rung
-it was judged at: ``[step, task metric, signal, standard error]`` (``[step, task metric]`` in
-studies recorded before rung signals).
+(older callers) it is the task metric. A record's ``rungs`` (stored in its extras as
+``[step, task metric, signal, standard error]``, ``[step, task metric]`` in studies recorded
+before rung signals; read as ``autopeft.store.trial_extras.Rung``) holds one entry per rung it
+was judged at.
 
 Trials stopped early are recorded as ``pruned`` with their fidelity and told to optuna as
 PRUNED; the front, ``show`` and ``export`` use trials at the target only. A sampler that
@@ -28,6 +29,7 @@ import numpy as np
 from autopeft.search.fidelity.signals import Reading, RungSignal
 from autopeft.search.analysis.pareto import non_dominated
 from autopeft.store.records import TrialRecord
+from autopeft.store.trial_extras import Rung
 
 #: Standard errors of a difference below which two rung readings are "within noise" (~95 %).
 Z = 2.0
@@ -47,12 +49,12 @@ def rung_entry(step: int, metric_value: float | None, reading: Reading | None) -
     return [step, metric_value, reading.value, reading.se]
 
 
-def entry_reading(entry: Sequence, signal: RungSignal | None) -> Reading | None:
-    """The signal's reading in a stored rung entry (the task metric's, without a signal or in an old entry)."""
-    if signal is not None and len(entry) >= 4:
-        value, se = entry[2], entry[3]
+def entry_reading(entry: Rung, signal: RungSignal | None) -> Reading | None:
+    """The signal's reading at a rung (the task metric's, without a signal or in an old entry)."""
+    if signal is not None and entry.signal is not None:
+        value, se = entry.signal, entry.signal_se
     else:
-        value, se = entry[1], 0.0
+        value, se = entry.metric, 0.0
     if value is None or not math.isfinite(float(value)):
         return None
     return Reading(float(value), float(se or 0.0))
@@ -64,7 +66,7 @@ def promote(records: Sequence[TrialRecord], objectives, number: int, step: int, 
     """Should trial ``number`` go on past the rung at ``step``?
 
     Args:
-        records: The study's trials (the others' rung entries are read from their extras).
+        records: The study's trials (the others' rungs are read from their records).
         objectives: The study's ``(name, direction)`` objectives.
         metric_value: The trial's task metric at the rung (the signal when ``signal`` is None).
         signal: The rung signal (None: the task metric, without noise).
@@ -89,8 +91,8 @@ def promote(records: Sequence[TrialRecord], objectives, number: int, step: int, 
     for r in records:
         if r.number == number or r.trainable_params is None:
             continue
-        for entry in r.extras.get("rungs", []):
-            if entry[0] == step and (other := entry_reading(entry, signal)) is not None:
+        for entry in r.rungs:
+            if entry.step == step and (other := entry_reading(entry, signal)) is not None:
                 points[r.number] = _point(objs, other.value, r.trainable_params)
                 noise[r.number] = other
     points[number] = _point(objs, reading.value, trainable_params)
@@ -115,9 +117,9 @@ def indistinguishable(readings: Sequence[Reading]) -> bool:
 
 def _readings(records: Sequence[TrialRecord], number: int, step: int, signal: RungSignal | None, role: str):
     for r in records:
-        if r.number != number and r.extras.get("baseline") == role:
-            for entry in r.extras.get("rungs", []):
-                if entry[0] == step and (reading := entry_reading(entry, signal)) is not None:
+        if r.number != number and r.role == role:
+            for entry in r.rungs:
+                if entry.step == step and (reading := entry_reading(entry, signal)) is not None:
                     yield reading
 
 

@@ -1,0 +1,170 @@
+"""Typed, read-only views of what a trial record keeps in its ``extras`` JSON.
+
+The store keeps ``extras`` as the JSON the writers put there (no migration: the shape in the
+database is unchanged); this module is the one place that reads its structured keys, so the
+rest of the package asks ``TrialRecord`` for ``role``, ``rungs``, ``target`` ... instead of
+string keys. A key that is missing, or of an older or foreign shape, reads as None (or an
+empty tuple / dict), never as an error.
+
+The keys read here:
+
+- ``baseline``: the role of a reference trial the study enqueued (``default LoRA``, ``cheapest``);
+- ``fidelity``: the step a pruned trial stopped at;
+- ``rungs`` and ``probes``: one ``[step, task metric, signal, standard error]`` entry per rung
+  judged or probe evaluated (``[step, task metric]`` in studies recorded before rung signals);
+- ``target``: the summary over the seeds at the target (``autopeft.search.seeds.fold``);
+- ``retry_of`` / ``retried_as``: the trial this one re-runs / the trial that re-runs this one;
+- ``rank_allocation``: AdaLoRA's final ``{module path: rank}``;
+- ``checkpoints``: the folder the trial's checkpoints are in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One evaluation of a trial before its end: a rung it was judged at, or a probe.
+
+    Attributes:
+        step: The training step.
+        metric: The task metric there (None when the trial did not report it).
+        signal: The rung signal's value (``proxy.signal``); None in an entry recorded before
+            rung signals, which the task metric judged.
+        signal_se: The signal's standard error (None with ``signal``).
+    """
+
+    step: int
+    metric: float | None
+    signal: float | None = None
+    signal_se: float | None = None
+
+    @classmethod
+    def from_json(cls, entry: Any) -> "Rung | None":
+        """From a stored entry; None for one that is not ``[step, metric, ...]``."""
+        if not isinstance(entry, Sequence) or isinstance(entry, str) or len(entry) < 2:
+            return None
+        try:
+            step = int(entry[0])
+        except (TypeError, ValueError):
+            return None
+        signal = _float(entry[2]) if len(entry) >= 4 else None
+        return cls(step, _float(entry[1]), signal, _float(entry[3]) if signal is not None else None)
+
+    def to_json(self) -> list:
+        """The stored entry, as ``autopeft.search.fidelity.promotion.rung_entry`` writes it."""
+        return [self.step, self.metric] if self.signal is None else [self.step, self.metric, self.signal, self.signal_se]
+
+    @property
+    def finite_metric(self) -> bool:
+        return self.metric is not None and math.isfinite(self.metric)
+
+
+@dataclass(frozen=True)
+class TargetSummary:
+    """What a trial's runs at the target came to, over its seeds (``autopeft.search.seeds.fold``).
+
+    Attributes:
+        seeds: The seeds completed so far.
+        of: The seeds the target asks for (``target.seeds``).
+        val: The task metric's ``(mean, sd)`` on validation over ``seeds``.
+        test: ``(mean, sd)`` on the test split (None unless every completed seed was scored there).
+        failed: The seeds that failed (they count as done).
+        own: The trial's own run's task metric (the value optuna was told).
+        diverged: Why a seed diverged (None: none did).
+    """
+
+    seeds: tuple[int, ...]
+    of: int
+    val: tuple[float, float]
+    test: tuple[float, float] | None = None
+    failed: tuple[int, ...] = ()
+    own: float | None = None
+    diverged: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> "TargetSummary | None":
+        """From the stored summary; None without one, or for one missing its seeds, count or means."""
+        if not isinstance(data, Mapping):
+            return None
+        try:
+            seeds = tuple(int(s) for s in data["seeds"])
+            of = int(data["of"])
+            val = _pair(data["val"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if val is None:
+            return None
+        return cls(seeds=seeds, of=of, val=val, test=_pair(data.get("test")),
+                   failed=tuple(int(s) for s in data.get("failed") or ()), own=_float(data.get("own")),
+                   diverged=data.get("diverged") or None)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the means are over all the seeds (failed seeds count as done)."""
+        return len(self.seeds) + len(self.failed) >= self.of
+
+
+def role(extras: Mapping | None) -> str | None:
+    value = (extras or {}).get("baseline")
+    return value if isinstance(value, str) and value else None
+
+
+def stopped_at(extras: Mapping | None) -> int | None:
+    return _int((extras or {}).get("fidelity"))
+
+
+def rungs(extras: Mapping | None, key: str = "rungs") -> tuple[Rung, ...]:
+    entries = (extras or {}).get(key)
+    if not isinstance(entries, Sequence) or isinstance(entries, str):
+        return ()
+    return tuple(r for r in map(Rung.from_json, entries) if r is not None)
+
+
+def target(extras: Mapping | None) -> TargetSummary | None:
+    return TargetSummary.from_json((extras or {}).get("target"))
+
+
+def trial_number(extras: Mapping | None, key: str) -> int | None:
+    """``retry_of`` or ``retried_as``: another trial's number."""
+    return _int((extras or {}).get(key))
+
+
+def rank_allocation(extras: Mapping | None) -> dict[str, float]:
+    """AdaLoRA's ``{module path: rank}`` (a copy; empty without one)."""
+    value = (extras or {}).get("rank_allocation")
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def checkpoint_dir(extras: Mapping | None) -> str | None:
+    value = (extras or {}).get("checkpoints")
+    return value if isinstance(value, str) and value else None
+
+
+def _float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    """A stored ``[mean, sd]``."""
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+        return None
+    mean, sd = _float(value[0]), _float(value[1])
+    return None if mean is None or sd is None else (mean, sd)

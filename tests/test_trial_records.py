@@ -1,0 +1,125 @@
+"""The typed reads of a trial's ``extras``: what the writers store comes back through
+``TrialRecord``'s properties (``autopeft.store.trial_extras``), the stored JSON keeps its shape,
+and a missing or older-shaped ``extras`` reads as None or empty rather than failing."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from autopeft.search.fidelity.promotion import entry_reading, rung_entry
+from autopeft.search.fidelity.signals import Reading
+from autopeft.search.ledger.pairing import ROLE, role_extras
+from autopeft.space.default_lora import DEFAULT_LORA
+from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
+from autopeft.store.trial_extras import Rung, TargetSummary
+from autopeft.store.verifications import VerificationRecord
+
+OBJECTIVES = (("accuracy", "max"), ("trainable_params", "min"))
+
+
+def _study(store: Store, name: str = "s") -> StudyRecord:
+    return store.add_study(StudyRecord(name=name, created_at=utcnow(), space_yaml="", space_hash="0" * 32,
+                                       objectives=OBJECTIVES, trials_target=4, model="m", model_fingerprint="x",
+                                       dataset="d", data_fingerprint="y"))
+
+
+def _trial(number: int = 0, status: str = "complete", extras=None, **more) -> TrialRecord:
+    return TrialRecord(study="s", number=number, status=status, params={}, started_at=utcnow(),
+                       candidate={"method": "lora", "rank": 8, "targets": ["query"], "layers": [0], "learning_rate": 1e-3},
+                       extras=extras, **more)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path}/records.db")
+    _study(s)
+    yield s
+    s.close()
+
+
+def test_what_the_writers_store_reads_back_typed_and_the_json_keeps_its_shape(store):
+    # Written as the search writes them: the role as the ledger copies it, rung entries from the
+    # judge's rung_entry (one recorded before rung signals, one with its signal), a retry's links.
+    rungs = [rung_entry(10, 0.5, None), rung_entry(30, 0.625, Reading(0.75, 0.0125))]
+    extras = {**role_extras({ROLE: DEFAULT_LORA}), "fidelity": 30, "rungs": rungs,
+              "probes": [rung_entry(5, 0.25, Reading(1.5, 0.25))], "retry_of": 2, "retried_as": 7,
+              "rank_allocation": {"encoder.layer.0.attention.self.query.lora_E": 3.0}, "checkpoints": "/ckpt/trial-3",
+              "predicted_classes": 2}
+    store.save_trial(_trial(3, "pruned", extras))
+    got = store.trial("s", 3)
+
+    assert got.extras == extras  # the database holds the JSON the writers gave it, unchanged
+    assert got.role == DEFAULT_LORA
+    assert got.stopped_at == 30
+    assert got.rungs == (Rung(10, 0.5), Rung(30, 0.625, 0.75, 0.0125))
+    assert [r.to_json() for r in got.rungs] == rungs  # a resumed trial's judge gets back what was stored
+    assert got.probes == (Rung(5, 0.25, 1.5, 0.25),)
+    assert (got.retry_of, got.retried_as) == (2, 7)
+    assert got.rank_allocation == {"encoder.layer.0.attention.self.query.lora_E": 3.0}
+    assert got.checkpoint_dir == "/ckpt/trial-3"
+    assert got.target is None  # not at a target
+
+    got.rank_allocation.clear()  # a copy: the record stays as read
+    assert got.rank_allocation
+
+
+def test_the_target_summary_the_fold_writes_reads_back_typed(store):
+    from autopeft.search.seeds import complete, fold
+
+    study = store.get_study("s")
+    space = SimpleNamespace(task=SimpleNamespace(metric="accuracy"), target=SimpleNamespace(seeds=3))
+    record = _trial(1, values=[0.8, 1000], metrics={"accuracy": 0.8}, extras={})
+    store.save_trial(record)
+    rows = [VerificationRecord(study="s", subject="trial:1", seed=seed, protocol={}, candidate=record.candidate,
+                               trial_number=1, status=status, metrics={"accuracy": acc} if acc is not None else {},
+                               test_metrics={"accuracy": acc - 0.05} if acc is not None else {})
+            for seed, status, acc in ((0, "complete", 0.8), (1, "complete", 0.9), (2, "failed", None))]
+
+    folded = fold(store, study, space, record, rows)
+    got = store.trial("s", 1)
+
+    assert got == folded
+    t = got.target
+    assert isinstance(t, TargetSummary)
+    assert t.seeds == (0, 1) and t.of == 3 and t.failed == (2,)
+    assert t.val == pytest.approx((0.85, math.sqrt(0.005)))
+    assert t.test == pytest.approx((0.80, math.sqrt(0.005)))
+    assert t.own == 0.8 and t.diverged is None
+    assert t.complete and complete(got)  # two done and one failed of three
+    assert got.extras["target"]["seeds"] == [0, 1]  # stored as the fold wrote it
+    assert not complete(_trial(extras={"target": {**got.extras["target"], "failed": []}}))
+
+
+@pytest.mark.parametrize("extras", [None, {}, {"unrelated": 1}])
+def test_missing_extras_read_as_none_or_empty(extras):
+    r = _trial(extras=extras)
+    assert (r.role, r.stopped_at, r.target, r.retry_of, r.retried_as, r.checkpoint_dir) == (None,) * 6
+    assert r.rungs == () and r.probes == () and r.rank_allocation == {}
+
+
+def test_older_and_malformed_shapes_read_as_none_or_are_skipped():
+    old_target = {"seeds": [0], "of": 2, "val": [0.7, 0.0], "test": None, "diverged": None}  # no failed, no own
+    r = _trial(extras={"baseline": "", "fidelity": "step", "rungs": [[10, 0.5], [20], "x", 5, [30, None, 0.4, 0.1]],
+                       "target": old_target, "retry_of": None, "rank_allocation": [1, 2], "checkpoints": 3})
+    assert r.role is None  # an empty role is no role
+    assert r.stopped_at is None
+    assert r.rungs == (Rung(10, 0.5), Rung(30, None, 0.4, 0.1))  # entries that are not [step, metric, ...] skipped
+    assert r.target == TargetSummary(seeds=(0,), of=2, val=(0.7, 0.0))
+    assert not r.target.complete
+    assert r.retry_of is None and r.rank_allocation == {} and r.checkpoint_dir is None
+
+    for broken in ({"seeds": [0], "of": 2}, {"of": 2, "val": [0.7, 0.0]}, {"seeds": [0], "of": 2, "val": [0.7]},
+                   "summary", []):
+        assert _trial(extras={"target": broken}).target is None, broken
+    assert _trial(extras={"rungs": "10,20"}).rungs == ()
+
+
+def test_an_entry_recorded_before_rung_signals_is_judged_by_its_task_metric():
+    signal = SimpleNamespace(name="eval_loss", direction="min")
+    assert entry_reading(Rung(10, 0.5), signal) == Reading(0.5, 0.0)
+    assert entry_reading(Rung(10, 0.5, 0.75, 0.0125), signal) == Reading(0.75, 0.0125)
+    assert entry_reading(Rung(10, 0.5, 0.75, 0.0125), None) == Reading(0.5, 0.0)
+    assert entry_reading(Rung(10, float("nan")), None) is None
