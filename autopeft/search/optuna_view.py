@@ -97,9 +97,9 @@ def observations(record: TrialRecord) -> list[list[float]]:
     """``[[step, task metric], ...]`` of every evaluation of ``record`` before its end (its
     probes and rungs, in step order): what a multi-fidelity sampler learns from a stopped trial."""
     seen: dict[int, float] = {}
-    for entry in [*(record.extras or {}).get("probes", []), *(record.extras or {}).get("rungs", [])]:
-        if len(entry) >= 2 and entry[1] is not None and math.isfinite(float(entry[1])):
-            seen[int(entry[0])] = float(entry[1])
+    for entry in [*record.probes, *record.rungs]:
+        if entry.finite_metric:
+            seen[entry.step] = entry.metric
     return [[step, seen[step]] for step in sorted(seen)]
 
 
@@ -107,7 +107,7 @@ def _reason(record: TrialRecord) -> str | None:
     if record.error:
         return record.error
     if record.status == "pruned":
-        return f"stopped at step {(record.extras or {}).get('fidelity')} by the multi-fidelity rungs"
+        return f"stopped at step {record.stopped_at} by the multi-fidelity rungs"
     return None
 
 

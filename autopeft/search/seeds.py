@@ -110,7 +110,7 @@ def fold(store: Store, study: StudyRecord, space, record: TrialRecord,
     summary = {"seeds": sorted(r.seed for r in done), "of": space.target.seeds,
                "failed": sorted(r.seed for r in mine if r.status == "failed"),
                "val": list(val), "test": list(_mean_sd(tests)) if len(tests) == len(done) else None,
-               "own": record.extras.get("target", {}).get("own", record.metrics.get(metric)),
+               "own": _own(record, metric),
                "diverged": why}
     values = [val[0] if name == metric else v for (name, _), v in zip(study.objectives, record.values)]
     folded = dataclasses.replace(record, values=values, extras={**record.extras, "target": summary})
@@ -133,8 +133,13 @@ def fold_all(store: Store, study: StudyRecord, space) -> int:
 
 def complete(record: TrialRecord) -> bool:
     """Whether ``record``'s means are over all its seeds (failed seeds count as done)."""
-    t = record.extras.get("target")
-    return t is not None and len(t["seeds"]) + len(t.get("failed", [])) >= t["of"]
+    return record.target is not None and record.target.complete
+
+
+def _own(record: TrialRecord, metric: str) -> float | None:
+    """The trial's own run's metric (the value optuna was told), as the first fold recorded it."""
+    t = record.target
+    return t.own if t is not None and t.own is not None else record.metrics.get(metric)
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:

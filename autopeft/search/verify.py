@@ -98,7 +98,7 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
     if top is not None and top < len(front):
         front = sorted(_nearest_knee(front, knee(front, study.objectives), study)[:top], key=lambda r: r.number)
     chosen = {r.number for r in front}
-    references = [r for r in records if r.status == "complete" and r.extras.get("baseline") and r.number not in chosen]
+    references = [r for r in records if r.status == "complete" and r.role and r.number not in chosen]
     front = sorted([*front, *references], key=lambda r: r.number)
     from autopeft.search.prepare import study_space
 
@@ -153,7 +153,7 @@ def _all_diverged(study: StudyRecord, records: list[TrialRecord], baseline: bool
     done = completed(records)
     if not done:
         raise VerifyError(f"study '{name}' has no completed trial to verify; run `autopeft search` first")
-    references = [r for r in done if r.extras.get("baseline")]
+    references = [r for r in done if r.role]
     if baseline and references:
         logger.warning("every completed trial of study '%s' diverged (%d): verifying only its reference trials and "
                        "default LoRA", name, len(done))

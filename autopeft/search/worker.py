@@ -308,9 +308,9 @@ class Worker:
 
     def _finished(self, study: str, record: TrialRecord, seed: bool = False) -> None:
         if seed:  # a seed run at the target: the trial's record now holds the mean over its seeds
-            t = record.extras.get("target") or {}
+            t = record.target
             self.log(f"worker {self.name}: study '{study}' trial {record.number} seed run done: "
-                     f"{len(t.get('seeds', []))}/{t.get('of', '?')} seeds, values {record.values}")
+                     f"{len(t.seeds) if t else 0}/{t.of if t else '?'} seeds, values {record.values}")
             return
         if trained_count([record]):
             self.trained += 1

@@ -84,7 +84,7 @@ def reference(records: Sequence[TrialRecord], metric_sign: int, metric_index: in
     from autopeft.search.analysis.pareto import eligible
     from autopeft.space.default_lora import DEFAULT_LORA
 
-    refs = [r for r in eligible(records) if r.extras.get("baseline") == DEFAULT_LORA]
+    refs = [r for r in eligible(records) if r.role == DEFAULT_LORA]
     return max(refs, key=lambda r: metric_sign * r.values[metric_index], default=None)
 
 
@@ -145,7 +145,7 @@ def rung_tau(records: Sequence[TrialRecord], metric_index: int) -> tuple[float |
     """Kendall tau between the lowest rung's metric and the target mean (None below 3 trials)."""
     from autopeft.search.analysis.pareto import eligible
 
-    pairs = [(r.extras["rungs"][0][1], r.values[metric_index]) for r in eligible(records) if r.extras.get("rungs")]
+    pairs = [(r.rungs[0].metric, r.values[metric_index]) for r in eligible(records) if r.rungs]
     if len(pairs) < 3:
         return None, len(pairs)
     from scipy.stats import kendalltau

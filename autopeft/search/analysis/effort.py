@@ -59,7 +59,7 @@ def effort(records: Sequence[TrialRecord], runs) -> Effort:
     trained = sorted((r for r in records if r.status in ("complete", "pruned", "failed")), key=lambda r: r.number)
     apart = [r for r in runs if r.status in ("complete", "failed") and not r.extras.get(TRIAL_RUN)]
     cpu = [r.resources.cpu_time for r in trained] + [r.extras.get("cpu_time") for r in apart]
-    probes = [r for r in trained if "retried_as" not in (r.extras or {})]
+    probes = [r for r in trained if r.retried_as is None]
     near = near_duplicates([r.candidate for r in probes])
     return Effort(len(trained), len(apart), sum(c for c in cpu if c), sum(1 for c in cpu if c is None),
                   tuple(probes[i].number for i in near), len(probes))

@@ -20,14 +20,12 @@ def trained_count(records: Sequence[TrialRecord | TrialSummary]) -> int:
     """Trials that count against the study's budget: trained to an end (complete, failed, pruned).
 
     A trial whose process died (no heartbeat) or was interrupted, and whose point was
-    queued again, is recorded as failed with ``extras["retried_as"]``: its retry counts
+    queued again, is recorded as failed with ``retried_as`` set: its retry counts
     instead, so that a killed worker or a Ctrl-C costs the study nothing.
     """
-    return sum(1 for r in records if r.status in TRAINED and _retried_as(r) is None)
+    return sum(1 for r in records if r.status in TRAINED and r.retried_as is None)
 
 
-def _retried_as(r: TrialRecord | TrialSummary) -> int | None:
-    return r.retried_as if isinstance(r, TrialSummary) else r.extras.get("retried_as")
 
 
 @dataclass(frozen=True)

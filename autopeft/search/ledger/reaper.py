@@ -121,7 +121,7 @@ class Reaper:
                                                 extras={**record.extras, "retried_as": new})
         for record in fixed.values():
             self.write(record)
-        summary = {n: TrialSummary(n, r.status, r.error, r.extras.get("retried_as"), r.extras.get("retry_of"))
+        summary = {n: TrialSummary(n, r.status, r.error, r.retried_as, r.retry_of)
                    for n, r in fixed.items()}
         return len(fixed), [summary.get(r.number, r) for r in summaries]
 
@@ -211,7 +211,7 @@ class Reaper:
 
         frozen = self.storage.get_trial(trial_id)
         record = self.store.trial(self.name, number)
-        if frozen.state != TrialState.FAIL or record is None or record.extras.get("retried_as") is not None:
+        if frozen.state != TrialState.FAIL or record is None or record.retried_as is not None:
             return None
         history = [*frozen.system_attrs.get("retry_history", []), number]
         if len(history) > self.settings.retries:
@@ -254,7 +254,7 @@ def _age(stamp: datetime | None) -> float:
 
 def _retry_links(trials, records: Sequence[TrialRecord]) -> dict[int, int]:
     """``{failed trial number: number of its retry}``, from optuna's retry histories and records."""
-    links = {r.extras["retry_of"]: r.number for r in records if r.extras.get("retry_of") is not None}
+    links = {r.retry_of: r.number for r in records if r.retry_of is not None}
     for t in trials:
         history = t.system_attrs.get("retry_history")
         if history:
