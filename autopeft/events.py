@@ -69,10 +69,10 @@ class LineEvents:
 
 
     def seed_finished(self, run, record: TrialRecord) -> None:
-        t = record.extras.get("target") or {}
-        val = t.get("val") or [float("nan"), 0.0]
+        t = record.target
+        val = t.val if t else (float("nan"), 0.0)
         self.emit(f"trial {record.number} seed {run.seed} {run.status} at the target"
-                  + (f": mean {val[0]:.4g} ± {val[1]:.2g} over {len(t.get('seeds', []))}/{t.get('of', '?')} seeds"
+                  + (f": mean {val[0]:.4g} ± {val[1]:.2g} over {len(t.seeds) if t else 0}/{t.of if t else '?'} seeds"
                      if run.status == "complete" else f" ({run.error})"))
 
 

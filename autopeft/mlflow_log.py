@@ -131,8 +131,8 @@ class MlflowEvents:
         metrics += [Metric("train_loss", float(loss), end, int(step)) for step, loss in record.curve or []
                     if _finite(loss)]
         metric_name = next((n for n, _ in study.objectives if n in (record.metrics or {})), "metric")
-        metrics += [Metric(f"{metric_name}_at_rung", float(v), end, int(step))
-                    for step, v, *_signal in (record.extras or {}).get("rungs") or [] if _finite(v)]
+        metrics += [Metric(f"{metric_name}_at_rung", rung.metric, end, rung.step) for rung in record.rungs
+                    if _finite(rung.metric)]
         self.client.log_batch(run_id, metrics=metrics, params=params, tags=[RunTag("mlflow.note.content", _note(record))])
         if record.peft_config is not None:
             self.client.log_dict(run_id, record.peft_config, "peft_config.json")

@@ -72,7 +72,7 @@ class RichEvents:
                 parts.append(f"best {name} {fmt(name, best(records, objectives, name).values[[n for n, _ in objectives].index(name)])}")
             parts.append(f"front {len(pareto_front(records, objectives))}")
         if record.status == "pruned":
-            self.console.print(f"  trial {record.number} stopped at step {record.extras.get('fidelity')} "
+            self.console.print(f"  trial {record.number} stopped at step {record.stopped_at} "
                                "(successive halving: others did better there)")
         elif record.status != "complete":
             self.console.print(f"  trial {record.number} {record.status}: {record.error}")
@@ -82,10 +82,10 @@ class RichEvents:
 
     def seed_finished(self, run, record: TrialRecord) -> None:
         """A seed run at the target finished: one line, the trial's mean so far."""
-        t = record.extras.get("target") or {}
+        t = record.target
         if run.status != "complete":
             self.console.print(f"  trial {record.number} seed {run.seed} failed: {run.error}", markup=False)
             return
-        val = t.get("val") or [float("nan"), 0.0]
+        val = t.val if t else (float("nan"), 0.0)
         self.console.print(f"  trial {record.number} seed {run.seed} at the target: mean {val[0]:.4f} ± {val[1]:.4f} "
-                           f"over {len(t.get('seeds', []))}/{t.get('of', '?')} seeds", markup=False)
+                           f"over {len(t.seeds) if t else 0}/{t.of if t else '?'} seeds", markup=False)

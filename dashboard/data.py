@@ -144,7 +144,7 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
 
     front = {r.number for r in pareto_front(records, study.objectives)}
     num_layers = 1 + max((max(r.candidate.get("layers") or [0]) for r in records), default=0)
-    has_reference = any((r.extras or {}).get("baseline") == DEFAULT_LORA for r in records)
+    has_reference = any(r.role == DEFAULT_LORA for r in records)
     # Towards a target default LoRA is tried at several rates; the reference is the best of them
     # there (the one the answer compares with), drawn once.
     chosen = _chosen_reference(study, records) if has_reference else None
@@ -176,12 +176,12 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
         row["wall_time"] = r.resources.wall_time
         row["peak_memory_mib"] = r.peak_memory_mib  # the API's column, the same figure
         row["pareto"] = r.number in front
-        row["role"] = (r.extras or {}).get("baseline") or ""
+        row["role"] = r.role or ""
         if chosen is not None:
             row["baseline"] = r.number == chosen
         else:
             row["baseline"] = row["role"] == DEFAULT_LORA if has_reference else is_default_lora(c, num_layers)
-        row["fidelity"] = (r.extras or {}).get("fidelity") or ("full" if r.status == "complete" else None)
+        row["fidelity"] = r.stopped_at or ("full" if r.status == "complete" else None)
         row["diverged"] = diverged(r) or ""
         row["error"] = r.error or ""
         rows.append(row)

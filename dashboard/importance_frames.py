@@ -71,7 +71,7 @@ def study_importance(study: StudyRecord, records: Sequence[TrialRecord]):
     for r in records:
         if r.status != "complete":
             continue
-        for name, value in ((r.extras or {}).get("rank_allocation") or {}).items():
+        for name, value in r.rank_allocation.items():
             if isinstance(value, (int, float)):
                 total[name] = total.get(name, 0.0) + value
                 count[name] = count.get(name, 0) + 1
@@ -80,9 +80,9 @@ def study_importance(study: StudyRecord, records: Sequence[TrialRecord]):
 
 
 def has_importance(record: TrialRecord) -> bool:
-    return bool((record.extras or {}).get("rank_allocation"))
+    return bool(record.rank_allocation)
 
 
 def trial_importance(record: TrialRecord):
     """The trial's own layer x module map: AdaLoRA's final rank allocation (None if absent)."""
-    return importance_frame((record.extras or {}).get("rank_allocation") or {})
+    return importance_frame(record.rank_allocation)

@@ -19,11 +19,11 @@ def print_answer(console, store, study, records) -> None:
     a = answer(study, records, rows_of(Verifications(store), study, space), space.task.metric)
     say = lambda line: console.print(line, markup=False, highlight=False)  # noqa: E731
     if a.reference is not None:
-        t = a.reference.extras.get("target", {})
-        test = t.get("test")
+        t = a.reference.target
+        test = t.test if t else None
         say(f"default LoRA (trial {a.reference.number}, lr {a.reference.candidate['learning_rate']:.1e}, its best "
-            f"of the rates it was tried at): {space.task.metric} {t.get('val', [float('nan')])[0]:.4f} validation"
-            + (f", {test[0]:.4f} ± {test[1]:.4f} test" if test else "") + f" over {len(t.get('seeds', []))} seed(s), "
+            f"of the rates it was tried at): {space.task.metric} {(t.val[0] if t else float('nan')):.4f} validation"
+            + (f", {test[0]:.4f} ± {test[1]:.4f} test" if test else "") + f" over {len(t.seeds) if t else 0} seed(s), "
             f"{a.reference.trainable_params:,} trainable parameters")
     for p in a.paired:
         say(f"  trial {p.trial} vs default LoRA on the test split: {p.describe()}")

@@ -87,7 +87,7 @@ def print_trials(console, study, records, only_front: bool = False, verified: di
                 why = f"{len(v.seeds)} seeds" + (f"; {why}" if why else "")
             if r.status != "complete":
                 why = f"{r.status}: {why}" if why and not why.startswith("stopped") else (why or r.status)
-            if role := r.extras.get("baseline"):
+            if role := r.role:
                 why = f"{role}" + (f" · {why}" if why else "")
             why = why if len(why) <= 46 else why[:45] + "…"
         if wide:
@@ -180,8 +180,7 @@ def print_front(console, study, records, verified: dict | None = None, wide: boo
 def number(r) -> str:
     """The trial number, tagged when the trial is a reference the study enqueued (default LoRA,
     cheapest)."""
-    role = r.extras.get("baseline")
-    return f"{r.number} ({role})" if role else str(r.number)
+    return f"{r.number} ({r.role})" if r.role else str(r.number)
 
 
 def note(r, metric: str | None = None, wide: bool = True, signal: str | None = None) -> str:
@@ -195,11 +194,11 @@ def note(r, metric: str | None = None, wide: bool = True, signal: str | None = N
 
     cut = (lambda text: text) if wide else (lambda text: text if len(text) <= 44 else text[:43] + "…")
     if r.status == "pruned":
-        step = r.extras.get("fidelity")
-        entry = next((e for e in reversed(r.extras.get("rungs") or []) if e[0] == step), None)
-        judged = signal is not None and entry is not None and len(entry) >= 4 and entry[2] is not None
+        step = r.stopped_at
+        entry = next((e for e in reversed(r.rungs) if e.step == step), None)
+        judged = signal is not None and entry is not None and entry.signal is not None
         name = signal if judged else metric
-        signal = (entry[2] if judged else entry[1]) if entry is not None else None
+        signal = (entry.signal if judged else entry.metric) if entry is not None else None
         if signal is None:
             metrics = r.metrics or {}
             name = metric if metric in metrics else next((k for k, v in metrics.items()
@@ -211,10 +210,10 @@ def note(r, metric: str | None = None, wide: bool = True, signal: str | None = N
         why = diverged(r)
         if why:
             return cut(f"diverged: {why}")
-        t = r.extras.get("target")
+        t = r.target
         if t:  # the values are means over these seeds at the target, on validation
-            return (f"{len(t['seeds'])}/{t['of']} seeds, val sd {t['val'][1]:.4f}"
-                    + (" (a seed diverged)" if t["diverged"] else ""))
+            return (f"{len(t.seeds)}/{t.of} seeds, val sd {t.val[1]:.4f}"
+                    + (" (a seed diverged)" if t.diverged else ""))
         return ""
     return cut(r.error or "")
 

@@ -49,7 +49,7 @@ def verify(
     runs = Verifications(store)
     runs.retry_failed(study)  # a rerun tries failed runs again
     new = runs.add(jobs(p))
-    trials = ", ".join(f"{r.number} ({r.extras['baseline']})" if r.extras.get("baseline") else str(r.number)
+    trials = ", ".join(f"{r.number} ({r.role})" if r.role else str(r.number)
                        for r in p.trials)
     console.print(f"verifying {len(p.trials)} point(s) of '{study}' (trials {trials}) "
                   f"x {len(p.seeds)} seed(s): {p.protocol.steps} steps on {prep.data.n_train:,} training "
