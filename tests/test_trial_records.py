@@ -123,3 +123,18 @@ def test_an_entry_recorded_before_rung_signals_is_judged_by_its_task_metric():
     assert entry_reading(Rung(10, 0.5, 0.75, 0.0125), signal) == Reading(0.75, 0.0125)
     assert entry_reading(Rung(10, 0.5, 0.75, 0.0125), None) == Reading(0.5, 0.0)
     assert entry_reading(Rung(10, float("nan")), None) is None
+
+
+def test_a_verified_point_says_so_and_is_not_judged_by_its_proxy_run():
+    from autopeft.search.analysis.pareto import diverged
+    from autopeft.search.analysis.trust import Verified, verified_records
+
+    # The proxy run collapsed onto one class (diverged), but verify's seeds are what a verified point is judged by.
+    collapsed = _trial(4, values=[0.4, 1000.0], metrics={"accuracy": 0.4}, extras={"predicted_classes": 1})
+    study = StudyRecord(name="s", created_at=utcnow(), space_yaml="", space_hash="0" * 32, objectives=OBJECTIVES,
+                        trials_target=4, model="m", model_fingerprint="x", dataset="d", data_fingerprint="y")
+    v = Verified(subject="trial:4", trial_number=4, seeds=(0, 1), val=(0.8, 0.01), test=(0.79, 0.02),
+                 trainable_params=1000, diverged=None, candidate=collapsed.candidate)
+    [point] = verified_records(study, [collapsed], [v], "accuracy")
+    assert not collapsed.verified and diverged(collapsed)
+    assert point.verified and diverged(point) is None

@@ -106,7 +106,7 @@ class TrialRecord:
         extras: What the trial recorded beside its metrics, as stored (JSON): method-specific
             records, divergence diagnostics, and the keys read by the typed properties below
             (``role``, ``stopped_at``, ``rungs``, ``probes``, ``target``, ``retry_of``,
-            ``retried_as``, ``rank_allocation``, ``checkpoint_dir``; parsed in
+            ``retried_as``, ``rank_allocation``, ``checkpoint_dir``, ``verified``; parsed in
             ``autopeft.store.trial_extras``), which code outside the store reads instead.
         error: Why the trial failed or was infeasible.
         sampler_time: Seconds the sampler took to propose this trial.
@@ -184,3 +184,9 @@ class TrialRecord:
     def checkpoint_dir(self) -> str | None:
         """The folder of the trial's checkpoints (a study with a target that resumes re-runs)."""
         return trial_extras.checkpoint_dir(self.extras)
+
+    @property
+    def verified(self) -> bool:
+        """Whether the record's values are verify's test means, not its proxy run's
+        (``autopeft.search.analysis.trust.verified_records``)."""
+        return trial_extras.verified(self.extras)

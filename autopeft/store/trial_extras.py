@@ -15,7 +15,9 @@ The keys read here:
 - ``target``: the summary over the seeds at the target (``autopeft.search.seeds.fold``);
 - ``retry_of`` / ``retried_as``: the trial this one re-runs / the trial that re-runs this one;
 - ``rank_allocation``: AdaLoRA's final ``{module path: rank}``;
-- ``checkpoints``: the folder the trial's checkpoints are in.
+- ``checkpoints``: the folder the trial's checkpoints are in;
+- ``verified``: set (in memory, never stored) on a record whose values are verify's test means
+  (``autopeft.search.analysis.trust.verified_records``).
 """
 
 from __future__ import annotations
@@ -142,6 +144,10 @@ def rank_allocation(extras: Mapping | None) -> dict[str, float]:
 def checkpoint_dir(extras: Mapping | None) -> str | None:
     value = (extras or {}).get("checkpoints")
     return value if isinstance(value, str) and value else None
+
+
+def verified(extras: Mapping | None) -> bool:
+    return "verified" in (extras or {})
 
 
 def _float(value: Any) -> float | None:

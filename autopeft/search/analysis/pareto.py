@@ -41,10 +41,10 @@ def diverged(record: TrialRecord) -> str | None:
     """
     if record.status != "complete":
         return None
-    extras = record.extras or {}
-    if "verified" in extras:
+    if record.verified:
         return None
-    return divergence(record.metrics or {}, extras, record.curve or [])
+    # The diagnostics (predicted classes, majority rate) are read as the trial process reported them.
+    return divergence(record.metrics or {}, record.extras or {}, record.curve or [])
 
 
 def eligible(records: Sequence[TrialRecord]) -> list[TrialRecord]:
