@@ -5,6 +5,9 @@ one trial (or answers None when the study's budget is met) and :meth:`SearchSess
 steps until the target is reached. ``autopeft search`` runs one session; a worker keeps one
 per study it serves and calls ``step()`` on whichever it serves next. Every write that
 pairs an optuna trial with its record goes through :class:`~autopeft.search.ledger.ledger.Ledger`.
+What a step runs (a pending seed run, a new trial, nothing) and whether a trial goes on past a
+rung are the :class:`~autopeft.search.scheduler.Scheduler`'s to decide; the session is where
+they run (optuna's ask and tell, the ledger, the runner).
 
 Failures are data: a trial that crashes, times out, runs out of memory or hits a
 non-finite loss is told to the study as FAIL and recorded with its reason, and the search
@@ -29,6 +32,7 @@ import dataclasses
 import logging
 import signal
 import time
+from typing import TYPE_CHECKING
 
 from autopeft.errors import MethodError
 from autopeft.search.ledger.budget import TRAINED, Budget
@@ -39,10 +43,14 @@ from autopeft.search.objectives import constrain, objective_values, with_importa
 from autopeft.search.prepare import PreparedSearch, trial_spec
 from autopeft.search.reports import SearchEvents, SearchOutcome, Silent
 from autopeft.search.scales import scaled
+from autopeft.search.scheduler import DefaultScheduler, NewTrial, RunningTrial, Scheduler, SeedRun, SessionParts
 from autopeft.search.signals import StopSignals
 from autopeft.search.studies import open_study, study_importance
 from autopeft.store import Resources, Store, TrialRecord, utcnow
 from autopeft.trials.spec import Runner, TrialResult, TrialSpec
+
+if TYPE_CHECKING:
+    from autopeft.store.verifications import VerificationRecord
 
 log = logging.getLogger("autopeft")
 
@@ -65,12 +73,14 @@ class SearchSession:
         stop: Where stop requests land (shared with a worker serving many studies).
         poll: Seconds between looks at the database while other processes' trials run
             (default: the heartbeat, at most 5 s).
+        scheduler: What runs next and whether a trial goes on past a rung
+            (default: :class:`~autopeft.search.scheduler.DefaultScheduler`, seed runs first).
     """
 
     def __init__(self, prep: PreparedSearch, store: Store, *, trials: int | None = None, sampler=None,
                  runner: Runner | None = None, events: SearchEvents | None = None,
                  settings: LedgerSettings | None = None, stop: StopSignals | None = None,
-                 poll: float | None = None) -> None:
+                 poll: float | None = None, scheduler: Scheduler | None = None) -> None:
         from autopeft.search.sampling.samplers import make_sampler
 
         if runner is None:
@@ -98,6 +108,11 @@ class SearchSession:
         self._dry = 0  # trials asked in a row that trained nothing (infeasible)
         #: Whether the last step trained a seed run at the target rather than a trial.
         self.last_was_seed = False
+        #: Decides what each step runs and whether a trial goes on at a rung; this session is
+        #: its backend (optuna's ask and tell, the ledger, the runner).
+        self.scheduler: Scheduler = scheduler if scheduler is not None else DefaultScheduler()
+        self.parts = SessionParts(store=store, study=self.study, prep=self.prep, ledger=self.ledger, runs=self.runs,
+                                  target_key=self.target_key, stopped=lambda: self.stop.requested)
 
     # ------------------------------------------------------------------ public
     @property
@@ -109,10 +124,11 @@ class SearchSession:
     def step(self) -> TrialRecord | None:
         """Run one trial; None when there is none to run.
 
-        Before asking, dead processes' trials are reaped (and their points queued again) and
-        the budget is counted across every process: trained trials plus trials being
-        trained right now. None when that meets the target (or a stop was requested); the
-        trials others are training may still end as lost, so :meth:`run` then waits.
+        What runs is the scheduler's answer. The default's: before asking, dead processes'
+        trials are reaped (and their points queued again) and the budget is counted across
+        every process: trained trials plus trials being trained right now. None when that meets
+        the target (or a stop was requested); the trials others are training may still end as
+        lost, so :meth:`run` then waits.
 
         Returns:
             The trial's final record: complete, failed, pruned, infeasible, or failed
@@ -123,13 +139,14 @@ class SearchSession:
         if self.stop.requested:
             return None
         self.last_was_seed = False
-        if self.target_key is not None:
-            record = self._seed_step()
-            if record is not None or self.stop.requested:
-                self.last_was_seed = record is not None
-                return record
-        self.last_budget = budget = self.ledger.budget(reap=True)
-        if budget.left <= 0:
+        work = self.scheduler.next(self.parts)
+        if isinstance(work, SeedRun):
+            record = self._seed_step(work.row)
+            self.last_was_seed = record is not None
+            return record
+        if work.budget is not None:
+            self.last_budget = work.budget
+        if not isinstance(work, NewTrial):
             return None
         from optuna.exceptions import UpdateFinishedTrialError
 
@@ -208,21 +225,13 @@ class SearchSession:
             running = self.ledger.update(dataclasses.replace(
                 running, extras={**running.extras, "checkpoints": overrides["checkpoint_dir"],
                                  **({"rungs": list(rungs)} if rungs else {})}))
-        from autopeft.search.fidelity.judge import RungJudge
-        from autopeft.space.default_lora import DEFAULT_LORA
-
-        is_reference = base.role == DEFAULT_LORA
 
         def save(extras: dict) -> None:
             nonlocal running
             running = self.ledger.update(dataclasses.replace(running, extras={**running.extras, **extras}))
 
-        judge = RungJudge(prep.space, self.ledger.storage, self.study.name, self.study.objectives, number=trial.number,
-                          params=count, reference=DEFAULT_LORA, is_reference=is_reference, rungs=rungs, save=save,
-                          # Towards a target, default LoRA (enqueued at several rates) goes on at its best rate.
-                          role=DEFAULT_LORA if prep.space.target is not None and is_reference else None,
-                          # Re-read at each decision: other workers' trials at a rung count too.
-                          records=lambda: self.store.trials(self.study.name))
+        judge = self.scheduler.judge(self.parts, RunningTrial(number=trial.number, params=count, role=base.role,
+                                                              rungs=tuple(rungs), save=save))
         if prep.space.proxy.auto_rungs:
             overrides["rungs"] = judge.planned()
         spec = trial_spec(prep, candidate, peft_config, study=self.study.name, trial=trial.number, **overrides)
@@ -308,19 +317,12 @@ class SearchSession:
         return seeds.fold(self.store, self.study, self.prep.space, record,
                           seeds.rows_of(self.runs, self.study, self.prep.space))
 
-    def _seed_step(self) -> TrialRecord | None:
-        """Train one pending seed run of this study at its target, fold it into its trial's
-        record and return that record; None when no seed run is pending."""
-        import os
-        import socket
-
+    def _seed_step(self, row: VerificationRecord) -> TrialRecord | None:
+        """Train ``row``, a seed run of this study at its target the scheduler claimed, fold it
+        into its trial's record and return that record; None when a stop interrupted it."""
         from autopeft.search import seeds
-        from autopeft.search.runs import STALE_AFTER, run_one
+        from autopeft.search.runs import run_one
 
-        self.runs.requeue_stale(self.study.name, STALE_AFTER)
-        row = self.runs.claim(self.study.name, f"{socket.gethostname()}:{os.getpid()}", only=self.target_key)
-        if row is None:
-            return None
         try:
             finished = run_one(self.runs, row, self.prep, interruptible=self.stop.interruptible, runner=self.runner)
         except KeyboardInterrupt:  # run_one put the row back: any process trains it later
