@@ -122,6 +122,17 @@ def test_auto_rungs_leave_the_ladder_to_the_study():
     assert e.value.path == "target.steps"
 
 
+def test_with_a_target_rungs_are_placed_automatically_unless_placed_by_hand():
+    bare = SPACE.replace(", rungs: auto}", "}")
+    assert load_space_text(bare, "auto.yaml").proxy.auto_rungs  # neither rungs nor steps: auto
+    by_steps = load_space_text(bare.replace("eta: 3}", "eta: 3, steps: 20}"), "auto.yaml").proxy
+    assert not by_steps.auto_rungs and by_steps.rungs == (20, 60)  # the lowest rung given: geometric from it
+    listed = load_space_text(bare.replace("eta: 3}", "eta: 3, rungs: [30]}"), "auto.yaml").proxy
+    assert not listed.auto_rungs and listed.rungs == (30,)
+    flat = load_space_text(bare.replace("target: {steps: 100, seeds: 1}\n", ""), "auto.yaml").proxy
+    assert not flat.auto_rungs and flat.rungs == () and flat.steps == 30  # no target: the proxy is the run
+
+
 class LearningRunner:
     """Trains nothing. Every run's validation loss sits at ln 3 until step 40, then falls
     (faster at a better rate); it records the rungs it was asked to report at."""

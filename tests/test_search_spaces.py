@@ -29,8 +29,9 @@ def test_shipped_space_validates_against_its_model_and_data(path):
 
 @pytest.mark.slow
 def test_the_all_methods_space_runs_a_real_trial_with_spt_and_rungs(tmp_path):
-    tiny = ["proxy.train_examples=48", "proxy.eval_examples=24", "proxy.steps=6", "proxy.rungs=[2, 4]",
-            "proxy.max_length=32", "proxy.batch_size=8", "search.trials=2", "search.sampler=random"]
+    tiny = ["proxy.train_examples=48", "proxy.eval_examples=24", "proxy.steps=2", "proxy.rungs=[2, 4]",
+            "target.steps=6", "target.seeds=1", "proxy.max_length=32", "proxy.batch_size=8", "search.trials=2",
+            "search.sampler=random"]
     prep = prepare_search(load_space(SPACES[[p.stem for p in SPACES].index("bbc-news-all-methods")], tiny))
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     outcome = run_search(prep, store)

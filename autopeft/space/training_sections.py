@@ -78,11 +78,19 @@ PROXY: dict[str, Reader] = {
 
 def read_proxy(node: Node) -> ProxySpec:
     """``proxy:``; ``rungs: auto`` sets ``auto_rungs`` (the rungs are placed while the study runs,
-    on the way to ``target:``; without a target the proxy is the target, and there are none)."""
-    if isinstance(node.value, dict) and node.value.get("rungs") == "auto":
-        rest = Node({k: v for k, v in node.value.items() if k != "rungs"}, node.path, node.source)
+    on the way to ``target:``; without a target the proxy is the target, and there are none).
+
+    ``auto`` is also the default when the proxy names neither ``rungs`` nor ``steps`` (the
+    lowest rung) and has no ``runner``: a fixed first rung cut runs that had not begun to
+    learn, so rungs are placed by hand only when asked for."""
+    given = node.value if isinstance(node.value, dict) else {}
+    if given.get("rungs") == "auto":
+        rest = Node({k: v for k, v in given.items() if k != "rungs"}, node.path, node.source)
         return dataclasses.replace(read_into(rest, ProxySpec, PROXY), auto_rungs=True)
-    return read_into(node, ProxySpec, PROXY)
+    proxy = read_into(node, ProxySpec, PROXY)
+    if not {"rungs", "steps"} & set(given) and given.get("runner") is None:
+        proxy = dataclasses.replace(proxy, auto_rungs=True)
+    return proxy
 
 
 # ---------------------------------------------------------------------------- target
