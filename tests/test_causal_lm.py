@@ -133,3 +133,24 @@ def test_a_choice_scored_trial_records_what_divergence_needs(tiny_random_gpt2, t
     why = divergence(record.metrics, record.extras, record.curve)
     if record.extras["predicted_classes"] == 1:
         assert why == "predicts a single answer"
+
+
+def test_the_lm_loss_is_the_models_own_token_weighted_loss_with_a_standard_error(tiny_random_gpt2):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from autopeft.trials.evaluation import evaluate
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_random_gpt2 / "model")).eval()
+    ids = torch.randint(5, 200, (6, 12))
+    labels = ids.clone()
+    labels[:, :4] = -100  # a prompt that is not a target
+    labels[0, 8:] = -100  # and an example with fewer target tokens than the others
+    mask = torch.ones_like(ids)
+    with torch.no_grad():  # the model's own loss over the whole split in one batch: a mean over target tokens
+        own = float(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
+    got = evaluate(model, {"input_ids": ids, "attention_mask": mask, "labels": labels}, 0, batch_size=4)
+    assert got["eval_loss"] == pytest.approx(own, rel=1e-5)
+    assert got["eval_examples"] == 6 and got["eval_loss_se"] > 0
+    assert got["perplexity"] == pytest.approx(math.exp(own), rel=1e-5)

@@ -149,7 +149,9 @@ def _evaluate_lm(model, split: dict, batch_size: int, skip) -> dict:
         for start in range(0, len(split["labels"]), batch_size):
             batch = trim({k: v[start:start + batch_size] for k, v in split.items()})
             labels = batch["labels"][:, 1:]  # the model shifts labels by one
-            logits = forward(model, batch, skip).logits[:, :-1].float()
+            # Without labels the model computes no loss of its own: the per-example one is computed here.
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            logits = forward(model, inputs, skip).logits[:, :-1].float()
             token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100,
                                                           reduction="none")
             nll.append(token_nll.sum(dim=1).double().cpu())
