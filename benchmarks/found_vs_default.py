@@ -148,7 +148,11 @@ def main(argv=None) -> int:
     started = time.perf_counter()
 
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "160"}
-    overrides = [f"proxy.threads={args.threads}"]
+    # The flow this benchmark measures, as it was measured: a 30-step proxy search on 600
+    # examples with optuna's BoTorch sampler, then `export --train`. The shipped space now
+    # searches towards a target instead (docs/search.md); these overrides keep the old flow.
+    overrides = [f"proxy.threads={args.threads}", "target=null", "proxy.train_examples=600", "proxy.steps=30",
+                 "search.sampler=botorch", "search.trials=10"]
     if args.quick:
         overrides += ["proxy.steps=8", "search.trials=3", "search.startup_trials=3"]
         args.steps, args.seeds = 8, 2
