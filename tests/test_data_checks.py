@@ -44,7 +44,8 @@ def table_counts(db) -> dict:
         return {n: c.execute(f'select count(*) from "{n}"').fetchone()[0] for n in names}
 
 
-@pytest.mark.parametrize("command", ["validate", "search"])
+# "search" first runs a real search, whose study must stay as it was: the slow lane.
+@pytest.mark.parametrize("command", ["validate", pytest.param("search", marks=pytest.mark.slow)])
 def test_data_too_small_for_the_splits_is_refused_in_one_line(command, tmp_path):
     space = write(tmp_path, ["I love it,pos", "awful,neg", "fine film,pos"])
     db = tmp_path / "s.db"

@@ -92,7 +92,9 @@ def test_configuration_key_ignores_what_the_method_ignores_and_tiny_learning_rat
     assert key({**POINT, "top_k": 2}) != key(POINT)
 
 
-@pytest.mark.parametrize("name", sampler_names())
+# The GP-based samplers fit models on every ask: the slow lane runs them.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("botorch", "mf-botorch") else n
+                                  for n in sampler_names()])
 def test_every_registered_sampler_comes_deduplicated(name):
     sampler = make_sampler(SearchSpec(sampler=name, trials=5, startup_trials=2, seed=0), encoding())
     assert isinstance(sampler, Deduplicated)

@@ -227,6 +227,7 @@ def test_botorch_uses_the_noisy_acquisition(monkeypatch):
     assert candidate.shape == (1, 3) and bool(((candidate >= 0) & (candidate <= 1)).all())
 
 
+@pytest.mark.slow  # dozens of GP fits
 def test_botorch_refits_gp_hyperparameters_every_few_trials_and_conditions_on_all_data():
     import torch
 
@@ -255,6 +256,7 @@ def test_botorch_refits_gp_hyperparameters_every_few_trials_and_conditions_on_al
     assert generate.fits == 4
 
 
+@pytest.mark.slow  # GP fits
 def test_search_noise_fixes_the_gp_observation_noise_instead_of_inferring_it():
     import torch
     from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood

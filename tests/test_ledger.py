@@ -384,7 +384,9 @@ print("TRAINED-HERE", sum(1 for r in out.records if r.status == "complete"))
 """
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# Two real search processes on each backend: SQLite in the fast lane, PostgreSQL in the slow one.
+@pytest.mark.parametrize("backend", [pytest.param("sqlite", id="sqlite"),
+                                     pytest.param("postgres", id="postgres", marks=[pytest.mark.postgres, pytest.mark.slow])])
 def test_two_concurrent_searches_share_the_budget(backend, tmp_path):
     """Fault 7: two `autopeft search --trials N` on one study trained 2N (each counted its own)."""
     target = 6

@@ -161,6 +161,7 @@ def tokenizer(smollm2):
     return load_tokenizer(smollm2)
 
 
+@pytest.mark.slow  # the converted decoder: ~25 s once per worker
 def test_chat_rendering_is_the_template_and_only_the_answer_is_a_target(tokenizer):
     from autopeft.assets.instruct import pack, render
 
@@ -175,6 +176,7 @@ def test_chat_rendering_is_the_template_and_only_the_answer_is_a_target(tokenize
     assert (labels[0, :prompt_len[0]] == -100).all()
 
 
+@pytest.mark.slow  # the converted decoder: ~25 s once per worker
 def test_a_long_prompt_loses_its_start_and_a_too_long_answer_skips_the_example(tokenizer):
     from autopeft.assets.instruct import pack, render
 
@@ -188,6 +190,7 @@ def test_a_long_prompt_loses_its_start_and_a_too_long_answer_skips_the_example(t
     assert "<|im_start|>system" not in text  # the start went, the question and the answer stayed
 
 
+@pytest.mark.slow  # the converted decoder: ~25 s once per worker
 def test_prepared_instruction_data_counts_skipped_examples_and_a_chat_column_equals_the_pair(smollm2, bad_rows):
     from autopeft.assets.datasets import prepare_data, resolve_dataset
     from autopeft.space.schema import ProxySpec, TaskSpec
@@ -411,6 +414,7 @@ def test_spt_sensitivity_ranks_the_decoders_layers_and_modules(smollm2, smollm2_
     assert sorted(imap.layer_order()) == list(range(30))
 
 
+@pytest.mark.slow  # the converted decoder: ~25 s once per worker
 def test_per_layer_ranks_on_the_decoder_are_counted_as_peft_wraps_them(smollm2, smollm2_arch):
     """``rank: {per_layer: ...}`` on Llama: peft's rank_pattern per layer, counted analytically."""
     from autopeft.assets.architecture import build_on_meta
@@ -429,6 +433,7 @@ def test_per_layer_ranks_on_the_decoder_are_counted_as_peft_wraps_them(smollm2, 
     assert not hasattr(wrapped.base_model.model.model.layers[1].self_attn.q_proj, "lora_A")
 
 
+@pytest.mark.slow  # the converted decoder: ~25 s once per worker
 def test_default_lora_targets_come_from_module_names(model_info, smollm2_arch, tiny_random_gpt2):
     from autopeft.assets.architecture import LinearSpec, inspect_model
     from autopeft.assets.models import resolve_model

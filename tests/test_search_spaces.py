@@ -19,7 +19,9 @@ def test_there_is_a_quickstart_and_a_larger_space():
     assert "quickstart" in names and len(names) >= 2
 
 
-@pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
+# The decoder's space converts its GGUF model first (~25 s): the slow lane validates it.
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem.startswith("llm") else p
+                                  for p in SPACES], ids=[p.stem for p in SPACES])
 def test_shipped_space_validates_against_its_model_and_data(path):
     space = load_space(path)
     prep = prepare_search(space, with_data=False)
