@@ -18,20 +18,13 @@ from autopeft.space import load_space_text
 from autopeft.store import Store
 from autopeft.store.verifications import Verifications
 from autopeft.trials.spec import TrialResult
+from test_target import SPACE as TARGET_SPACE
 
-SPACE = """
-study: sched
-model: minilm-l6
-task: {dataset: tweet-sentiment}
-space:
-  method: [lora, ia3]
-  rank: [2, 8]
-  layers: {top_k: [1, 6], by: top}
-  learning_rate: {lora: {log: [1.0e-4, 1.0e-2]}, ia3: {log: [1.0e-3, 1.0e-1]}}
-proxy: {train_examples: 64, eval_examples: 32, steps: 4, batch_size: 8, max_length: 16, eta: 3}
-target: {steps: 36, seeds: 3}
-search: {sampler: tpe, trials: 3, startup_trials: 1, seed: 1, baseline: false}
-"""
+# test_target's space, as a study of its own that trains no reference trials.
+SPACE = TARGET_SPACE.replace("study: tg", "study: sched").replace(
+    "search: {sampler: tpe, trials: 9, startup_trials: 3, seed: 1}",
+    "search: {sampler: tpe, trials: 3, startup_trials: 1, seed: 1, baseline: false}")
+assert "study: sched" in SPACE and "baseline: false" in SPACE, "test_target's space changed: adapt this one"
 
 
 def prep():

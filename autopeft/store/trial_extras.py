@@ -150,22 +150,22 @@ def verified(extras: Mapping | None) -> bool:
     return "verified" in (extras or {})
 
 
-def _float(value: Any) -> float | None:
+def _number(value: Any, kind: type):
+    """``kind(value)`` (float or int), or None for a missing, boolean or non-numeric value."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        return float(value)
+        return kind(value)
     except (TypeError, ValueError):
         return None
+
+
+def _float(value: Any) -> float | None:
+    return _number(value, float)
 
 
 def _int(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return _number(value, int)
 
 
 def _pair(value: Any) -> tuple[float, float] | None:
