@@ -14,49 +14,11 @@ chosen method's band (``lr = low * (high / low) ** offset``): what the model lea
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from autopeft.space.schema import Choice, Dimension, Fixed, PerLayer, PerMethod, Range, SpaceSpec, Targets
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One decoded point of the space: everything a method needs to build a peft config."""
-
-    method: str
-    rank: int
-    alpha: float
-    dropout: float
-    targets: Targets
-    layers: tuple[int, ...]
-    learning_rate: float
-    dora: bool
-    rslora: bool
-    #: Rank of each entry of ``layers`` when ranks vary per layer (``rank`` is then their max).
-    layer_ranks: tuple[int, ...] | None = None
-
-    def rank_of(self, layer: int) -> int:
-        if self.layer_ranks is None:
-            return self.rank
-        return self.layer_ranks[self.layers.index(layer)]
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data["targets"] = list(self.targets.modules) or "all-linear"
-        data["layers"] = list(self.layers)
-        data["layer_ranks"] = None if self.layer_ranks is None else list(self.layer_ranks)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Candidate":
-        data = dict(data)
-        t = data["targets"]
-        data["targets"] = Targets(()) if t == "all-linear" else Targets(tuple(t))
-        data["layers"] = tuple(data["layers"])
-        if data.get("layer_ranks") is not None:
-            data["layer_ranks"] = tuple(data["layer_ranks"])
-        return cls(**data)
+# Candidate is defined below the store, which holds one per trial; it is the space's output type.
+from autopeft.candidate import Candidate, Targets  # noqa: F401
+from autopeft.space.schema import Choice, Dimension, Fixed, PerLayer, PerMethod, Range, SpaceSpec
 
 
 _SCALARS = ("method", "rank", "alpha", "dropout", "learning_rate", "dora", "rslora")

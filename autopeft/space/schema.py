@@ -11,6 +11,9 @@ from typing import Literal, Union
 
 Scalar = Union[int, float, str, bool]
 
+# A trial's candidate holds its Targets, and the store (below this layer) holds candidates:
+# both live in autopeft.candidate, re-exported here because a space's ``targets:`` compiles to them.
+from autopeft.candidate import Targets  # noqa: F401
 from autopeft.tasks import METRIC_DIRECTIONS
 # The proxy settings are the trial's contract (they travel inside every TrialSpec): defined
 # there, re-exported here because a space's ``proxy:`` section compiles to them.
@@ -80,21 +83,6 @@ class PerMethod:
 
 
 Dimension = Union[Fixed, Choice, Range, PerLayer, PerMethod]
-
-
-@dataclass(frozen=True)
-class Targets:
-    """One choice of adapted modules: relative module names inside a layer, or all linears."""
-
-    modules: tuple[str, ...]  # empty tuple means "all-linear"
-
-    @property
-    def all_linear(self) -> bool:
-        return not self.modules
-
-    @property
-    def label(self) -> str:
-        return "all-linear" if self.all_linear else "+".join(self.modules)
 
 
 @dataclass(frozen=True)
