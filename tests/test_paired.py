@@ -45,6 +45,26 @@ def test_a_large_consistent_gain_is_better_and_its_mirror_worse():
     assert worse.half_width == pytest.approx(better.half_width, rel=0.25)
 
 
+def test_a_family_of_comparisons_holds_together_so_the_luckiest_is_not_called_better():
+    # On each of 3 seeds, 12 of 500 rows more right and 4 others wrong: a net +8 rows is better
+    # alone, not once it is one of four points compared (the best of them is named).
+    base = _base(3, 500, rng_seed=3)
+    point = _fix(base, 12)
+    for s in range(3):
+        point[s, np.flatnonzero(base[s] == 1)[-4:]] = 0
+    alone, of_four = bootstrap(point, base), bootstrap(point, base, family=4)
+    assert alone.verdict == "better" and of_four.verdict == "within noise"
+    assert of_four.low < alone.low and of_four.high > alone.high and of_four.diff == alone.diff
+    # Each tail still rests on 50 resamples: 0.625 % of 8,000.
+    assert of_four.resamples == 8000 and of_four.each_level == pytest.approx(0.9875)
+    assert "95% interval" in of_four.interval() and "Bonferroni over 4 points: 98.75% each" in of_four.interval()
+    assert "Bonferroni" not in alone.interval()
+    # The fallback by seed widens the same way: z at 1 - 0.025 / 4.
+    a, b = {0: 0.72, 1: 0.74}, {0: 0.70, 1: 0.71}
+    one, four = by_seed(a, b, n_test=500, share=True), by_seed(a, b, n_test=500, share=True, family=4)
+    assert four.half_width / one.half_width == pytest.approx(2.4977 / 1.95996, rel=1e-3)
+
+
 def test_the_bootstrap_is_deterministic_for_its_seed():
     base = _base(3, 200, rng_seed=1)
     point = _base(3, 200, rate=0.72, rng_seed=2)

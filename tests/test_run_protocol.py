@@ -22,9 +22,14 @@ from test_target import SPACE
 FLAT = SPACE.replace("target: {steps: 36, seeds: 3}\n", "").replace("study: tg", "study: flat")
 CONSTANT = SPACE.replace("eta: 3}", "eta: 3, schedule: constant, warmup_steps: 2}").replace("study: tg", "study: const")
 
-#: The stored protocol of tg's seed runs at its target (36 steps, proxy sizes, schedule).
-TARGET = {"fidelity": "target", "steps": 36, "batch_size": 8, "max_length": 16, "train_examples": 64,
-          "eval_examples": 32, "schedule": "linear"}
+#: The stored protocol of tg's seed runs at its target (36 steps, the proxy's batch and
+#: schedule, each seed drawing its rows from every training row).
+TARGET = {"fidelity": "target", "steps": 36, "batch_size": 8, "max_length": 16, "eval_examples": 32,
+          "schedule": "linear", "rows": "drawn by seed from every training row"}
+#: The same before the seeds drew their rows by seed: all on the proxy's 64 rows. Rows stored
+#: under it are still read.
+TARGET_BEFORE = {"fidelity": "target", "steps": 36, "batch_size": 8, "max_length": 16, "train_examples": 64,
+                 "eval_examples": 32, "schedule": "linear"}
 #: ``verify`` of a study without a target: one epoch of the 4,000 training rows in batches of 8.
 EPOCH = {"steps": 500, "batch_size": 8, "max_length": 16, "train_examples": 4000, "eval_examples": 300,
          "test_examples": 500}
@@ -51,8 +56,8 @@ def _prep(store, name: str, *, given: bool = False):
 
 
 @pytest.mark.parametrize("name, asked, given, stored, seeds, key", [
-    ("tg", {}, False, TARGET, (0, 1, 2), "532a62b8b92375c0"),
-    ("tg", {"seeds": 5}, False, TARGET, (0, 1, 2, 3, 4), "532a62b8b92375c0"),  # more seeds, the same rows
+    ("tg", {}, False, TARGET, (0, 1, 2), "02c89480eefb4a16"),
+    ("tg", {"seeds": 5}, False, TARGET, (0, 1, 2, 3, 4), "02c89480eefb4a16"),  # more seeds, the same rows
     ("tg", {"steps": 10}, False, {**EPOCH, "steps": 10}, (0, 1, 2), "9223f4a1b7fbd5f7"),
     ("flat", {}, False, EPOCH, (0, 1, 2), "94b1cc6203feb572"),
     ("flat", {"steps": 7, "seeds": 2}, False, {**EPOCH, "steps": 7}, (0, 1), "850cce932ddad8e6"),
@@ -71,9 +76,23 @@ def test_verify_stores_its_runs_under_the_keys_it_always_had(store, name, asked,
 def test_a_studys_seed_runs_keep_their_key(store):
     from autopeft.search.seeds import study_target_key
 
-    assert study_target_key(store.get_study("tg")) == "532a62b8b92375c0"
-    assert study_target_key(store.get_study("const")) == "08cfdd9a06fb8b33"  # the schedule is part of it
+    assert study_target_key(store.get_study("tg")) == "02c89480eefb4a16"
+    assert study_target_key(store.get_study("const")) == "df57f13bd46cd285"  # the schedule is part of it
     assert study_target_key(store.get_study("flat")) is None
+
+
+def test_seed_rows_stored_before_seeds_drew_their_rows_are_still_read(tmp_path):
+    from autopeft.search.seeds import rows_of
+    from autopeft.store.verifications import VerificationRecord, Verifications
+
+    store = Store(f"sqlite:///{tmp_path}/old.db")
+    store.add_study(study_record("tg", space_yaml=SPACE))
+    runs = Verifications(store)
+    row = dict(study="tg", subject="trial:0", candidate={"method": "lora", "rank": 4}, trial_number=0)
+    runs.add([VerificationRecord(seed=0, protocol=TARGET_BEFORE, **row), VerificationRecord(seed=1, protocol=TARGET, **row),
+              VerificationRecord(seed=2, protocol={**TARGET, "steps": 10}, **row)])  # another protocol: not the target's
+    got = rows_of(runs, store.get_study("tg"), load_space_text(SPACE, "tg.yaml"))
+    assert sorted((r.seed, r.protocol_key) for r in got) == [(0, "532a62b8b92375c0"), (1, "02c89480eefb4a16")]
 
 
 def test_the_protocols_as_built_give_the_pinned_keys():
@@ -81,9 +100,11 @@ def test_the_protocols_as_built_give_the_pinned_keys():
     from autopeft.search.seeds import target_protocol
 
     target = target_protocol(load_space_text(SPACE, "tg.yaml"))
-    assert target.as_dict() == TARGET and target.key() == "532a62b8b92375c0" and target.seeds == (0, 1, 2)
-    assert RunProtocol(**{k: v for k, v in TARGET.items() if k not in ("fidelity", "schedule")},
+    assert target.as_dict() == TARGET and target.key() == "02c89480eefb4a16" and target.seeds == (0, 1, 2)
+    assert RunProtocol(**{k: v for k, v in TARGET_BEFORE.items() if k not in ("fidelity", "schedule")},
                        fidelity="target", schedule="constant").key() == "08cfdd9a06fb8b33"
+    assert RunProtocol(**{k: v for k, v in TARGET_BEFORE.items() if k not in ("fidelity", "schedule")},
+                       fidelity="target", schedule="linear").key() == "532a62b8b92375c0"
     verify = RunProtocol(4, 8, 16, 120, 40, test_examples=60)
     assert verify.as_dict() == {"steps": 4, "batch_size": 8, "max_length": 16, "train_examples": 120,
                                 "eval_examples": 40, "test_examples": 60}

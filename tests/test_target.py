@@ -113,6 +113,18 @@ def test_points_at_the_target_are_means_over_their_seeds(searched):
     seed_specs = [s for s in runner.specs if not s.proxy.rungs]
     assert len(seed_specs) == 2 * len(complete) and {s.proxy.seed for s in seed_specs} == {1, 2}
     assert all(s.proxy.steps == 36 and s.test_split for s in runner.specs)
+    # The other seeds draw their rows from every training row, not from the trials' 64: a
+    # target as long as the proxy's rows would otherwise train every seed on the same ones.
+    from safetensors import safe_open
+
+    def n_train(spec) -> int:
+        with safe_open(spec.data_path, "np") as f:
+            return f.get_slice("train.labels").get_shape()[0]
+
+    trial_data = {s.data_path for s in runner.specs if s.proxy.rungs}
+    assert len(trial_data) == 1 and n_train(runner.specs[0]) == 64
+    assert {s.data_path for s in seed_specs}.isdisjoint(trial_data) and all(n_train(s) > 1000 for s in seed_specs)
+    assert {r.protocol.get("rows") for r in rows} == {"drawn by seed from every training row"}
     # The trials the search trained, and their seeds, are all there is: nothing pending is left behind.
     assert not [v for v in rows if v.status in ("pending", "running")]
 
@@ -145,6 +157,8 @@ def test_the_answer_compares_the_front_with_default_lora_on_the_same_seeds(searc
     assert a.reference is not None and a.front
     assert {p.trial for p in a.paired} == {r.number for r in a.front} - {a.reference.number}
     n = out.study.splits["test"]
+    # The intervals hold at 95 % together: each at 1 - 0.05 / (the points compared).
+    z = statistics.NormalDist().inv_cdf(1 - 0.025 / len(a.paired))
     for p in a.paired:
         assert p.seeds == (0, 1, 2)
         # The fake keeps no per-example outcomes: paired by seed only, and said to be approximate.
@@ -157,7 +171,7 @@ def test_the_answer_compares_the_front_with_default_lora_on_the_same_seeds(searc
         pb = statistics.fmean(v.test_metrics["accuracy"] for v in rows_of(Verifications(store), out.study, space)
                               if v.trial_number == a.reference.number)
         se = math.sqrt((1 / n) ** 2 + (pa * (1 - pa) + pb * (1 - pb)) / n)
-        assert c.half_width == pytest.approx(1.959964 * se, rel=1e-4)
+        assert c.family == len(a.paired) and c.half_width == pytest.approx(z * se, rel=1e-4)
     assert a.sentence and a.tau[1] >= 1
 
 

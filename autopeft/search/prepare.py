@@ -20,6 +20,11 @@ from autopeft.space.schema import SearchSpace
 from autopeft.trials.spec import ProxySpec, TrialSpec
 
 
+#: ``proxy.train_examples`` that means every training row the data set holds (the validation
+#: and test splits do not move with it: ``autopeft.assets.splits``).
+EVERY_ROW = 10**9
+
+
 @dataclass(frozen=True)
 class PreparedSearch:
     space: SearchSpace
@@ -64,6 +69,18 @@ class PreparedSearch:
             modules["module_order"] = tuple(sorted(modules["module_order"], key=lambda m: -scores.get(m, 0.0)))
         order = importance.layer_order() if by_layers else None
         return replace(self, encoding=SpaceEncoding(self.space.space, self.arch.num_layers, layer_order=order, **modules))
+
+
+    def with_every_training_row(self) -> "PreparedSearch":
+        """The same search (model, encoding, importance) with its data prepared on every training
+        row: the validation and test rows are the same, only the training split grows (what runs
+        that draw their rows by seed train on). Tokenised once, then read from the cache."""
+        from autopeft.assets.prepared_data import prepare_data
+
+        space = replace(self.space, proxy=replace(self.space.proxy, train_examples=EVERY_ROW))
+        data = prepare_data(self.model, self.dataset, space.task, space.proxy, space.verify.test_examples,
+                            space.verify.max_test_examples, test=_given_test(space))
+        return replace(self, space=space, data=data)
 
 
 _PROXY_FIELDS = frozenset(f.name for f in fields(ProxySpec))

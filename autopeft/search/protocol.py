@@ -4,8 +4,9 @@ A study re-trains points in three places, all with the same protocol shape:
 
 - ``autopeft verify`` (``autopeft.search.verify``): one epoch (or ``--steps``/``--epochs``)
   of every training row, scored on validation and on the test split;
-- a study's seed runs at its ``target:`` (``autopeft.search.seeds``): ``target.steps`` on
-  the proxy's data, with its learning-rate schedule;
+- a study's seed runs at its ``target:`` (``autopeft.search.seeds``): ``target.steps`` with
+  the proxy's batch and learning-rate schedule, each seed drawing its rows from every
+  training row;
 - ``export --train`` (``autopeft.retrain``): the chosen trial and default LoRA, on every
   training row unless limited.
 
@@ -28,7 +29,11 @@ from autopeft.errors import AutoPeftError
 #: The fields a stored protocol holds (those set); the others (seeds, metric, task) say which
 #: runs there are and how they are compared, not how each one is trained.
 _STORED = ("fidelity", "steps", "batch_size", "max_length", "train_examples", "eval_examples", "test_examples",
-           "test_split", "schedule")
+           "test_split", "schedule", "rows")
+
+
+#: ``RunProtocol.rows``: each seed draws its rows from every training row.
+BY_SEED = "drawn by seed from every training row"
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,8 @@ class RunProtocol:
         steps: Optimiser steps per run.
         batch_size: Examples per step.
         max_length: Tokens per example after truncation.
-        train_examples: Training rows (verify, ``export --train``: the prepared data's; a
-            study's target: the proxy's ``train_examples``, as the space says).
+        train_examples: Training rows (verify, ``export --train``: the prepared data's; None
+            for a study's seed runs at its target, see ``rows``).
         eval_examples: Validation examples.
         seeds: The training seeds, one run each (not stored: a row is one seed).
         metric: The task metric the runs are compared on (``export --train``'s card).
@@ -57,6 +62,9 @@ class RunProtocol:
             their key).
         fidelity: ``target`` for a study's seed runs at its target.
         schedule: The learning-rate schedule after warm-up (a study's seed runs).
+        rows: :data:`BY_SEED` when each seed draws its training rows from every training row
+            of the data set, however many the data holds (a study's seed runs at its target:
+            ``train_examples`` is then not stored); None: from ``train_examples``.
     """
 
     steps: int | None = None
@@ -73,6 +81,7 @@ class RunProtocol:
     test_split: str | None = None
     fidelity: str | None = None
     schedule: str | None = None
+    rows: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:

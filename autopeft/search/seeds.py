@@ -7,6 +7,14 @@ seed-to-seed sd is ~1-3 pt, as large as most gaps on a front), so a study with a
 - the trial's own run is seed ``proxy.seed``; when it completes at the target (and did not
   diverge), it is stored as a complete verification row and the other seeds are queued as
   pending rows of the *target protocol* (:func:`target_protocol`);
+- each of the other seeds draws its training rows, by its seed, from every training row of
+  the data set (``autopeft.search.runs.train``), not from the proxy's ``train_examples``: a target as
+  long as the proxy's rows (the quickstart's 90 steps of 16 are its 1,440 rows) would
+  otherwise train every seed on the same rows, and the answer's interval, which counts seeds
+  and test rows, would miss what another draw of training data changes. Re-trained on rows
+  drawn by seed, a "better" of that protocol fell within noise (benchmarks/README.md §21).
+  The trial's own run and default LoRA's with the same seed read the same rows: the
+  comparison stays paired;
 - those rows are ledger rows like trials: any process serving the study claims one
   atomically, beats its heartbeat while it trains, and a row whose process died is queued
   again once its heartbeat is older than the grace (``autopeft.store.verifications``);
@@ -28,7 +36,7 @@ import statistics
 from typing import Sequence
 
 from autopeft.search.analysis.effort import TRIAL_RUN
-from autopeft.search.protocol import RunProtocol
+from autopeft.search.protocol import BY_SEED, RunProtocol
 from autopeft.store import Store, StudyRecord, TrialRecord
 from autopeft.store.verifications import VerificationRecord, Verifications
 
@@ -38,9 +46,18 @@ TARGET = "target"
 
 def target_protocol(space) -> RunProtocol | None:
     """The protocol of a study's seed runs at the target (None without a ``target:``): the
-    target's steps on the proxy's data and schedule, over :func:`seed_numbers`."""
+    target's steps with the proxy's batch and schedule, over :func:`seed_numbers`, each seed
+    drawing its rows from every training row."""
     if space.target is None:
         return None
+    p = space.proxy
+    return RunProtocol(space.target.steps, p.batch_size, p.max_length, None, p.eval_examples,
+                       seed_numbers(space), fidelity=TARGET, schedule=p.schedule, rows=BY_SEED)
+
+
+def _protocol_before_rows_by_seed(space) -> RunProtocol:
+    """The target protocol of studies whose seeds all trained on the proxy's rows: their stored
+    rows keep its key, and are read (:func:`rows_of`) beside the current protocol's."""
     p = space.proxy
     return RunProtocol(space.target.steps, p.batch_size, p.max_length, p.train_examples, p.eval_examples,
                        seed_numbers(space), fidelity=TARGET, schedule=p.schedule)
@@ -84,12 +101,14 @@ _KEPT_EXTRAS = ("predicted_classes", "majority_rate")
 
 
 def rows_of(runs: Verifications, study: StudyRecord, space) -> list[VerificationRecord]:
-    """The study's seed rows (of its target protocol)."""
+    """The study's seed rows: of its target protocol, and of the one before seeds drew their
+    rows by seed (a study searched before keeps its rows; a worker trains its pending ones on
+    every training row, as the current protocol does)."""
     protocol = target_protocol(space)
     if protocol is None:
         return []
-    key = protocol.key()
-    return [r for r in runs.of(study.name) if r.protocol_key == key]
+    keys = {protocol.key(), _protocol_before_rows_by_seed(space).key()}
+    return [r for r in runs.of(study.name) if r.protocol_key in keys]
 
 
 def fold(store: Store, study: StudyRecord, space, record: TrialRecord,

@@ -65,10 +65,10 @@ class VerifyPlan:
 
 def full_fidelity(study: StudyRecord):
     """The study's search prepared for verification: all training rows (``train_examples`` lifted)."""
-    from autopeft.search.prepare import prepare_search, study_space
+    from autopeft.search.prepare import EVERY_ROW, prepare_search, study_space
 
     space = study_space(study)
-    space = dataclasses.replace(space, proxy=dataclasses.replace(space.proxy, train_examples=10**9))
+    space = dataclasses.replace(space, proxy=dataclasses.replace(space.proxy, train_examples=EVERY_ROW))
     return prepare_search(space)
 
 
@@ -128,7 +128,8 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
 
 
 def at_target_prep(study: StudyRecord):
-    """The study's search prepared as it searched: its seed runs at the target train on that."""
+    """The study's search prepared as it searched: its seed runs at the target train on that
+    (each on the rows its protocol says: ``autopeft.search.runs.train``)."""
     from autopeft.search.prepare import prepare_search, study_space
 
     return prepare_search(study_space(study))

@@ -6,9 +6,10 @@ Pure functions over a study's records (their ``values`` hold the target means ov
 - ``paired``: a front point against default LoRA on the seeds both ran (the same data
   order and initialisation seeds), on the test split the search never read
   (``autopeft.search.analysis.paired``): where both kept their per-example outcomes, the paired
-  bootstrap over seeds and test examples, its 95 % interval and verdict (``better`` or
-  ``worse`` only when the interval excludes 0); otherwise, paired by seed only, an
-  approximate interval that says so;
+  bootstrap over seeds and test examples, its interval and verdict (``better`` or ``worse``
+  only when the interval excludes 0); otherwise, paired by seed only, an approximate
+  interval that says so. The intervals of all the points compared hold at 95 % together
+  (``family``): the answer names the best of them, the one most likely to be lucky;
 - ``rung_tau``: Kendall tau between the lowest rung's metric and the target mean, over the
   trials that reached both: how far the first rung could be trusted in this study;
 - ``answer``: all of it, with one plain sentence naming the best point, the smallest point
@@ -93,7 +94,7 @@ SHARE_METRICS = ("accuracy", "choice_accuracy", "exact_match")
 
 
 def paired(point: int, base: int, rows, metric: str, metric_sign: int, floor: float = 0.0, n_test: int = 0,
-           *, rng_seed: int = 0) -> Paired | None:
+           *, family: int = 1, rng_seed: int = 0) -> Paired | None:
     """``point`` against ``base`` on the test split, over the seeds both completed; None: no
     shared seed.
 
@@ -106,14 +107,12 @@ def paired(point: int, base: int, rows, metric: str, metric_sign: int, floor: fl
     Args:
         rows: The study's seed rows (``VerificationRecord``) of both trials.
         metric_sign: 1 when higher ``metric`` is better, -1 when lower is.
+        family: How many points are compared with ``base`` in all: the intervals hold at 95 % together.
         rng_seed: The bootstrap's seed: the same rows give the same interval.
     """
     from autopeft.search.analysis.paired import bootstrap, by_seed
 
-    def complete(n):
-        return {r.seed: r for r in rows if r.trial_number == n and r.status == "complete" and metric in r.test_metrics}
-
-    a, b = complete(point), complete(base)
+    a, b = _complete(rows, point, metric), _complete(rows, base, metric)
     seeds = tuple(sorted(set(a) & set(b)))
     if not seeds:
         return None
@@ -124,12 +123,18 @@ def paired(point: int, base: int, rows, metric: str, metric_sign: int, floor: fl
         from autopeft.search.analysis.paired import outcome_bits
 
         comparison = bootstrap([outcome_bits(x["right"]) for x, _ in outcomes],
-                               [outcome_bits(y["right"]) for _, y in outcomes], seeds, rng_seed=rng_seed)
+                               [outcome_bits(y["right"]) for _, y in outcomes], seeds, family=family,
+                               rng_seed=rng_seed)
     else:
         comparison = by_seed({s: metric_sign * a[s].test_metrics[metric] for s in seeds},
                              {s: metric_sign * b[s].test_metrics[metric] for s in seeds},
-                             n_test=n_test, share=metric in SHARE_METRICS, floor=floor)
+                             n_test=n_test, share=metric in SHARE_METRICS, floor=floor, family=family)
     return Paired(point, comparison)
+
+
+def _complete(rows, trial: int, metric: str) -> dict:
+    """``{seed: row}`` of ``trial``'s complete seed rows scored on ``metric``'s test split."""
+    return {r.seed: r for r in rows if r.trial_number == trial and r.status == "complete" and metric in r.test_metrics}
 
 
 def _outcomes(row, metric: str) -> dict | None:
@@ -166,8 +171,10 @@ def answer(study: StudyRecord, records: Sequence[TrialRecord], rows, metric: str
     ref = reference(records, sign, mi)
     n_test = (study.splits or {}).get("test") or 0
     floor = 1.0 / n_test if metric in SHARE_METRICS and n_test else 0.0
-    pairs = tuple(p for r in front if ref is not None and r.number != ref.number
-                  and (p := paired(r.number, ref.number, rows, metric, sign, floor, n_test)) is not None)
+    others = [r.number for r in front if ref is not None and r.number != ref.number
+              and set(_complete(rows, r.number, metric)) & set(_complete(rows, ref.number, metric))]
+    pairs = tuple(p for n in others
+                  if (p := paired(n, ref.number, rows, metric, sign, floor, n_test, family=len(others))) is not None)
     size = {r.number: r.trainable_params or 0 for r in front}
     best = max(pairs, key=lambda p: p.diff, default=None)
     smallest = min((p for p in pairs if p.verdict != "worse"), key=lambda p: (size[p.trial], p.trial), default=None)

@@ -22,6 +22,13 @@ degrees of freedom. So:
   bound: paired answers agree more than that), a normal 95 % interval. Said to be unpaired.
 
 One seed never gives a verdict: training luck cannot be told from merit with one run each.
+
+An answer compares several points with default LoRA and names the best: at 95 % each, the
+luckiest of four points equal to it is called better one time in six or so, and the point
+named is the one most likely to be lucky. So a ``family`` of comparisons holds at 95 %
+together (Bonferroni: each interval at 1 - 0.05 / family). On the quickstart, a point the
+search called better by +0.041 at 95 % alone came out within noise at +0.019 when re-trained
+over 5 seeds (benchmarks/README.md §21).
 """
 
 from __future__ import annotations
@@ -33,8 +40,10 @@ from typing import Mapping, Sequence
 
 from autopeft.errors import AutoPeftError
 
-#: Bootstrap resamples: the 2.5 % tail then rests on 50 of them.
+#: Bootstrap resamples at 95 %: the 2.5 % tail then rests on 50 of them (more for a family).
 RESAMPLES = 2000
+#: Resamples a tail of the interval rests on, at the least.
+TAIL_RESAMPLES = 50
 #: Confidence of the interval a verdict is read from.
 LEVEL = 0.95
 #: ``PairedComparison.how``: paired by seed and test example (bootstrap), or by seed only.
@@ -62,8 +71,10 @@ class PairedComparison:
         how: ``PAIRED`` (bootstrap over seeds and examples) or ``UNPAIRED`` (by seed only,
             approximate).
         share: Whether the metric is a share of examples (then differences read in points).
-        level: The interval's confidence.
+        level: The confidence the family's intervals hold at together.
         resamples: Bootstrap resamples (0 for ``UNPAIRED``).
+        family: How many comparisons ``level`` covers: this interval's own confidence is
+            :attr:`each_level` (Bonferroni).
     """
 
     diff: float
@@ -76,12 +87,18 @@ class PairedComparison:
     share: bool = True
     level: float = LEVEL
     resamples: int = 0
+    family: int = 1
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise PairingError(f"verdict must be one of {VERDICTS}, but got {self.verdict!r}")
         if not self.low <= self.high:
             raise PairingError(f"low <= high must hold, but got low={self.low}, high={self.high}")
+
+    @property
+    def each_level(self) -> float:
+        """This interval's own confidence (:func:`family_level`)."""
+        return family_level(self.family, self.level)
 
     @property
     def half_width(self) -> float:
@@ -98,7 +115,9 @@ class PairedComparison:
         bootstrap over 2 seeds × 500 test rows``."""
         how = (f"paired bootstrap over {self.protocol()}" if self.how == PAIRED else
                f"{self.protocol()}, unpaired by example: approximate")
-        return f"{100 * self.level:.0f}% interval {self.low:+.4f}..{self.high:+.4f}, {how}"
+        family = (f" (Bonferroni over {self.family} points: {100 * self.each_level:.2f}% each)"
+                  if self.family > 1 else "")
+        return f"{100 * self.level:.0f}% interval {self.low:+.4f}..{self.high:+.4f}{family}, {how}"
 
     def resolution(self) -> str:
         """What the protocol cannot separate, e.g. ``2 seeds × 500 test rows cannot separate
@@ -114,6 +133,11 @@ class PairedComparison:
         return f"{self.verdict} by {abs(self.diff):.4f} ({self.interval()})"
 
 
+def family_level(family: int, level: float = LEVEL) -> float:
+    """The confidence each of ``family`` intervals needs for all of them to hold at ``level`` together."""
+    return 1 - (1 - level) / max(1, family)
+
+
 def verdict(low: float, high: float, n_seeds: int) -> str:
     """``better`` / ``worse`` when the interval excludes 0 (and more than one seed ran)."""
     if n_seeds < 2:
@@ -122,7 +146,8 @@ def verdict(low: float, high: float, n_seeds: int) -> str:
 
 
 def bootstrap(point: Sequence[Sequence[int]], base: Sequence[Sequence[int]], seeds: Sequence[int] | None = None, *,
-              resamples: int = RESAMPLES, level: float = LEVEL, rng_seed: int = 0) -> PairedComparison:
+              resamples: int | None = None, level: float = LEVEL, family: int = 1,
+              rng_seed: int = 0) -> PairedComparison:
     """The paired bootstrap over seeds and test examples (see the module docstring).
 
     Args:
@@ -130,8 +155,10 @@ def bootstrap(point: Sequence[Sequence[int]], base: Sequence[Sequence[int]], see
             test example ``i`` (1: answered right).
         base: The reference's outcomes, the same shape, the same seeds in the same row order.
         seeds: The seed numbers of the rows (for the record; default ``0..S-1``).
-        resamples: Bootstrap resamples.
-        level: Confidence of the interval.
+        resamples: Bootstrap resamples (default: enough that each tail rests on
+            :data:`TAIL_RESAMPLES`, :data:`RESAMPLES` at 95 % alone).
+        level: Confidence of the family's intervals together.
+        family: Comparisons ``level`` covers (1: this one alone).
         rng_seed: Seed of the resampling: the same inputs and seed give the same interval.
 
     Raises:
@@ -143,6 +170,9 @@ def bootstrap(point: Sequence[Sequence[int]], base: Sequence[Sequence[int]], see
     if a.ndim != 2 or a.shape != b.shape or 0 in a.shape:
         raise PairingError(f"outcomes must be two (seeds, examples) arrays of one shape, but got "
                            f"{a.shape} and {b.shape}")
+    each = family_level(family, level)
+    if resamples is None:
+        resamples = max(RESAMPLES, math.ceil(2 * TAIL_RESAMPLES / (1 - each) - 1e-9))
     if not 0 < level < 1 or resamples < 1:
         raise PairingError(f"0 < level < 1 and resamples >= 1 must hold, but got level={level}, resamples={resamples}")
     n_seeds, n = a.shape
@@ -161,11 +191,12 @@ def bootstrap(point: Sequence[Sequence[int]], base: Sequence[Sequence[int]], see
         seed_counts = _counts(rng, k, n_seeds)  # (k, S): how often each seed was drawn
         example_counts = _counts(rng, k, n)  # (k, n): one draw of the test set for every seed
         means[start:start + k] = ((seed_counts @ d) * example_counts).sum(axis=1) / (n_seeds * n)
-    low, high = (float(q) for q in np.quantile(means, [(1 - level) / 2, (1 + level) / 2]))
+    low, high = (float(q) for q in np.quantile(means, [(1 - each) / 2, (1 + each) / 2]))
     chosen = tuple(seeds) if seeds is not None else tuple(range(n_seeds))
     if len(chosen) != n_seeds:
         raise PairingError(f"{n_seeds} rows of outcomes but {len(chosen)} seeds: {chosen}")
-    return PairedComparison(mean, low, high, verdict(low, high, n_seeds), chosen, n, PAIRED, True, level, resamples)
+    return PairedComparison(mean, low, high, verdict(low, high, n_seeds), chosen, n, PAIRED, True, level, resamples,
+                            family)
 
 
 def _counts(rng, k: int, n: int):
@@ -177,7 +208,7 @@ def _counts(rng, k: int, n: int):
 
 
 def by_seed(point: Mapping[int, float], base: Mapping[int, float], *, n_test: int = 0, share: bool = False,
-            floor: float = 0.0, level: float = LEVEL) -> PairedComparison | None:
+            floor: float = 0.0, level: float = LEVEL, family: int = 1) -> PairedComparison | None:
     """The fallback without per-example outcomes: paired by seed only (see the module docstring).
 
     Args:
@@ -189,7 +220,8 @@ def by_seed(point: Mapping[int, float], base: Mapping[int, float], *, n_test: in
             binomial, and differences read in points.
         floor: The least standard error over seeds (one test example for a share: seeds can
             agree to the example by chance).
-        level: Confidence of the normal interval.
+        level: Confidence of the family's normal intervals together.
+        family: Comparisons ``level`` covers (1: this one alone).
 
     Returns:
         None when no seed is shared.
@@ -206,9 +238,10 @@ def by_seed(point: Mapping[int, float], base: Mapping[int, float], *, n_test: in
         # The test rows are the same for every seed: their sampling error does not shrink with seeds.
         pa, pb = (min(max(statistics.fmean(x[s] for s in seeds), 0.0), 1.0) for x in (point, base))
         var += (pa * (1 - pa) + pb * (1 - pb)) / n_test
-    half = NormalDist().inv_cdf((1 + level) / 2) * math.sqrt(var)
+    half = NormalDist().inv_cdf((1 + family_level(family, level)) / 2) * math.sqrt(var)
     low, high = mean - half, mean + half
-    return PairedComparison(mean, low, high, verdict(low, high, len(seeds)), seeds, 0, UNPAIRED, share, level, 0)
+    return PairedComparison(mean, low, high, verdict(low, high, len(seeds)), seeds, 0, UNPAIRED, share, level, 0,
+                            family)
 
 
 def outcome_bits(text: str):
