@@ -121,6 +121,21 @@ def test_a_scheduler_that_stops_every_trial_at_its_first_rung_yields_pruned_reco
     assert Verifications(store).count("sched", session.target_key, ("pending", "running", "complete", "failed")) == 0
 
 
+def test_run_search_and_a_worker_obey_the_scheduler_they_are_given(tmp_path):
+    from autopeft.search.loop import run_search
+    from autopeft.search.worker import Worker
+
+    runner = FakeRunner()
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    out = run_search(prep(), store, runner=runner, scheduler=StopAtFirstRung())
+    assert [r.status for r in out.records] == ["pruned"] * 3 and len(runner.specs) == 3
+    # A worker serving a study whose budget is raised: its sessions ask its scheduler too.
+    store.set_trials_target("sched", 5)
+    never = NeverScheduler()
+    Worker(store, runner=runner, scheduler=never, poll=0.01).run_study("sched")
+    assert never.calls >= 1 and len(runner.specs) == 3 and len(store.trials("sched")) == 3
+
+
 def test_the_default_scheduler_trains_pending_seed_runs_before_new_trials(tmp_path):
     runner = FakeRunner()
     store = Store(f"sqlite:///{tmp_path / 's.db'}")

@@ -14,6 +14,7 @@ from autopeft.search.objectives import BUDGET_CONSTRAINT, objective_values
 from autopeft.search.optuna_setup import optuna_study
 from autopeft.search.prepare import PreparedSearch
 from autopeft.search.reports import SearchEvents, SearchOutcome
+from autopeft.search.scheduler import Scheduler
 from autopeft.search.session import Runner, SearchSession
 from autopeft.search.signals import StopSignals
 from autopeft.search.studies import open_study, study_importance
@@ -22,7 +23,8 @@ from autopeft.store import Store
 # The search's public names, importable from here wherever they live (the CLI, the API, the
 # dashboard and the benchmarks import them from here).
 __all__ = [
-    "BUDGET_CONSTRAINT", "LedgerSettings", "Runner", "SearchEvents", "SearchOutcome", "SearchSession", "StopSignals",
+    "BUDGET_CONSTRAINT", "LedgerSettings", "Runner", "Scheduler", "SearchEvents", "SearchOutcome", "SearchSession",
+    "StopSignals",
     "objective_values", "open_study", "optuna_study", "run_search", "study_importance", "trained_count",
 ]
 
@@ -37,6 +39,7 @@ def run_search(
     sampler=None,
     settings: LedgerSettings | None = None,
     stop: StopSignals | None = None,
+    scheduler: Scheduler | None = None,
 ) -> SearchOutcome:
     """Run (or resume) the study of ``prep`` until it has ``trials`` trained trials.
 
@@ -51,7 +54,9 @@ def run_search(
         sampler: A ready optuna sampler instead of ``make_sampler(space.search, encoding)``.
         settings: Heartbeat, grace and retries (default ``LedgerSettings()``: 10 s, 60 s, 2).
         stop: Where stop requests land (default: a fresh one handling SIGTERM and SIGINT).
+        scheduler: What runs next and whether a trial goes on at a rung (default:
+            ``autopeft.search.scheduler.DefaultScheduler``).
     """
     session = SearchSession(prep, store, trials=trials, runner=runner, events=events, sampler=sampler,
-                            settings=settings, stop=stop)
+                            settings=settings, stop=stop, scheduler=scheduler)
     return session.run()

@@ -41,6 +41,7 @@ from autopeft.errors import AutoPeftError
 from autopeft.search.ledger.budget import trained_count
 from autopeft.search.ledger.heartbeat import LedgerSettings
 from autopeft.search.ledger.ledger import Ledger
+from autopeft.search.scheduler import Scheduler
 from autopeft.search.session import Runner, SearchSession
 from autopeft.search.signals import StopSignals
 from autopeft.store import Store, StudyRecord, TrialRecord
@@ -85,6 +86,8 @@ class Worker:
         retries: How often a dead worker's trial is re-queued (the same parameters).
         poll: Seconds between looks at the database while waiting for work or for other
             workers' last trials.
+        scheduler: What each study's session runs next and whether a trial goes on at a
+            rung (default: ``autopeft.search.scheduler.DefaultScheduler``).
 
     Raises:
         LedgerError: ``grace`` is not longer than ``heartbeat``.
@@ -92,7 +95,8 @@ class Worker:
 
     def __init__(self, store: Store, *, max_trials: int | None = None, timeout: float | None = None,
                  runner: Runner | None = None, log: Log | None = None, heartbeat: float = 10.0,
-                 grace: float = 60.0, retries: int = 2, poll: float = 5.0) -> None:
+                 grace: float = 60.0, retries: int = 2, poll: float = 5.0,
+                 scheduler: Scheduler | None = None) -> None:
         self.settings = LedgerSettings(heartbeat=heartbeat, grace=grace, retries=retries)
         self.store = store
         self.max_trials = max_trials
@@ -104,6 +108,7 @@ class Worker:
         self.trained = 0
         self.served: list[str] = []
         self._runner = runner
+        self._scheduler = scheduler
         self._sessions: dict[str, SearchSession] = {}
         self._ledgers: dict[str, Ledger] = {}  # studies looked at, not (yet) served: counting and reaping
         self._broken: set[str] = set()
@@ -136,7 +141,10 @@ class Worker:
                             self.log(f"worker {self.name}: study '{name}' has trials left but none could be trained")
                             break
                         continue
-                    if self._should_stop() or not (session.last_budget.running or session.seeds_running()):
+                    # No budget read: the scheduler answered before counting (a stop, or a policy
+                    # of its own); there is no one's last trial to wait for.
+                    budget = session.last_budget
+                    if self._should_stop() or budget is None or not (budget.running or session.seeds_running()):
                         break  # the budget is met and nobody else is at work
                     self._sleep(self.poll)  # others' last trials: they end, or are reaped and run here
             finally:
@@ -280,7 +288,8 @@ class Worker:
             # (``autopeft search --trials`` may have raised it).
             self._sessions[study.name] = SearchSession(
                 prep, self.store, trials=study.trials_target, sampler=self._sampler(prep), runner=self._runner,
-                events=_Events(self, study.name), settings=self.settings, stop=self.stop, poll=self.poll)
+                events=_Events(self, study.name), settings=self.settings, stop=self.stop, poll=self.poll,
+                scheduler=self._scheduler)
             self._ledgers.pop(study.name, None)
         if study.name not in self.served:
             self.served.append(study.name)
