@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import typer
 
 # The command modules import it from here, with the options it goes with.
-from autopeft.store.url import storage_url
+from autopeft.store.url import storage_url  # noqa: F401
 
 STORAGE = typer.Option(None, "--storage", help="Database URL (default sqlite:///autopeft.db; or $AUTOPEFT_STORAGE).")
 SET = typer.Option(None, "--set", help="Override a DSL key, e.g. --set proxy.steps=10 (repeatable).")

@@ -47,7 +47,7 @@ from autopeft.search.scheduler import DefaultScheduler, NewTrial, RunningTrial, 
 from autopeft.search.signals import StopSignals
 from autopeft.search.studies import open_study, study_importance
 from autopeft.store import Resources, Store, TrialRecord, utcnow
-from autopeft.trials.spec import Runner, TrialResult, TrialSpec
+from autopeft.trials.spec import Runner
 
 if TYPE_CHECKING:
     from autopeft.store.verifications import VerificationRecord

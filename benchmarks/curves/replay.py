@@ -77,7 +77,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from strategies import DEFAULT, STRATEGIES, AutopeftStrategy, PeerStrategy  # noqa: E402
-from table import RANKS, SIGNALS, Charger, Config, Table, Trace, hv_at, steps_to  # noqa: E402
+from table import SIGNALS, Charger, Config, Table, Trace, hv_at, steps_to  # noqa: E402
 
 DATA = HERE.parent / "data"
 TARGET = 150
@@ -339,7 +339,7 @@ def report(table: Table, traces: dict[str, list[Trace]], budget: int, times: dic
     met = ("; goals: " + ", ".join(f"{label} {'met' if ok else 'not met'}" for label, _, ok in goals)) if goals else ""
     lines.append(f"SUMMARY curves/replay: HV@{budget:,} steps (mean over seeds; table {table.runs} runs, "
                  f"{len(table.rows)} configurations): {summary}; best {best}"
-                 + (f"; steps to random's final HV: " + ", ".join(f"{n} {v}" for n, v in reach.items()) if reach else "")
+                 + ("; steps to random's final HV: " + ", ".join(f"{n} {v}" for n, v in reach.items()) if reach else "")
                  + met)
     return lines
 
