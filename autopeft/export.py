@@ -38,7 +38,7 @@ def export_trial(study: StudyRecord, record: TrialRecord, out: str | Path, *, pi
         raise ExportError(f"trial {record.number} is {record.status}, not complete; pick a completed trial")
     from autopeft.methods import get_method
 
-    method, config = record.candidate["method"], record.peft_config
+    method, config = record.candidate.method, record.peft_config
     if as_ is not None:
         method, config = _convert(record, as_)
     location = base_model_of(config)
@@ -53,8 +53,8 @@ def export_trial(study: StudyRecord, record: TrialRecord, out: str | Path, *, pi
             "study": study.name,
             "trial": record.number,
             "picked_by": picked_by,
-            "converted": f"{record.candidate['method']} -> {as_}" if as_ else None,
-            "candidate": record.candidate,
+            "converted": f"{record.candidate.method} -> {as_}" if as_ else None,
+            "candidate": record.candidate.to_json(),
             "metrics": record.metrics,
             "objectives": {name: v for (name, _), v in zip(study.objectives, record.values or [])},
             "trainable_params": record.trainable_params,
@@ -146,7 +146,7 @@ def _convert(record: TrialRecord, as_: str) -> tuple[str, dict]:
     from autopeft.methods import get_method
 
     try:
-        return as_, get_method(record.candidate["method"]).export_as(as_, record.peft_config, record.extras or {})
+        return as_, get_method(record.candidate.method).export_as(as_, record.peft_config, record.extras or {})
     except MethodError as e:
         raise ExportError(f"--as {as_}: trial {record.number}: {e}") from None
 

@@ -118,7 +118,7 @@ class MlflowEvents:
         from mlflow.entities import Metric, Param, RunTag
 
         tags = {"autopeft.study": study.name, "autopeft.trial": str(record.number), "autopeft.status": record.status,
-                "autopeft.method": str(record.candidate.get("method"))}
+                "autopeft.method": record.candidate.method}
         if record.error:
             tags["autopeft.reason"] = record.error[:5000]
         start = _ms(record.started_at)

@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from autopeft.candidate import Candidate
 from autopeft.errors import ExportError
 from autopeft.search.protocol import RunProtocol
 from autopeft.space.default_lora import BASELINE, BASELINE_RATES, baseline_candidate, best_rate
@@ -38,7 +39,7 @@ class SeedRun:
 @dataclass(frozen=True)
 class ConfigReport:
     name: str
-    candidate: dict
+    candidate: Candidate
     runs: tuple[SeedRun, ...]
 
     def values(self, metric: str) -> list[float]:
@@ -85,8 +86,6 @@ def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 
     one-seed sweep on validation, ``sweep_baseline``)."""
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space_text
-    from autopeft.space.encoding import Candidate
-
     if record.status != "complete":
         raise ExportError(f"trial {record.number} is {record.status}; pick a completed trial to train")
     asked = RunProtocol(steps=steps, epochs=epochs, seeds=tuple(range(seeds)))  # AutoPeftError for both
@@ -97,7 +96,7 @@ def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 
     protocol = asked.resolved(batch_size=full.batch_size, max_length=full.max_length, train_examples=prep.data.n_train,
                               eval_examples=prep.data.n_eval, metric=space.task.metric, task=space.task.type)
 
-    chosen = _train_all("chosen", Candidate.from_json(record.candidate), prep, protocol, out, keep=True, on_progress=on_progress)
+    chosen = _train_all("chosen", record.candidate, prep, protocol, out, keep=True, on_progress=on_progress)
     base = note = None
     if baseline:
         sweep = sweep_baseline(record.candidate, prep, protocol, baseline_rates, on_progress=on_progress)
@@ -110,7 +109,7 @@ def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 
     return protocol, chosen, base
 
 
-def sweep_baseline(candidate: dict, prep, protocol: RunProtocol, rates: tuple[float, ...], *,
+def sweep_baseline(candidate: Candidate, prep, protocol: RunProtocol, rates: tuple[float, ...], *,
                    on_progress=None) -> Sweep:
     """Train default LoRA once (seed 0) at each of ``rates`` and pick the best on validation.
 
@@ -155,7 +154,7 @@ def _train_all(name, cand, prep, protocol: RunProtocol, out: Path, *, keep: bool
             out.mkdir(parents=True, exist_ok=True)
             for f in (Path(tmp) / f"seed{best.seed}").iterdir():
                 shutil.copy2(f, out / f.name)
-    return ConfigReport(name, cand.to_json(), tuple(runs))
+    return ConfigReport(name, cand, tuple(runs))
 
 
 def _train_one(name, cand, prep, protocol: RunProtocol, seed: int, save: Path | None, on_progress, note: str = ""):
@@ -198,14 +197,14 @@ def model_card(study: StudyRecord, record: TrialRecord, p: RunProtocol, chosen: 
         lines += ["", comparison(chosen, base, m, p)]
     lines += [
         "",
-        f"The weights here are those of the best seed ({best_seed}). Candidate: `{chosen.candidate}`.",
+        f"The weights here are those of the best seed ({best_seed}). Candidate: `{chosen.candidate.to_json()}`.",
         "The validation examples are the split the search measured its proxies on: the configuration was",
         "selected on them, so treat the figures as optimistic and confirm on held-out data of your own.",
         "",
         "## Load it",
         "",
         "```python",
-        load_snippet(study, chosen.candidate["method"], ".", p.task, num_labels, weights=True),
+        load_snippet(study, chosen.candidate.method, ".", p.task, num_labels, weights=True),
         "```",
         "",
     ]
@@ -233,5 +232,5 @@ def _row(report: ConfigReport, metric: str) -> str:
     mean, sd = report.mean_sd(metric)
     per_seed = ", ".join(f"{v:.4f}" for v in report.values(metric))
     flag = " **diverged**" if report.diverged else ""
-    return (f"| {report.name}{flag} | {report.candidate['method']} | {report.trainable_params:,} | "
+    return (f"| {report.name}{flag} | {report.candidate.method} | {report.trainable_params:,} | "
             f"{mean:.4f} ± {sd:.4f} | {per_seed} |")

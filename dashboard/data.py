@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from autopeft.candidate import Targets
 from autopeft.errors import AutoPeftError, StoreError
 from autopeft.store import StudyRecord, TrialRecord
 
@@ -106,8 +107,9 @@ def layers_text(layers: Sequence[int]) -> str:
     return f"{','.join(runs)} ({len(layers)})"
 
 
-def targets_text(targets) -> str:
-    return targets if isinstance(targets, str) else ",".join(map(str, targets or []))
+def targets_text(targets: Targets) -> str:
+    """``query,value``, or ``all-linear``."""
+    return "all-linear" if targets.all_linear else ",".join(targets.modules)
 
 
 def _chosen_reference(study, records) -> int | None:
@@ -143,24 +145,23 @@ def trials_frame(study: StudyRecord, records: Sequence[TrialRecord]):
     from autopeft.space.default_lora import DEFAULT_LORA, is_default_lora
 
     front = {r.number for r in pareto_front(records, study.objectives)}
-    num_layers = 1 + max((max(r.candidate.get("layers") or [0]) for r in records), default=0)
+    num_layers = 1 + max((max(r.candidate.layers, default=0) for r in records), default=0)
     has_reference = any(r.role == DEFAULT_LORA for r in records)
     # Towards a target default LoRA is tried at several rates; the reference is the best of them
     # there (the one the answer compares with), drawn once.
     chosen = _chosen_reference(study, records) if has_reference else None
     rows = []
     for r in records:
-        c = r.candidate or {}
-        layers = c.get("layers") or []
+        c = r.candidate
         # A field the trial's method ignores (IA3's rank, prefix tuning's placement) is missing,
         # shown as '-', like `autopeft show`: a number there would read as a setting that mattered.
-        used = used_config(c) if c.get("method") else c
+        used = used_config(c)
         row = {
-            "number": r.number, "status": r.status, "method": c.get("method", "?"), "rank": used.get("rank"),
-            "layers": layers_text(layers) if "layers" in used else None,
-            "n_layers": len(layers) if "layers" in used else None,
-            "targets": targets_text(c.get("targets")) if "targets" in used else None,
-            "learning_rate": c.get("learning_rate"), "trainable_params": r.trainable_params,
+            "number": r.number, "status": r.status, "method": c.method, "rank": used.get("rank"),
+            "layers": layers_text(c.layers) if "layers" in used else None,
+            "n_layers": len(c.layers) if "layers" in used else None,
+            "targets": targets_text(c.targets) if "targets" in used else None,
+            "learning_rate": c.learning_rate, "trainable_params": r.trainable_params,
         }
         for i, (name, _) in enumerate(study.objectives):
             # an infeasible trial has no objective values, but its parameter count is known (as in `show`);
@@ -255,7 +256,7 @@ def verified_view(store, study: StudyRecord, records: Sequence[TrialRecord]):
         r = by_number.get(v.trial_number)
         if r is None:
             continue
-        rows.append({"number": v.trial_number, "method": v.candidate.get("method"), "trainable_params": v.trainable_params,
+        rows.append({"number": v.trial_number, "method": v.candidate.method, "trainable_params": v.trainable_params,
                      "proxy": r.metrics.get(metric), "validation": v.val[0], "validation_sd": v.val[1],
                      "test": v.test[0], "test_sd": v.test[1], "seeds": len(v.seeds), "diverged": v.diverged or ""})
     trials_only = [v for v in verified if v.trial_number is not None]

@@ -198,7 +198,7 @@ def page_export(url: str, sd: data.StudyData, display_url: str) -> None:
     except AutoPeftError as e:
         return st.error(str(e))
     values = ", ".join(f"{n}={render.fmt3(v)}" for (n, _), v in zip(sd.study.objectives, record.values or []))
-    st.success(f"Trial {record.number} ({record.candidate.get('method')}): {values}")
+    st.success(f"Trial {record.number} ({record.candidate.method}): {values}")
     if why := diverged(record):  # only a trial asked for by number: picks never land on one
         st.warning(f"Trial {record.number} diverged ({why}); it is never on the front.")
     main_file = actions.config_file(files)

@@ -236,7 +236,7 @@ def show_trial(record, trial_row: dict, curve_fig, importance_fig) -> None:
     left, right = st.columns([2, 3])
     with left:
         st.markdown("**Candidate**")
-        st.json(record.candidate, expanded=1)  # one level: nested lists (layers) stay folded
+        st.json(record.candidate.to_json(), expanded=1)  # one level: nested lists (layers) stay folded
         st.markdown("**peft config**")
         if record.peft_config is None:
             st.info("no peft config (the candidate could not be built)")

@@ -46,7 +46,7 @@ def test_a_new_study_trains_default_lora_and_the_cheapest_point_first(tmp_path):
     out = run_search(prep(), Store(f"sqlite:///{tmp_path}/a.db"), runner=fake(calls))
     assert roles(out.records) == {0: "default LoRA", 1: "cheapest"}
     default, cheapest = sorted(out.records, key=lambda r: r.number)[:2]
-    assert default.candidate == {"method": "lora", "rank": 8, "alpha": 16.0, "dropout": 0.0,
+    assert default.candidate.to_json() == {"method": "lora", "rank": 8, "alpha": 16.0, "dropout": 0.0,
                                  "targets": ["query", "value"], "layers": [0, 1, 2, 3, 4, 5],
                                  "learning_rate": 1e-3, "dora": False, "rslora": False, "layer_ranks": None}
     # IA3 on query/value of the one layer top_k allows at least: fewer parameters than any LoRA

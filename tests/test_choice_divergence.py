@@ -13,6 +13,7 @@ from autopeft.search.analysis.divergence import divergence
 from autopeft.search.analysis.pareto import diverged, eligible
 from autopeft.store import TrialRecord, utcnow
 from autopeft.trials import generative
+from test_store_contract import CANDIDATE
 
 FALLING = [[5, 2.1], [10, 1.4]]
 LM = {"eval_loss": 1.2, "perplexity": 3.3}
@@ -77,7 +78,7 @@ def test_such_a_trial_is_off_the_front():
     start = utcnow()
 
     def trial(number, accuracy, params):
-        return TrialRecord(study="gen", number=number, status="complete", candidate={"method": "vera"}, params={},
+        return TrialRecord(study="gen", number=number, status="complete", candidate={**CANDIDATE, "method": "vera"}, params={},
                            started_at=start + timedelta(seconds=number), trainable_params=params,
                            metrics={"choice_accuracy": accuracy, **LM}, values=[accuracy, float(params)],
                            curve=FALLING, extras={"predicted_classes": 3, "majority_rate": 0.42})

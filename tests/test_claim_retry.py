@@ -14,10 +14,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from autopeft.candidate import Candidate
 from autopeft.search.ledger.heartbeat import LedgerSettings
 from autopeft.search.ledger.ledger import Ledger
 from autopeft.store import Store
-from test_store_contract import study_record, trial_record
+from test_store_contract import CANDIDATE, study_record, trial_record
 
 FAST = LedgerSettings(heartbeat=1, grace=2, retries=2)
 
@@ -65,8 +66,7 @@ def test_the_ledger_keeps_a_trial_whose_claim_was_retried(store, monkeypatch):
     ledger = Ledger(store, store.get_study("s1"), settings=FAST)
     try:
         dropped = drop_after_next_commit(monkeypatch, store)
-        ticket = ledger.ask(lambda trial: type("P", (), {"to_json": lambda self: {"method": "lora"},
-                                                         "x": trial.suggest_int("x", 0, 9)})())
+        ticket = ledger.ask(lambda trial: Candidate.from_json({**CANDIDATE, "rank": trial.suggest_int("x", 0, 9)}))
         assert dropped
         assert ticket.number == 0  # trained here, not abandoned for another trial
         assert ledger._beats[0]._thread.is_alive()

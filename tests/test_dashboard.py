@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from autopeft.dashboard import launch
+from test_store_contract import CANDIDATE
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(launch.APP)  # the file `autopeft dashboard` runs
@@ -94,7 +95,7 @@ def edge_url(tmp_path_factory):
                                             "scores": [[0.1, 0.2], [0.3, None]], "note": "gradient norm"}))
     for n in range(3):
         store.save_trial(TrialRecord(study="only-failed", number=n, status="failed" if n < 2 else "infeasible",
-                                     candidate={"method": "lora", "rank": 4, "targets": ["query"], "layers": [5]},
+                                     candidate={**CANDIDATE, "targets": ["query"], "layers": [5]},
                                      params={}, started_at=utcnow(), error=f"boom {n}: CUDA out of memory"))
     store.close()
     return url
@@ -379,7 +380,7 @@ def test_hypervolume_of_known_points():
     from autopeft.store import TrialRecord, utcnow
 
     objectives = (("accuracy", "max"), ("trainable_params", "min"))
-    recs = [TrialRecord(study="s", number=i, status="complete", candidate={}, params={}, started_at=utcnow(), values=v)
+    recs = [TrialRecord(study="s", number=i, status="complete", candidate=CANDIDATE, params={}, started_at=utcnow(), values=v)
             for i, v in enumerate([[0.5, 100.0], [1.0, 200.0], [0.5, 200.0]])]
     report = hypervolume_report(recs, objectives)
     # Losses scaled to the box [ideal, ideal + 1.1 * range]: points (1/1.1, 0) and (0, 1/1.1).
@@ -503,7 +504,7 @@ def test_the_pareto_page_shows_proxy_vs_verified_with_fidelity_and_a_diverged_ba
     runs = Verifications(store)
     protocol = {"steps": 100}
     jobs = [VerificationRecord("vs", f"trial:{r.number}", s, protocol, r.candidate, r.number) for r in front for s in (0, 1)]
-    jobs += [VerificationRecord("vs", "baseline", s, protocol, {"method": "lora"}) for s in (0, 1)]
+    jobs += [VerificationRecord("vs", "baseline", s, protocol, CANDIDATE) for s in (0, 1)]
     runs.add(jobs)
     while (job := runs.claim("vs", "test")) is not None:  # stored results of a verification (written, not trained)
         base = job.subject == "baseline"

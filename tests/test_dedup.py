@@ -144,6 +144,7 @@ def test_near_duplicates_are_one_structure_at_a_rate_within_the_factor_of_an_ear
     ia3 = {**at(1e-3), "method": "ia3"}
     tried = [at(1e-3), at(1.4e-3), at(3e-3), at(1e-3, rank=8 if lora["rank"] != 8 else 2), ia3,
              {**ia3, "rank": 8 if lora["rank"] != 8 else 2, "learning_rate": 1.2e-3}]
+    tried = [Candidate.from_json(c) for c in tried]
     # 1.4e-3 is within x1.5 of 1e-3; 3e-3 is not; another rank is another structure for LoRA;
     # IA3 ignores the rank, so the last one repeats IA3 at a rate 1.2x away.
     assert near_duplicates(tried) == [1, 5]

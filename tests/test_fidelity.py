@@ -13,13 +13,14 @@ from autopeft.search.prepare import prepare_search
 from autopeft.space import load_space_text
 from autopeft.store import Store, TrialRecord
 from autopeft.trials.spec import TrialResult
+from test_store_contract import CANDIDATE
 
 OBJ = (("accuracy", "max"), ("trainable_params", "min"))
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def at_rung(number, accuracy, params, step=10):
-    return TrialRecord(study="s", number=number, status="pruned", candidate={}, params={}, started_at=NOW,
+    return TrialRecord(study="s", number=number, status="pruned", candidate=CANDIDATE, params={}, started_at=NOW,
                        trainable_params=params, extras={"rungs": [[step, accuracy]]})
 
 

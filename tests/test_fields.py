@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from autopeft.candidate import Candidate
 from autopeft.methods.fields import used_config
 from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
 
 CANDIDATE = {"method": "lora", "rank": 4, "alpha": 8.0, "dropout": 0.1, "targets": ["query", "value"], "layers": [4, 5],
              "learning_rate": 1e-3, "dora": False, "rslora": False, "layer_ranks": None}
+
+
+def _candidate(**changes) -> Candidate:
+    return Candidate.from_json({**CANDIDATE, **changes})
 
 
 @pytest.mark.parametrize("method, shown", [
@@ -19,12 +24,12 @@ CANDIDATE = {"method": "lora", "rank": 4, "alpha": 8.0, "dropout": 0.1, "targets
     ("from-a-newer-autopeft", list(CANDIDATE)[:-1]),  # unknown method: hide nothing
 ])
 def test_used_config_keeps_the_fields_the_method_reads(method, shown):
-    assert set(used_config({**CANDIDATE, "method": method})) == set(shown)
+    assert set(used_config(_candidate(method=method))) == set(shown)
 
 
 def test_per_layer_ranks_show_with_rank():
-    assert used_config({**CANDIDATE, "layer_ranks": [2, 4]})["layer_ranks"] == [2, 4]
-    assert "layer_ranks" not in used_config({**CANDIDATE, "method": "ia3", "layer_ranks": [2, 4]})
+    assert used_config(_candidate(layer_ranks=[2, 4]))["layer_ranks"] == [2, 4]
+    assert "layer_ranks" not in used_config(_candidate(method="ia3", layer_ranks=[2, 4]))
 
 
 def test_show_prints_dash_for_ignored_fields(tmp_path, capsys):

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from autopeft.candidate import Candidate
 from autopeft.errors import AutoPeftError, LedgerError
 from autopeft.search.ledger.budget import trained_count
 from autopeft.search.ledger.heartbeat import Heartbeat, LedgerSettings
 from autopeft.search.ledger.ledger import Ledger
 from autopeft.store import Store, utcnow
-from test_store_contract import BACKENDS, backend_url, study_record
+from test_store_contract import BACKENDS, CANDIDATE, backend_url, study_record
 
 REPO = Path(__file__).resolve().parents[1]
 #: Fast enough to watch a trial go stale inside a test. optuna compares heartbeats in whole
@@ -48,18 +49,13 @@ def store(url):
     s.close()
 
 
-class Point:
-    """A stand-in for ``Candidate``: one integer parameter."""
-
-    def __init__(self, x: int) -> None:
-        self.x = x
-
-    def to_json(self) -> dict:
-        return {"method": "lora", "x": self.x}
+def point(x: int) -> Candidate:
+    """The candidate of the one integer parameter the fake space has: its rank."""
+    return Candidate.from_json({**CANDIDATE, "rank": x})
 
 
-def suggest(trial) -> Point:
-    return Point(trial.suggest_int("x", 0, 10_000))
+def suggest(trial) -> Candidate:
+    return point(trial.suggest_int("x", 0, 10_000))
 
 
 def ledger_of(store: Store, **kw) -> Ledger:
@@ -89,8 +85,8 @@ def test_ask_records_the_trial_running_and_beats(store):
     ledger = ledger_of(store)
     ticket = ledger.ask(suggest)
     record = store.trial("s1", ticket.number)
-    assert record.status == "running" and record.params == {"x": ticket.candidate.x}
-    assert record.candidate == {"method": "lora", "x": ticket.candidate.x} and record.sampler_time >= 0
+    assert record.status == "running" and record.params == {"x": ticket.candidate.rank}
+    assert record.candidate == ticket.candidate and record.sampler_time >= 0
     assert ledger.budget().running == 1  # counted against the budget by every process
     beat = ledger._beats[ticket.number]
     assert beat._thread.is_alive()
@@ -108,7 +104,7 @@ def test_a_waiting_trial_popped_by_two_processes_is_trained_by_the_first_to_reco
     a, b = ledger_of(store), ledger_of(store)
     a.ostudy.enqueue_trial({"x": 7})
     first = a.ask(suggest)
-    assert (first.number, first.candidate.x) == (0, 7)
+    assert (first.number, first.candidate.rank) == (0, 7)
     store.optuna_storage.set_trial_state_values(a._trial_id(0), TrialState.WAITING)  # B's view of the race
     second = b.ask(suggest)
     assert second.number == 1  # not the trial A owns
@@ -310,7 +306,7 @@ def test_a_trial_that_never_beat_is_adopted_then_reaped(store):
 def _running_record(number: int, params: dict):
     from test_store_contract import trial_record
 
-    return trial_record("s1", number, params=dict(params), candidate={"method": "lora", "x": params["x"]})
+    return trial_record("s1", number, params=dict(params), candidate={"rank": params["x"]})
 
 
 def test_a_trial_failed_as_lost_that_ends_after_all_keeps_its_results_but_not_its_place(store):

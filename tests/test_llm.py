@@ -438,6 +438,7 @@ def test_default_lora_targets_come_from_module_names(model_info, smollm2_arch, t
     from autopeft.assets.architecture import LinearSpec, inspect_model
     from autopeft.assets.models import resolve_model
     from autopeft.space.default_lora import baseline_candidate, baseline_targets
+    from autopeft.space.encoding import Candidate
     from autopeft.space.schema import ModelSpec
 
     assert baseline_targets(smollm2_arch) == ("q_proj", "v_proj")
@@ -449,8 +450,9 @@ def test_default_lora_targets_come_from_module_names(model_info, smollm2_arch, t
     distil = dataclasses.replace(model_info, linears=tuple(LinearSpec(n, 8, 8) for n in (
         "attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2")))
     assert baseline_targets(distil) == ("q_lin", "v_lin")
-    base = baseline_candidate({"method": "ia3", "rank": 2, "alpha": 4.0, "dropout": 0.0, "targets": "all-linear",
-                               "layers": [29], "learning_rate": 1e-3, "dora": False, "rslora": False}, smollm2_arch)
+    chosen = Candidate.from_json({"method": "ia3", "rank": 2, "alpha": 4.0, "dropout": 0.0, "targets": "all-linear",
+                                  "layers": [29], "learning_rate": 1e-3, "dora": False, "rslora": False})
+    base = baseline_candidate(chosen, smollm2_arch)
     assert (base.rank, base.targets.modules, base.layers) == (8, ("q_proj", "v_proj"), tuple(range(30)))
 
 

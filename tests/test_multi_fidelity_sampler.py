@@ -13,6 +13,7 @@ from optuna.trial import TrialState, create_trial
 from autopeft.search.optuna_view import OBSERVATIONS, TARGET_STEPS, observations
 from autopeft.search.sampling.multi_fidelity import MultiFidelitySampler
 from autopeft.store import TrialRecord
+from test_store_contract import CANDIDATE
 
 DISTS = {"x": FloatDistribution(0.0, 1.0), "kind": CategoricalDistribution(("small", "large"))}
 TARGET = 150
@@ -112,7 +113,7 @@ def test_infeasible_trials_inform_the_constraint_only():
 
 
 def test_a_records_probes_and_rungs_become_its_observations():
-    record = TrialRecord(study="s", number=1, status="pruned", candidate={}, params={}, started_at=None,
+    record = TrialRecord(study="s", number=1, status="pruned", candidate=CANDIDATE, params={}, started_at=None,
                          extras={"probes": [[15, 0.4, 1.1, 0.03], [30, 0.5, 1.0, 0.03]],
                                  "rungs": [[30, 0.5, 1.0, 0.03], [45, None]]})
     assert observations(record) == [[15, 0.4], [30, 0.5]]

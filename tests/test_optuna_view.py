@@ -3,6 +3,7 @@ user attributes with what was trained — checked on the real optuna-dashboard's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from wsgiref.util import setup_testing_defaults
@@ -79,7 +80,7 @@ def test_user_attrs_hold_only_the_fields_the_method_uses():
     assert json.loads(attrs["peft_config"]) == {"peft_type": "IA3", "target_modules": "x"}
     json.dumps(attrs, allow_nan=False)  # every value is plain JSON
 
-    lora = _record(candidate={**_record().candidate, "method": "lora"})
+    lora = _record(candidate=dataclasses.replace(_record().candidate, method="lora"))
     attrs = trial_user_attrs(lora)
     assert attrs["rank"] == 16 and attrs["alpha"] == 32.0 and attrs["dora"] is False
     # The method's `uses` may be given instead of looked up (the loop has the method at hand).

@@ -22,6 +22,7 @@ from autopeft.search.analysis.pareto import (
     within_budget,
 )
 from autopeft.store.records import StudyRecord, TrialRecord
+from test_store_contract import CANDIDATE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -34,7 +35,7 @@ def rec(number, values=None, status="complete", params=None, objectives=ACC_PARA
     if params is None and values is not None and "trainable_params" in dict(objectives):
         params = values[[n for n, _ in objectives].index("trainable_params")]
     return TrialRecord(
-        study="s", number=number, status=status, candidate={"method": "lora"}, params={},
+        study="s", number=number, status=status, candidate=CANDIDATE, params={},
         started_at=T0, values=list(values) if values is not None else None, trainable_params=params,
     )
 

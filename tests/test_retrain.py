@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from conftest import REPO
 
 from autopeft.methods import BuildContext, get_method
 from autopeft.space.default_lora import baseline_candidate
-from autopeft.space.encoding import Candidate
+from autopeft.space.encoding import Candidate, Targets
 
 
 @pytest.mark.parametrize("layers, ranks", [([0, 1, 2, 3, 4, 5], [4, 4, 2, 4, 8, 8]), ([4, 5], [2, 8])],
@@ -17,7 +19,7 @@ def test_the_baseline_drops_the_chosen_trials_per_layer_ranks(model_info, layers
     # A trial of a `rank: {per_layer: ...}` space (search_spaces/per-layer-rank.yaml).
     chosen = {"method": "lora", "rank": max(ranks), "alpha": 4.0, "dropout": 0.1, "targets": "all-linear",
               "layers": layers, "learning_rate": 3e-3, "dora": True, "rslora": True, "layer_ranks": ranks}
-    base = baseline_candidate(chosen, model_info)
+    base = baseline_candidate(Candidate.from_json(chosen), model_info)
     assert (base.method, base.rank, base.alpha, base.targets.modules) == ("lora", 8, 16.0, ("query", "value"))
     assert base.layers == tuple(range(model_info.num_layers)) and base.layer_ranks is None
     assert (base.dora, base.rslora, base.learning_rate) == (False, False, 3e-3)
@@ -45,7 +47,8 @@ def _report(name, method, values, params, diverged=None):
     from autopeft.retrain import ConfigReport, SeedRun
 
     runs = tuple(SeedRun(i, {"accuracy": v}, params, 1.0, diverged if i == 0 else None) for i, v in enumerate(values))
-    return ConfigReport(name, {"method": method}, runs)
+    candidate = Candidate("lora", 4, 8.0, 0.0, Targets(("query", "value")), (5,), 1e-3, False, False)
+    return ConfigReport(name, dataclasses.replace(candidate, method=method), runs)
 
 
 def test_a_diverged_baseline_is_never_shown_as_beaten():
@@ -88,8 +91,9 @@ def test_the_baseline_sweeps_its_own_learning_rate_and_flags_the_rate_where_it_d
                        ["proxy.train_examples=480", "proxy.eval_examples=90", "proxy.max_length=32"])
     prep = prepare_search(space)
     protocol = RunProtocol(60, 16, 32, prep.data.n_train, prep.data.n_eval, (0,), "accuracy")
-    chosen = {"method": "ia3", "rank": 8, "alpha": 16.0, "dropout": 0.0, "targets": ["query", "key", "value"],
-              "layers": [3, 4, 5], "learning_rate": 2e-2, "dora": False, "rslora": False}
+    chosen = Candidate.from_json({"method": "ia3", "rank": 8, "alpha": 16.0, "dropout": 0.0,
+                                  "targets": ["query", "key", "value"], "layers": [3, 4, 5], "learning_rate": 2e-2,
+                                  "dora": False, "rslora": False})
     sweep = sweep_baseline(chosen, dataclasses.replace(prep), protocol, (3e-3, 1.0))
     (good_lr, good, good_why), (bad_lr, bad, bad_why) = sweep.rows
     assert bad_why is not None, f"LoRA at learning rate 1.0 should collapse; it scored {bad}"

@@ -16,7 +16,7 @@ import pytest
 
 from autopeft.space import load_space_text
 from autopeft.store import Store, utcnow
-from test_store_contract import study_record, trial_record
+from test_store_contract import CANDIDATE, study_record, trial_record
 from test_target import SPACE
 
 FLAT = SPACE.replace("target: {steps: 36, seeds: 3}\n", "").replace("study: tg", "study: flat")
@@ -88,7 +88,7 @@ def test_seed_rows_stored_before_seeds_drew_their_rows_are_still_read(tmp_path):
     store = Store(f"sqlite:///{tmp_path}/old.db")
     store.add_study(study_record("tg", space_yaml=SPACE))
     runs = Verifications(store)
-    row = dict(study="tg", subject="trial:0", candidate={"method": "lora", "rank": 4}, trial_number=0)
+    row = dict(study="tg", subject="trial:0", candidate=CANDIDATE, trial_number=0)
     runs.add([VerificationRecord(seed=0, protocol=TARGET_BEFORE, **row), VerificationRecord(seed=1, protocol=TARGET, **row),
               VerificationRecord(seed=2, protocol={**TARGET, "steps": 10}, **row)])  # another protocol: not the target's
     got = rows_of(runs, store.get_study("tg"), load_space_text(SPACE, "tg.yaml"))

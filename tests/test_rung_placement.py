@@ -12,6 +12,7 @@ from autopeft.search.fidelity.promotion import indistinguishable, promote
 from autopeft.search.fidelity.signals import Reading, RungSignal
 from autopeft.space import load_space_text
 from autopeft.store import TrialRecord
+from test_store_contract import CANDIDATE
 
 LOSS = RungSignal("eval_loss", "min")
 OBJ = [("accuracy", "max"), ("trainable_params", "min")]
@@ -57,7 +58,7 @@ def test_the_ladder_says_where_it_fell_and_why():
 
 
 def _at_rung(number: int, loss: float, se: float, params: int, step: int = 30) -> TrialRecord:
-    return TrialRecord(study="s", number=number, status="pruned", candidate={}, params={}, started_at=None,
+    return TrialRecord(study="s", number=number, status="pruned", candidate=CANDIDATE, params={}, started_at=None,
                        trainable_params=params, extras={"rungs": [[step, 0.34, loss, se]]})
 
 

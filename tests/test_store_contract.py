@@ -99,10 +99,19 @@ def study_record(name: str = "s1", created: datetime = T0, **kw) -> StudyRecord:
     return StudyRecord(**base)
 
 
+#: A whole candidate as the store keeps it (``Candidate.to_json()``), for records whose
+#: configuration a test does not look at.
+CANDIDATE = {"method": "lora", "rank": 4, "alpha": 8.0, "dropout": 0.0, "targets": ["query", "value"], "layers": [4, 5],
+             "learning_rate": 1e-3, "dora": False, "rslora": False, "layer_ranks": None}
+
+
 def trial_record(study: str = "s1", number: int = 0, **kw) -> TrialRecord:
-    base = dict(study=study, number=number, status="running", candidate={"method": "lora", "rank": 4},
-                params={"method": "lora", "rank_index": 1}, started_at=T0 + timedelta(seconds=number))
+    """A record; a ``candidate`` dict given names the fields that differ from :data:`CANDIDATE`."""
+    base = dict(study=study, number=number, status="running", params={"method": "lora", "rank_index": 1},
+                started_at=T0 + timedelta(seconds=number))
     base.update(kw)
+    changes = base.get("candidate", {})
+    base["candidate"] = {**CANDIDATE, **changes} if isinstance(changes, dict) else changes
     return TrialRecord(**base)
 
 
@@ -195,9 +204,8 @@ def test_json_columns_round_trip(store):
     store.add_study(study_record())
     record = trial_record(
         number=3, status="complete",
-        candidate={"method": "lora", "rank": 8, "targets": ["query", "value"], "layers": [4, 5], "learning_rate": 1.5e-3,
-                   "dora": False, "note": "ünïcødé ✓"},
-        params={"rank": 8, "lr": 0.0015, "bits": [True, False]},
+        candidate={"rank": 8, "learning_rate": 1.5e-3, "layer_ranks": [8, 2]},
+        params={"rank": 8, "lr": 0.0015, "bits": [True, False], "note": "ünïcødé ✓"},
         peft_config={"peft_type": "LORA", "r": 8, "target_modules": ["query", "value"], "rank_pattern": {},
                      "layers_to_transform": [4, 5], "lora_dropout": 0.0, "modules_to_save": None},
         metrics={"accuracy": 0.8125, "loss": 0.4}, values=[0.8125, 73728.0], curve=[[5, 0.69], [10, 0.5]],

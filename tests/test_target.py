@@ -15,6 +15,7 @@ from autopeft.space import load_space_text
 from autopeft.store import Store
 from autopeft.store.verifications import VerificationRecord, Verifications
 from autopeft.trials.spec import TrialResult
+from test_store_contract import CANDIDATE
 
 SPACE = """
 study: tg
@@ -178,7 +179,7 @@ def test_the_answer_compares_the_front_with_default_lora_on_the_same_seeds(searc
 def test_seeds_that_agree_to_the_example_are_not_a_difference_of_none():
     from autopeft.search.analysis.answer import paired
 
-    rows = [VerificationRecord(study="s", subject=f"trial:{n}", seed=seed, protocol={}, candidate={}, trial_number=n,
+    rows = [VerificationRecord(study="s", subject=f"trial:{n}", seed=seed, protocol={}, candidate=CANDIDATE, trial_number=n,
                                status="complete", test_metrics={"accuracy": acc})
             for n, accs in ((1, (0.70, 0.72)), (0, (0.68, 0.70))) for seed, acc in enumerate(accs)]
     # both seeds +2 examples of 100: no spread at all, which two seeds can show by chance
@@ -289,7 +290,7 @@ def _record(number: int, accuracy: float, params: int, baseline: bool = False):
     from autopeft.space.default_lora import DEFAULT_LORA
     from autopeft.store.records import TrialRecord
 
-    return TrialRecord(study="s", number=number, status="complete", candidate={"learning_rate": 1e-3}, params={},
+    return TrialRecord(study="s", number=number, status="complete", candidate=CANDIDATE, params={},
                        started_at=datetime.now(timezone.utc), values=[accuracy, float(params)],
                        trainable_params=params, metrics={"accuracy": accuracy},
                        extras={"baseline": DEFAULT_LORA} if baseline else {})
@@ -305,7 +306,7 @@ def _rows(right_by_trial: dict, n: int, seeds=(0, 1), outcomes: bool = True):
             right = "0" * offset + "1" * k + "0" * (n - k - offset)
             test = {"accuracy": k / n, **({"outcomes": {"metric": "accuracy", "right": right, "split": "abc"}}
                                          if outcomes else {})}
-            rows.append(VerificationRecord(study="s", subject=f"trial:{trial}", seed=seed, protocol={}, candidate={},
+            rows.append(VerificationRecord(study="s", subject=f"trial:{trial}", seed=seed, protocol={}, candidate=CANDIDATE,
                                            trial_number=trial, status="complete", test_metrics=test))
     return rows
 

@@ -1,6 +1,7 @@
 """The typed reads of a trial's ``extras``: what the writers store comes back through
 ``TrialRecord``'s properties (``autopeft.store.trial_extras``), the stored JSON keeps its shape,
-and a missing or older-shaped ``extras`` reads as None or empty rather than failing."""
+and a missing or older-shaped ``extras`` reads as None or empty rather than failing. A record's
+candidate likewise reads back as a ``Candidate`` from the JSON the store keeps unchanged."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ from types import SimpleNamespace
 
 import pytest
 
+from autopeft.candidate import Candidate, Targets
 from autopeft.search.fidelity.promotion import entry_reading, rung_entry
 from autopeft.search.fidelity.signals import Reading
 from autopeft.search.ledger.pairing import ROLE, role_extras
 from autopeft.space.default_lora import DEFAULT_LORA
 from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
 from autopeft.store.trial_extras import Rung, TargetSummary
-from autopeft.store.verifications import VerificationRecord
+from autopeft.store.verifications import VerificationRecord, Verifications
 
 OBJECTIVES = (("accuracy", "max"), ("trainable_params", "min"))
+#: A candidate as ``Candidate.to_json()`` writes it (per-layer ranks, so every field has a value).
+CANDIDATE = {"method": "lora", "rank": 8, "alpha": 16.0, "dropout": 0.1, "targets": ["query", "value"],
+             "layers": [0, 3], "learning_rate": 1e-3, "dora": False, "rslora": True, "layer_ranks": [8, 2]}
 
 
 def _study(store: Store, name: str = "s") -> StudyRecord:
@@ -26,10 +31,9 @@ def _study(store: Store, name: str = "s") -> StudyRecord:
                                        dataset="d", data_fingerprint="y"))
 
 
-def _trial(number: int = 0, status: str = "complete", extras=None, **more) -> TrialRecord:
+def _trial(number: int = 0, status: str = "complete", extras=None, candidate=CANDIDATE, **more) -> TrialRecord:
     return TrialRecord(study="s", number=number, status=status, params={}, started_at=utcnow(),
-                       candidate={"method": "lora", "rank": 8, "targets": ["query"], "layers": [0], "learning_rate": 1e-3},
-                       extras=extras, **more)
+                       candidate=candidate, extras=extras, **more)
 
 
 @pytest.fixture
@@ -138,3 +142,36 @@ def test_a_verified_point_says_so_and_is_not_judged_by_its_proxy_run():
     [point] = verified_records(study, [collapsed], [v], "accuracy")
     assert not collapsed.verified and diverged(collapsed)
     assert point.verified and diverged(point) is None
+
+
+def _stored_candidates(store: Store, table: str) -> list[str]:
+    """The candidate column's text as the database holds it."""
+    from sqlalchemy import text
+
+    with store.engine.connect() as c:
+        return [row[0] for row in c.execute(text(f"SELECT candidate FROM {table} ORDER BY id"))]
+
+
+def test_a_record_reads_back_a_candidate_and_the_stored_json_is_unchanged(store):
+    import json
+
+    all_linear = {**CANDIDATE, "method": "ia3", "targets": "all-linear", "layers": [1], "layer_ranks": None}
+    store.save_trial(_trial(0))
+    store.save_trial(_trial(1, candidate=Candidate.from_json(all_linear)))  # given typed, stored the same
+    runs = Verifications(store)
+    runs.add([VerificationRecord(study="s", subject=f"trial:{n}", seed=0, protocol={}, candidate=c, trial_number=n)
+              for n, c in ((0, CANDIDATE), (1, Candidate.from_json(all_linear)))])
+
+    first, second = store.trials("s")
+    assert isinstance(first.candidate, Candidate) and first.candidate.method == "lora"
+    assert first.candidate.targets == Targets(("query", "value")) and first.candidate.layers == (0, 3)
+    assert first.candidate.layer_ranks == (8, 2) and first.candidate.rank_of(3) == 2
+    assert second.candidate.targets.all_linear and second.candidate.layer_ranks is None
+    assert [v.candidate for v in runs.of("s")] == [first.candidate, second.candidate]
+    # The rows hold byte for byte the JSON written when records held Candidate.to_json() itself.
+    want = [json.dumps(CANDIDATE), json.dumps(all_linear)]
+    assert _stored_candidates(store, "autopeft_trials") == _stored_candidates(store, "autopeft_verifications") == want
+    assert first.candidate.to_json() == CANDIDATE and second.candidate.to_json() == all_linear
+    # Saved again as read (a finish rewrites the row), the stored text stays the same.
+    store.save_trial(first)
+    assert _stored_candidates(store, "autopeft_trials") == want

@@ -9,7 +9,7 @@ import pytest
 
 from autopeft.store import Store
 from autopeft.store.verifications import VerificationRecord, Verifications
-from test_store_contract import BACKENDS, backend_url, study_record
+from test_store_contract import BACKENDS, CANDIDATE, backend_url, study_record
 
 PROTOCOL = {"steps": 120, "batch_size": 16, "train_examples": 2000}
 
@@ -26,7 +26,7 @@ def runs(request, tmp_path):
 def job(subject: str, seed: int, protocol=PROTOCOL) -> VerificationRecord:
     number = int(subject.split(":")[1]) if subject.startswith("trial:") else None
     return VerificationRecord(study="s", subject=subject, seed=seed, protocol=protocol,
-                              candidate={"method": "lora"}, trial_number=number)
+                              candidate=CANDIDATE, trial_number=number)
 
 
 def test_creating_the_same_runs_twice_is_a_no_op(runs):

@@ -70,10 +70,11 @@ def test_a_worker_trains_the_queued_runs_and_records_a_broken_one_as_failed(url,
     store = Store(url)
     runs = Verifications(store)
     assert [r.status for r in runs.of("vw")] == ["pending"] * n  # --enqueue-only trained nothing
-    # A run that cannot even start (a corrupt configuration) is queued first: it fails with
-    # its reason, and the worker goes on with the others.
+    # A run that cannot even start (a method this autopeft does not have) is queued first: it
+    # fails with its reason, and the worker goes on with the others.
     good = runs.of("vw")[0]
-    runs.add([dataclasses.replace(good, subject="broken", seed=7, candidate={"method": "lora"}, trial_number=None)])
+    broken = dataclasses.replace(good.candidate, method="no-such-method")
+    runs.add([dataclasses.replace(good, subject="broken", seed=7, candidate=broken, trial_number=None)])
 
     lines = []
     outcome = Worker(store, poll=0.1, log=lines.append).serve_all(poll=0.1, exit_when_idle=True)

@@ -21,7 +21,7 @@ def print_answer(console, store, study, records) -> None:
     if a.reference is not None:
         t = a.reference.target
         test = t.test if t else None
-        say(f"default LoRA (trial {a.reference.number}, lr {a.reference.candidate['learning_rate']:.1e}, its best "
+        say(f"default LoRA (trial {a.reference.number}, lr {a.reference.candidate.learning_rate:.1e}, its best "
             f"of the rates it was tried at): {space.task.metric} {(t.val[0] if t else float('nan')):.4f} validation"
             + (f", {test[0]:.4f} ± {test[1]:.4f} test" if test else "") + f" over {len(t.seeds) if t else 0} seed(s), "
             f"{a.reference.trainable_params:,} trainable parameters")
@@ -77,7 +77,7 @@ def print_verification(console, store, study: str) -> None:
     for v in verified:
         if v.subject.startswith("sweep:"):
             continue
-        table.add_row(v.subject, v.candidate.get("method", "?"), f"{v.trainable_params:,}", str(len(v.seeds)),
+        table.add_row(v.subject, v.candidate.method, f"{v.trainable_params:,}", str(len(v.seeds)),
                       f"{v.val[0]:.4f} ± {v.val[1]:.4f}", f"{v.test[0]:.4f} ± {v.test[1]:.4f}",
                       f"diverged: {v.diverged}"[:60] if v.diverged else "")
     console.print(table)

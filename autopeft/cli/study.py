@@ -233,7 +233,7 @@ def _load_snippet(study, record, path, weights: bool) -> str:
     from autopeft.export import load_snippet, study_task
 
     task, num_labels = study_task(study)
-    return load_snippet(study, record.candidate["method"], str(path), task, num_labels, weights=weights)
+    return load_snippet(study, record.candidate.method, str(path), task, num_labels, weights=weights)
 
 
 def _train(console, study, record, path, seeds, steps, epochs, train_examples, baseline) -> None:
@@ -250,7 +250,7 @@ def _train(console, study, record, path, seeds, steps, epochs, train_examples, b
     for report in (chosen, base):
         if report is not None:
             mean, sd = report.mean_sd(m)
-            console.print(f"{report.name:9s} {report.candidate['method']:8s} {report.trainable_params:>10,} params  "
+            console.print(f"{report.name:9s} {report.candidate.method:8s} {report.trainable_params:>10,} params  "
                           f"{m} {mean:.4f} ± {sd:.4f} over {len(report.runs)} seeds"
                           + (f"  [red]diverged[/]: {report.diverged}" if report.diverged else ""))
     if base is not None:

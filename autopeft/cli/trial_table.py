@@ -8,6 +8,10 @@ commands pass in what it decided. Printed on the console of
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autopeft.candidate import Targets
 
 #: Objective names as a narrow table heads them (``--wide``: in full).
 _SHORT_NAMES = {"trainable_params": "params", "train_time": "time", "peak_memory": "memory",
@@ -47,8 +51,7 @@ def print_trials(console, study, records, only_front: bool = False, verified: di
     rows = [r for r in records if r.number in front] if only_front else records
     metric, signal = _task_metric(study), _rung_signal(study)
     target = stored_target(study) is not None
-    short = _ModuleNames([m for r in rows if not isinstance(r.candidate.get("targets"), str)
-                          for m in r.candidate.get("targets") or ()])
+    short = _ModuleNames([m for r in rows for m in r.candidate.targets.modules])
     table = Table(title=f"{study.name}: {'Pareto front' if only_front else 'trials'} (★ = {kind})", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1 if wide else 0))
     # Narrow, a trial's status and role go to the note: "complete" needs no word there.
@@ -91,14 +94,14 @@ def print_trials(console, study, records, only_front: bool = False, verified: di
                 why = f"{role}" + (f" · {why}" if why else "")
             why = why if len(why) <= 46 else why[:45] + "…"
         if wide:
-            targets = c["targets"] if isinstance(c["targets"], str) else "+".join(c["targets"])
-            config = [c["method"], str(c["rank"]) if "rank" in used else "-"]
+            targets = c.targets.label
+            config = [c.method, str(c.rank) if "rank" in used else "-"]
         else:
-            targets = short.describe(c["targets"])
-            config = [c["method"] + (f" r{c['rank']}" if "rank" in used else "")]
+            targets = short.describe(c.targets)
+            config = [c.method + (f" r{c.rank}" if "rank" in used else "")]
         table.add_row("★" if r.number in front else "", *((number(r), r.status) if wide else (str(r.number),)), *config,
-                      targets if "targets" in used else "-", layers(c["layers"]) if "layers" in used else "-",
-                      _rate(c["learning_rate"], wide), *cells, *check, why)
+                      targets if "targets" in used else "-", layers(c.layers) if "layers" in used else "-",
+                      _rate(c.learning_rate, wide), *cells, *check, why)
     console.print(table)
 
 
@@ -128,10 +131,10 @@ class _ModuleNames:
         name = str(name)
         return name[:-5] if name.endswith("_proj") and len(name) > 5 else name
 
-    def describe(self, targets) -> str:
-        if isinstance(targets, str):
-            return "all" if targets == "all-linear" else targets
-        return ",".join(self.short.get(self._stem(t), str(t)) for t in targets)
+    def describe(self, targets: Targets) -> str:
+        if targets.all_linear:
+            return "all"
+        return ",".join(self.short.get(self._stem(t), str(t)) for t in targets.modules)
 
 
 def _rate(lr: float, wide: bool) -> str:
@@ -218,8 +221,9 @@ def note(r, metric: str | None = None, wide: bool = True, signal: str | None = N
     return cut(r.error or "")
 
 
-def layers(indices: list) -> str:
+def layers(indices: Sequence[int]) -> str:
     """Layer indices, a run of three or more as ``first-last``."""
+    indices = list(indices)
     if indices and indices == list(range(indices[0], indices[-1] + 1)) and len(indices) > 2:
         return f"{indices[0]}-{indices[-1]}"
     return ",".join(map(str, indices))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Collection
 
+from autopeft.candidate import Candidate
+
 #: Candidate fields in the order tables show them. ``method`` and ``learning_rate`` are
 #: read by every trial (the trainer, not the method, uses the learning rate).
 FIELD_ORDER = ("method", "rank", "layer_ranks", "alpha", "dropout", "targets", "layers", "dora", "rslora",
@@ -30,19 +32,20 @@ def method_uses(method: str) -> frozenset[str]:
         return frozenset(FIELD_ORDER)
 
 
-def used_config(candidate: dict, uses: Collection[str] | None = None) -> dict:
-    """The fields of ``candidate`` (``Candidate.to_json()``) its method uses, in ``FIELD_ORDER``.
+def used_config(candidate: Candidate, uses: Collection[str] | None = None) -> dict:
+    """The fields of ``candidate`` its method uses, in ``FIELD_ORDER``, valued as tables, optuna's
+    attributes and MLflow's parameters show them (``Candidate.to_json()``: lists, ``"all-linear"``).
 
     Args:
-        candidate: A decoded candidate as stored in ``TrialRecord.candidate``.
+        candidate: A decoded candidate (``TrialRecord.candidate``).
         uses: The method's ``uses``; None looks it up in the registry.
 
     ``layer_ranks`` appears only when ranks vary per layer (and the method uses ``rank``).
     """
-    candidate = candidate or {}
     if uses is None:
-        uses = method_uses(candidate.get("method", ""))
+        uses = method_uses(candidate.method)
     used = (set(uses) | ALWAYS_USED) - {"layer_ranks"}
-    if "rank" in used and candidate.get("layer_ranks") is not None:
+    if "rank" in used and candidate.layer_ranks is not None:
         used.add("layer_ranks")
-    return {k: candidate[k] for k in FIELD_ORDER if k in used and k in candidate}
+    shown = candidate.to_json()
+    return {k: shown[k] for k in FIELD_ORDER if k in used}

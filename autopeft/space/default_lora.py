@@ -5,8 +5,8 @@ every layer, without DoRA or rsLoRA. Everything that compares with it reads it f
 study's reference trial (``autopeft.search.sampling.baseline``, whose record carries the role
 :data:`DEFAULT_LORA`), the answer at the target (``autopeft.search.analysis.answer``),
 ``verify --baseline`` (``autopeft.search.verify``), ``export --train --baseline``
-(``autopeft.retrain``) and the dashboard. It lives in the space layer, the lowest that can
-build a ``Candidate``, so that every one of them can import it.
+(``autopeft.retrain``) and the dashboard. It lives in the space layer, below all of them
+(its rates read a ``SearchSpace``), so that every one of them can import it.
 
 Query and value are found by the model's own module names (``query``/``value`` in BERT,
 ``q_proj``/``v_proj`` in Llama, ``q_lin``/``v_lin`` in DistilBERT, GPT-2's fused
@@ -24,10 +24,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from autopeft.candidate import Candidate, Targets
 from autopeft.errors import ExportError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from autopeft.space.encoding import Candidate
     from autopeft.space.schema import SearchSpace
 
 #: The role of a study's default-LoRA reference trial (``extras["baseline"]`` of its record).
@@ -77,24 +77,25 @@ def baseline_targets(arch) -> tuple[str, ...]:
                       f"({', '.join(names)}); the default-LoRA baseline needs them")
 
 
-def baseline_candidate(candidate: dict, arch, learning_rate: float | None = None) -> Candidate:
+def baseline_candidate(chosen: Candidate | None, arch, learning_rate: float | None = None) -> Candidate:
     """Default LoRA (``BASELINE`` on the query and value projections of every layer of
-    ``arch``, a ``ModelInfo``) with the chosen trial's dropout, and its learning rate unless
-    ``learning_rate`` is given.
+    ``arch``, a ``ModelInfo``) with the ``chosen`` trial's dropout (0 without one), and its
+    learning rate unless ``learning_rate`` is given (then ``chosen`` may be None).
 
     Nothing else of the chosen candidate carries over: its per-layer ranks (``layer_ranks``,
     from a ``rank: {per_layer: ...}`` space) would otherwise replace r=8 on the baseline.
     """
-    from autopeft.space.encoding import Candidate
+    return Candidate(
+        method=BASELINE["method"], rank=BASELINE["rank"], alpha=BASELINE["alpha"],
+        dropout=0.0 if chosen is None else chosen.dropout,
+        targets=Targets(baseline_targets(arch)), layers=tuple(range(arch.num_layers)),
+        learning_rate=chosen.learning_rate if learning_rate is None else learning_rate,
+        dora=False, rslora=False, layer_ranks=None,
+    )
 
-    lr = {} if learning_rate is None else {"learning_rate": learning_rate}
-    return Candidate.from_json({**candidate, **BASELINE, "targets": list(baseline_targets(arch)),
-                                "layers": list(range(arch.num_layers)), "dora": False,
-                                "rslora": False, "layer_ranks": None, **lr})
 
-
-def is_default_lora(candidate: dict, num_layers: int) -> bool:
-    """Whether ``candidate`` (a ``Candidate.to_json()``) is default LoRA: ``BASELINE``'s
+def is_default_lora(candidate: Candidate, num_layers: int) -> bool:
+    """Whether ``candidate`` is default LoRA: ``BASELINE``'s
     method and rank, no DoRA/rsLoRA, on every one of ``num_layers`` layers, and targets that are
     exactly the query and value projections ``baseline_targets`` names among them (``query``/
     ``value`` in BERT, ``q_proj``/``v_proj`` in Llama, a fused ``query_key_value`` or ``c_attn``).
@@ -105,10 +106,10 @@ def is_default_lora(candidate: dict, num_layers: int) -> bool:
     """
     from types import SimpleNamespace
 
-    c = candidate or {}
-    targets = c.get("targets")
-    if (c.get("method") != BASELINE["method"] or c.get("rank") != BASELINE["rank"] or c.get("dora") or c.get("rslora")
-            or not isinstance(targets, list) or not targets or len(c.get("layers") or []) != num_layers):
+    c = candidate
+    targets = c.targets.modules  # none: all-linear, never default LoRA
+    if (c.method != BASELINE["method"] or c.rank != BASELINE["rank"] or c.dora or c.rslora
+            or not targets or len(c.layers) != num_layers):
         return False
     try:
         wanted = baseline_targets(SimpleNamespace(linears=[SimpleNamespace(name=str(t)) for t in targets]))

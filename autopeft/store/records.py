@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 
+from autopeft.candidate import Candidate
 from autopeft.store import trial_extras
 from autopeft.store.trial_extras import Rung, TargetSummary
 
@@ -94,7 +95,8 @@ class TrialRecord:
 
     Attributes:
         number: Optuna's trial number in the study.
-        candidate: The decoded candidate (``Candidate.to_json()``).
+        candidate: The decoded candidate (a dict given here, as the store's JSON is, is read
+            into a :class:`Candidate`).
         params: The raw optuna parameters the candidate was decoded from.
         peft_config: JSON of the peft config (None when it could not be built).
         trainable_params: Analytic count before training; peft's count after.
@@ -115,7 +117,7 @@ class TrialRecord:
     study: str
     number: int
     status: str
-    candidate: dict
+    candidate: Candidate
     params: dict
     started_at: datetime
     peft_config: dict | None = None
@@ -132,6 +134,7 @@ class TrialRecord:
     def __post_init__(self) -> None:
         if not isinstance(self.resources, Resources):  # the store's JSON, or None from an old row
             object.__setattr__(self, "resources", Resources.from_json(self.resources))
+        object.__setattr__(self, "candidate", Candidate.from_json(self.candidate))  # a dict: the stored JSON
 
     @property
     def peak_memory_mib(self) -> float | None:

@@ -351,8 +351,10 @@ def _trial(row) -> TrialRecord:
 
 
 def _trial_row(record: TrialRecord) -> dict:
-    """The row of a record: its fields, the resources as the JSON of what was measured."""
+    """The row of a record: its fields, the candidate as its JSON, the resources as the JSON of
+    what was measured."""
     row = dataclasses.asdict(record)
+    row["candidate"] = record.candidate.to_json()
     row["resources"] = record.resources.to_json()
     return row
 

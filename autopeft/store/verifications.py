@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from autopeft.candidate import Candidate
 from autopeft.errors import StoreError
 from autopeft.store.store import Store, utcnow
 
@@ -34,7 +35,8 @@ class VerificationRecord:
         trial_number: N for ``trial:N`` subjects.
         seed: The training seed.
         protocol: How it is trained (steps, batch size, examples, learning rate policy ...).
-        candidate: The configuration trained (``Candidate.to_json()``).
+        candidate: The configuration trained (a dict given here, as the store's JSON is, is
+            read into a :class:`Candidate`).
         status: ``pending``, ``running``, ``complete`` or ``failed``.
         metrics: Task metrics on the validation split (the one the search selected on).
         test_metrics: Task metrics on the test split (never read by the search).
@@ -45,7 +47,7 @@ class VerificationRecord:
     subject: str
     seed: int
     protocol: dict
-    candidate: dict
+    candidate: Candidate
     trial_number: int | None = None
     status: str = "pending"
     metrics: dict = field(default_factory=dict)
@@ -59,6 +61,9 @@ class VerificationRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     id: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "candidate", Candidate.from_json(self.candidate))  # a dict: the stored JSON
 
     @property
     def protocol_key(self) -> str:
@@ -257,6 +262,7 @@ class Verifications:
         for key in ("study", "id", "status", "created_at", "started_at", "finished_at"):
             row.pop(key)
         row["protocol_key"] = r.protocol_key
+        row["candidate"] = r.candidate.to_json()
         return row
 
     def _begin(self):

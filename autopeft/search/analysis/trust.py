@@ -26,6 +26,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
+from autopeft.candidate import Candidate
 from autopeft.search.analysis.divergence import divergence
 from autopeft.store.records import StudyRecord, TrialRecord
 
@@ -53,7 +54,7 @@ class Verified:
     test: tuple[float, float]
     trainable_params: int
     diverged: str | None
-    candidate: dict
+    candidate: Candidate
 
 
 def summarize(runs, metric: str) -> list[Verified]:

@@ -49,7 +49,7 @@ def started_record(study: str, trial, candidate, storage, *, sampler_time: float
     ``candidate``: a retry links to the trial it retries, a reference keeps its role."""
     history = system_attrs(storage, trial).get("retry_history") or []
     return TrialRecord(
-        study=study, number=trial.number, status="running", candidate=candidate.to_json(),
+        study=study, number=trial.number, status="running", candidate=candidate,
         params=dict(trial.params), started_at=utcnow(), sampler_time=sampler_time,
         extras={**({"retry_of": history[-1]} if history else {}), **role_extras(trial.user_attrs)},
     )

@@ -46,6 +46,7 @@ def without_copy(system_attrs: dict) -> dict:
 def dump(record: TrialRecord, state) -> str:
     """The write-ahead copy: the final record and the optuna state it is told as."""
     data = dataclasses.asdict(record)
+    data["candidate"] = record.candidate.to_json()
     for key in ("started_at", "finished_at"):
         data[key] = data[key].isoformat() if data[key] is not None else None
     return json.dumps({"state": state.name, "record": data})

@@ -74,7 +74,7 @@ def _default_lora(prep, rate: float = STANDARD_LR) -> dict | None:
                  "fixed to query/value", study)
         return None
     try:  # dropout 0; every other field is default LoRA's own
-        wanted = baseline_candidate({"dropout": 0.0}, prep.arch, learning_rate=rate)
+        wanted = baseline_candidate(None, prep.arch, learning_rate=rate)
         params = enc.encode(wanted, nearest=True)
     except (ExportError, NotInSpace) as e:
         log.info("study '%s': no default-LoRA reference trial: %s", study, e)

@@ -24,6 +24,8 @@ from typing import Any, Callable, Hashable
 import optuna
 from optuna.trial import TrialState
 
+from autopeft.candidate import Candidate
+
 _TRIED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 #: Learning rates are compared on a log grid this fine (steps per decade).
 _LR_STEPS_PER_DECADE = 20
@@ -68,7 +70,7 @@ def _structure(candidate: dict) -> dict:
 NEAR_FACTOR = 1.5
 
 
-def near_duplicates(candidates: list[dict], factor: float = NEAR_FACTOR) -> list[int]:
+def near_duplicates(candidates: list[Candidate], factor: float = NEAR_FACTOR) -> list[int]:
     """Indices of the ``candidates`` (in the order they were tried) that repeat an earlier one's
     structure — every field the method uses but the learning rate — at a rate within
     ``factor`` of it: trials a noisy proxy cannot tell from the earlier one."""
@@ -76,7 +78,7 @@ def near_duplicates(candidates: list[dict], factor: float = NEAR_FACTOR) -> list
     seen: list[tuple[str, float]] = []
     out = []
     for i, c in enumerate(candidates):
-        data = _structure(c)
+        data = _structure(c.to_json())
         rate = math.log(data.pop("learning_rate"))
         shape = json.dumps(data, sort_keys=True)
         if any(s == shape and abs(r - rate) <= window for s, r in seen):
