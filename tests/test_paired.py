@@ -57,7 +57,7 @@ def test_a_family_of_comparisons_holds_together_so_the_luckiest_is_not_called_be
     assert of_four.low < alone.low and of_four.high > alone.high and of_four.diff == alone.diff
     # Each tail still rests on 50 resamples: 0.625 % of 8,000.
     assert of_four.resamples == 8000 and of_four.each_level == pytest.approx(0.9875)
-    assert "95% interval" in of_four.interval() and "Bonferroni over 4 points: 98.75% each" in of_four.interval()
+    assert "95% interval" in of_four.interval() and "joint over 4 points (Bonferroni: 98.75% each)" in of_four.interval()
     assert "Bonferroni" not in alone.interval()
     # The fallback by seed widens the same way: z at 1 - 0.025 / 4.
     a, b = {0: 0.72, 1: 0.74}, {0: 0.70, 1: 0.71}

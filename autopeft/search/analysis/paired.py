@@ -115,7 +115,7 @@ class PairedComparison:
         bootstrap over 2 seeds × 500 test rows``."""
         how = (f"paired bootstrap over {self.protocol()}" if self.how == PAIRED else
                f"{self.protocol()}, unpaired by example: approximate")
-        family = (f" (Bonferroni over {self.family} points: {100 * self.each_level:.2f}% each)"
+        family = (f", joint over {self.family} points (Bonferroni: {100 * self.each_level:.2f}% each)"
                   if self.family > 1 else "")
         return f"{100 * self.level:.0f}% interval {self.low:+.4f}..{self.high:+.4f}{family}, {how}"
 
