@@ -20,7 +20,7 @@ def measured(points):
     records, verified = [], []
     for n, (proxy, params, test, sd) in points.items():
         records.append(dataclasses.replace(rec(n, (proxy, params)), metrics={"accuracy": proxy}))
-        verified.append(Verified(f"trial:{n}", n, (0, 1, 2), (test, sd), (test, sd), params, None, {"method": "x"}))
+        verified.append(Verified(f"trial:{n}", n, (0, 1, 2), (test, sd), (test, sd), params, None, rec(n, (proxy, params)).candidate))
     return records, verified
 
 

@@ -31,10 +31,13 @@ def test_the_test_split_is_disjoint_fixed_and_stratified():
 def test_only_searched_points_can_dominate_default_lora_not_its_own_sweep():
     """Found on bbc-news: the baseline's 3e-3 sweep run (one seed, 0.970) was listed among the
     points that dominate default LoRA (0.967): it is default LoRA."""
+    from autopeft.candidate import Candidate
     from autopeft.search.analysis.trust import Verified, dominating_baseline
+    from test_store_contract import CANDIDATE
 
     def point(subject, number, test, params, diverged=None):
-        return Verified(subject, number, (0, 1, 2), (test, 0.0), (test, 0.005), params, diverged, {})
+        return Verified(subject, number, (0, 1, 2), (test, 0.0), (test, 0.005), params, diverged,
+                        Candidate.from_json(CANDIDATE))
 
     base = point("baseline", None, 0.967, 75_653)
     sweep = point("sweep:0.003", None, 0.970, 75_653)
