@@ -70,7 +70,6 @@ class PreparedSearch:
         order = importance.layer_order() if by_layers else None
         return replace(self, encoding=SpaceEncoding(self.space.space, self.arch.num_layers, layer_order=order, **modules))
 
-
     def with_every_training_row(self) -> "PreparedSearch":
         """The same search (model, encoding, importance) with its data prepared on every training
         row: the validation and test rows are the same, only the training split grows (what runs

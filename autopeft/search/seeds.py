@@ -8,10 +8,10 @@ seed-to-seed sd is ~1-3 pt, as large as most gaps on a front), so a study with a
   diverge), it is stored as a complete verification row and the other seeds are queued as
   pending rows of the *target protocol* (:func:`target_protocol`);
 - each of the other seeds draws its training rows, by its seed, from every training row of
-  the data set (``autopeft.search.runs.train``), not from the proxy's ``train_examples``: a target as
-  long as the proxy's rows (the quickstart's 90 steps of 16 are its 1,440 rows) would
-  otherwise train every seed on the same rows, and the answer's interval, which counts seeds
-  and test rows, would miss what another draw of training data changes. Re-trained on rows
+  the data set (``autopeft.search.runs.train``), not from the proxy's ``train_examples``: a
+  target as long as the proxy's rows (the quickstart's 90 steps of 16 are its 1,440 rows)
+  would otherwise train every seed on the same rows, and the answer's interval, which counts
+  seeds and test rows, would miss what another draw of training data changes. Re-trained on rows
   drawn by seed, a "better" of that protocol fell within noise (benchmarks/README.md §21).
   The trial's own run and default LoRA's with the same seed read the same rows: the
   comparison stays paired;
