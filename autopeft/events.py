@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from autopeft.candidate import Candidate
 from autopeft.errors import AutoPeftError
 from autopeft.store.records import StudyRecord, TrialRecord
 
@@ -24,7 +25,7 @@ class Tee:
         for x in self.listeners:
             x.started(study, done, target)
 
-    def trial_started(self, number: int, candidate: dict) -> None:
+    def trial_started(self, number: int, candidate: Candidate) -> None:
         for x in self.listeners:
             x.trial_started(number, candidate)
 
@@ -55,7 +56,7 @@ class LineEvents:
         self.study, self.target = study, target
         self.emit(f"study {study.name}: {done}/{target} trials done" + (", resuming" if done else ""))
 
-    def trial_started(self, number: int, candidate: dict) -> None:
+    def trial_started(self, number: int, candidate: Candidate) -> None:
         return None  # one line per trial, when its result is known
 
     def trial_finished(self, record: TrialRecord, records: list[TrialRecord]) -> None:

@@ -23,6 +23,7 @@ import math
 import sys
 from typing import Callable, Sequence
 
+from autopeft.candidate import Candidate
 from autopeft.errors import AutoPeftError
 from autopeft.store.records import StudyRecord, TrialRecord
 
@@ -66,7 +67,7 @@ class MlflowEvents:
     def started(self, study: StudyRecord, done: int, target: int) -> None:
         self.study = study
 
-    def trial_started(self, number: int, candidate: dict) -> None:
+    def trial_started(self, number: int, candidate: Candidate) -> None:
         return None
 
     def trial_finished(self, record: TrialRecord, records: list[TrialRecord]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from autopeft.candidate import Candidate
 from autopeft.search.loop import trained_count
 from autopeft.search.analysis.pareto import best, diverged, eligible, pareto_front
 from autopeft.store import StudyRecord, TrialRecord
@@ -60,9 +61,9 @@ class RichEvents:
             self.console.print(f"resuming study [bold]{study.name}[/]: {done}/{target} trials already done")
         self.task = self.progress.add_task("search", total=target, completed=done, status="starting")
 
-    def trial_started(self, number: int, candidate: dict) -> None:
-        targets = candidate["targets"] if isinstance(candidate["targets"], str) else "+".join(candidate["targets"])
-        self.progress.update(self.task, status=f"#{number} {candidate['method']} r={candidate['rank']} {targets} ...")
+    def trial_started(self, number: int, candidate: Candidate) -> None:
+        self.progress.update(self.task, status=f"#{number} {candidate.method} r={candidate.rank} "
+                                               f"{candidate.targets.label} ...")
 
     def trial_finished(self, record: TrialRecord, records: list[TrialRecord]) -> None:
         objectives = self.study.objectives

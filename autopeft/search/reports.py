@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from autopeft.candidate import Candidate
 from autopeft.store import StudyRecord, TrialRecord
 
 
@@ -17,7 +18,7 @@ class SearchEvents(Protocol):
 
     def started(self, study: StudyRecord, done: int, target: int) -> None: ...
 
-    def trial_started(self, number: int, candidate: dict) -> None: ...
+    def trial_started(self, number: int, candidate: Candidate) -> None: ...
 
     def trial_finished(self, record: TrialRecord, records: list[TrialRecord]) -> None: ...
 

@@ -131,13 +131,12 @@ def train(record: VerificationRecord, prep, runner=None) -> VerificationRecord:
     its record with the outcome."""
     from autopeft.search.prepare import full_run_spec
     from autopeft.search.protocol import BY_SEED
-    from autopeft.space.encoding import Candidate
     from autopeft.trials.executor import run_isolated
 
     try:
         if record.protocol.get("rows") == BY_SEED:  # the seed draws its rows from every training row
             prep = prep.with_every_training_row()
-        spec = full_run_spec(prep, Candidate.from_json(record.candidate), study=record.study,
+        spec = full_run_spec(prep, record.candidate, study=record.study,
                              trial=record.trial_number or 0, steps=record.protocol["steps"],
                              batch_size=record.protocol["batch_size"], seed=record.seed, test_split=True)
     except AutoPeftError as e:

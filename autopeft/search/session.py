@@ -34,6 +34,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+from autopeft.candidate import Candidate
 from autopeft.errors import MethodError
 from autopeft.search.ledger.budget import TRAINED, Budget
 from autopeft.search.ledger.heartbeat import LedgerSettings
@@ -219,7 +220,7 @@ class SearchSession:
                                                               error=reason))
 
         running = self.ledger.update(dataclasses.replace(base, peft_config=peft_config, trainable_params=count))
-        self.events.trial_started(trial.number, candidate.to_json())
+        self.events.trial_started(trial.number, candidate)
         overrides, rungs = self._towards_target(method, running)
         if overrides.get("checkpoint_dir"):
             running = self.ledger.update(dataclasses.replace(
@@ -259,7 +260,7 @@ class SearchSession:
             values=values,
             curve=result.curve,
             resources=Resources.of(result),
-            extras={**running.extras, **with_importance(result.extras, prep, running.candidate["method"]), **judge.extras()},
+            extras={**running.extras, **with_importance(result.extras, prep, running.candidate.method), **judge.extras()},
             error=result.error if status == "failed" else None,
             finished_at=utcnow(),
         )
@@ -350,8 +351,8 @@ class SearchSession:
             log.warning("could not record trial %d as failed (%s); it will be reaped as lost", ticket.number, second)
         raise error
 
-    def _describe(self, params: dict) -> dict:
-        return self.prep.encoding.decode(params).to_json()
+    def _describe(self, params: dict) -> Candidate:
+        return self.prep.encoding.decode(params)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -197,7 +197,7 @@ def sweep_jobs(p: VerifyPlan, prep, *, rates=None) -> list[VerificationRecord]:
 
     chosen = p.trials[0].candidate
     return [VerificationRecord(study=p.study.name, subject=f"sweep:{lr:g}", seed=0, protocol=p.protocol.as_dict(),
-                               candidate=baseline_candidate(chosen, prep.arch, learning_rate=lr).to_json())
+                               candidate=baseline_candidate(chosen, prep.arch, learning_rate=lr))
             for lr in rates or BASELINE_RATES]
 
 
@@ -267,7 +267,7 @@ def baseline_rows(p: VerifyPlan, prep, runs: Verifications, sweep: list[Verifica
                    maximise=METRIC_DIRECTIONS[metric] == "max")
     log(f"baseline learning rate {lr:g} (sweep: " + ", ".join(
         f"{rate:g} {r.metrics[metric]:.4f}" for rate, r in scored) + ")")
-    cand = baseline_candidate(p.trials[0].candidate, prep.arch, learning_rate=lr).to_json()
+    cand = baseline_candidate(p.trials[0].candidate, prep.arch, learning_rate=lr)
     return [VerificationRecord(study=p.study.name, subject="baseline", seed=s, protocol=p.protocol.as_dict(),
                                candidate=cand)
             for s in p.seeds]

@@ -380,6 +380,6 @@ class _Events:
     def started(self, study, done, target): ...
 
     def trial_started(self, number, candidate):
-        self.worker.log(f"worker {self.worker.name}: study '{self.study}' trial {number} started ({candidate['method']})")
+        self.worker.log(f"worker {self.worker.name}: study '{self.study}' trial {number} started ({candidate.method})")
 
     def trial_finished(self, record, records): ...

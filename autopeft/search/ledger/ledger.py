@@ -39,6 +39,7 @@ import time
 import warnings
 from typing import Any, Callable, Sequence
 
+from autopeft.candidate import Candidate
 from autopeft.errors import LedgerError
 from autopeft.search.ledger.budget import Budget, count_budget
 from autopeft.search.ledger.heartbeat import Heartbeat, LedgerSettings
@@ -86,7 +87,7 @@ class Ledger:
         sampler: The optuna sampler ``ask`` uses (None: random; enough for a ledger that
             only counts, reaps and reconciles).
         settings: Heartbeat, grace and retries.
-        describe: ``params -> candidate JSON``, to write a record for a trial whose process
+        describe: ``params -> Candidate``, to write a record for a trial whose process
             died after its parameters were drawn but before its record existed (None: such
             trials keep no record; their point is retried all the same).
 
@@ -95,7 +96,7 @@ class Ledger:
     """
 
     def __init__(self, store: Store, study: StudyRecord, *, sampler=None, settings: LedgerSettings | None = None,
-                 describe: Callable[[dict], dict] | None = None) -> None:
+                 describe: Callable[[dict], Candidate] | None = None) -> None:
         self.store = store
         self.study = study
         self.name = study.name

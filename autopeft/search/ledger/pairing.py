@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from autopeft.candidate import Candidate
 from autopeft.errors import AutoPeftError, LedgerError
 from autopeft.search.ledger.reaper import local_aware
 from autopeft.store import TrialRecord, utcnow
@@ -31,12 +32,12 @@ class Ticket:
 
     Attributes:
         trial: optuna's live ``Trial`` (for ``set_constraint`` and user attributes).
-        candidate: What ``suggest`` made of it (a ``Candidate``).
+        candidate: What ``suggest`` made of it.
         record: The record it started as (status ``running``).
     """
 
     trial: Any
-    candidate: Any
+    candidate: Candidate
     record: TrialRecord
 
     @property
@@ -55,7 +56,7 @@ def started_record(study: str, trial, candidate, storage, *, sampler_time: float
     )
 
 
-def orphan_record(study: str, frozen, describe: Callable[[dict], dict]) -> TrialRecord | None:
+def orphan_record(study: str, frozen, describe: Callable[[dict], Candidate]) -> TrialRecord | None:
     """The ``running`` record that finished optuna trial ``frozen`` would have started as, its
     candidate from ``describe`` (None: its parameters were drawn in part, so there is nothing to describe)."""
     try:
