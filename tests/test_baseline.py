@@ -50,8 +50,8 @@ def test_a_new_study_trains_default_lora_and_the_cheapest_point_first(tmp_path):
                                  "targets": ["query", "value"], "layers": [0, 1, 2, 3, 4, 5],
                                  "learning_rate": 1e-3, "dora": False, "rslora": False, "layer_ranks": None}
     # IA3 on query/value of the one layer top_k allows at least: fewer parameters than any LoRA
-    assert cheapest.candidate["method"] == "ia3"
-    assert cheapest.candidate["targets"] == ["query", "value"] and cheapest.candidate["layers"] == [5]
+    assert cheapest.candidate.method == "ia3"
+    assert cheapest.candidate.targets.modules == ("query", "value") and cheapest.candidate.layers == (5,)
     assert cheapest.trainable_params == min(r.trainable_params for r in out.records)
     # counted against search.trials like any trial: 3 in all, the third one sampled
     assert len(calls) == 3 and [s.trial for s in calls] == [0, 1, 2]
@@ -93,11 +93,11 @@ def test_a_space_without_lora_gets_only_its_cheapest_point(tmp_path):
     out = run_search(prep("[ia3, loha]", 2), Store(f"sqlite:///{tmp_path}/d.db"), runner=fake([]))
     assert roles(out.records) == {0: "cheapest"}
     first = next(r for r in out.records if r.number == 0)
-    assert first.candidate["method"] == "ia3" and first.candidate["layers"] == [5]
+    assert first.candidate.method == "ia3" and first.candidate.layers == (5,)
 
 
 def test_default_lora_snaps_to_the_nearest_point_the_space_has(tmp_path):
     p = prep("lora", 1, "space.rank=[2, 64]", "space.learning_rate={range: [3.0e-3, 1.0e-2]}", "space.layers={top_k: [1, 3]}")
     out = run_search(p, Store(f"sqlite:///{tmp_path}/e.db"), runner=fake([]))
     c = next(r for r in out.records if r.number == 0).candidate
-    assert (c["rank"], c["alpha"], c["learning_rate"], c["layers"]) == (2, 4.0, 3e-3, [3, 4, 5])
+    assert (c.rank, c.alpha, c.learning_rate, c.layers) == (2, 4.0, 3e-3, (3, 4, 5))

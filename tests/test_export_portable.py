@@ -44,7 +44,7 @@ def study(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('travel')}/t.db"
     prep = prepare_search(load_space_text(SPACE, "travel.yaml"))
     outcome = run_search(prep, Store(url), runner=_ok)
-    assert {r.candidate["method"] for r in outcome.records if r.status == "complete"} == {"lora", "bottleneck"}
+    assert {r.candidate.method for r in outcome.records if r.status == "complete"} == {"lora", "bottleneck"}
     # What the trial recorded: the machine's own path (site-packages, for the bundled model).
     assert outcome.records[0].peft_config.get("base_model_name_or_path", outcome.records[0].peft_config.get("base_model")) \
         == prep.model.location
@@ -66,7 +66,7 @@ def _export(url, number, out, capsys):
 
 def test_exported_config_names_the_hub_id_and_autopeft_json_the_local_dir(study, tmp_path, capsys):
     url, prep, outcome = study
-    lora = next(r for r in outcome.records if r.candidate["method"] == "lora")
+    lora = next(r for r in outcome.records if r.candidate.method == "lora")
     out = tmp_path / "lora"
     _export(url, lora.number, out, capsys)
     text = (out / "adapter_config.json").read_text()
@@ -82,7 +82,7 @@ def test_exported_config_names_the_hub_id_and_autopeft_json_the_local_dir(study,
 
 def test_printed_snippet_loads_offline(study, tmp_path, capsys):
     url, _, outcome = study
-    lora = next(r for r in outcome.records if r.candidate["method"] == "lora")
+    lora = next(r for r in outcome.records if r.candidate.method == "lora")
     out = tmp_path / "adapter"
     printed = _export(url, lora.number, out, capsys)
     snippet = printed.split("load it with:\n", 1)[1]
@@ -97,7 +97,7 @@ def test_printed_snippet_loads_offline(study, tmp_path, capsys):
 
 def test_bottleneck_export_travels_too(study, tmp_path, capsys):
     url, prep, outcome = study
-    record = next(r for r in outcome.records if r.candidate["method"] == "bottleneck")
+    record = next(r for r in outcome.records if r.candidate.method == "bottleneck")
     out = tmp_path / "bn"
     printed = _export(url, record.number, out, capsys)
     config = json.loads((out / "bottleneck_config.json").read_text())

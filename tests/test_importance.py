@@ -55,8 +55,8 @@ def test_spt_is_computed_once_stored_and_drives_top_k_placement(spt_study, monke
     assert all(v is not None and v >= 0 for row in imap.scores for v in row)
     order = imap.layer_order()
     for r in outcome.records:
-        k = len(r.candidate["layers"])
-        assert sorted(r.candidate["layers"]) == sorted(order[:k])  # the k most sensitive layers
+        k = len(r.candidate.layers)
+        assert sorted(r.candidate.layers) == sorted(order[:k])  # the k most sensitive layers
 
     import autopeft.trials.importance
 
@@ -70,15 +70,15 @@ def test_spt_is_computed_once_stored_and_drives_top_k_placement(spt_study, monke
 @pytest.mark.slow
 def test_adalora_trials_record_their_rank_allocation_and_export_as_lora(spt_study, tmp_path):
     url, prep, outcome = spt_study
-    adalora = [r for r in outcome.records if r.candidate["method"] == "adalora" and r.status == "complete"]
+    adalora = [r for r in outcome.records if r.candidate.method == "adalora" and r.status == "complete"]
     if not adalora:  # the seed decides the methods; make one for sure
         more = run_search(prep, Store(url), trials=len(outcome.records) + 4)
-        adalora = [r for r in more.records if r.candidate["method"] == "adalora" and r.status == "complete"]
+        adalora = [r for r in more.records if r.candidate.method == "adalora" and r.status == "complete"]
     record = adalora[0]
     imap = ImportanceMap.from_json(record.extras["importance"])
     assert imap.kind == "adalora"
     measured = {(i, m) for i, row in enumerate(imap.scores) for m, v in zip(imap.modules, row) if v is not None}
-    assert {i for i, _ in measured} == set(record.candidate["layers"])
+    assert {i for i, _ in measured} == set(record.candidate.layers)
 
     from autopeft.cli import main
 

@@ -74,10 +74,10 @@ def test_every_trial_is_a_run_with_config_metrics_curve_and_peft_config(prep, tr
         run = runs[record.number]
         assert run.info.run_name == f"logged-trial-{record.number}"
         assert run.data.tags["autopeft.status"] == record.status
-        assert run.data.params["method"] == record.candidate["method"]
+        assert run.data.params["method"] == record.candidate.method
         # only the fields the method uses: IA3 has no rank
-        assert ("rank" in run.data.params) == (record.candidate["method"] == "lora")
-        assert float(run.data.params["learning_rate"]) == pytest.approx(record.candidate["learning_rate"])
+        assert ("rank" in run.data.params) == (record.candidate.method == "lora")
+        assert float(run.data.params["learning_rate"]) == pytest.approx(record.candidate.learning_rate)
         if record.status == "complete":
             assert run.info.status == "FINISHED"
             assert run.data.metrics["accuracy"] == pytest.approx(record.metrics["accuracy"])

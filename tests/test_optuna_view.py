@@ -46,7 +46,7 @@ def study_url(tmp_path_factory):
     """A study whose optuna trials were told by the real loop (a fake trainer), with lora and ia3 trials."""
     url = f"sqlite:///{tmp_path_factory.mktemp('view')}/view.db"
     outcome = run_search(prepare_search(load_space_text(SPACE, "view.yaml")), Store(url), runner=_runner)
-    methods = {r.candidate["method"] for r in outcome.records}
+    methods = {r.candidate.method for r in outcome.records}
     assert methods == {"lora", "ia3"}, methods  # seed 3 draws both; the IA3 assertions need one
     return url
 
@@ -127,8 +127,8 @@ def test_annotate_names_metrics_and_writes_attrs_idempotently(study_url):
     assert ostudy.metric_names == ["accuracy", "trainable_params_log10"]
     for t in ostudy.trials:
         r = records[t.number]
-        assert t.user_attrs["status"] == r.status and t.user_attrs["method"] == r.candidate["method"]
-        assert ("rank" in t.user_attrs) == (r.candidate["method"] == "lora")
+        assert t.user_attrs["status"] == r.status and t.user_attrs["method"] == r.candidate.method
+        assert ("rank" in t.user_attrs) == (r.candidate.method == "lora")
         if r.status == "complete":
             # optuna holds log10 of what user_attrs states in parameters
             assert t.values[1] == pytest.approx(math.log10(t.user_attrs["trainable_params"]))
@@ -190,8 +190,8 @@ def test_optuna_dashboard_serves_the_names_and_attrs(study_url):
     for trial in detail["trials"]:
         attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
         r = records[trial["number"]]
-        assert attrs["method"] == r.candidate["method"] and attrs["status"] == r.status
-        if r.candidate["method"] == "ia3":
+        assert attrs["method"] == r.candidate.method and attrs["status"] == r.status
+        if r.candidate.method == "ia3":
             seen_ia3 = True
             assert "rank" not in attrs
         if r.status == "complete":

@@ -75,8 +75,8 @@ def test_search_records_every_trial_in_both_ledgers(searched):
     roles = {r.number: r.extras.get("baseline") for r in outcome.records}
     assert (roles[0], roles[1], roles[2], roles[3]) == ("default LoRA", "cheapest", None, None)
     default = next(r for r in outcome.records if r.number == 0).candidate
-    assert (default["method"], default["rank"], default["targets"], default["layers"], default["learning_rate"]) \
-        == ("lora", 8, ["query", "value"], [0, 1, 2, 3, 4, 5], 1e-3)
+    assert (default.method, default.rank, default.targets.modules, default.layers, default.learning_rate) \
+        == ("lora", 8, ("query", "value"), (0, 1, 2, 3, 4, 5), 1e-3)
     assert sampler.origins == {3: "model"}
     assert outcome.records[-1].sampler_time > 0
 

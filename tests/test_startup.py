@@ -43,12 +43,12 @@ def test_the_start_takes_every_method_in_turn_after_the_references(tmp_path):
     out = run_search(p, Store(f"sqlite:///{tmp_path}/a.db"), runner=fake([]))
     records = by_number(out.records)
     assert [r.extras.get("baseline") for r in records[:2]] == ["default LoRA", "cheapest"]
-    start = [r.candidate["method"] for r in records[2:6]]
+    start = [r.candidate.method for r in records[2:6]]
     # 4 start-up trials over 3 methods: each method once, then the first again
     assert sorted(start[:3]) == ["adalora", "ia3", "lora"] and start[3] == start[0]
     assert start == startup_methods(*_of(p), room=4)
     # only the method is fixed: the rest is drawn at random, so two start-up trials differ elsewhere
-    rest = {(r.candidate["rank"], tuple(r.candidate["layers"]), r.candidate["learning_rate"]) for r in records[2:6]}
+    rest = {(r.candidate.rank, r.candidate.layers, r.candidate.learning_rate) for r in records[2:6]}
     assert len(rest) == 4
 
 
@@ -57,7 +57,7 @@ def test_the_start_counts_against_the_budget_and_fits_in_what_the_references_lea
     out = run_search(prep(trials=3, startup=8), Store(f"sqlite:///{tmp_path}/b.db"), runner=fake(calls))
     assert len(calls) == 3 and len(out.records) == 3
     third = by_number(out.records)[2]
-    assert third.candidate["method"] == startup_methods(*_of(prep(trials=3, startup=8)), room=1)[0]
+    assert third.candidate.method == startup_methods(*_of(prep(trials=3, startup=8)), room=1)[0]
 
 
 def test_it_is_enqueued_once_not_again_on_a_resume(tmp_path):

@@ -135,7 +135,7 @@ def test_default_lora_is_trained_at_its_own_best_rate_among_several(searched):
 
     out, _, _ = searched
     refs = [r for r in out.records if r.extras.get("baseline") == DEFAULT_LORA]
-    rates = sorted(r.candidate["learning_rate"] for r in refs)
+    rates = sorted(r.candidate.learning_rate for r in refs)
     assert len(refs) == 3 and rates[0] < 1e-3 < rates[-1]  # three points across LoRA's band
     reached = [r for r in refs if r.status == "complete"]
     # Judged only against each other at each rung: the middle rate (first, best here) goes on;
@@ -145,7 +145,7 @@ def test_default_lora_is_trained_at_its_own_best_rate_among_several(searched):
 
 
 def _quality_of(record) -> float:
-    return 0.8 - 0.1 * abs(math.log10(record.candidate["learning_rate"] / 1e-3))
+    return 0.8 - 0.1 * abs(math.log10(record.candidate.learning_rate / 1e-3))
 
 
 def test_the_answer_compares_the_front_with_default_lora_on_the_same_seeds(searched):

@@ -92,7 +92,7 @@ def test_verify_stores_a_run_per_point_and_seed_on_validation_and_test(verified_
         assert 0 <= r.metrics["accuracy"] <= 1 and 0 <= r.test_metrics["accuracy"] <= 1
         assert r.protocol["test_examples"] == 60 and r.protocol["steps"] == 4
     assert sorted(r.seed for r in by_subject["trial"]) == sorted([0, 1] * len(points))
-    base_lr = {r.candidate["learning_rate"] for r in by_subject["baseline"]}
+    base_lr = {r.candidate.learning_rate for r in by_subject["baseline"]}
     assert len(base_lr) == 1 and base_lr <= {float(r.subject.split(":")[1]) for r in by_subject["sweep"]}
     # Verification never changes a trial's proxy results.
     assert [(r.number, r.status, r.metrics, r.values) for r in Store(url).trials("vq")] == before

@@ -130,7 +130,7 @@ def test_with_baseline_the_reference_trials_and_default_lora_are_verified(tmp_pa
     subjects = sorted(r.subject for r in rows)
     assert subjects == ["baseline", "baseline", "sweep:0.0001", "sweep:0.001", "trial:0", "trial:0", "trial:1",
                         "trial:1"], subjects
-    assert {r.candidate["learning_rate"] for r in rows if r.subject == "baseline"} == {1e-3}  # the sweep's pick
+    assert {r.candidate.learning_rate for r in rows if r.subject == "baseline"} == {1e-3}  # the sweep's pick
     assert len(calls) == len(rows)
     # Verification never changes a trial's proxy record.
     assert [(r.number, r.status, r.metrics, r.values) for r in store.trials("alldiv")] == before
