@@ -57,6 +57,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from autopeft.candidate import Candidate
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "search_spaces" / "bbc-news-quickstart.yaml"
@@ -104,13 +108,12 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def describe(c: dict) -> str:
+def describe(c: Candidate) -> str:
     """A candidate in a few words: method, rank, targets, layers."""
-    targets = c["targets"] if isinstance(c["targets"], str) else "+".join(c["targets"])
-    rank = "" if c["method"] == "ia3" else f" r={c['rank']}"
-    layers = c["layers"]
+    rank = "" if c.method == "ia3" else f" r={c.rank}"
+    layers = list(c.layers)
     where = f"layers {layers[0]}-{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) else f"layers {layers}"
-    return f"{c['method']}{rank} {targets} {where}"
+    return f"{c.method}{rank} {c.targets.label} {where}"
 
 
 def print_search(url: str, study: str, picked: int, metric: str) -> None:
@@ -129,7 +132,7 @@ def print_search(url: str, study: str, picked: int, metric: str) -> None:
     for r in records:
         mark = (">" if r.number == picked else "") + ("*" if r.number in front else "")
         acc = r.metrics.get(metric)  # the task metric: accuracy, choice_accuracy ...
-        print(f"{mark:2}{r.number:>5}  {r.status:<10}{describe(r.candidate):<42}{r.candidate['learning_rate']:>9.1e}"
+        print(f"{mark:2}{r.number:>5}  {r.status:<10}{describe(r.candidate):<42}{r.candidate.learning_rate:>9.1e}"
               f"{(f'{acc:.4f}' if acc is not None else '-'):>10}"
               f"{(f'{r.trainable_params:,}' if r.trainable_params is not None else '-'):>10}")
 
@@ -159,6 +162,7 @@ def main(argv=None) -> int:
     elif args.trials is not None:
         overrides.append(f"search.trials={args.trials}")
 
+    from autopeft.candidate import Candidate
     from autopeft.space.default_lora import baseline_candidate
     from autopeft.search.prepare import prepare_search
     from autopeft.space import load_space
@@ -190,10 +194,10 @@ def main(argv=None) -> int:
     broken = [name for name, row in (("baseline", default), ("found", found)) if row["diverged"]]
     within = diff >= -tolerance and not broken
     met = within and ratio <= TARGET_RATIO
-    cand = provenance["candidate"]
+    cand = Candidate.from_json(provenance["candidate"])  # the export's provenance file holds the stored form
     # What --baseline trained (default LoRA on every layer of the model), for the table's label.
-    baseline = baseline_candidate(cand, prepare_search(space, with_data=False).arch).to_json()
-    base_lr, base_lr_why = card["baseline_lr"] or (cand["learning_rate"], "the chosen trial's")
+    baseline = baseline_candidate(cand, prepare_search(space, with_data=False).arch)
+    base_lr, base_lr_why = card["baseline_lr"] or (cand.learning_rate, "the chosen trial's")
     m = card["metric"]
 
     print()
@@ -205,7 +209,7 @@ def main(argv=None) -> int:
     header = f"{'configuration':<46}{'lr':>9}{'trainable params':>17}{m + ' mean ± sd':>22}   per seed"
     print(header)
     print("-" * (len(header) + 24))
-    for name, lr, row, mean, sd in (("found: " + describe(cand), cand["learning_rate"], found, f_mean, f_sd),
+    for name, lr, row, mean, sd in (("found: " + describe(cand), cand.learning_rate, found, f_mean, f_sd),
                                     ("default: " + describe(baseline), base_lr, default, d_mean, d_sd)):
         print(f"{name:<46}{lr:>9.2e}{row['params']:>17,}{f'{mean:.4f} ± {sd:.4f}':>22}   "
               + ", ".join(f"{v:.4f}" for v in row["values"]))

@@ -53,6 +53,10 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from autopeft.candidate import Candidate
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "search_spaces" / "quickstart.yaml"
@@ -68,7 +72,7 @@ class Point:
     """A configuration measured at the target: per-seed validation and test metric."""
 
     number: int | None  # trial number; None for verify's default LoRA
-    candidate: dict
+    candidate: Candidate
     params: int
     val: dict
     test: dict
@@ -153,7 +157,7 @@ def _vs(point: Point, base: Point, metric: str, floor: float) -> str:
     from autopeft.search.analysis.answer import paired
     from autopeft.store.verifications import VerificationRecord
 
-    rows = [VerificationRecord(study="bench", subject=str(n), seed=s, protocol={}, candidate={}, trial_number=n,
+    rows = [VerificationRecord(study="bench", subject=str(n), seed=s, protocol={}, candidate=p.candidate, trial_number=n,
                                status="complete", test_metrics=p.test_runs.get(s) or {metric: v})
             for n, p in ((0, point), (1, base)) for s, v in p.test.items()]  # with outcomes: paired by example
     pr = paired(0, 1, rows, metric, 1, floor)
@@ -253,16 +257,16 @@ def describe(r: dict) -> list[str]:
              f"near-duplicates {r['near']}; {r['measured']} point(s) measured at the target"]
     base = r.get("base")
     if base is not None and base.test:
-        lines.append(f"  default LoRA {base.params:>8,} params  lr {base.candidate['learning_rate']:.1e}  "
+        lines.append(f"  default LoRA {base.params:>8,} params  lr {base.candidate.learning_rate:.1e}  "
                      f"test {_mean_sd(base.test)}" + ("  DIVERGED" if base.diverged else ""))
     for p in r.get("front", []):
         c = p.candidate
-        rank = f"r{c['rank']}" if "rank" in get_method(c["method"]).uses else "-"
-        lines.append(f"  front  {c['method']:8} {rank:<4} {p.params:>8,} params  lr {c['learning_rate']:.1e}"
+        rank = f"r{c.rank}" if "rank" in get_method(c.method).uses else "-"
+        lines.append(f"  front  {c.method:8} {rank:<4} {p.params:>8,} params  lr {c.learning_rate:.1e}"
                      f"  val {_mean_sd(p.val)}  test {_mean_sd(p.test) if p.test else '-'}")
     for name, text in r.get("vs", {}).items():
         p = r[name]
-        lines.append(f"  {name}: {p.candidate['method']} {p.params:,} params vs default LoRA: {text}")
+        lines.append(f"  {name}: {p.candidate.method} {p.params:,} params vs default LoRA: {text}")
     small = r.get("small")
     if base is not None and base.test:
         if small is None:
@@ -270,7 +274,7 @@ def describe(r: dict) -> list[str]:
         else:
             sd = statistics.stdev(base.test.values()) if len(base.test) > 1 else 0.0
             gap = statistics.fmean(base.test.values()) - statistics.fmean(small.test.values())
-            lines.append(f"  best at <= 25% of default LoRA's parameters: {small.candidate['method']} {small.params:,} "
+            lines.append(f"  best at <= 25% of default LoRA's parameters: {small.candidate.method} {small.params:,} "
                          f"params, test {_mean_sd(small.test)}, {gap:+.4f} below default LoRA "
                          f"({'within' if gap <= sd else 'outside'} one seed-sd {sd:.4f})")
     return lines

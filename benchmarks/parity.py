@@ -30,6 +30,12 @@ def _close(a, b, tol: float) -> bool:
     return a == b
 
 
+def _field(record, name: str):
+    """A record's field, a candidate in its stored form: its learning rate is compared within tol."""
+    value = getattr(record, name)
+    return value.to_json() if name == "candidate" else value
+
+
 def compare(url_a: str, url_b: str, study: str, tol: float) -> list[str]:
     """The differences between the two studies, one line each (empty: the same results)."""
     from autopeft.search.analysis.pareto import pareto_front
@@ -43,8 +49,8 @@ def compare(url_a: str, url_b: str, study: str, tol: float) -> list[str]:
     for n in sorted(ta.keys() & tb.keys()):
         x, y = ta[n], tb[n]
         for field in ("status", "candidate", "trainable_params", "metrics", "values"):
-            if not _close(getattr(x, field), getattr(y, field), tol):
-                out.append(f"trial {n} {field}: {getattr(x, field)} vs {getattr(y, field)}")
+            if not _close(_field(x, field), _field(y, field), tol):
+                out.append(f"trial {n} {field}: {_field(x, field)} vs {_field(y, field)}")
         for key in ("rungs", "target", "fidelity", "baseline"):
             if not _close(x.extras.get(key), y.extras.get(key), tol):
                 out.append(f"trial {n} extras[{key}]: {x.extras.get(key)} vs {y.extras.get(key)}")

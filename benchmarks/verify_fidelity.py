@@ -64,7 +64,7 @@ def run_task(dataset: str, work: Path, quick: bool, extra: list[str]) -> str:
     print(f"\n== {dataset}: search {search_s:.0f} s, verify {verify_s:.0f} s")
     print(fid.describe())
     for v in trials:
-        print(f"  trial {v.trial_number:>3} {v.candidate['method']:8} {v.trainable_params:>9,} params  "
+        print(f"  trial {v.trial_number:>3} {v.candidate.method:8} {v.trainable_params:>9,} params  "
               f"test {v.test[0]:.4f} ± {v.test[1]:.4f}  val {v.val[0]:.4f}  seeds {len(v.seeds)}"
               + (f"  DIVERGED ({v.diverged})" if v.diverged else ""))
     if base is None:

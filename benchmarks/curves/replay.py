@@ -142,9 +142,7 @@ class TableRunner:
 
     def config_of(self, spec) -> "tuple[Config, object]":
         cand = self.store.trial(spec.study, spec.trial).candidate
-        targets = cand["targets"] if isinstance(cand["targets"], str) else "+".join(cand["targets"])
-        row = self.table.nearest(cand["method"], int(cand["rank"]), targets, len(cand["layers"]),
-                                 float(cand["learning_rate"]))
+        row = self.table.nearest(cand.method, cand.rank, cand.targets.label, len(cand.layers), cand.learning_rate)
         return row.config, row
 
     def metrics(self, row, step: int, metric: str) -> dict:
