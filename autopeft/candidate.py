@@ -9,7 +9,6 @@ config from it, and the store's records carry it, reading and writing its JSON
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -57,11 +56,8 @@ class Candidate:
         return data
 
     @classmethod
-    def from_json(cls, data: dict | Candidate) -> Candidate:
-        """The candidate of its stored form (:meth:`to_json`); a ``Candidate`` is returned as it
-        is, for callers written when records held the stored form."""
-        if isinstance(data, cls):
-            return data
+    def from_json(cls, data: dict) -> Candidate:
+        """The candidate of its stored form (:meth:`to_json`)."""
         data = dict(data)
         t = data["targets"]
         data["targets"] = Targets(()) if t == "all-linear" else Targets(tuple(t))
@@ -70,7 +66,3 @@ class Candidate:
             data["layer_ranks"] = tuple(data["layer_ranks"])
         return cls(**data)
 
-    def __getitem__(self, field: str) -> Any:
-        """A field in its stored form (``candidate["method"]``), for callers written when records
-        held the stored form; new code reads the attribute."""
-        return self.to_json()[field]

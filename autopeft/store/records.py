@@ -134,7 +134,8 @@ class TrialRecord:
     def __post_init__(self) -> None:
         if not isinstance(self.resources, Resources):  # the store's JSON, or None from an old row
             object.__setattr__(self, "resources", Resources.from_json(self.resources))
-        object.__setattr__(self, "candidate", Candidate.from_json(self.candidate))  # a dict: the stored JSON
+        if not isinstance(self.candidate, Candidate):  # the store's JSON
+            object.__setattr__(self, "candidate", Candidate.from_json(self.candidate))
 
     @property
     def peak_memory_mib(self) -> float | None:

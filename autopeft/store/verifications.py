@@ -63,7 +63,8 @@ class VerificationRecord:
     id: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "candidate", Candidate.from_json(self.candidate))  # a dict: the stored JSON
+        if not isinstance(self.candidate, Candidate):  # the store's JSON
+            object.__setattr__(self, "candidate", Candidate.from_json(self.candidate))
 
     @property
     def protocol_key(self) -> str:
