@@ -327,7 +327,7 @@ def test_the_answer_names_the_best_and_the_smallest_point_not_worse_than_default
     assert a.best.trial == 3 and a.smallest.trial == 2  # trial 1 is smaller, but worse
     assert a.sentence.startswith("trial 3 beats default LoRA by 0.1200 (95% interval ")
     assert "paired bootstrap over 2 seeds × 500 test rows" in a.sentence
-    assert "the smallest point not worse than default LoRA is trial 2 with 10,000 trainable parameters (10.0%" in a.sentence
+    assert "the smallest point not shown worse than default LoRA is trial 2 with 10,000 trainable parameters (10.0%" in a.sentence
     # The same answer, deterministic: `autopeft show` computes it again from the same rows.
     assert answer(_study(n), records, rows, "accuracy").sentence == a.sentence
 
@@ -346,7 +346,7 @@ def test_without_a_win_the_answer_says_what_the_protocol_cannot_separate():
     assert a.sentence.startswith("nothing found here beats default LoRA beyond noise: the best, trial 3")
     assert f"2 seeds × 500 test rows cannot separate differences under {100 * hw:.1f} points here" in a.sentence
     assert 100 * hw > 1.2  # the gain it could not separate
-    assert "the smallest point not worse than default LoRA is trial 2" in a.sentence
+    assert "the smallest point not shown worse than default LoRA is trial 2" in a.sentence
 
 
 def test_an_older_study_without_outcomes_is_compared_by_seed_and_says_so():
