@@ -177,9 +177,9 @@ def study_task(study: StudyRecord) -> tuple[str, int]:
     is read again for the classes: a second or two."""
     from autopeft.assets.dataset_sources import resolve_dataset
     from autopeft.assets.dataset_tables import load_table
-    from autopeft.space import load_space_text
+    from autopeft.space.stored import study_space
 
-    space = load_space_text(study.space_yaml, f"study {study.name}")
+    space = study_space(study)
     if space.task.type != "classification":
         return space.task.type, 0
     return space.task.type, len(load_table(resolve_dataset(space.task.dataset), space.task).label_names)

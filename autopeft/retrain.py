@@ -85,11 +85,11 @@ def retrain(study: StudyRecord, record: TrialRecord, out: Path, *, seeds: int = 
     ``baseline``, default LoRA is trained under it at the best of ``baseline_rates`` (a
     one-seed sweep on validation, ``sweep_baseline``)."""
     from autopeft.search.prepare import prepare_search
-    from autopeft.space import load_space_text
+    from autopeft.space.stored import study_space
     if record.status != "complete":
         raise ExportError(f"trial {record.number} is {record.status}; pick a completed trial to train")
     asked = RunProtocol(steps=steps, epochs=epochs, seeds=tuple(range(seeds)))  # AutoPeftError for both
-    space = load_space_text(study.space_yaml, f"study {study.name}")
+    space = study_space(study)
     full = dataclasses.replace(space.proxy, train_examples=train_examples or 10**9)
     space = dataclasses.replace(space, proxy=full)
     prep = prepare_search(space)

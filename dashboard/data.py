@@ -236,8 +236,8 @@ def verified_view(store, study: StudyRecord, records: Sequence[TrialRecord]):
 
     from autopeft.errors import SpaceError
     from autopeft.search.analysis.trust import fidelity, summarize
-    from autopeft.space import load_space_text
     from autopeft.space.schema import ProxySpec
+    from autopeft.space.stored import study_space
     from autopeft.store.verifications import Verifications
     from autopeft.tasks import METRIC_DIRECTIONS
 
@@ -246,7 +246,7 @@ def verified_view(store, study: StudyRecord, records: Sequence[TrialRecord]):
         return None
     metric = next(n for n, _ in study.objectives if n in METRIC_DIRECTIONS)
     try:  # only for the advice's figures: a study stored by an older autopeft may not parse any more
-        proxy = load_space_text(study.space_yaml, f"study '{study.name}'").proxy
+        proxy = study_space(study).proxy
     except SpaceError:
         proxy = ProxySpec()
     verified = summarize(runs, metric)

@@ -11,8 +11,8 @@ from __future__ import annotations
 def print_answer(console, store, study, records) -> None:
     """Default LoRA beside the front at the target, the paired comparisons, tau, the sentence."""
     from autopeft.search.analysis.answer import answer
-    from autopeft.search.prepare import study_space
     from autopeft.search.seeds import rows_of
+    from autopeft.space.stored import study_space
     from autopeft.store.verifications import Verifications
 
     space = study_space(study)
@@ -61,11 +61,11 @@ def print_verification(console, store, study: str) -> None:
     from rich.table import Table
 
     from autopeft.search.analysis.trust import dominating_baseline, fidelity, summarize
-    from autopeft.space import load_space_text
+    from autopeft.space.stored import study_space
     from autopeft.store.verifications import Verifications
 
     s = store.get_study(study)
-    space = load_space_text(s.space_yaml, f"study '{study}'")
+    space = study_space(s)
     metric = space.task.metric
     runs = Verifications(store).of(study)
     verified = summarize(runs, metric)

@@ -115,7 +115,7 @@ def print_splits(console, study) -> None:
     asked = {}
     if study.space_yaml:
         try:
-            from autopeft.search.prepare import study_space
+            from autopeft.space.stored import study_space
 
             proxy = study_space(study).proxy
             asked = {"train": proxy.train_examples, "eval": proxy.eval_examples}

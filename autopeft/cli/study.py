@@ -62,9 +62,10 @@ def search(
     from autopeft.search.ledger.heartbeat import LedgerSettings
     from autopeft.search.local_pool import gpu_assignment, run_local_workers
     from autopeft.search.loop import open_study, run_search
-    from autopeft.search.prepare import prepare_search, stored_target
+    from autopeft.search.prepare import prepare_search
     from autopeft.search.analysis.trust import verified_by_trial
     from autopeft.space import load_space
+    from autopeft.space.stored import stored_target
     from autopeft.store import Store
 
     settings = LedgerSettings(heartbeat, grace)  # a bad --grace is refused before anything is prepared
@@ -141,8 +142,8 @@ def show(
 ) -> None:
     """The trials of a study; Pareto-optimal rows are marked with ★ (on verified means once
     `autopeft verify` has run, unless --proxy). Diverged trials are listed, noted, never starred."""
-    from autopeft.search.prepare import stored_target
     from autopeft.search.analysis.trust import verified_by_trial
+    from autopeft.space.stored import stored_target
     from autopeft.store import Store
 
     store = Store(storage_url(storage))

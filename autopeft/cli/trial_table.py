@@ -33,14 +33,13 @@ def print_trials(console, study, records, only_front: bool = False, verified: di
     from autopeft.methods.fields import used_config
     from autopeft.progress import fmt
     from autopeft.search.analysis.pareto import pareto_front
-    from autopeft.search.prepare import stored_target
+    from autopeft.space.stored import stored_target, study_space
 
     verified = verified or {}
     if front_on_verified:  # the front of what held up at full fidelity, on the held-out test split
         from autopeft.search.analysis.trust import verified_records
-        from autopeft.space import load_space_text
 
-        metric = load_space_text(study.space_yaml, f"study '{study.name}'").task.metric
+        metric = study_space(study).task.metric
         front = {r.number for r in pareto_front(verified_records(study, records, list(verified.values()), metric),
                                                  study.objectives)}
         kind = "verified Pareto-optimal (test means)"
@@ -148,7 +147,7 @@ def _rung_signal(study) -> str | None:
     if not study.space_yaml:
         return None
     try:
-        from autopeft.search.prepare import study_space
+        from autopeft.space.stored import study_space
 
         return study_space(study).proxy.signal
     except Exception:  # an old or foreign stored space: the note names the task metric
@@ -160,7 +159,7 @@ def _task_metric(study) -> str | None:
     if not study.space_yaml:
         return None
     try:
-        from autopeft.search.prepare import study_space
+        from autopeft.space.stored import study_space
 
         return study_space(study).task.metric
     except Exception:  # an old or foreign stored space: the note falls back to the first metric

@@ -256,14 +256,3 @@ def prepare_search(space: SearchSpace, *, with_data: bool = True) -> PreparedSea
         check_gradient_checkpointing(space, model, arch)
     return PreparedSearch(space, model, dataset, data, arch, encoding, params, dropped)
 
-
-def study_space(study):
-    """The search space a study (``StudyRecord``) was created with, parsed from its stored YAML."""
-    from autopeft.space import load_space_text
-
-    return load_space_text(study.space_yaml, f"study '{study.name}' (stored space)")
-
-
-def stored_target(study):
-    """The study's ``target:`` (None: the proxy is the target, or no space is stored with it)."""
-    return study_space(study).target if study.space_yaml else None

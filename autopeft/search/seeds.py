@@ -65,7 +65,7 @@ def _protocol_before_rows_by_seed(space) -> RunProtocol:
 
 def study_target_key(study: StudyRecord) -> str | None:
     """The protocol key of ``study``'s seed runs, from its stored space (None: no target)."""
-    from autopeft.search.prepare import study_space
+    from autopeft.space.stored import study_space
 
     protocol = target_protocol(study_space(study))
     return protocol.key() if protocol is not None else None

@@ -79,8 +79,8 @@ def open_study(store: Store, prep: PreparedSearch, trials_target: int | None = N
 
 def _changes(existing: StudyRecord, space) -> str:
     """`` (stored vs now: space.rank: [2, 8] vs [2, 4, 8, 16])``: what a refused resume changed."""
-    from autopeft.search.prepare import study_space
     from autopeft.space.identity import space_changes
+    from autopeft.space.stored import study_space
 
     if not existing.space_yaml:
         return ""

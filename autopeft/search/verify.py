@@ -65,7 +65,8 @@ class VerifyPlan:
 
 def full_fidelity(study: StudyRecord):
     """The study's search prepared for verification: all training rows (``train_examples`` lifted)."""
-    from autopeft.search.prepare import EVERY_ROW, prepare_search, study_space
+    from autopeft.search.prepare import EVERY_ROW, prepare_search
+    from autopeft.space.stored import study_space
 
     space = study_space(study)
     space = dataclasses.replace(space, proxy=dataclasses.replace(space.proxy, train_examples=EVERY_ROW))
@@ -100,7 +101,7 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
     chosen = {r.number for r in front}
     references = [r for r in records if r.status == "complete" and r.role and r.number not in chosen]
     front = sorted([*front, *references], key=lambda r: r.number)
-    from autopeft.search.prepare import study_space
+    from autopeft.space.stored import study_space
 
     at_target = steps is None and epochs is None and study_space(study).target is not None
     if prep is None:
@@ -130,7 +131,8 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
 def at_target_prep(study: StudyRecord):
     """The study's search prepared as it searched: its seed runs at the target train on that
     (each on the rows its protocol says: ``autopeft.search.runs.train``)."""
-    from autopeft.search.prepare import prepare_search, study_space
+    from autopeft.search.prepare import prepare_search
+    from autopeft.space.stored import study_space
 
     return prepare_search(study_space(study))
 

@@ -357,9 +357,10 @@ def stored_space(study: StudyRecord):
             two searches in one study, so ``autopeft search`` refuses it too.
     """
     from autopeft.errors import StoreError
-    from autopeft.space import load_space_text, space_hash
+    from autopeft.space import space_hash
+    from autopeft.space.stored import study_space
 
-    space = load_space_text(study.space_yaml, f"study '{study.name}' (stored space)")
+    space = study_space(study)
     digest = space_hash(space)
     if digest != study.space_hash:
         raise StoreError(

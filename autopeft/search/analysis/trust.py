@@ -190,13 +190,13 @@ def dominating_baseline(study: StudyRecord, verified: Sequence[Verified], metric
 
 def verified_by_trial(store, study: StudyRecord) -> dict[int, Verified]:
     """``{trial number: Verified}`` of the study's verified trials (empty before ``autopeft verify``)."""
-    from autopeft.space import load_space_text
+    from autopeft.space.stored import study_space
     from autopeft.store.verifications import Verifications
 
     runs = Verifications(store).of(study.name)
     if not runs:
         return {}
-    metric = load_space_text(study.space_yaml, f"study '{study.name}'").task.metric
+    metric = study_space(study).task.metric
     return {v.trial_number: v for v in summarize(runs, metric) if v.trial_number is not None}
 
 
@@ -211,7 +211,7 @@ def select_verified(store, study: str, trial: int | None, pick: str | None) -> t
     from autopeft.errors import ExportError
     from autopeft.search.analysis.pareto import pick as pick_trial
     from autopeft.search.analysis.pareto import trial_by_number
-    from autopeft.space import load_space_text
+    from autopeft.space.stored import study_space
 
     if (trial is None) == (pick is None):
         raise ExportError("give exactly one of --trial N or --pick (knee | best:OBJECTIVE | budget:PARAMS)")
@@ -219,7 +219,7 @@ def select_verified(store, study: str, trial: int | None, pick: str | None) -> t
     verified = verified_by_trial(store, s)
     if not verified:
         raise ExportError(f"study '{study}' has no verified point; run `autopeft verify {study}` first")
-    metric = load_space_text(s.space_yaml, f"study '{study}'").task.metric
+    metric = study_space(s).task.metric
     records = store.trials(study)
     candidates = verified_records(s, records, list(verified.values()), metric)
     if trial is not None:
