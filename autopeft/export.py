@@ -146,7 +146,7 @@ def _convert(record: TrialRecord, as_: str) -> tuple[str, dict]:
     from autopeft.methods import get_method
 
     try:
-        return as_, get_method(record.candidate.method).export_as(as_, record.peft_config, record.extras or {})
+        return as_, get_method(record.candidate.method).export_as(as_, record.peft_config, record.rank_allocation)
     except MethodError as e:
         raise ExportError(f"--as {as_}: trial {record.number}: {e}") from None
 

@@ -230,7 +230,7 @@ def test_method_base_defaults_are_those_of_a_plain_method(model_info):
 
     assert Plain.learning_rate_band == (3.0e-4, 3.0e-3), "a plug-in's band is centred on 1e-3"
     assert default_learning_rate("no_such_method") == Plain.learning_rate_band
-    assert Plain().importance_map({"rank_allocation": {"x": 1}}, model_info) is None
+    assert Plain().importance_map({"x": 1}, model_info) is None
     with pytest.raises(MethodError, match="converts to no other method"):
         Plain().export_as("lora", {}, {})
 

@@ -288,14 +288,14 @@ def test_adalora_converts_to_lora_and_maps_its_final_ranks(model_info):
     extras = {"rank_allocation": {f"{layers}.5.attention.self.query.lora_E": 2,
                                   f"{layers}.4.attention.self.value.lora_E": 0}}
     config = {"peft_type": "ADALORA", "task_type": "SEQ_CLS", "r": 2, "lora_alpha": 4.0, "target_modules": ["query"]}
-    lora = adalora.export_as("lora", config, extras)
+    lora = adalora.export_as("lora", config, extras["rank_allocation"])
     assert lora["peft_type"] == "LORA" and lora["r"] == 2
     assert lora["target_modules"] == re.escape(f"{layers}.5.attention.self.query"), "rank 0 is left out"
     for target, recorded in (("ia3", extras), ("lora", {})):
         with pytest.raises(MethodError):
-            adalora.export_as(target, config, recorded)
+            adalora.export_as(target, config, recorded.get("rank_allocation", {}))
 
-    imap = adalora.importance_map(extras, model_info)
+    imap = adalora.importance_map(extras["rank_allocation"], model_info)
     assert imap.kind == "adalora"
     scores = {(i, m): v for i, row in enumerate(imap.scores) for m, v in zip(imap.modules, row) if v is not None}
     assert scores == {(5, "attention.self.query"): 2, (4, "attention.self.value"): 0}

@@ -8,6 +8,8 @@ the benchmarks report that bias rather than hide it.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from autopeft.errors import MethodError
 from autopeft.methods.base import BuildContext, MethodBase, selected_modules, target_regex, task_type_for
 from autopeft.methods.lora import LoRA
@@ -59,27 +61,27 @@ class AdaLoRA(MethodBase):
         pattern = model.peft_config[model.active_adapter].rank_pattern or {}
         return {"rank_allocation": {name: int(sum(mask)) for name, mask in pattern.items()}}
 
-    def export_as(self, target: str, config: dict, extras: dict) -> dict:
+    def export_as(self, target: str, config: dict, rank_allocation: Mapping[str, float]) -> dict:
         """``lora``: the trial as plain LoRA with the ranks it learned (:func:`as_lora`)."""
         if target != "lora":
             raise MethodError(f"an adalora trial converts to lora only, not to {target}")
-        if not extras.get("rank_allocation"):
+        if not rank_allocation:
             raise MethodError("an adalora trial converts to lora with the rank allocation it recorded, and this one has none")
-        return as_lora(config, extras["rank_allocation"])
+        return as_lora(config, rank_allocation)
 
-    def importance_map(self, extras: dict, arch):
+    def importance_map(self, rank_allocation: Mapping[str, float], arch):
         """The final rank of every adapted matrix, by layer and module."""
-        if "rank_allocation" not in extras:
+        if not rank_allocation:
             return None
         from autopeft.importance import ImportanceMap
 
         return ImportanceMap.from_named(
-            "adalora", extras["rank_allocation"], arch.layers_path, arch.num_layers,
+            "adalora", dict(rank_allocation), arch.layers_path, arch.num_layers,
             tuple(s.name for s in arch.linears), note="final AdaLoRA rank per matrix",
         )
 
 
-def as_lora(config: dict, rank_allocation: dict[str, int]) -> dict:
+def as_lora(config: dict, rank_allocation: Mapping[str, float]) -> dict:
     """A plain LoRA config (JSON) with AdaLoRA's learned ranks as ``rank_pattern``.
 
     Matrices AdaLoRA pruned to rank 0 are left out of ``target_modules``; ``r`` is the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 from autopeft.assets.architecture import ModelInfo
 from autopeft.errors import MethodError
@@ -81,17 +81,18 @@ class Method(Protocol):
     def summary(self, model) -> dict:
         """Method-specific facts to record after training (e.g. AdaLoRA's final ranks)."""
 
-    def export_as(self, target: str, config: dict, extras: dict) -> dict:
+    def export_as(self, target: str, config: dict, rank_allocation: Mapping[str, float]) -> dict:
         """A trial of this method as a config (JSON) of method ``target`` (``export --as``),
-        from its ``config`` and what ``summary`` recorded (``extras``).
+        from its ``config`` and the rank allocation its ``summary`` recorded
+        (``TrialRecord.rank_allocation``; empty for a method that records none).
 
         Raises:
             MethodError: the trial cannot be converted to ``target``.
         """
 
-    def importance_map(self, extras: dict, arch: ModelInfo):
-        """The ``autopeft.importance.ImportanceMap`` a trial measured (read from the ``extras``
-        ``summary`` recorded; AdaLoRA's final ranks), or None. The study stores it with the trial."""
+    def importance_map(self, rank_allocation: Mapping[str, float], arch: ModelInfo):
+        """The ``autopeft.importance.ImportanceMap`` a trial measured (from the rank allocation
+        its ``summary`` recorded: AdaLoRA's final ranks), or None. The study stores it with the trial."""
 
 
 class MethodBase:
@@ -150,10 +151,10 @@ class MethodBase:
     def summary(self, model) -> dict:
         return {}
 
-    def export_as(self, target: str, config: dict, extras: dict) -> dict:
+    def export_as(self, target: str, config: dict, rank_allocation: Mapping[str, float]) -> dict:
         raise MethodError(f"a {self.name} trial converts to no other method; export it as it is")
 
-    def importance_map(self, extras: dict, arch: ModelInfo):
+    def importance_map(self, rank_allocation: Mapping[str, float], arch: ModelInfo):
         return None
 
 

@@ -46,6 +46,7 @@ def with_importance(extras: dict, prep: PreparedSearch, method: str) -> dict:
     if "importance" in extras:
         return extras
     from autopeft.methods import get_method
+    from autopeft.store.trial_extras import rank_allocation
 
-    imap = get_method(method).importance_map(extras, prep.arch)
+    imap = get_method(method).importance_map(rank_allocation(extras), prep.arch)
     return extras if imap is None else {**extras, "importance": imap.to_json()}
