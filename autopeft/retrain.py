@@ -125,8 +125,10 @@ def sweep_baseline(candidate: Candidate, prep, protocol: RunProtocol, rates: tup
             rows.append((lr, None, f"failed: {result.error}"))
             continue
         from autopeft.search.analysis.divergence import divergence
+        from autopeft.store.trial_extras import Diagnostics
 
-        rows.append((lr, result.metrics[protocol.metric], divergence(result.metrics, result.extras, result.curve)))
+        why = divergence(result.metrics, Diagnostics.from_extras(result.extras), result.curve)
+        rows.append((lr, result.metrics[protocol.metric], why))
     trained = [r for r in rows if r[1] is not None]
     if not trained:
         raise ExportError(f"the baseline failed at every learning rate of the sweep: {rows[0][2]}")
@@ -137,6 +139,7 @@ def sweep_baseline(candidate: Candidate, prep, protocol: RunProtocol, rates: tup
 
 def _train_all(name, cand, prep, protocol: RunProtocol, out: Path, *, keep: bool, on_progress) -> ConfigReport:
     from autopeft.search.analysis.divergence import divergence
+    from autopeft.store.trial_extras import Diagnostics
 
     runs, best = [], None
     with tempfile.TemporaryDirectory(prefix="autopeft-train-") as tmp:
@@ -146,7 +149,7 @@ def _train_all(name, cand, prep, protocol: RunProtocol, out: Path, *, keep: bool
             if result.status != "complete":
                 raise ExportError(f"{name} training with seed {seed} failed: {result.error}")
             run = SeedRun(seed, result.metrics, result.trainable_params, result.train_time,
-                          divergence(result.metrics, result.extras, result.curve))
+                          divergence(result.metrics, Diagnostics.from_extras(result.extras), result.curve))
             runs.append(run)
             if best is None or protocol.better(run.metrics[protocol.metric], best.metrics[protocol.metric]):
                 best = run

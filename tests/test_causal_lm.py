@@ -130,7 +130,7 @@ def test_a_choice_scored_trial_records_what_divergence_needs(tiny_random_gpt2, t
     outcome = run_search(prepare_search(load_space_text(yaml, "lm.yaml")), Store(f"sqlite:///{tmp_path / 'c.db'}"))
     (record,) = [r for r in outcome.records if r.status == "complete"]
     assert record.extras["predicted_classes"] in (1, 2) and 0.5 <= record.extras["majority_rate"] <= 1.0
-    why = divergence(record.metrics, record.extras, record.curve)
+    why = divergence(record.metrics, record.diagnostics, record.curve)
     if record.extras["predicted_classes"] == 1:
         assert why == "predicts a single answer"
 

@@ -12,6 +12,7 @@ import torch
 from autopeft.search.analysis.divergence import divergence
 from autopeft.search.analysis.pareto import diverged, eligible
 from autopeft.store import TrialRecord, utcnow
+from autopeft.store.trial_extras import Diagnostics
 from autopeft.trials import generative
 from test_store_contract import CANDIDATE
 
@@ -46,32 +47,32 @@ def test_generative_metrics_fills_the_diagnostics_it_is_given(monkeypatch):
                                             diagnostics=diagnostics)
     assert metrics == {"choice_accuracy": 0.75}
     assert diagnostics == {"predicted_classes": 1, "majority_rate": 0.75}
-    assert divergence(metrics, diagnostics, FALLING) == "predicts a single answer"
+    assert divergence(metrics, Diagnostics.from_extras(diagnostics), FALLING) == "predicts a single answer"
     # Without a diagnostics dict nothing changes for the caller.
     assert generative.generative_metrics(_Model(), {}, gen, metric="choice_accuracy", max_new_tokens=4) == metrics
 
 
 def test_below_the_majority_answer_is_diverged_though_the_loss_fell():
-    why = divergence({"choice_accuracy": 0.310, **LM}, {"predicted_classes": 3, "majority_rate": 0.42}, FALLING)
+    why = divergence({"choice_accuracy": 0.310, **LM}, Diagnostics(3, 0.42), FALLING)
     assert why == "choice accuracy 0.310 is no better than the most frequent answer (0.420)"
-    assert divergence({"choice_accuracy": 0.42, **LM}, {"predicted_classes": 2, "majority_rate": 0.42}, FALLING)
+    assert divergence({"choice_accuracy": 0.42, **LM}, Diagnostics(2, 0.42), FALLING)
 
 
 def test_a_single_predicted_answer_is_diverged():
-    assert divergence({"choice_accuracy": 0.55, **LM}, {"predicted_classes": 1, "majority_rate": 0.55},
+    assert divergence({"choice_accuracy": 0.55, **LM}, Diagnostics(1, 0.55),
                       FALLING) == "predicts a single answer"
 
 
 def test_a_learned_run_is_not_and_the_loss_check_still_applies():
-    healthy = {"predicted_classes": 4, "majority_rate": 0.42}
+    healthy = Diagnostics(4, 0.42)
     assert divergence({"choice_accuracy": 0.61, **LM}, healthy, FALLING) is None
     assert divergence({"choice_accuracy": 0.61, **LM}, healthy, [[5, 1.4], [10, 1.6]]).startswith(
         "training loss did not fall")
     # Recorded before these diagnostics existed: judged by its loss alone, as it was.
-    assert divergence({"choice_accuracy": 0.31, **LM}, {}, FALLING) is None
+    assert divergence({"choice_accuracy": 0.31, **LM}, Diagnostics(), FALLING) is None
     # Pure language modelling and classification are unchanged.
-    assert divergence(LM, {}, FALLING) is None
-    assert divergence({"accuracy": 0.5}, {"predicted_classes": 1}, FALLING) == "predicts a single class"
+    assert divergence(LM, Diagnostics(), FALLING) is None
+    assert divergence({"accuracy": 0.5}, Diagnostics(1), FALLING) == "predicts a single class"
 
 
 def test_such_a_trial_is_off_the_front():

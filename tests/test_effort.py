@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from autopeft.search.analysis.effort import TRIAL_RUN, effort
+from autopeft.search.analysis.effort import effort
 from autopeft.store import TrialRecord, utcnow
 from autopeft.store.verifications import VerificationRecord
 
@@ -29,7 +29,7 @@ def test_cpu_seconds_count_every_process_once_and_near_duplicates_skip_retries()
         _trial(5, "running", lr=1e-3),
     ]
     seed = dict(study="e", subject="trial:0", protocol={}, candidate=LORA, trial_number=0)
-    runs = [VerificationRecord(**seed, seed=0, status="complete", extras={TRIAL_RUN: True}),  # the trial's own run
+    runs = [VerificationRecord(**seed, seed=0, status="complete", extras={"trial_run": True}),  # the trial's own run
             VerificationRecord(**seed, seed=1, status="complete", extras={"cpu_time": 7.0}),
             VerificationRecord(**seed, seed=2, status="pending")]
     e = effort(records, runs)

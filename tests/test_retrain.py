@@ -70,12 +70,13 @@ def test_a_diverged_baseline_is_never_shown_as_beaten():
 
 def test_divergence_is_read_from_what_the_trial_reports():
     from autopeft.search.analysis.divergence import divergence
+    from autopeft.store.trial_extras import Diagnostics
 
-    assert divergence({"accuracy": 0.5}, {"predicted_classes": 1, "majority_rate": 0.5}, []) == "predicts a single class"
-    assert "majority class" in divergence({"accuracy": 0.40}, {"predicted_classes": 3, "majority_rate": 0.42}, [])
-    assert divergence({"accuracy": 0.66}, {"predicted_classes": 3, "majority_rate": 0.42}, []) is None
-    assert "did not fall" in divergence({"eval_loss": 3.0}, {}, [[1, 2.0], [5, 2.4]])
-    assert divergence({"eval_loss": 3.0}, {}, [[1, 2.4], [5, 2.0]]) is None
+    assert divergence({"accuracy": 0.5}, Diagnostics(1, 0.5), []) == "predicts a single class"
+    assert "majority class" in divergence({"accuracy": 0.40}, Diagnostics(3, 0.42), [])
+    assert divergence({"accuracy": 0.66}, Diagnostics(3, 0.42), []) is None
+    assert "did not fall" in divergence({"eval_loss": 3.0}, Diagnostics(), [[1, 2.0], [5, 2.4]])
+    assert divergence({"eval_loss": 3.0}, Diagnostics(), [[1, 2.4], [5, 2.0]]) is None
 
 
 @pytest.mark.slow

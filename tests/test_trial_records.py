@@ -5,7 +5,9 @@ candidate likewise reads back as a ``Candidate`` from the JSON the store keeps u
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -175,3 +177,58 @@ def test_a_record_reads_back_a_candidate_and_the_stored_json_is_unchanged(store)
     # Saved again as read (a finish rewrites the row), the stored text stays the same.
     store.save_trial(first)
     assert _stored_candidates(store, "autopeft_trials") == want
+
+
+def test_a_verification_rows_extras_read_back_typed_and_keep_their_shape(store):
+    from autopeft.store.trial_extras import Diagnostics, own_run, run_cost
+
+    runs = Verifications(store)
+    seed = dict(study="s", subject="trial:3", protocol={}, candidate=CANDIDATE, trial_number=3)
+    runs.add([VerificationRecord(**seed, seed=0), VerificationRecord(**seed, seed=1)])
+    own_row, trained_row = sorted(runs.of("s"), key=lambda r: r.seed)
+    # Written as the search writes them: the trial's own run keeps the trial's diagnostics
+    # (seeds.queue), a trained row its cost beside what its trial process reported (runs.train).
+    trial = {"predicted_classes": 1, "majority_rate": 0.45, "fidelity": 30, "rank_allocation": {"q": 2}}
+    own = own_run(trial)
+    trained = {"predicted_classes": 3, "majority_rate": 0.45, **run_cost(12.5, 40.0)}
+    for row, extras in ((own_row, own), (trained_row, trained)):
+        runs.claim_id(row.id, "w")
+        runs.finish(dataclasses.replace(row, status="complete", extras=extras))
+    got_own, got_trained = sorted(runs.of("s"), key=lambda r: r.seed)
+
+    assert own == {"predicted_classes": 1, "majority_rate": 0.45, "trial_run": True}
+    assert (got_own.extras, got_trained.extras) == (own, trained)  # stored as written
+    assert got_own.trial_run and not got_trained.trial_run
+    assert got_own.diagnostics == Diagnostics(1, 0.45) == _trial(extras=trial).diagnostics
+    assert got_trained.diagnostics == Diagnostics(3, 0.45)
+    assert (got_trained.cpu_time, got_trained.wall_time) == (12.5, 40.0)
+    assert (got_own.cpu_time, got_own.wall_time) == (None, None)  # the trial's cost is on its trial record
+
+
+@pytest.mark.parametrize("extras", [None, {}, {"cpu_time": "slow", "trial_run": 0, "predicted_classes": "one",
+                                               "majority_rate": None}])
+def test_missing_or_malformed_verification_extras_read_as_none(extras):
+    from autopeft.store.trial_extras import Diagnostics
+
+    r = VerificationRecord(study="s", subject="baseline", seed=0, protocol={}, candidate=CANDIDATE, extras=extras or {})
+    assert (r.trial_run, r.cpu_time, r.wall_time) == (False, None, None)
+    assert r.diagnostics == Diagnostics() == _trial(extras=extras).diagnostics
+
+
+def test_divergence_and_the_adalora_hooks_read_the_typed_records():
+    from autopeft.methods import get_method
+    from autopeft.search.analysis.divergence import divergence
+    from autopeft.store.trial_extras import Diagnostics
+
+    collapsed = _trial(extras={"predicted_classes": 1, "majority_rate": 0.45})
+    assert divergence({"accuracy": 0.5}, collapsed.diagnostics, []) == "predicts a single class"
+    assert divergence({"accuracy": 0.44}, Diagnostics(3, 0.45), []).startswith("accuracy 0.440 is no better")
+    assert divergence({"accuracy": 0.44}, _trial(extras={}).diagnostics, []) is None  # recorded without them
+
+    adalora = get_method("adalora")
+    config = {"peft_type": "ADALORA", "task_type": "SEQ_CLS", "r": 2, "lora_alpha": 4.0, "target_modules": ["query"]}
+    query = "encoder.layer.0.attention.self.query"
+    record = _trial(extras={"rank_allocation": {f"{query}.lora_E": 2}})
+    lora = adalora.export_as("lora", config, record.rank_allocation)
+    assert (lora["r"], lora["target_modules"]) == (2, re.escape(query))
+    assert adalora.importance_map(_trial(extras={}).rank_allocation, None) is None  # none recorded

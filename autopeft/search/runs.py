@@ -20,6 +20,7 @@ import traceback
 from typing import TYPE_CHECKING, Callable
 
 from autopeft.errors import AutoPeftError
+from autopeft.store.trial_extras import run_cost
 from autopeft.store.verifications import VerificationRecord, Verifications
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -142,7 +143,7 @@ def train(record: VerificationRecord, prep, runner=None) -> VerificationRecord:
     except AutoPeftError as e:
         return dataclasses.replace(record, status="failed", error=str(e))
     result = (runner or run_isolated)(spec)
-    spent = {"cpu_time": result.cpu_time, "wall_time": result.wall_time}  # what the run cost, beside what it found
+    spent = run_cost(result.cpu_time, result.wall_time)  # what the run cost, beside what it found
     if result.status != "complete":
         return dataclasses.replace(record, status="failed", error=result.error, curve=result.curve,
                                    extras={**record.extras, **spent})

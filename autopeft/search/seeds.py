@@ -35,9 +35,8 @@ import dataclasses
 import statistics
 from typing import Sequence
 
-from autopeft.search.analysis.effort import TRIAL_RUN
 from autopeft.search.protocol import BY_SEED, RunProtocol
-from autopeft.store import Store, StudyRecord, TrialRecord
+from autopeft.store import Store, StudyRecord, TrialRecord, trial_extras
 from autopeft.store.verifications import VerificationRecord, Verifications
 
 #: ``RunProtocol.fidelity`` of the rows this module queues.
@@ -90,14 +89,9 @@ def queue(runs: Verifications, study: StudyRecord, space, record: TrialRecord, t
     if claimed is not None and runs.claim_id(claimed.id, "search") is not None:
         runs.finish(dataclasses.replace(claimed, status="complete", metrics=record.metrics, test_metrics=test_metrics,
                                         trainable_params=record.trainable_params, curve=record.curve,
-                                        extras={**{k: v for k, v in record.extras.items() if k in _KEPT_EXTRAS},
-                                                TRIAL_RUN: True}))
+                                        extras=trial_extras.own_run(record.extras)))
     others = [dataclasses.replace(own, seed=s) for s in seeds[1:]]
     return runs.add(others)
-
-
-#: What a seed row keeps of its trial's extras: what divergence is judged by.
-_KEPT_EXTRAS = ("predicted_classes", "majority_rate")
 
 
 def rows_of(runs: Verifications, study: StudyRecord, space) -> list[VerificationRecord]:
@@ -125,7 +119,7 @@ def fold(store: Store, study: StudyRecord, space, record: TrialRecord,
         return record
     val = _mean_sd([r.metrics[metric] for r in done])
     tests = [r.test_metrics[metric] for r in done if metric in r.test_metrics]
-    why = next((f"seed {r.seed}: {d}" for r in done if (d := divergence(r.metrics, r.extras, r.curve))), None)
+    why = next((f"seed {r.seed}: {d}" for r in done if (d := divergence(r.metrics, r.diagnostics, r.curve))), None)
     summary = {"seeds": sorted(r.seed for r in done), "of": space.target.seeds,
                "failed": sorted(r.seed for r in mine if r.status == "failed"),
                "val": list(val), "test": list(_mean_sd(tests)) if len(tests) == len(done) else None,

@@ -265,7 +265,7 @@ def baseline_rows(p: VerifyPlan, prep, runs: Verifications, sweep: list[Verifica
     scored = [(float(s.subject.split(":", 1)[1]), done[s.subject]) for s in sweep if s.subject in done]
     if not scored:
         raise VerifyError(f"default LoRA failed at every learning rate of its sweep; see `autopeft show {p.study.name}`")
-    lr = best_rate([(rate, r.metrics[metric], divergence(r.metrics, r.extras, r.curve)) for rate, r in scored],
+    lr = best_rate([(rate, r.metrics[metric], divergence(r.metrics, r.diagnostics, r.curve)) for rate, r in scored],
                    maximise=METRIC_DIRECTIONS[metric] == "max")
     log(f"baseline learning rate {lr:g} (sweep: " + ", ".join(
         f"{rate:g} {r.metrics[metric]:.4f}" for rate, r in scored) + ")")

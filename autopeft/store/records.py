@@ -7,7 +7,7 @@ from datetime import datetime
 
 from autopeft.candidate import Candidate
 from autopeft.store import trial_extras
-from autopeft.store.trial_extras import Rung, TargetSummary
+from autopeft.store.trial_extras import Diagnostics, Rung, TargetSummary
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class TrialRecord:
         extras: What the trial recorded beside its metrics, as stored (JSON): method-specific
             records, divergence diagnostics, and the keys read by the typed properties below
             (``role``, ``stopped_at``, ``rungs``, ``probes``, ``target``, ``retry_of``,
-            ``retried_as``, ``rank_allocation``, ``checkpoint_dir``, ``verified``; parsed in
+            ``retried_as``, ``rank_allocation``, ``checkpoint_dir``, ``verified``, ``diagnostics``; parsed in
             ``autopeft.store.trial_extras``), which code outside the store reads instead.
         error: Why the trial failed or was infeasible.
         sampler_time: Seconds the sampler took to propose this trial.
@@ -194,3 +194,8 @@ class TrialRecord:
         """Whether the record's values are verify's test means, not its proxy run's
         (``autopeft.search.analysis.trust.verified_records``)."""
         return trial_extras.verified(self.extras)
+
+    @property
+    def diagnostics(self) -> Diagnostics:
+        """What the trial reported for judging whether it diverged."""
+        return Diagnostics.from_extras(self.extras)

@@ -17,7 +17,14 @@ The keys read here:
 - ``rank_allocation``: AdaLoRA's final ``{module path: rank}``;
 - ``checkpoints``: the folder the trial's checkpoints are in;
 - ``verified``: set (in memory, never stored) on a record whose values are verify's test means
-  (``autopeft.search.analysis.trust.verified_records``).
+  (``autopeft.search.analysis.trust.verified_records``);
+- ``predicted_classes`` and ``majority_rate``: the divergence diagnostics the trial process
+  reports (:class:`Diagnostics`), on trial records and on verification rows alike.
+
+A verification row's ``extras`` also holds (read by ``VerificationRecord``):
+
+- ``trial_run``: the row is a trial's own run, stored as its first seed (``autopeft.search.seeds``);
+- ``cpu_time`` / ``wall_time``: what the run cost (``autopeft.search.runs.train``).
 """
 
 from __future__ import annotations
@@ -110,6 +117,28 @@ class TargetSummary:
         return len(self.seeds) + len(self.failed) >= self.of
 
 
+@dataclass(frozen=True)
+class Diagnostics:
+    """What a run reported for judging whether it diverged (``autopeft.search.analysis.divergence``).
+
+    Attributes:
+        predicted_classes: How many classes (or answers) its predictions on validation use.
+        majority_rate: The metric of always answering the split's most frequent class or answer.
+    """
+
+    predicted_classes: int | None = None
+    majority_rate: float | None = None
+
+    #: The keys of ``extras`` they are stored under (a seed row copies these of its trial's).
+    KEYS = ("predicted_classes", "majority_rate")
+
+    @classmethod
+    def from_extras(cls, extras: Mapping | None) -> "Diagnostics":
+        """From a record's (or a trial result's) extras; a missing or non-numeric key reads as None."""
+        classes, rate = ((extras or {}).get(key) for key in cls.KEYS)
+        return cls(_int(classes), _float(rate))
+
+
 def role(extras: Mapping | None) -> str | None:
     value = (extras or {}).get("baseline")
     return value if isinstance(value, str) and value else None
@@ -148,6 +177,33 @@ def checkpoint_dir(extras: Mapping | None) -> str | None:
 
 def verified(extras: Mapping | None) -> bool:
     return "verified" in (extras or {})
+
+
+# A verification row's keys (``VerificationRecord``); each is written and read only below.
+_TRIAL_RUN, _CPU_TIME, _WALL_TIME = "trial_run", "cpu_time", "wall_time"
+
+
+def trial_run(extras: Mapping | None) -> bool:
+    return bool((extras or {}).get(_TRIAL_RUN))
+
+
+def cpu_time(extras: Mapping | None) -> float | None:
+    return _float((extras or {}).get(_CPU_TIME))
+
+
+def wall_time(extras: Mapping | None) -> float | None:
+    return _float((extras or {}).get(_WALL_TIME))
+
+
+def run_cost(cpu: float | None, wall: float | None) -> dict:
+    """A verification row's ``cpu_time`` / ``wall_time`` extras."""
+    return {_CPU_TIME: cpu, _WALL_TIME: wall}
+
+
+def own_run(trial: Mapping | None) -> dict:
+    """The extras of the seed row that is a trial's own run: the trial's divergence diagnostics
+    (copied as stored, so the row judges as the trial did) and the ``trial_run`` mark."""
+    return {**{k: v for k, v in (trial or {}).items() if k in Diagnostics.KEYS}, _TRIAL_RUN: True}
 
 
 def _number(value: Any, kind: type):

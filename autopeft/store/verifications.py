@@ -20,7 +20,9 @@ from datetime import datetime, timedelta
 
 from autopeft.candidate import Candidate
 from autopeft.errors import StoreError
+from autopeft.store import trial_extras
 from autopeft.store.store import Store, utcnow
+from autopeft.store.trial_extras import Diagnostics
 
 STATUSES = ("pending", "running", "complete", "failed")
 
@@ -40,7 +42,9 @@ class VerificationRecord:
         status: ``pending``, ``running``, ``complete`` or ``failed``.
         metrics: Task metrics on the validation split (the one the search selected on).
         test_metrics: Task metrics on the test split (never read by the search).
-        extras: What the trial reported beside metrics (e.g. divergence diagnostics).
+        extras: What the trial reported beside metrics, as stored (JSON); code outside the
+            store reads it through the typed properties below (``trial_run``, ``cpu_time``,
+            ``wall_time``, ``diagnostics``; parsed in ``autopeft.store.trial_extras``).
     """
 
     study: str
@@ -69,6 +73,27 @@ class VerificationRecord:
     @property
     def protocol_key(self) -> str:
         return protocol_key(self.protocol)
+
+    # What extras holds, typed (None or False when missing or of an older shape).
+    @property
+    def trial_run(self) -> bool:
+        """Whether the row is a trial's own run, stored as its first seed (not trained apart)."""
+        return trial_extras.trial_run(self.extras)
+
+    @property
+    def cpu_time(self) -> float | None:
+        """The run's CPU seconds (None before it ran, or stored by an older autopeft)."""
+        return trial_extras.cpu_time(self.extras)
+
+    @property
+    def wall_time(self) -> float | None:
+        """The run's wall-clock seconds."""
+        return trial_extras.wall_time(self.extras)
+
+    @property
+    def diagnostics(self) -> Diagnostics:
+        """What the run reported for judging whether it diverged."""
+        return Diagnostics.from_extras(self.extras)
 
 
 def protocol_key(protocol: dict) -> str:

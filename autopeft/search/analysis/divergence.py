@@ -18,20 +18,26 @@ A run recorded without these diagnostics is judged by what it has (its loss curv
 
 from __future__ import annotations
 
+from autopeft.store.trial_extras import Diagnostics
 
-def divergence(metrics: dict, extras: dict, curve: list) -> str | None:
-    """Why the run counts as diverged, in a few words; None when it does not."""
+
+def divergence(metrics: dict, diagnostics: Diagnostics, curve: list) -> str | None:
+    """Why the run counts as diverged, in a few words; None when it does not.
+
+    ``diagnostics`` are the run's (``TrialRecord.diagnostics``, ``VerificationRecord.diagnostics``,
+    or ``Diagnostics.from_extras`` of a trial result not stored yet).
+    """
     if "accuracy" in metrics or "macro_f1" in metrics:
-        if extras.get("predicted_classes") == 1:
+        if diagnostics.predicted_classes == 1:
             return "predicts a single class"
-        rate, accuracy = extras.get("majority_rate"), metrics.get("accuracy")
+        rate, accuracy = diagnostics.majority_rate, metrics.get("accuracy")
         if rate is not None and accuracy is not None and accuracy <= rate + 1e-9:
             return f"accuracy {accuracy:.3f} is no better than the majority class ({rate:.3f})"
         return None
     if "choice_accuracy" in metrics:
-        if extras.get("predicted_classes") == 1:
+        if diagnostics.predicted_classes == 1:
             return "predicts a single answer"
-        rate, accuracy = extras.get("majority_rate"), metrics["choice_accuracy"]
+        rate, accuracy = diagnostics.majority_rate, metrics["choice_accuracy"]
         if rate is not None and accuracy is not None and accuracy <= rate + 1e-9:
             return f"choice accuracy {accuracy:.3f} is no better than the most frequent answer ({rate:.3f})"
     if len(curve) >= 2 and curve[-1][1] >= curve[0][1]:

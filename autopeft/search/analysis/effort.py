@@ -6,7 +6,7 @@
   a core another job holds, though contention for caches and memory still raises it a little.
 - Near-duplicates: trained trials that repeat an earlier trial's structure at a learning
   rate within ``dedup.NEAR_FACTOR`` of it (``autopeft.search.sampling.dedup.near_duplicates``). A
-  trial whose point was queued again (``extras["retried_as"]``: interrupted, or its process
+  trial whose point was queued again (``TrialRecord.retried_as``: interrupted, or its process
   died) is left out: its retry is the same point by design, not a re-probe.
 """
 
@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from autopeft.store.records import TrialRecord
-
-#: A seed row that is the trial's own run (stored by ``autopeft.search.seeds``), not a run of its own.
-TRIAL_RUN = "trial_run"
 
 
 @dataclass(frozen=True)
@@ -57,8 +54,9 @@ def effort(records: Sequence[TrialRecord], runs) -> Effort:
     from autopeft.search.sampling.dedup import near_duplicates
 
     trained = sorted((r for r in records if r.status in ("complete", "pruned", "failed")), key=lambda r: r.number)
-    apart = [r for r in runs if r.status in ("complete", "failed") and not r.extras.get(TRIAL_RUN)]
-    cpu = [r.resources.cpu_time for r in trained] + [r.extras.get("cpu_time") for r in apart]
+    # A seed row that is a trial's own run is that trial's process, counted with the trials.
+    apart = [r for r in runs if r.status in ("complete", "failed") and not r.trial_run]
+    cpu = [r.resources.cpu_time for r in trained] + [r.cpu_time for r in apart]
     probes = [r for r in trained if r.retried_as is None]
     near = near_duplicates([r.candidate for r in probes])
     return Effort(len(trained), len(apart), sum(c for c in cpu if c), sum(1 for c in cpu if c is None),

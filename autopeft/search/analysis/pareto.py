@@ -44,7 +44,7 @@ def diverged(record: TrialRecord) -> str | None:
     if record.verified:
         return None
     # The diagnostics (predicted classes, majority rate) are read as the trial process reported them.
-    return divergence(record.metrics or {}, record.extras or {}, record.curve or [])
+    return divergence(record.metrics or {}, record.diagnostics, record.curve or [])
 
 
 def eligible(records: Sequence[TrialRecord]) -> list[TrialRecord]:

@@ -66,7 +66,7 @@ def summarize(runs, metric: str) -> list[Verified]:
     out = []
     for subject in dict.fromkeys(r.subject for r in done):
         rows = [r for r in done if r.subject == subject and r.protocol_key == newest[subject]]
-        why = next((f"seed {r.seed}: {d}" for r in rows if (d := divergence(r.metrics, r.extras, r.curve))), None)
+        why = next((f"seed {r.seed}: {d}" for r in rows if (d := divergence(r.metrics, r.diagnostics, r.curve))), None)
         out.append(Verified(
             subject, rows[0].trial_number, tuple(r.seed for r in rows),
             _mean_sd([r.metrics[metric] for r in rows]), _mean_sd([r.test_metrics[metric] for r in rows]),
