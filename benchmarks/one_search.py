@@ -88,7 +88,7 @@ def _self_cpu() -> float:
 
 def _spent(store, runs, study: str) -> float:
     trials = sum((t.resources.cpu_time or 0.0) for t in store.trials(study))
-    return trials + sum(r.extras.get("cpu_time", 0.0) for r in runs.of(study))
+    return trials + sum((r.cpu_time or 0.0) for r in runs.of(study))
 
 
 def _points_new(store, runs, study: str, metric: str) -> tuple[list[Point], Point | None]:
