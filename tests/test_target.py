@@ -13,6 +13,7 @@ from autopeft.search.loop import run_search
 from autopeft.search.prepare import prepare_search
 from autopeft.space import load_space_text
 from autopeft.store import Store
+from autopeft.store.trial_extras import Rung
 from autopeft.store.verifications import VerificationRecord, Verifications
 from autopeft.trials.spec import TrialResult
 from test_store_contract import CANDIDATE
@@ -252,7 +253,7 @@ def test_a_rerun_of_a_dead_trial_resumes_its_checkpoint_and_keeps_its_rungs(tmp_
     rerun = dataclasses.replace(dead, number=dead.number + 1, extras={"retry_of": dead.number})
     overrides, rungs = session._towards_target(get_method("lora"), rerun)
     assert overrides["resume_from"] == str(folder / "step-12") and overrides["checkpoint_dir"] == str(folder)
-    assert rungs == [[4, 0.5], [12, 0.6]]
+    assert rungs == [Rung(4, 0.5), Rung(12, 0.6)]
     # A trial that is no re-run starts afresh in a folder of its own.
     fresh, none = session._towards_target(get_method("lora"),
                                           dataclasses.replace(dead, number=7, extras={}))

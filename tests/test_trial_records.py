@@ -13,11 +13,11 @@ from types import SimpleNamespace
 import pytest
 
 from autopeft.candidate import Candidate, Targets
-from autopeft.search.fidelity.promotion import entry_reading, rung_entry
+from autopeft.search.fidelity.promotion import entry_reading, rung_at
 from autopeft.search.fidelity.signals import Reading
 from autopeft.search.ledger.pairing import ROLE, role_extras
 from autopeft.space.default_lora import DEFAULT_LORA
-from autopeft.store import Store, StudyRecord, TrialRecord, utcnow
+from autopeft.store import Store, StudyRecord, TrialRecord, trial_extras, utcnow
 from autopeft.store.trial_extras import Rung, TargetSummary
 from autopeft.store.verifications import VerificationRecord, Verifications
 
@@ -48,20 +48,26 @@ def store(tmp_path):
 
 def test_what_the_writers_store_reads_back_typed_and_the_json_keeps_its_shape(store):
     # Written as the search writes them: the role as the ledger copies it, rung entries from the
-    # judge's rung_entry (one recorded before rung signals, one with its signal), a retry's links.
-    rungs = [rung_entry(10, 0.5, None), rung_entry(30, 0.625, Reading(0.75, 0.0125))]
-    extras = {**role_extras({ROLE: DEFAULT_LORA}), "fidelity": 30, "rungs": rungs,
-              "probes": [rung_entry(5, 0.25, Reading(1.5, 0.25))], "retry_of": 2, "retried_as": 7,
-              "rank_allocation": {"encoder.layer.0.attention.self.query.lora_E": 3.0}, "checkpoints": "/ckpt/trial-3",
-              "predicted_classes": 2}
+    # judge's rung_at (one recorded before rung signals, one with its signal), a retry's links.
+    rungs = [rung_at(10, 0.5, None), rung_at(30, 0.625, Reading(0.75, 0.0125))]
+    extras = {**role_extras({ROLE: DEFAULT_LORA}), **trial_extras.stopped_extras(30),
+              **trial_extras.rung_extras(rungs, [rung_at(5, 0.25, Reading(1.5, 0.25))]),
+              **trial_extras.with_retried_as(trial_extras.retry_extras(2), 7),
+              **trial_extras.rank_allocation_extras({"encoder.layer.0.attention.self.query.lora_E": 3.0}),
+              **trial_extras.checkpoint_extras("/ckpt/trial-3"), "predicted_classes": 2}
     store.save_trial(_trial(3, "pruned", extras))
     got = store.trial("s", 3)
 
-    assert got.extras == extras  # the database holds the JSON the writers gave it, unchanged
+    # The database holds the JSON the writers gave it, in the shape studies recorded before
+    # these writers existed keep (no migration).
+    assert got.extras == {"baseline": DEFAULT_LORA, "fidelity": 30, "rungs": [[10, 0.5], [30, 0.625, 0.75, 0.0125]],
+                          "probes": [[5, 0.25, 1.5, 0.25]], "retry_of": 2, "retried_as": 7,
+                          "rank_allocation": {"encoder.layer.0.attention.self.query.lora_E": 3.0},
+                          "checkpoints": "/ckpt/trial-3", "predicted_classes": 2}
     assert got.role == DEFAULT_LORA
     assert got.stopped_at == 30
     assert got.rungs == (Rung(10, 0.5), Rung(30, 0.625, 0.75, 0.0125))
-    assert [r.to_json() for r in got.rungs] == rungs  # a resumed trial's judge gets back what was stored
+    assert list(got.rungs) == rungs  # a resumed trial's judge gets back what was stored
     assert got.probes == (Rung(5, 0.25, 1.5, 0.25),)
     assert (got.retry_of, got.retried_as) == (2, 7)
     assert got.rank_allocation == {"encoder.layer.0.attention.self.query.lora_E": 3.0}

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from autopeft.store import trial_extras
 from autopeft.trials import checkpoint
 from autopeft.trials.batches import drawn_rows, scheduled_batches
 from autopeft.trials.data import load_split
@@ -155,7 +156,7 @@ class _Training:
             if decide is not None and at_rung:
                 rung_metrics = {**self.evaluate(), "train_loss": sum(self.recent) / len(self.recent)}
                 if not decide(step, rung_metrics):
-                    return self._result("pruned", rung_metrics, self._train_time(), {"fidelity": step, **self.resume})
+                    return self._result("pruned", rung_metrics, self._train_time(), {**trial_extras.stopped_extras(step), **self.resume})
             # After the rung's decision, never before: a checkpoint at a rung then means "recorded
             # there and promoted", so a run resumed from it never skips a rung's judgement.
             if spec.checkpoint_dir and at_rung:

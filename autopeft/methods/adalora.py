@@ -59,7 +59,9 @@ class AdaLoRA(MethodBase):
     def summary(self, model) -> dict:
         """The final rank of every adapted matrix: AdaLoRA's learned importance."""
         pattern = model.peft_config[model.active_adapter].rank_pattern or {}
-        return {"rank_allocation": {name: int(sum(mask)) for name, mask in pattern.items()}}
+        from autopeft.store.trial_extras import rank_allocation_extras
+
+        return rank_allocation_extras({name: int(sum(mask)) for name, mask in pattern.items()})
 
     def export_as(self, target: str, config: dict, rank_allocation: Mapping[str, float]) -> dict:
         """``lora``: the trial as plain LoRA with the ranks it learned (:func:`as_lora`)."""

@@ -20,6 +20,7 @@ import traceback
 from typing import TYPE_CHECKING, Callable
 
 from autopeft.errors import AutoPeftError
+from autopeft.store import trial_extras
 from autopeft.store.trial_extras import run_cost
 from autopeft.store.verifications import VerificationRecord, Verifications
 
@@ -75,7 +76,7 @@ def run_one(runs: Verifications, record: VerificationRecord, prep, *,
     never the database writes. ``runner`` trains the spec (default: an isolated trial process).
     """
     # A failed run queued again keeps its extras: the last attempt's traceback is not this one's.
-    record = dataclasses.replace(record, extras={k: v for k, v in record.extras.items() if k != "traceback"})
+    record = dataclasses.replace(record, extras=trial_extras.without_traceback(record.extras))
     try:
         with interruptible(), beating(runs, record):
             finished = train(record, prep, runner=runner)
@@ -87,7 +88,7 @@ def run_one(runs: Verifications, record: VerificationRecord, prep, *,
         logger.error("study '%s' verification %s seed %d failed:\n%s", record.study, record.subject, record.seed,
                      trace.rstrip())
         finished = dataclasses.replace(record, status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0],
-                                       extras={**record.extras, "traceback": trace})
+                                       extras=trial_extras.with_traceback(record.extras, trace))
     runs.finish(finished)
     return finished
 

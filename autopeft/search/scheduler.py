@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from autopeft.search.ledger.ledger import Ledger
     from autopeft.search.prepare import PreparedSearch
     from autopeft.store import Store, StudyRecord
+    from autopeft.store.trial_extras import Rung
     from autopeft.store.verifications import VerificationRecord, Verifications
 
 
@@ -90,13 +91,13 @@ class RunningTrial:
         params: Its trainable parameters (the analytic count).
         role: Its role (``default LoRA``, ``cheapest``) or None.
         rungs: Rung entries already passed (a re-run resuming its predecessor's checkpoint).
-        save: Persists the running trial's ``{"rungs": [...], "probes": [...]}`` as they come.
+        save: Persists the running trial's rung and probe entries as they come (extras to merge).
     """
 
     number: int
     params: int
     role: str | None
-    rungs: tuple[list, ...]
+    rungs: tuple[Rung, ...]
     save: Callable[[dict], None]
 
 

@@ -120,13 +120,12 @@ def fold(store: Store, study: StudyRecord, space, record: TrialRecord,
     val = _mean_sd([r.metrics[metric] for r in done])
     tests = [r.test_metrics[metric] for r in done if metric in r.test_metrics]
     why = next((f"seed {r.seed}: {d}" for r in done if (d := divergence(r.metrics, r.diagnostics, r.curve))), None)
-    summary = {"seeds": sorted(r.seed for r in done), "of": space.target.seeds,
-               "failed": sorted(r.seed for r in mine if r.status == "failed"),
-               "val": list(val), "test": list(_mean_sd(tests)) if len(tests) == len(done) else None,
-               "own": _own(record, metric),
-               "diverged": why}
+    summary = trial_extras.TargetSummary(
+        seeds=tuple(sorted(r.seed for r in done)), of=space.target.seeds, val=val,
+        test=_mean_sd(tests) if len(tests) == len(done) else None,
+        failed=tuple(sorted(r.seed for r in mine if r.status == "failed")), own=_own(record, metric), diverged=why)
     values = [val[0] if name == metric else v for (name, _), v in zip(study.objectives, record.values)]
-    folded = dataclasses.replace(record, values=values, extras={**record.extras, "target": summary})
+    folded = dataclasses.replace(record, values=values, extras=trial_extras.with_target(record.extras, summary))
     if folded != record:
         store.save_trial(folded)
     return folded

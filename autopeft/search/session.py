@@ -47,10 +47,11 @@ from autopeft.search.scales import scaled
 from autopeft.search.scheduler import DefaultScheduler, NewTrial, RunningTrial, Scheduler, SeedRun, SessionParts
 from autopeft.search.signals import StopSignals
 from autopeft.search.studies import open_study, study_importance
-from autopeft.store import Resources, Store, TrialRecord, utcnow
+from autopeft.store import Resources, Store, TrialRecord, trial_extras, utcnow
 from autopeft.trials.spec import Runner
 
 if TYPE_CHECKING:
+    from autopeft.store.trial_extras import Rung
     from autopeft.store.verifications import VerificationRecord
 
 log = logging.getLogger("autopeft")
@@ -224,8 +225,8 @@ class SearchSession:
         overrides, rungs = self._towards_target(method, running)
         if overrides.get("checkpoint_dir"):
             running = self.ledger.update(dataclasses.replace(
-                running, extras={**running.extras, "checkpoints": overrides["checkpoint_dir"],
-                                 **({"rungs": list(rungs)} if rungs else {})}))
+                running, extras={**running.extras, **trial_extras.checkpoint_extras(overrides["checkpoint_dir"]),
+                                 **trial_extras.rung_extras(rungs)}))
 
         def save(extras: dict) -> None:
             nonlocal running
@@ -283,7 +284,7 @@ class SearchSession:
             retried_optuna(lambda: ostudy.set_user_attr(TARGET_STEPS, steps))
 
     # ------------------------------------------------------------------ the target
-    def _towards_target(self, method, running: TrialRecord) -> tuple[dict, list]:
+    def _towards_target(self, method, running: TrialRecord) -> tuple[dict, list[Rung]]:
         """``trial_spec`` overrides of a trial towards the study's target, and the rungs it
         has passed already (a re-run that resumes its predecessor's checkpoint)."""
         from autopeft.search.fidelity import checkpoints
@@ -304,7 +305,7 @@ class SearchSession:
         step, path = found
         overrides["resume_from"] = str(path)
         log.info("study '%s': trial %d resumes trial %d from step %d", self.study.name, running.number, before, step)
-        return overrides, [r.to_json() for r in previous.rungs if r.step <= step]
+        return overrides, [r for r in previous.rungs if r.step <= step]
 
     def _queue_seeds(self, record: TrialRecord, test_metrics: dict) -> TrialRecord:
         """A trial complete at the target: its run is seed one; queue the others (not for a

@@ -162,7 +162,7 @@ class TrialRecord:
     @property
     def probes(self) -> tuple[Rung, ...]:
         """The evaluations that placed the study's rungs (``rungs: auto``), not judged."""
-        return trial_extras.rungs(self.extras, "probes")
+        return trial_extras.probes(self.extras)
 
     @property
     def target(self) -> TargetSummary | None:
@@ -172,12 +172,12 @@ class TrialRecord:
     @property
     def retry_of(self) -> int | None:
         """The trial this one re-runs (its point, queued again)."""
-        return trial_extras.trial_number(self.extras, "retry_of")
+        return trial_extras.trial_number(self.extras, trial_extras.RETRY_OF)
 
     @property
     def retried_as(self) -> int | None:
         """The trial that re-runs this one (then this one does not count against the budget)."""
-        return trial_extras.trial_number(self.extras, "retried_as")
+        return trial_extras.trial_number(self.extras, trial_extras.RETRIED_AS)
 
     @property
     def rank_allocation(self) -> dict[str, float]:

@@ -287,10 +287,11 @@ class Store:
         from sqlalchemy import select
 
         from autopeft.store.tables import studies, trials
+        from autopeft.store.trial_extras import RETRIED_AS, RETRY_OF
 
         query = (
-            select(trials.c.number, trials.c.status, trials.c.error, trials.c.extras["retried_as"],
-                   trials.c.extras["retry_of"])
+            select(trials.c.number, trials.c.status, trials.c.error, trials.c.extras[RETRIED_AS],
+                   trials.c.extras[RETRY_OF])
             .join(studies, studies.c.id == trials.c.study_id)
             .where(studies.c.name == study)
             .order_by(trials.c.number)

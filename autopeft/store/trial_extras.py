@@ -1,9 +1,9 @@
 """Typed, read-only views of what a trial record keeps in its ``extras`` JSON.
 
 The store keeps ``extras`` as the JSON the writers put there (no migration: the shape in the
-database is unchanged); this module is the one place that reads its structured keys, so the
-rest of the package asks ``TrialRecord`` for ``role``, ``rungs``, ``target`` ... instead of
-string keys. A key that is missing, or of an older or foreign shape, reads as None (or an
+database is unchanged); this module is the one place that names its structured keys: the rest
+of the package asks ``TrialRecord`` for ``role``, ``rungs``, ``target`` ... and writes them
+through the writers below (``rung_extras``, ``with_target`` ...), never by string key. A key that is missing, or of an older or foreign shape, reads as None (or an
 empty tuple / dict), never as an error.
 
 The keys read here:
@@ -64,7 +64,7 @@ class Rung:
         return cls(step, _float(entry[1]), signal, _float(entry[3]) if signal is not None else None)
 
     def to_json(self) -> list:
-        """The stored entry, as ``autopeft.search.fidelity.promotion.rung_entry`` writes it."""
+        """The stored entry, as :meth:`from_json` reads it."""
         return [self.step, self.metric] if self.signal is None else [self.step, self.metric, self.signal, self.signal_se]
 
     @property
@@ -111,6 +111,12 @@ class TargetSummary:
                    failed=tuple(int(s) for s in data.get("failed") or ()), own=_float(data.get("own")),
                    diverged=data.get("diverged") or None)
 
+    def to_json(self) -> dict:
+        """The stored summary, as :meth:`from_json` reads it."""
+        return {"seeds": list(self.seeds), "of": self.of, "failed": list(self.failed), "val": list(self.val),
+                "test": list(self.test) if self.test is not None else None, "own": self.own,
+                "diverged": self.diverged}
+
     @property
     def complete(self) -> bool:
         """Whether the means are over all the seeds (failed seeds count as done)."""
@@ -139,16 +145,30 @@ class Diagnostics:
         return cls(_int(classes), _float(rate))
 
 
+# A trial record's keys, each read above its writer below: the key names live in this module only.
+_ROLE, _STOPPED_AT, _RUNGS, _PROBES, _TARGET = "baseline", "fidelity", "rungs", "probes", "target"
+RETRY_OF, RETRIED_AS = "retry_of", "retried_as"  # public: the store selects them in SQL
+_RANK_ALLOCATION, _CHECKPOINTS, _VERIFIED, _TRACEBACK = "rank_allocation", "checkpoints", "verified", "traceback"
+
+
 def role(extras: Mapping | None) -> str | None:
-    value = (extras or {}).get("baseline")
+    value = (extras or {}).get(_ROLE)
     return value if isinstance(value, str) and value else None
 
 
 def stopped_at(extras: Mapping | None) -> int | None:
-    return _int((extras or {}).get("fidelity"))
+    return _int((extras or {}).get(_STOPPED_AT))
 
 
-def rungs(extras: Mapping | None, key: str = "rungs") -> tuple[Rung, ...]:
+def rungs(extras: Mapping | None) -> tuple[Rung, ...]:
+    return _entries(extras, _RUNGS)
+
+
+def probes(extras: Mapping | None) -> tuple[Rung, ...]:
+    return _entries(extras, _PROBES)
+
+
+def _entries(extras: Mapping | None, key: str) -> tuple[Rung, ...]:
     entries = (extras or {}).get(key)
     if not isinstance(entries, Sequence) or isinstance(entries, str):
         return ()
@@ -156,27 +176,83 @@ def rungs(extras: Mapping | None, key: str = "rungs") -> tuple[Rung, ...]:
 
 
 def target(extras: Mapping | None) -> TargetSummary | None:
-    return TargetSummary.from_json((extras or {}).get("target"))
+    return TargetSummary.from_json((extras or {}).get(_TARGET))
 
 
 def trial_number(extras: Mapping | None, key: str) -> int | None:
-    """``retry_of`` or ``retried_as``: another trial's number."""
+    """``RETRY_OF`` or ``RETRIED_AS``: another trial's number."""
     return _int((extras or {}).get(key))
 
 
 def rank_allocation(extras: Mapping | None) -> dict[str, float]:
     """AdaLoRA's ``{module path: rank}`` (a copy; empty without one)."""
-    value = (extras or {}).get("rank_allocation")
+    value = (extras or {}).get(_RANK_ALLOCATION)
     return dict(value) if isinstance(value, Mapping) else {}
 
 
 def checkpoint_dir(extras: Mapping | None) -> str | None:
-    value = (extras or {}).get("checkpoints")
+    value = (extras or {}).get(_CHECKPOINTS)
     return value if isinstance(value, str) and value else None
 
 
 def verified(extras: Mapping | None) -> bool:
-    return "verified" in (extras or {})
+    return _VERIFIED in (extras or {})
+
+
+# Writers: what a trial record's extras gain, as the readers above read it.
+
+def role_extras(role: str | None) -> dict:
+    """A reference trial's role (none for a searched trial)."""
+    return {_ROLE: role} if role else {}
+
+
+def retry_extras(retry_of: int | None) -> dict:
+    """The mark of a trial that re-runs trial ``retry_of`` (none for a first run)."""
+    return {RETRY_OF: retry_of} if retry_of is not None else {}
+
+
+def with_retried_as(extras: Mapping, new: int) -> dict:
+    return {**extras, RETRIED_AS: new}
+
+
+def stopped_extras(step: int) -> dict:
+    """A pruned trial's: the step it stopped at."""
+    return {_STOPPED_AT: step}
+
+
+def rung_extras(rungs: Sequence[Rung], probes: Sequence[Rung] = ()) -> dict:
+    """A running trial's rung and probe entries so far (a key only where there are entries)."""
+    return {**({_RUNGS: [r.to_json() for r in rungs]} if rungs else {}),
+            **({_PROBES: [p.to_json() for p in probes]} if probes else {})}
+
+
+def checkpoint_extras(folder: str) -> dict:
+    return {_CHECKPOINTS: folder}
+
+
+def rank_allocation_extras(allocation: Mapping[str, float]) -> dict:
+    """AdaLoRA's final ``{module path: rank}``."""
+    return {_RANK_ALLOCATION: dict(allocation)}
+
+
+def with_target(extras: Mapping, summary: TargetSummary) -> dict:
+    return {**extras, _TARGET: summary.to_json()}
+
+
+def with_verified(extras: Mapping, *, seeds: Sequence[int], test: Sequence[float], val: Sequence[float],
+                  diverged: str | None) -> dict:
+    """Marks a record whose values are verify's test means (in memory: such a record is never saved)."""
+    return {**extras, _VERIFIED: {"seeds": list(seeds), "test": list(test), "val": list(val), "diverged": diverged}}
+
+
+def with_traceback(extras: Mapping, trace: str) -> dict:
+    """A failed run's traceback (a run that failed outside its trial process)."""
+    return {**extras, _TRACEBACK: trace}
+
+
+def without_traceback(extras: Mapping) -> dict:
+    """A run queued again: the last attempt's traceback is not the next one's."""
+    return {k: v for k, v in extras.items() if k != _TRACEBACK}
 
 
 # A verification row's keys (``VerificationRecord``); each is written and read only below.

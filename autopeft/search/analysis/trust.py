@@ -28,6 +28,7 @@ from typing import Sequence
 
 from autopeft.candidate import Candidate
 from autopeft.search.analysis.divergence import divergence
+from autopeft.store import trial_extras
 from autopeft.store.records import StudyRecord, TrialRecord
 
 
@@ -98,8 +99,7 @@ def verified_records(study: StudyRecord, records: Sequence[TrialRecord], verifie
                 values[i] = float(v.trainable_params)
         out.append(dataclasses.replace(
             r, values=values, metrics={**r.metrics, metric: v.test[0]},
-            extras={**r.extras, "verified": {"seeds": list(v.seeds), "test": list(v.test), "val": list(v.val),
-                                             "diverged": v.diverged}},
+            extras=trial_extras.with_verified(r.extras, seeds=v.seeds, test=v.test, val=v.val, diverged=v.diverged),
         ))
     return out
 

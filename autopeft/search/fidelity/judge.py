@@ -15,9 +15,10 @@ import logging
 from typing import Callable, Sequence
 
 from autopeft.search.fidelity.placement import Ladder, keep_ladder, place, probe_steps, read_ladder
-from autopeft.search.fidelity.promotion import entry_reading, promote, rung_entry
+from autopeft.search.fidelity.promotion import entry_reading, promote, rung_at
 from autopeft.search.fidelity.signals import rung_signal
 from autopeft.store.records import TrialRecord
+from autopeft.store import trial_extras
 from autopeft.store.trial_extras import Rung
 
 log = logging.getLogger("autopeft")
@@ -36,19 +37,19 @@ class RungJudge:
         is_reference: The trial is a reference trial.
         rungs: Rung entries already passed (a re-run resuming its predecessor's checkpoint).
         records: The study's trials, read again at each decision.
-        save: Persist ``{"rungs": [...], "probes": [...]}`` of the running trial.
+        save: Persist the running trial's rung and probe entries (:meth:`extras`).
     """
 
     def __init__(self, space, storage, study: str, objectives, *, number: int, params: int, reference: str,
-                 role: str | None, is_reference: bool, rungs: Sequence[list], records: Callable[[], list[TrialRecord]],
+                 role: str | None, is_reference: bool, rungs: Sequence[Rung], records: Callable[[], list[TrialRecord]],
                  save: Callable[[dict], None]) -> None:
         self.space, self.storage, self.study, self.objectives = space, storage, study, objectives
         self.number, self.params, self.role, self.is_reference = number, params, role, is_reference
         self.reference = reference
         self.records, self.save = records, save
         self.signal = rung_signal(space)
-        self.rungs: list = [list(r) for r in rungs]
-        self.probes: list = []
+        self.rungs: list[Rung] = list(rungs)
+        self.probes: list[Rung] = []
 
     def planned(self) -> tuple[int, ...]:
         """The steps this trial is evaluated at: the space's rungs, or (``rungs: auto``) the placed
@@ -64,7 +65,7 @@ class RungJudge:
     def __call__(self, step: int, metrics: dict) -> bool:
         """Go on past ``step``? (``metrics``: the trial's rung metrics there.)"""
         reading = self.signal.read(metrics)
-        entry = rung_entry(step, metrics.get(self.space.task.metric), reading)
+        entry = rung_at(step, metrics.get(self.space.task.metric), reading)
         if self.space.proxy.auto_rungs:
             ladder = self.ladder()
             if ladder is None:  # probing: this reading may place the ladder
@@ -77,7 +78,7 @@ class RungJudge:
                 return True
         self.rungs.append(entry)
         self.save(self.extras())
-        return promote(self.records(), self.objectives, self.number, step, entry[1], self.params,
+        return promote(self.records(), self.objectives, self.number, step, entry.metric, self.params,
                        self.space.proxy.eta, role=self.role, signal=self.signal, reading=reading)
 
     def finished(self, metrics: dict) -> None:
@@ -87,15 +88,14 @@ class RungJudge:
 
     def extras(self) -> dict:
         """The trial record's rung entries so far."""
-        return {**({"rungs": list(self.rungs)} if self.rungs else {}),
-                **({"probes": list(self.probes)} if self.probes else {})}
+        return trial_extras.rung_extras(self.rungs, self.probes)
 
     def _place(self, metrics: dict, *, finished: bool) -> Ladder | None:
         """Place the ladder from this trial's probes if they can: it is a reference trial, or the
         study has none (then any trial's run is the reference)."""
         if not self.is_reference and any(r.role == self.reference for r in self.records()):
             return None
-        readings = [(e.step, entry_reading(e, self.signal)) for e in map(Rung.from_json, self.probes)]
+        readings = [(e.step, entry_reading(e, self.signal)) for e in self.probes]
         proxy = self.space.proxy
         ladder = place(self.signal, [(s, r) for s, r in readings if r is not None], target_steps=proxy.steps,
                        eta=proxy.eta, reference=self.number, finished=finished,

@@ -42,11 +42,11 @@ def rung_objectives(objectives) -> list[tuple[str, str]]:
     return [(n, d) for n, d in objectives if n in METRIC_DIRECTIONS or n == "trainable_params"]
 
 
-def rung_entry(step: int, metric_value: float | None, reading: Reading | None) -> list:
-    """What ``extras["rungs"]`` keeps of one rung (JSON)."""
+def rung_at(step: int, metric_value: float | None, reading: Reading | None) -> Rung:
+    """What a trial's record keeps of one rung: the task metric there and the signal's reading."""
     if reading is None:
-        return [step, metric_value]
-    return [step, metric_value, reading.value, reading.se]
+        return Rung(step, metric_value)
+    return Rung(step, metric_value, reading.value, reading.se)
 
 
 def entry_reading(entry: Rung, signal: RungSignal | None) -> Reading | None:

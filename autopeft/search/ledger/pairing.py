@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 from autopeft.candidate import Candidate
 from autopeft.errors import AutoPeftError, LedgerError
 from autopeft.search.ledger.reaper import local_aware
-from autopeft.store import TrialRecord, utcnow
+from autopeft.store import TrialRecord, trial_extras, utcnow
 from autopeft.store.retry import retried_optuna
 
 #: optuna user attribute of an enqueued reference trial (``autopeft.search.sampling.baseline``): its
@@ -52,7 +52,7 @@ def started_record(study: str, trial, candidate, storage, *, sampler_time: float
     return TrialRecord(
         study=study, number=trial.number, status="running", candidate=candidate,
         params=dict(trial.params), started_at=utcnow(), sampler_time=sampler_time,
-        extras={**({"retry_of": history[-1]} if history else {}), **role_extras(trial.user_attrs)},
+        extras={**trial_extras.retry_extras(history[-1] if history else None), **role_extras(trial.user_attrs)},
     )
 
 
@@ -69,9 +69,8 @@ def orphan_record(study: str, frozen, describe: Callable[[dict], Candidate]) -> 
 
 
 def role_extras(user_attrs: dict) -> dict:
-    """``{"baseline": role}`` for an enqueued reference trial (a retry of one keeps the role)."""
-    role = user_attrs.get(ROLE)
-    return {"baseline": role} if role else {}
+    """The role of an enqueued reference trial, as its record keeps it (a retry of one keeps the role)."""
+    return trial_extras.role_extras(user_attrs.get(ROLE))
 
 
 def system_attrs(storage, trial) -> dict:

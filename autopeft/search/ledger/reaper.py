@@ -27,7 +27,7 @@ from typing import Callable, Container, Sequence
 from autopeft.errors import LedgerError
 from autopeft.search.ledger.heartbeat import LedgerSettings
 from autopeft.search.ledger.wal import replayed, without_copy
-from autopeft.store import LiveTrial, Store, StudyRecord, TrialRecord, TrialSummary, utcnow
+from autopeft.store import LiveTrial, Store, StudyRecord, TrialRecord, TrialSummary, trial_extras, utcnow
 from autopeft.store.retry import retried_optuna
 
 
@@ -118,7 +118,7 @@ class Reaper:
         for number in unlinked:
             record, new = self.store.trial(self.name, number), links[number]
             fixed[number] = dataclasses.replace(record, error=f"{record.error.split(';')[0]}; retried as trial {new}",
-                                                extras={**record.extras, "retried_as": new})
+                                                extras=trial_extras.with_retried_as(record.extras, new))
         for record in fixed.values():
             self.write(record)
         summary = {n: TrialSummary(n, r.status, r.error, r.retried_as, r.retry_of)
@@ -192,7 +192,7 @@ class Reaper:
             error += "; no retries left"
         if record.status != "running" and record.metrics:  # it trained on, unaware: keep what it measured
             error += f" (it ended {record.status} after that; its results are kept here)"
-        extras = {**record.extras, "retried_as": new} if new is not None else record.extras
+        extras = trial_extras.with_retried_as(record.extras, new) if new is not None else record.extras
         return dataclasses.replace(record, status="failed", values=None, error=error, finished_at=finished_at,
                                    extras=extras)
 
@@ -224,7 +224,7 @@ class Reaper:
                                              system_attrs=system_attrs)
         new = self.storage.get_trial_number_from_id(self.storage.create_new_trial(self.study_id, template_trial=template))
         self.write(dataclasses.replace(record, error=f"{record.error}; retried as trial {new}",
-                                       extras={**record.extras, "retried_as": new}))
+                                       extras=trial_extras.with_retried_as(record.extras, new)))
         return new
 
     def write(self, record: TrialRecord) -> None:
