@@ -29,11 +29,22 @@ def fmt(name: str, value: float | None) -> str:
     return f"{value:.4g}"
 
 
+def _elapsed(seconds: float | None) -> str:
+    minutes, s = divmod(round(seconds or 0), 60)
+    return f"{minutes} min {s} s" if minutes else f"{s} s"
+
+
 class RichEvents:
-    """``SearchEvents`` drawn with rich on stderr (stdout stays for results)."""
+    """``SearchEvents`` drawn with rich on stderr (stdout stays for results).
+
+    On a terminal, a live bar. Written to a file or a pipe (a log), rich would draw the bar once,
+    at the end, squeezed into 80 columns until its counts read "…"; there the bar is off and the
+    search ends with the same facts as one plain line.
+    """
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
+        self.live = self.console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]trial"),
             MofNCompleteColumn(),
@@ -44,6 +55,7 @@ class RichEvents:
             TextColumn("{task.fields[status]}"),
             console=self.console,
             transient=False,
+            disable=not self.live,
         )
         self.task = None
         self.study: StudyRecord | None = None
@@ -54,6 +66,11 @@ class RichEvents:
 
     def __exit__(self, *exc):
         self.progress.stop()
+        if not self.live and self.task is not None:
+            task = self.progress.tasks[self.task]
+            self.console.print(f"trials {task.completed:.0f}/{task.total:.0f} in {_elapsed(task.elapsed)}"
+                               + (f": {task.fields['status']}" if task.fields.get("status") else ""),
+                               markup=False, highlight=False, soft_wrap=True)
 
     def started(self, study: StudyRecord, done: int, target: int) -> None:
         self.study = study

@@ -146,6 +146,20 @@ def test_event_lines_and_the_progress_bar_count_the_front_without_it():
     assert "diverged" in bar.console.file.getvalue()
 
 
+def test_a_search_written_to_a_log_ends_with_one_plain_line_not_a_squeezed_bar():
+    from rich.console import Console
+
+    from autopeft.progress import RichEvents
+
+    log = io.StringIO()  # not a terminal, as a redirected search's stderr
+    with RichEvents(Console(file=log, width=80)) as bar:
+        bar.started(_study(), 0, 5)
+        bar.trial_finished(RECORDS[DIVERGED], RECORDS)
+    last = log.getvalue().splitlines()[-1]
+    assert last.startswith("trials ") and " in " in last and last.endswith("front 3")
+    assert "best trainable_params 5,000" in last and "…" not in log.getvalue() and "━" not in log.getvalue()
+
+
 # ---------------------------------------------------------------------- Python API
 def test_api_front_and_pick_leave_it_out_and_trials_label_it(url):
     import pandas as pd
