@@ -148,3 +148,18 @@ def test_gpus_asked_for_on_a_host_without_cuda_is_an_error(monkeypatch):
     monkeypatch.setattr(device, "_cuda_count", lambda: 0)
     with pytest.raises(AutoPeftError, match="--gpus 0,1: .*leave out --gpus"):
         gpu_assignment("auto", 2, "0,1", 1)
+
+
+def test_local_workers_are_started_with_the_heartbeat_and_grace_the_search_was_given():
+    from autopeft.cli import app
+    from autopeft.search.ledger.heartbeat import LedgerSettings
+    from autopeft.search.local_pool import worker_command
+
+    cmd = worker_command("s", LedgerSettings(heartbeat=3, grace=20, retries=1))
+    assert cmd[-8:] == ["worker", "s", "--heartbeat", "3", "--grace", "20", "--retries", "1"]
+    assert worker_command("s")[-2:] == ["worker", "s"]  # no settings: the worker's own defaults
+    # The worker command accepts exactly these options (a renamed flag would fail every worker).
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["worker", "--help"])
+    assert all(flag in result.output for flag in ("--heartbeat", "--grace", "--retries"))

@@ -90,7 +90,7 @@ def search(
         d = prep.data
         data_warnings(sp, d.skipped, d.skipped_why, None, (d.n_train, d.n_eval, d.n_test))
     if workers > 1:
-        outcome = run_local_workers(store, prep, trials, workers, gpu_of, log=console.print)
+        outcome = run_local_workers(store, prep, trials, workers, gpu_of, log=console.print, settings=settings)
         if logger is not None:  # the workers' trials ran in other processes: log them now
             logger.log_records(outcome.study, outcome.records)
     else:

@@ -44,10 +44,22 @@ def gpu_assignment(device: str, workers: int, gpus: Optional[str], per_gpu: int)
         raise AutoPeftError(str(e)) from e
 
 
-def run_local_workers(store, prep, trials: Optional[int], workers: int, gpu_of: list, log: Callable[[str], None]):
+def worker_command(study: str, settings=None) -> list[str]:
+    """The command line of one local worker on ``study`` (``settings``: a ``LedgerSettings``, passed
+    on so that the workers beat and judge each other as the search was told to)."""
+    cmd = [sys.executable, "-c", "from autopeft.cli import run; run()", "worker", study]
+    if settings is not None:
+        cmd += ["--heartbeat", str(round(settings.heartbeat)), "--grace", str(round(settings.grace)),
+                "--retries", str(settings.retries)]
+    return cmd
+
+
+def run_local_workers(store, prep, trials: Optional[int], workers: int, gpu_of: list, log: Callable[[str], None],
+                      settings=None):
     """N local ``autopeft worker`` processes on the study, each with cores / N torch threads and
     its own GPU when there are GPUs (``gpu_of``, from ``gpu_assignment``; its trials see it as
-    cuda:0). Returns the ``SearchOutcome`` once every worker has exited.
+    cuda:0), each beating and judging others' heartbeats by ``settings`` (a ``LedgerSettings``;
+    None: the worker's defaults). Returns the ``SearchOutcome`` once every worker has exited.
 
     Raises:
         AutoPeftError: more than 4 workers on SQLite, or a worker exited with an error.
@@ -67,7 +79,7 @@ def run_local_workers(store, prep, trials: Optional[int], workers: int, gpu_of: 
     optuna_study(store, study, make_sampler(prep.space.search, prep.encoding))
     env = {**os.environ, "AUTOPEFT_STORAGE": store.url,  # the URL (and any password) stays off the command line
            "AUTOPEFT_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
-    cmd = [sys.executable, "-c", "from autopeft.cli import run; run()", "worker", study.name]
+    cmd = worker_command(study.name, settings)
     on_gpus = f", GPUs {','.join(g for g in gpu_of)}" if gpu_of[0] is not None else ""
     log(f"running study {study.name} with {workers} workers ({env['AUTOPEFT_THREADS']} threads each{on_gpus})")
     procs = [subprocess.Popen(cmd, env=env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}) for gpu in gpu_of]
