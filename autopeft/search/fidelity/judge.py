@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 from autopeft.search.fidelity.placement import Ladder, keep_ladder, place, probe_steps, read_ladder
 from autopeft.search.fidelity.promotion import entry_reading, promote, rung_at
 from autopeft.search.fidelity.signals import rung_signal
-from autopeft.store.records import TrialRecord
 from autopeft.store import trial_extras
+from autopeft.store.records import TrialRecord
 from autopeft.store.trial_extras import Rung
 
 log = logging.getLogger("autopeft")
