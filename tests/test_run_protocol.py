@@ -75,10 +75,12 @@ def test_verify_stores_its_runs_under_the_keys_it_always_had(store, name, asked,
 
 def test_a_studys_seed_runs_keep_their_key(store):
     from autopeft.search.seeds import study_target_key
+    from autopeft.store.verifications import Verifications
 
-    assert study_target_key(store.get_study("tg")) == "02c89480eefb4a16"
-    assert study_target_key(store.get_study("const")) == "df57f13bd46cd285"  # the schedule is part of it
-    assert study_target_key(store.get_study("flat")) is None
+    runs = Verifications(store)
+    assert study_target_key(runs, store.get_study("tg")) == "02c89480eefb4a16"
+    assert study_target_key(runs, store.get_study("const")) == "df57f13bd46cd285"  # the schedule is part of it
+    assert study_target_key(runs, store.get_study("flat")) is None
 
 
 def test_seed_rows_stored_before_seeds_drew_their_rows_are_still_read(tmp_path):
@@ -93,6 +95,59 @@ def test_seed_rows_stored_before_seeds_drew_their_rows_are_still_read(tmp_path):
               VerificationRecord(seed=2, protocol={**TARGET, "steps": 10}, **row)])  # another protocol: not the target's
     got = rows_of(runs, store.get_study("tg"), load_space_text(SPACE, "tg.yaml"))
     assert sorted((r.seed, r.protocol_key) for r in got) == [(0, "532a62b8b92375c0"), (1, "02c89480eefb4a16")]
+
+
+def test_a_study_searched_before_seeds_drew_their_rows_keeps_its_protocol_to_the_end(tmp_path):
+    """Its pending rows must still be claimed, and new seeds queued beside its old ones, not under
+    the new key (where verify would train every seed again and the answer mix two draws of data)."""
+    from autopeft.search.seeds import queue, study_target_key
+    from autopeft.store.verifications import VerificationRecord, Verifications
+
+    store = Store(f"sqlite:///{tmp_path}/old.db")
+    space = load_space_text(SPACE, "tg.yaml")
+    for name in ("old", "new"):
+        store.add_study(study_record(name, space_yaml=SPACE.replace("study: tg", f"study: {name}")))
+    runs = Verifications(store)
+    runs.add([VerificationRecord(study="old", subject="trial:0", seed=1, protocol=TARGET_BEFORE,
+                                 candidate=CANDIDATE, trial_number=0)])
+
+    assert study_target_key(runs, store.get_study("old")) == "532a62b8b92375c0"
+    assert study_target_key(runs, store.get_study("new")) == "02c89480eefb4a16"
+    record = trial_record("old", 3, status="complete", values=[0.7, 100.0], metrics={"accuracy": 0.7})
+    assert queue(runs, store.get_study("old"), space, record, {"accuracy": 0.65}) == 2
+    assert {r.protocol_key for r in runs.of("old")} == {"532a62b8b92375c0"}
+
+
+def test_a_trials_own_run_is_stored_as_its_first_seed_and_no_other_process_can_take_it(tmp_path):
+    from autopeft.search.seeds import queue
+    from autopeft.store.verifications import Verifications
+
+    store = Store(f"sqlite:///{tmp_path}/own.db")
+    store.add_study(study_record("tg", space_yaml=SPACE))
+    runs = Verifications(store)
+    stolen = []
+
+    class Racing(Verifications):
+        """Another process claims whatever is pending the moment rows are added."""
+
+        def add(self, records, **kw):
+            new = super().add(records, **kw)
+            stolen.append(runs.claim("tg", "another"))
+            return new
+
+    record = trial_record("tg", 3, status="complete", values=[0.7, 100.0], metrics={"accuracy": 0.7})
+    assert queue(Racing(store), store.get_study("tg"), load_space_text(SPACE, "tg.yaml"), record,
+                 {"accuracy": 0.65}) == 2
+    assert stolen[0] is None  # the own row was never pending, so the other process found nothing
+
+    rows = {r.seed: r for r in runs.of("tg")}
+    assert rows[0].status == "complete" and rows[0].metrics == {"accuracy": 0.7}
+    assert rows[0].test_metrics == {"accuracy": 0.65} and rows[0].worker == "search"
+    taken = [stolen[1], runs.claim("tg", "another"), runs.claim("tg", "another")]
+    assert sorted(r.seed for r in taken if r is not None) == [1, 2]  # seed 0 was never claimable
+    # The same trial queued again (a resumed search folding it twice) adds nothing and keeps seed 0.
+    assert queue(runs, store.get_study("tg"), load_space_text(SPACE, "tg.yaml"), record, {"accuracy": 0.1}) == 0
+    assert {r.seed: r for r in runs.of("tg")}[0].test_metrics == {"accuracy": 0.65}
 
 
 def test_the_protocols_as_built_give_the_pinned_keys():

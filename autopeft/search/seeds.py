@@ -62,11 +62,27 @@ def _protocol_before_rows_by_seed(space) -> RunProtocol:
                        seed_numbers(space), fidelity=TARGET, schedule=p.schedule)
 
 
-def study_target_key(study: StudyRecord) -> str | None:
+def study_target_protocol(runs: Verifications, study: str, space) -> RunProtocol | None:
+    """The protocol of ``study``'s seed runs (None without a target): :func:`target_protocol`,
+    unless the study was searched before seeds drew their rows by seed: it holds seed rows of
+    that protocol and none of the current one. Such a study keeps its protocol to the end, so
+    that its pending rows are claimed, ``verify`` adds seeds to its rows instead of training
+    every seed again, and its points and default LoRA are compared on one draw of data."""
+    protocol = target_protocol(space)
+    if protocol is None:
+        return None
+    before = _protocol_before_rows_by_seed(space)
+    held = ("pending", "running", "complete", "failed")
+    if runs.count(study, before.key(), held) and not runs.count(study, protocol.key(), held):
+        return before
+    return protocol
+
+
+def study_target_key(runs: Verifications, study: StudyRecord) -> str | None:
     """The protocol key of ``study``'s seed runs, from its stored space (None: no target)."""
     from autopeft.space.stored import study_space
 
-    protocol = target_protocol(study_space(study))
+    protocol = study_target_protocol(runs, study.name, study_space(study))
     return protocol.key() if protocol is not None else None
 
 
@@ -79,15 +95,19 @@ def seed_numbers(space) -> tuple[int, ...]:
 def queue(runs: Verifications, study: StudyRecord, space, record: TrialRecord, test_metrics: dict) -> int:
     """Store ``record``'s own run (complete at the target) as its first seed and queue the
     others; returns how many rows were queued to train."""
-    protocol = target_protocol(space)
+    protocol = study_target_protocol(runs, study.name, space)
     seeds = protocol.seeds
     own = VerificationRecord(study=study.name, subject=f"trial:{record.number}", seed=seeds[0],
                              protocol=protocol.as_dict(), candidate=record.candidate, trial_number=record.number)
-    runs.add([own])
-    claimed = next((r for r in runs.of(study.name) if r.subject == own.subject and r.seed == own.seed
-                    and r.protocol_key == own.protocol_key and r.status == "pending"), None)
-    if claimed is not None and runs.claim_id(claimed.id, "search") is not None:
-        runs.finish(dataclasses.replace(claimed, status="complete", metrics=record.metrics, test_metrics=test_metrics,
+    # Inserted claimed: a pending own row could be claimed by another process first, which would
+    # train seed 0 again on rows drawn by seed instead of keeping the trial's own run.
+    inserted = runs.add([own], claimed_by="search")
+    row = next((r for r in runs.of(study.name) if r.subject == own.subject and r.seed == own.seed
+                and r.protocol_key == own.protocol_key), None)
+    if not inserted:  # a row an interrupted process left: this run is it, if nobody has taken it
+        row = runs.claim_id(row.id, "search") if row is not None and row.status == "pending" else None
+    if row is not None:
+        runs.finish(dataclasses.replace(row, status="complete", metrics=record.metrics, test_metrics=test_metrics,
                                         trainable_params=record.trainable_params, curve=record.curve,
                                         extras=trial_extras.own_run(record.extras)))
     others = [dataclasses.replace(own, seed=s) for s in seeds[1:]]
@@ -96,8 +116,8 @@ def queue(runs: Verifications, study: StudyRecord, space, record: TrialRecord, t
 
 def rows_of(runs: Verifications, study: StudyRecord, space) -> list[VerificationRecord]:
     """The study's seed rows: of its target protocol, and of the one before seeds drew their
-    rows by seed (a study searched before keeps its rows; a worker trains its pending ones on
-    every training row, as the current protocol does)."""
+    rows by seed (a study searched before keeps that protocol, :func:`study_target_protocol`,
+    and its rows train on the proxy's rows as they did)."""
     protocol = target_protocol(space)
     if protocol is None:
         return []

@@ -98,11 +98,11 @@ class SearchSession:
         self.ledger = Ledger(store, self.study, sampler=self.sampler, settings=settings, describe=self._describe)
         self.poll = poll if poll is not None else min(5.0, self.ledger.settings.heartbeat)
         self._say_target_steps()
-        from autopeft.search.seeds import target_protocol
+        from autopeft.search.seeds import study_target_protocol
         from autopeft.store.verifications import Verifications
 
         self.runs = Verifications(store)
-        protocol = target_protocol(self.prep.space)
+        protocol = study_target_protocol(self.runs, self.study.name, self.prep.space)
         #: The protocol key of this study's seed runs at its target (None: no target).
         self.target_key = protocol.key() if protocol is not None else None
         #: The budget as the last step saw it.

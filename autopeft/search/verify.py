@@ -114,9 +114,10 @@ def plan(store: Store, name: str, *, top: int | None = None, seeds: int | None =
         raise VerifyError(f"the test split has {prep.data.n_test} examples for {prep.data.num_labels} classes; "
                           + ("give a larger task.test file" if given else "raise verify.test_examples"))
     if at_target:  # the study's own target: the rows the search made for its seeds, and more seeds if asked
-        from autopeft.search.seeds import target_protocol
+        from autopeft.search.seeds import study_target_protocol
+        from autopeft.store.verifications import Verifications
 
-        target = target_protocol(space)
+        target = study_target_protocol(Verifications(store), name, space)
         first = target.seeds[0]
         protocol = dataclasses.replace(target, seeds=tuple(range(first, first + (seeds or len(target.seeds)))))
         return VerifyPlan(study, tuple(front), protocol, baseline), prep

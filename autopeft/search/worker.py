@@ -229,9 +229,10 @@ class Worker:
 
     def _target_key(self, name: str) -> str | None:
         from autopeft.search.seeds import study_target_key
+        from autopeft.store.verifications import Verifications
 
         if name not in self._target_keys:
-            self._target_keys[name] = study_target_key(self.store.get_study(name))
+            self._target_keys[name] = study_target_key(Verifications(self.store), self.store.get_study(name))
         return self._target_keys[name]
 
     def _verify_prep(self, name: str):

@@ -107,8 +107,10 @@ class Verifications:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def add(self, records: list[VerificationRecord]) -> int:
-        """Create the ``pending`` rows that do not exist yet; returns how many were new."""
+    def add(self, records: list[VerificationRecord], *, claimed_by: str | None = None) -> int:
+        """Create the ``pending`` rows that do not exist yet; returns how many were new.
+        ``claimed_by``: create them ``running`` for that worker instead (a run this process
+        already has the result of, which no other process may take in between)."""
         from sqlalchemy import select
 
         from autopeft.store.tables import verifications as v
@@ -122,7 +124,10 @@ class Verifications:
                     & (v.c.protocol_key == r.protocol_key))).first()
                 if exists is None:
                     row = self._row(r)
-                    c.execute(v.insert().values(study_id=study_id, status="pending", created_at=utcnow(), **row))
+                    now = utcnow()
+                    state = (dict(status="pending") if claimed_by is None else
+                             dict(status="running", worker=claimed_by, started_at=now, heartbeat_at=now))
+                    c.execute(v.insert().values(study_id=study_id, created_at=now, **{**row, **state}))
                     new += 1
         return new
 
