@@ -151,7 +151,9 @@ def _as_records(points: list[Point], objectives, metric: str):
     return out
 
 
-def _vs(point: Point, base: Point, metric: str, floor: float) -> str:
+def _vs(point: Point, base: Point, metric: str, floor: float, family: int = 1) -> str:
+    """``point`` against default LoRA; ``family``: the comparisons made together (their
+    intervals hold at 95 % jointly, as the search's answer's do)."""
     if point.number is not None and point.number == base.number:
         return "is default LoRA"
     from autopeft.search.analysis.answer import paired
@@ -160,7 +162,7 @@ def _vs(point: Point, base: Point, metric: str, floor: float) -> str:
     rows = [VerificationRecord(study="bench", subject=str(n), seed=s, protocol={}, candidate=p.candidate, trial_number=n,
                                status="complete", test_metrics=p.test_runs.get(s) or {metric: v})
             for n, p in ((0, point), (1, base)) for s, v in p.test.items()]  # with outcomes: paired by example
-    pr = paired(0, 1, rows, metric, 1, floor)
+    pr = paired(0, 1, rows, metric, 1, floor, family=family)
     return "no shared seed" if pr is None else pr.describe()
 
 
@@ -244,7 +246,8 @@ def run(flow: str, seed: int, work: Path, task: str, quick: bool) -> dict:
         small = [p for p in healthy if p.params <= 0.25 * base.params and p.test]
         out["small"] = max(small, key=lambda p: statistics.fmean(p.test.values()), default=None)
         floor = 1.0 / s.splits["test"] if metric in SHARE_METRICS and (s.splits or {}).get("test") else 0.0
-        out["vs"] = {name: _vs(p, base, metric, floor) for name, p in (("knee", k), ("best", best)) if p.test}
+        compared = [(name, p) for name, p in (("knee", k), ("best", best)) if p.test]
+        out["vs"] = {name: _vs(p, base, metric, floor, family=len(compared)) for name, p in compared}
     return out
 
 

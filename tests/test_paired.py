@@ -132,6 +132,13 @@ def test_outcomes_that_cannot_pair_are_refused(a, b):
     assert isinstance(e.value, AutoPeftError) and "shape" in str(e.value)
 
 
+@pytest.mark.parametrize("asked", [dict(level=1.0), dict(level=0.0), dict(family=0), dict(resamples=0)])
+def test_an_impossible_level_family_or_resample_count_is_one_clear_error(asked):
+    with pytest.raises(PairingError) as e:  # level 1 used to divide by zero before the check
+        bootstrap(np.ones((2, 10)), np.zeros((2, 10)), **asked)
+    assert "must hold" in str(e.value)
+
+
 def test_outcome_bits_read_the_stored_text():
     assert outcome_bits("0110").tolist() == [0, 1, 1, 0]
     with pytest.raises(PairingError):

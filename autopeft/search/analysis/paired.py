@@ -12,7 +12,8 @@ degrees of freedom. So:
   of outcomes in {-1, 0, +1}. One resample draws the seeds with replacement and, once for all
   of them, the test examples with replacement (a new test set is new for every seed and for
   both points alike), and takes the mean difference. The 2.5 and 97.5 percentiles of 2,000
-  resamples are the 95 % interval; the verdict is ``better`` only when it lies above 0,
+  resamples are the 95 % interval of one comparison (of several compared at once, each
+  interval is wider, so that they hold at 95 % together: :func:`family_level`); the verdict is ``better`` only when it lies above 0,
   ``worse`` only when below, else ``within noise``; its half-width is the smallest
   difference this protocol can separate;
 - ``by_seed``: the fallback when a run kept no per-example outcomes (studies scored before
@@ -62,7 +63,8 @@ class PairedComparison:
     Attributes:
         diff: Mean of (point - reference) over the seeds and test examples, in the metric's
             units (a share: 0.0148 is 1.48 points), signed so that positive is better.
-        low: Lower end of the ``level`` interval, same units.
+        low: Lower end of the interval (at ``each_level``: the ``level`` of the family of
+            comparisons made together), same units.
         high: Upper end.
         verdict: ``better`` (interval above 0), ``worse`` (below 0) or ``within noise``
             (it contains 0, or one seed).
@@ -170,11 +172,12 @@ def bootstrap(point: Sequence[Sequence[int]], base: Sequence[Sequence[int]], see
     if a.ndim != 2 or a.shape != b.shape or 0 in a.shape:
         raise PairingError(f"outcomes must be two (seeds, examples) arrays of one shape, but got "
                            f"{a.shape} and {b.shape}")
+    if not 0 < level < 1 or family < 1 or (resamples is not None and resamples < 1):
+        raise PairingError(f"0 < level < 1, family >= 1 and resamples >= 1 must hold, but got level={level}, "
+                           f"family={family}, resamples={resamples}")
     each = family_level(family, level)
     if resamples is None:
         resamples = max(RESAMPLES, math.ceil(2 * TAIL_RESAMPLES / (1 - each) - 1e-9))
-    if not 0 < level < 1 or resamples < 1:
-        raise PairingError(f"0 < level < 1 and resamples >= 1 must hold, but got level={level}, resamples={resamples}")
     n_seeds, n = a.shape
     d = a - b
     by_seed = d.mean(axis=1)
