@@ -13,9 +13,9 @@ degrees of freedom. So:
   of them, the test examples with replacement (a new test set is new for every seed and for
   both points alike), and takes the mean difference. The 2.5 and 97.5 percentiles of 2,000
   resamples are the 95 % interval of one comparison (of several compared at once, each
-  interval is wider, so that they hold at 95 % together: :func:`family_level`); the verdict is ``better`` only when it lies above 0,
-  ``worse`` only when below, else ``within noise``; its half-width is the smallest
-  difference this protocol can separate;
+  interval is wider, so that they hold at 95 % together: :func:`family_level`); the verdict
+  is ``better`` only when it lies above 0, ``worse`` only when below, else ``within noise``;
+  its half-width is the smallest difference this protocol can separate;
 - ``by_seed``: the fallback when a run kept no per-example outcomes (studies scored before
   they were recorded, a user runner's own metrics, a metric that is no share of examples):
   the per-seed differences' standard error and, for a share of ``n_test`` examples, the test
